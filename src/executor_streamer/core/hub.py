@@ -1,0 +1,363 @@
+"""The hub: every part of the core wired together, usable in-process (DESIGN.md §4).
+
+    hub = ExecutorStreamer(ExecutorStreamerConfig())
+    await hub.start()
+    await hub.publisher.publish_reasoning("wf-1", "look for the login form", 0.8, "planning")
+    async with hub.subscribe("wf-1", since=0) as sub:
+        async for event in sub: ...
+    await hub.stop()
+
+The hub owns two background tasks, both cancelled by :meth:`stop`: the lifecycle
+callback runner and the maintenance loop (idle clients, retention).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from pydantic import TypeAdapter, ValidationError
+
+from ..config import ExecutorStreamerConfig
+from ..errors import (
+    ClientNotFound,
+    ConfigError,
+    InvalidInput,
+    ReplayNotAllowed,
+)
+from ..history.base import HistoryStore
+from ..history.memory import MemoryHistory
+from ..types.base import utc_now
+from ..types.enums import ClientType, SessionStatus
+from ..types.events import ErrorContext
+from ..types.filters import MAX_HISTORY_LIMIT, HistoryFilter, StreamFilter
+from ..types.streams import ModuleSessionInfo, StreamConfig, StreamSession
+from .analytics import HubCounters
+from .clients import ClientRegistry, ClientSession
+from .history import StreamHistory
+from .lifecycle import LifecycleCallbacks, LifecycleNotifier
+from .publisher import StreamPublisher
+from .records import EventRecord
+from .reports import StreamAnalytics
+from .streams import Stream, StreamManager
+from .subscription import CloseReason, Subscription
+
+_log = structlog.get_logger("executor_streamer.hub")
+_filters_adapter = TypeAdapter(list[StreamFilter])
+
+RETENTION_EVERY_SECONDS = 60.0
+ACTIVITY_KEPT = timedelta(hours=24)
+
+
+class ExecutorStreamer:
+    def __init__(
+        self,
+        config: ExecutorStreamerConfig | None = None,
+        *,
+        storage: HistoryStore | None = None,
+        callbacks: LifecycleCallbacks | None = None,
+        maintenance_interval: float = 1.0,
+    ) -> None:
+        self.config = config or ExecutorStreamerConfig()
+        self.storage = storage or _default_storage(self.config)
+        self.counters = HubCounters()
+        self._notifier = LifecycleNotifier()
+        if callbacks is not None:
+            self._notifier.callbacks = callbacks
+        self.streams = StreamManager(
+            self.config.default_stream_config, self.storage, self._notifier
+        )
+        self.clients = ClientRegistry(self.config.server.max_connections)
+        self.publisher = StreamPublisher(self.config, self.streams, self.storage, self.counters)
+        self.history = StreamHistory(self.streams, self.storage)
+        self.analytics = StreamAnalytics(self.streams, self.clients, self.counters, self.history)
+        self._maintenance_interval = maintenance_interval
+        self._maintenance: asyncio.Task[None] | None = None
+        self.started_at: datetime | None = None
+
+    # -- lifetime ----------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self.streams.running
+
+    async def start(self) -> None:
+        if self.running:
+            return
+        self._notifier.start()
+        self.streams.running = True
+        self._maintenance = asyncio.create_task(self._maintain(), name="executor-streamer-maint")
+        self.started_at = utc_now()
+        _log.info("hub_started", storage=self.config.persistence.storage_backend)
+
+    async def stop(self) -> None:
+        """End every subscription (reason SHUTDOWN), stop background work, close storage."""
+        if self._maintenance is None:
+            return
+        self.streams.running = False
+        task, self._maintenance = self._maintenance, None
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        for client in self.clients:
+            self.clients.disconnect(client.id, CloseReason.SHUTDOWN)
+        for stream in self.streams:
+            for sub in list(stream.subscriptions):
+                sub.close(CloseReason.SHUTDOWN)
+        await self._notifier.stop()
+        await self.storage.close()
+        _log.info("hub_stopped")
+
+    async def __aenter__(self) -> ExecutorStreamer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def set_lifecycle_callbacks(self, callbacks: LifecycleCallbacks) -> None:
+        self._notifier.callbacks = callbacks
+
+    async def drain_callbacks(self) -> None:
+        """Wait until every lifecycle callback emitted so far has run."""
+        await self._notifier.drain()
+
+    # -- streams (the seed's IExecutorStreamerManager) --------------------------------
+
+    async def create_stream(
+        self,
+        workflow_session_id: str,
+        config: StreamConfig | dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> str:
+        self._check_running()
+        return await self.streams.create_stream(workflow_session_id, config, metadata)
+
+    def get_stream(self, ref: str) -> StreamSession | None:
+        return self.streams.get_stream(ref)
+
+    async def destroy_stream(self, ref: str, purge: bool = False) -> None:
+        await self.streams.destroy_stream(ref, purge)
+
+    def list_active_streams(self) -> list[str]:
+        return self.streams.list_active_streams()
+
+    def get_session(self, ref: str) -> ModuleSessionInfo | None:
+        return self.streams.session_info(ref)
+
+    def update_session_status(
+        self, ref: str, status: SessionStatus, error: ErrorContext | None = None
+    ) -> None:
+        self.streams.update_status(ref, status, error)
+
+    # -- clients -----------------------------------------------------------------------
+
+    def connect(self, client_type: ClientType, client_id: str | None = None) -> ClientSession:
+        """Register a connection (limited by ``server.maxConnections``)."""
+        self._check_running()
+        return self.clients.connect(client_type, client_id)
+
+    def disconnect(self, client_id: str, reason: CloseReason = CloseReason.DISCONNECTED) -> None:
+        self.clients.disconnect(client_id, reason)
+
+    async def attach_client(
+        self, ref: str, client: ClientSession, filters: Sequence[StreamFilter] | None = None
+    ) -> Subscription:
+        """The seed's attachClient: a live-only subscription owned by ``client``."""
+        return await self.open_subscription(ref, filters=filters, client=client)
+
+    async def detach_client(self, ref: str, client_id: str) -> None:
+        """The seed's detachClient: end the client's subscription on this stream."""
+        stream = self.streams.resolve(ref)
+        client = stream.clients.get(client_id)
+        if client is None:
+            raise ClientNotFound(client_id)
+        client.subscriptions[stream.id].close(CloseReason.UNSUBSCRIBED)
+
+    # -- subscribing -------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def subscribe(
+        self,
+        ref: str,
+        *,
+        filters: Sequence[StreamFilter | Mapping[str, Any]] | None = None,
+        since: int | None = None,
+        epoch: str | None = None,
+        client: ClientSession | None = None,
+    ) -> AsyncIterator[Subscription]:
+        """A subscription for the ``async with`` block; see :meth:`open_subscription`."""
+        sub = await self.open_subscription(
+            ref, filters=filters, since=since, epoch=epoch, client=client
+        )
+        try:
+            yield sub
+        finally:
+            sub.close(CloseReason.UNSUBSCRIBED)
+
+    async def open_subscription(
+        self,
+        ref: str,
+        *,
+        filters: Sequence[StreamFilter | Mapping[str, Any]] | None = None,
+        since: int | None = None,
+        epoch: str | None = None,
+        client: ClientSession | None = None,
+    ) -> Subscription:
+        """Subscribe to a stream; the caller closes the subscription when done.
+
+        Without ``since`` the subscription is live-only. With it, every retained event
+        with seq > since that matches the filters comes first, then live events, with
+        no gap and no duplicate (DESIGN.md §5). ``recovered`` is False when some of the
+        events asked for are no longer held, or ``epoch`` names another epoch (then the
+        whole retained history is replayed). Subscribing to a closed stream hands out
+        the requested history and then ends.
+        """
+        self._check_running()
+        checked = self._check_filters(filters)
+        if since is not None and (
+            not isinstance(since, int) or isinstance(since, bool) or since < 0
+        ):
+            raise InvalidInput.single("since", "must be a non-negative integer")
+        stream = self.streams.resolve(ref)
+        if checked is None and stream.config.event_filters:
+            checked = list(stream.config.event_filters)
+        sub = Subscription(
+            stream.id,
+            stream.workflow_session_id,
+            checked,
+            stream.config.buffer_size,
+            client,
+            on_close=self._subscription_closed,
+        )
+        self.streams.attach(stream, sub)
+        # From here, every event published is pushed to ``sub``; history is read only up
+        # to the position taken now, in the same step, so the two neither gap nor overlap.
+        position = stream.last_seq
+        sub.epoch, sub.last_seq = stream.epoch, position
+        if since is None:
+            sub.begin(position, position)
+        else:
+            await self._resume(stream, sub, since, epoch, position)
+        if not stream.is_open:
+            sub.close(CloseReason.STREAM_CLOSED)
+        return sub
+
+    async def _resume(
+        self, stream: Stream, sub: Subscription, since: int, epoch: str | None, position: int
+    ) -> None:
+        foreign = (epoch is not None and epoch != stream.epoch) or since > position
+        start = 0 if foreign else since
+        sub.begin(start, position)
+        read = await self.storage.read_range(stream.id, start, position, sub.predicate)
+        sub.first_retained_seq = read.first_retained_seq
+        sub.recovered = not foreign and (position <= start or read.first_retained_seq <= start + 1)
+        sub.add_backlog(read.records)
+
+    def _check_filters(
+        self, filters: Sequence[StreamFilter | Mapping[str, Any]] | None
+    ) -> list[StreamFilter] | None:
+        if filters is None:
+            return None
+        if len(filters) > self.config.limits.max_filters:
+            raise InvalidInput.single(
+                "filters", f"at most {self.config.limits.max_filters} filters allowed"
+            )
+        try:
+            return _filters_adapter.validate_python(list(filters))
+        except ValidationError as exc:
+            raise InvalidInput.from_pydantic(exc, prefix="filters") from None
+
+    def _subscription_closed(self, sub: Subscription) -> None:
+        self.streams.detach(sub)
+        if sub.close_reason is CloseReason.SLOW_CONSUMER:
+            self.counters.slow_consumers += 1
+            _log.warning(
+                "slow_consumer_dropped",
+                stream_id=sub.stream_id,
+                client_id=sub.client.id if sub.client else None,
+                delivered_seq=sub.delivered_seq,
+            )
+
+    # -- replay (the seed's StreamReplay) ----------------------------------------------
+
+    async def replay_to_client(
+        self, ref: str, client_id: str, spec: HistoryFilter | None = None
+    ) -> int:
+        """Send history matching ``spec`` (and the client's filters) to a live client."""
+        stream, sub = self._replay_target(ref, client_id)
+        page = await self.storage.query(stream.id, spec or HistoryFilter())
+        return self._send_replay(sub, page.records)
+
+    async def replay_from_timestamp(self, ref: str, client_id: str, timestamp: datetime) -> int:
+        spec = HistoryFilter(start_time=timestamp, limit=MAX_HISTORY_LIMIT)
+        return await self.replay_to_client(ref, client_id, spec)
+
+    async def replay_last_events(self, ref: str, client_id: str, count: int) -> int:
+        if not isinstance(count, int) or not 1 <= count <= MAX_HISTORY_LIMIT:
+            raise InvalidInput.single("count", f"must be between 1 and {MAX_HISTORY_LIMIT}")
+        stream, sub = self._replay_target(ref, client_id)
+        return self._send_replay(sub, await self.storage.read_tail(stream.id, count))
+
+    def _replay_target(self, ref: str, client_id: str) -> tuple[Stream, Subscription]:
+        stream = self.streams.resolve(ref)
+        if not stream.config.enable_replay:
+            raise ReplayNotAllowed(f"replay is disabled for stream {ref!r} (enableReplay)")
+        client = self.clients.get(client_id)
+        if client.type is ClientType.HTTP_POLLING:
+            raise ReplayNotAllowed("a polling client reads history instead of being replayed to")
+        sub = client.subscriptions.get(stream.id)
+        if sub is None:
+            raise ClientNotFound(client_id)
+        return stream, sub
+
+    @staticmethod
+    def _send_replay(sub: Subscription, records: list[EventRecord]) -> int:
+        predicate = sub.predicate
+        if predicate is not None:
+            records = [r for r in records if predicate(r.event)]
+        sub.push_replay(records)
+        return len(records)
+
+    # -- upkeep ------------------------------------------------------------------------
+
+    def _check_running(self) -> None:
+        self.streams.check_running()
+
+    async def _maintain(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_retention = loop.time()
+        while True:
+            try:
+                self.expire_idle_clients()
+                if loop.time() >= next_retention:
+                    next_retention = loop.time() + RETENTION_EVERY_SECONDS
+                    removed = await self.history.apply_retention()
+                    self.clients.forget_before(utc_now() - ACTIVITY_KEPT)
+                    if removed:
+                        _log.info("retention_applied", removed=removed)
+            except Exception:
+                _log.exception("maintenance_failed")
+            await asyncio.sleep(self._maintenance_interval)
+
+    def expire_idle_clients(self) -> list[str]:
+        """Disconnect clients with no sign of life for ``server.idleClientTimeout``."""
+        timeout = self.config.server.idle_client_timeout / 1000
+        expired = [c.id for c in self.clients.idle(timeout)]
+        for client_id in expired:
+            self.clients.disconnect(client_id, CloseReason.DISCONNECTED)
+            _log.info("idle_client_removed", client_id=client_id)
+        return expired
+
+
+def _default_storage(config: ExecutorStreamerConfig) -> HistoryStore:
+    backend = config.persistence.storage_backend
+    if backend != "memory":
+        raise ConfigError(
+            f"persistence.storageBackend: {backend!r} is not available in this version; "
+            "use 'memory'"
+        )
+    return MemoryHistory()

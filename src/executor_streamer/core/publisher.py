@@ -1,0 +1,348 @@
+"""Publishing (the seed's IStreamPublisher, DESIGN.md §4).
+
+A publish goes: validate (outside any lock) → take the stream's lock → assign seqs,
+resolve command ids, stamp, serialize once and check sizes → store screenshots →
+append to history (the event is acknowledged only once this returns) → hand the
+records to subscribers. Anything that fails before the append leaves the stream
+exactly as it was: no seq used, no command matched, nothing delivered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
+
+from ..config import ExecutorStreamerConfig
+from ..errors import EventTooLarge, FieldError, InvalidInput, StreamClosed, StreamNotFound
+from ..history.base import HistoryStore
+from ..types.enums import CommandAction, StreamEventType
+from ..types.events import (
+    CommandCompletedData,
+    CommandFailedData,
+    CommandStartedData,
+    ErrorContext,
+    EventInput,
+    ScreenshotFields,
+    ScreenshotInfo,
+    StreamEvent,
+    StreamEventData,
+)
+from .analytics import HubCounters
+from .commands import CommandTracker
+from .ids import new_event_id
+from .records import EventRecord
+from .streams import Stream, StreamManager
+from .validation import (
+    PreparedEvent,
+    check_metadata,
+    check_screenshot,
+    prepare_batch,
+    prepare_event,
+)
+
+JsonObject = dict[str, Any]
+
+
+class StreamPublisher:
+    """Publishes into streams, creating them on first use when auto-create is on.
+
+    Every method returns the stored event(s), so the caller learns ``id``, ``seq``,
+    the ``commandId`` used and a screenshot's ``url``. In-process publishing is not
+    rate limited.
+    """
+
+    def __init__(
+        self,
+        config: ExecutorStreamerConfig,
+        streams: StreamManager,
+        storage: HistoryStore,
+        counters: HubCounters,
+    ) -> None:
+        self._config = config
+        self._limits = config.limits
+        self._streams = streams
+        self._storage = storage
+        self._counters = counters
+
+    # -- one method per seed publisher method ------------------------------------------
+
+    async def publish_reasoning(
+        self,
+        session_id: str,
+        thought: str,
+        confidence: float,
+        type: str,
+        context: JsonObject | None = None,
+        metadata: JsonObject | None = None,
+    ) -> StreamEvent:
+        data = {"thought": thought, "confidence": confidence, "reasoning_type": type}
+        if context is not None:
+            data["context"] = context
+        return await self._publish_one(session_id, StreamEventType.REASONING, data, metadata)
+
+    async def publish_command_started(
+        self,
+        session_id: str,
+        command_name: str,
+        action: CommandAction | str,
+        parameters: JsonObject | None = None,
+        command_id: str | None = None,
+        metadata: JsonObject | None = None,
+    ) -> StreamEvent:
+        data = {
+            "command_name": command_name,
+            "action": action,
+            "parameters": {} if parameters is None else parameters,
+            "command_id": command_id,
+        }
+        return await self._publish_one(session_id, StreamEventType.COMMAND_STARTED, data, metadata)
+
+    async def publish_command_completed(
+        self,
+        session_id: str,
+        command_name: str,
+        result: Any,
+        duration: float,
+        command_id: str | None = None,
+        metadata: JsonObject | None = None,
+    ) -> StreamEvent:
+        data = {
+            "command_name": command_name,
+            "result": result,
+            "duration": duration,
+            "command_id": command_id,
+        }
+        return await self._publish_one(
+            session_id, StreamEventType.COMMAND_COMPLETED, data, metadata
+        )
+
+    async def publish_command_failed(
+        self,
+        session_id: str,
+        command_name: str,
+        error: ErrorContext | JsonObject,
+        duration: float,
+        command_id: str | None = None,
+        metadata: JsonObject | None = None,
+    ) -> StreamEvent:
+        data = {
+            "command_name": command_name,
+            "error": error,
+            "duration": duration,
+            "command_id": command_id,
+        }
+        return await self._publish_one(session_id, StreamEventType.COMMAND_FAILED, data, metadata)
+
+    async def publish_screenshot(
+        self,
+        session_id: str,
+        image: bytes,
+        mime_type: str = "image/png",
+        *,
+        width: int | None = None,
+        height: int | None = None,
+        caption: str | None = None,
+        command_id: str | None = None,
+        page_url: str | None = None,
+        metadata: JsonObject | None = None,
+    ) -> StreamEvent:
+        """Publish image bytes; the stored event carries ScreenshotInfo with its ``url``."""
+        fields = {
+            "mime_type": mime_type,
+            "width": width,
+            "height": height,
+            "caption": caption,
+            "command_id": command_id,
+            "page_url": page_url,
+        }
+        try:
+            if not isinstance(image, bytes | bytearray | memoryview):
+                raise InvalidInput.single("data.image", "must be bytes")
+            try:
+                checked = ScreenshotFields.model_validate(fields)
+            except ValidationError as exc:
+                raise InvalidInput.from_pydantic(exc, prefix="data") from None
+            check_metadata(metadata, self._limits)
+            shot = check_screenshot(bytes(image), checked, self._limits)
+        except InvalidInput:
+            self._counters.record_rejected()
+            raise
+        prepared = PreparedEvent(StreamEventType.SCREENSHOT, checked, metadata, shot)
+        return (await self.publish_prepared(session_id, [prepared]))[0].event
+
+    async def publish_variable_update(
+        self,
+        session_id: str,
+        name: str,
+        value: str,
+        previous_value: str | None = None,
+        metadata: JsonObject | None = None,
+    ) -> StreamEvent:
+        data = {"name": name, "value": value, "previous_value": previous_value}
+        return await self._publish_one(session_id, StreamEventType.VARIABLE_UPDATE, data, metadata)
+
+    async def publish_status(
+        self,
+        session_id: str,
+        type: str,
+        status: str,
+        message: str | None = None,
+        metadata: JsonObject | None = None,
+    ) -> StreamEvent:
+        data = {"status_type": type, "status": status, "message": message}
+        return await self._publish_one(session_id, StreamEventType.STATUS, data, metadata)
+
+    async def publish_error(
+        self,
+        session_id: str,
+        error: ErrorContext | JsonObject,
+        metadata: JsonObject | None = None,
+    ) -> StreamEvent:
+        if isinstance(error, ErrorContext):
+            error = error.model_dump(by_alias=False)
+        return await self._publish_one(session_id, StreamEventType.ERROR, error, metadata)
+
+    async def publish_event(
+        self, session_id: str, event: EventInput | Mapping[str, Any]
+    ) -> StreamEvent:
+        """Publish ``{type, data, metadata?}`` as a producer would send it over HTTP."""
+        try:
+            prepared = prepare_event(event, self._limits)
+        except InvalidInput:
+            self._counters.record_rejected()
+            raise
+        return (await self.publish_prepared(session_id, [prepared]))[0].event
+
+    async def publish_batch(
+        self, session_id: str, events: Sequence[EventInput | Mapping[str, Any]]
+    ) -> list[StreamEvent]:
+        """Publish events atomically and in order: all are stored, or none."""
+        try:
+            prepared = prepare_batch(events, self._limits)
+        except InvalidInput:
+            self._counters.record_rejected()
+            raise
+        return [r.event for r in await self.publish_prepared(session_id, prepared)]
+
+    # -- the one path every publish takes ----------------------------------------------
+
+    async def publish_prepared(
+        self, session_id: str, prepared: Sequence[PreparedEvent]
+    ) -> list[EventRecord]:
+        """Store and deliver validated events; returns the records, wire bytes included."""
+        try:
+            self._streams.check_running()
+            stream = await self._stream_for(session_id)
+            async with stream.lock:
+                if not stream.is_open:
+                    raise StreamClosed(stream.workflow_session_id)
+                tracker = stream.commands.copy()
+                records = self._build_records(stream, prepared, tracker)
+                for item in prepared:
+                    if item.screenshot is not None:
+                        shot = item.screenshot
+                        await self._storage.put_screenshot(
+                            stream.id, shot.screenshot_id, shot.image
+                        )
+                await self._storage.append(stream.id, records)
+                stream.commands = tracker
+                self._streams.mark_active(stream)
+                stream.counters.record(records)
+                self._counters.record_published(records)
+                stream.deliver(records)
+                return records
+        except Exception:
+            self._counters.record_rejected()
+            raise
+
+    async def _stream_for(self, session_id: str) -> Stream:
+        stream = self._streams.find(session_id)
+        if stream is not None:
+            return stream
+        if not self._config.server.auto_create_streams:
+            raise StreamNotFound(session_id)
+        stream, _ = await self._streams.ensure_stream(session_id)
+        return stream
+
+    def _build_records(
+        self, stream: Stream, prepared: Sequence[PreparedEvent], tracker: CommandTracker
+    ) -> list[EventRecord]:
+        timestamp = stream.next_timestamp()
+        records: list[EventRecord] = []
+        errors: list[FieldError] = []
+        too_large = False
+        for offset, item in enumerate(prepared):
+            index = offset if len(prepared) > 1 else None
+            event = StreamEvent.model_construct(
+                id=new_event_id(),
+                stream_id=stream.id,
+                session_id=stream.workflow_session_id,
+                seq=stream.last_seq + 1 + offset,
+                type=item.type,
+                timestamp=timestamp,
+                data=_stored_data(stream, item, tracker),
+                metadata=item.metadata,
+            )
+            try:
+                record = EventRecord.of(event)
+            except PydanticSerializationError as exc:
+                errors.append(FieldError("data", f"must be JSON-serializable: {exc}", index))
+                continue
+            if len(record.payload) > self._limits.max_event_bytes:
+                too_large = True
+                errors.append(
+                    FieldError(
+                        "(root)",
+                        f"event is {len(record.payload)} bytes serialized; at most "
+                        f"{self._limits.max_event_bytes} allowed",
+                        index,
+                    )
+                )
+            records.append(record)
+        if errors:
+            raise (EventTooLarge if too_large else InvalidInput)(errors)
+        return records
+
+    async def _publish_one(
+        self,
+        session_id: str,
+        event_type: StreamEventType,
+        data: JsonObject,
+        metadata: JsonObject | None,
+    ) -> StreamEvent:
+        return await self.publish_event(
+            session_id, {"type": event_type, "data": data, "metadata": metadata}
+        )
+
+
+def _stored_data(stream: Stream, item: PreparedEvent, tracker: CommandTracker) -> StreamEventData:
+    """The data as stored: command ids resolved, screenshots turned into ScreenshotInfo."""
+    data = item.data
+    if isinstance(data, CommandStartedData):
+        return data.model_copy(
+            update={"command_id": tracker.start(data.command_name, data.command_id)}
+        )
+    if isinstance(data, CommandCompletedData | CommandFailedData):
+        return data.model_copy(
+            update={"command_id": tracker.finish(data.command_name, data.command_id)}
+        )
+    if item.screenshot is not None:
+        shot = item.screenshot
+        fields = shot.fields
+        return ScreenshotInfo.model_construct(
+            screenshot_id=shot.screenshot_id,
+            mime_type=fields.mime_type,
+            width=fields.width,
+            height=fields.height,
+            size_bytes=len(shot.image.data),
+            sha256=shot.image.sha256,
+            url=f"/api/streams/{stream.id}/screenshots/{shot.screenshot_id}",
+            caption=fields.caption,
+            command_id=fields.command_id,
+            page_url=fields.page_url,
+        )
+    assert not isinstance(data, ScreenshotFields), "screenshots always carry their image"
+    return cast(StreamEventData, data)

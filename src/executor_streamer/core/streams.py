@@ -1,0 +1,314 @@
+"""Streams and the stream manager (the seed's IExecutorStreamerManager).
+
+One stream per workflow session. Any stream reference accepts either the stream id
+(``str_…``) or the workflow session id.
+
+Status lifecycle::
+
+    INITIALIZING ──first event──▶ ACTIVE ◀──▶ ERROR
+         │                          │           │
+         └──────────── close ───────┴───────────┴──▶ CLOSED ──re-create──▶ ACTIVE
+
+A closed stream keeps its history readable and refuses publishes; re-creating it
+reactivates it with its seq continuing. Purging removes it and its history, so a
+later create starts over: new id, new epoch, seq from 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from ..errors import (
+    HubNotRunning,
+    InvalidInput,
+    InvalidStatusTransition,
+    StreamNotFound,
+    TooManyClients,
+)
+from ..history.base import HistoryStore
+from ..types.base import utc_now
+from ..types.enums import SessionStatus
+from ..types.events import ErrorContext
+from ..types.streams import ModuleSessionInfo, StreamConfig, StreamSession
+from .analytics import StreamCounters
+from .clients import ClientSession
+from .commands import CommandTracker
+from .ids import RESERVED_WORKFLOW_SESSION_IDS, WORKFLOW_SESSION_ID, new_epoch, new_stream_id
+from .lifecycle import LifecycleNotifier
+from .records import EventRecord
+from .subscription import CloseReason, Subscription
+
+_log = structlog.get_logger("executor_streamer.streams")
+
+_OPEN = frozenset({SessionStatus.INITIALIZING, SessionStatus.ACTIVE, SessionStatus.ERROR})
+_ALLOWED = {
+    SessionStatus.INITIALIZING: {SessionStatus.ACTIVE, SessionStatus.ERROR, SessionStatus.CLOSED},
+    SessionStatus.ACTIVE: {SessionStatus.ERROR, SessionStatus.CLOSED},
+    SessionStatus.ERROR: {SessionStatus.ACTIVE, SessionStatus.CLOSED},
+    SessionStatus.CLOSED: {SessionStatus.ACTIVE},
+}
+
+
+class Stream:
+    """The live state of one stream. Publishing to it holds ``lock``."""
+
+    def __init__(
+        self, workflow_session_id: str, config: StreamConfig, metadata: dict[str, Any]
+    ) -> None:
+        self.id = new_stream_id()
+        self.workflow_session_id = workflow_session_id
+        self.config = config
+        self.metadata = metadata
+        self.status = SessionStatus.INITIALIZING
+        self.created_at = utc_now()
+        self.last_activity = self.created_at
+        self.epoch = new_epoch()
+        self.last_seq = 0
+        """The newest seq stored and delivered to subscribers."""
+        self.lock = asyncio.Lock()
+        self.commands = CommandTracker()
+        self.counters = StreamCounters()
+        self.subscriptions: set[Subscription] = set()
+        self.clients: dict[str, ClientSession] = {}
+        self._last_timestamp = self.created_at
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in _OPEN
+
+    def next_timestamp(self) -> datetime:
+        """Now, but never before the previous event: stamps in a stream never decrease."""
+        self._last_timestamp = max(utc_now(), self._last_timestamp)
+        return self._last_timestamp
+
+    def deliver(self, records: Sequence[EventRecord]) -> None:
+        """Mark ``records`` stored and hand them to every subscriber, synchronously."""
+        self.last_seq = records[-1].seq
+        self.last_activity = records[-1].event.timestamp
+        for sub in list(self.subscriptions):
+            sub.push(records)
+
+    def session(self) -> StreamSession:
+        return StreamSession(
+            session_id=self.id,
+            linked_workflow_session_id=self.workflow_session_id,
+            status=self.status,
+            created_at=self.created_at,
+            last_activity=self.last_activity,
+            metadata=self.metadata,
+            stream_id=self.id,
+            is_active=self.is_open,
+            clients=[c.info(self.id) for c in self.clients.values()],
+            config=self.config,
+            epoch=self.epoch,
+            last_seq=self.last_seq,
+        )
+
+
+class StreamManager:
+    """Creates, finds, closes and purges streams; attaches clients within limits."""
+
+    def __init__(
+        self, default_config: StreamConfig, storage: HistoryStore, notifier: LifecycleNotifier
+    ) -> None:
+        self.default_config = default_config
+        self._storage = storage
+        self._notifier = notifier
+        self._by_id: dict[str, Stream] = {}
+        self._by_session: dict[str, Stream] = {}
+        self.streams_created = 0
+        self.running = False
+        """Set by the hub between start() and stop(); nothing is accepted outside that."""
+
+    def check_running(self) -> None:
+        if not self.running:
+            raise HubNotRunning("the hub is not running: call start() first")
+
+    def __iter__(self) -> Iterator[Stream]:
+        return iter(list(self._by_id.values()))
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def find(self, ref: str) -> Stream | None:
+        return self._by_id.get(ref) or self._by_session.get(ref)
+
+    def resolve(self, ref: str) -> Stream:
+        stream = self.find(ref)
+        if stream is None:
+            raise StreamNotFound(ref)
+        return stream
+
+    async def ensure_stream(
+        self,
+        workflow_session_id: str,
+        config: StreamConfig | dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[Stream, bool]:
+        """The workflow session's stream, created if needed; True if it was created.
+
+        Idempotent: an open stream is returned as it is; a CLOSED one is reactivated with
+        its seq continuing (``config`` and ``metadata`` then apply to it).
+        """
+        validate_workflow_session_id(workflow_session_id)
+        stream = self._by_session.get(workflow_session_id)
+        if stream is not None and stream.is_open:
+            return stream, False
+        resolved = self._resolve_config(config)
+        if stream is not None:
+            stream.config = resolved
+            if metadata is not None:
+                stream.metadata = dict(metadata)
+            await self._storage.open_stream(stream.id, resolved)
+            self._set_status(stream, SessionStatus.ACTIVE)
+            return stream, False
+        stream = Stream(workflow_session_id, resolved, dict(metadata or {}))
+        await self._storage.open_stream(stream.id, resolved)
+        self._by_id[stream.id] = stream
+        self._by_session[workflow_session_id] = stream
+        self.streams_created += 1
+        self._notifier.created(workflow_session_id, stream.id)
+        _log.info("stream_created", session_id=workflow_session_id, stream_id=stream.id)
+        return stream, True
+
+    async def create_stream(
+        self,
+        workflow_session_id: str,
+        config: StreamConfig | dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> str:
+        """The seed's createStream: the stream id, creating or reactivating as needed."""
+        stream, _ = await self.ensure_stream(workflow_session_id, config, metadata)
+        return stream.id
+
+    def get_stream(self, ref: str) -> StreamSession | None:
+        stream = self.find(ref)
+        return None if stream is None else stream.session()
+
+    def stream_exists(self, ref: str) -> bool:
+        return self.find(ref) is not None
+
+    def list_active_streams(self) -> list[str]:
+        """Ids of every open stream."""
+        return [s.id for s in self._by_id.values() if s.is_open]
+
+    async def destroy_stream(self, ref: str, purge: bool = False) -> None:
+        """Close the stream (subscribers end with STREAM_CLOSED); ``purge`` also forgets it
+        and its history entirely."""
+        stream = self.resolve(ref)
+        async with stream.lock:  # let a publish in progress finish first
+            if stream.status is not SessionStatus.CLOSED:
+                self._set_status(stream, SessionStatus.CLOSED)
+            for sub in list(stream.subscriptions):
+                sub.close(CloseReason.STREAM_CLOSED)
+            if purge:
+                del self._by_id[stream.id]
+                del self._by_session[stream.workflow_session_id]
+                await self._storage.drop_stream(stream.id)
+                self._notifier.destroyed(stream.workflow_session_id)
+                _log.info("stream_purged", session_id=stream.workflow_session_id)
+
+    def update_status(
+        self, ref: str, status: SessionStatus, error: ErrorContext | None = None
+    ) -> None:
+        """Move a stream along the lifecycle; closing goes through :meth:`destroy_stream`."""
+        stream = self.resolve(ref)
+        if status is SessionStatus.CLOSED or stream.status is SessionStatus.CLOSED:
+            raise InvalidStatusTransition(
+                "streams are closed with destroy_stream and reopened with create_stream",
+                {"from": stream.status, "to": status},
+            )
+        if status is not stream.status:
+            self._set_status(stream, status)
+        if status is SessionStatus.ERROR and error is not None:
+            self._notifier.errored(stream.workflow_session_id, error)
+
+    def mark_active(self, stream: Stream) -> None:
+        """The first event moves a new stream from INITIALIZING to ACTIVE."""
+        if stream.status is SessionStatus.INITIALIZING:
+            self._set_status(stream, SessionStatus.ACTIVE)
+
+    def attach(self, stream: Stream, sub: Subscription) -> None:
+        """Register a subscription; a client's counts against ``maxClients``."""
+        client = sub.client
+        if client is not None:
+            if client.id not in stream.clients and len(stream.clients) >= stream.config.max_clients:
+                raise TooManyClients(
+                    f"stream {stream.workflow_session_id!r} already has "
+                    f"{stream.config.max_clients} clients (maxClients)",
+                    {"stream": stream.id},
+                )
+            previous = client.subscriptions.get(stream.id)
+            if previous is not None:
+                previous.close(CloseReason.UNSUBSCRIBED)
+            stream.clients[client.id] = client
+            client.subscriptions[stream.id] = sub
+            client.stream_ids.add(stream.id)
+            self._notifier.client_attached(stream.id, client.info(stream.id))
+        stream.subscriptions.add(sub)
+
+    def detach(self, sub: Subscription) -> None:
+        """Forget a closed subscription; called from ``Subscription.close``."""
+        stream = self._by_id.get(sub.stream_id)
+        if stream is not None:
+            stream.subscriptions.discard(sub)
+        client = sub.client
+        if client is not None and client.subscriptions.get(sub.stream_id) is sub:
+            del client.subscriptions[sub.stream_id]
+            if stream is not None:
+                stream.clients.pop(client.id, None)
+            self._notifier.client_detached(sub.stream_id, client.id)
+
+    def _resolve_config(self, config: StreamConfig | dict[str, Any] | None) -> StreamConfig:
+        if isinstance(config, StreamConfig):
+            return config
+        try:
+            return self.default_config.merged(config)
+        except ValidationError as exc:
+            raise InvalidInput.from_pydantic(exc, prefix="config") from None
+
+    def _set_status(self, stream: Stream, status: SessionStatus) -> None:
+        old = stream.status
+        if status not in _ALLOWED[old]:
+            raise InvalidStatusTransition(
+                f"a {old} stream cannot become {status}", {"from": old, "to": status}
+            )
+        stream.status = status
+        stream.last_activity = utc_now()
+        self._notifier.status_changed(stream.workflow_session_id, old, status)
+
+    # -- the seed's ISessionManager, in the hub's words --------------------------------
+
+    def session_info(self, ref: str) -> ModuleSessionInfo | None:
+        stream = self.find(ref)
+        if stream is None:
+            return None
+        return ModuleSessionInfo(
+            session_id=stream.id,
+            linked_workflow_session_id=stream.workflow_session_id,
+            status=stream.status,
+            created_at=stream.created_at,
+            last_activity=stream.last_activity,
+            metadata=stream.metadata,
+        )
+
+    def record_activity(self, ref: str) -> None:
+        self.resolve(ref).last_activity = utc_now()
+
+
+def validate_workflow_session_id(value: object) -> str:
+    if not isinstance(value, str) or not WORKFLOW_SESSION_ID.fullmatch(value):
+        raise InvalidInput.single(
+            "workflowSessionId",
+            "must be 1-128 characters of letters, digits, '.', '_', ':' or '-', "
+            "starting with a letter or digit",
+        )
+    if value in RESERVED_WORKFLOW_SESSION_IDS:
+        raise InvalidInput.single("workflowSessionId", f"{value!r} is reserved")
+    return value

@@ -1,0 +1,215 @@
+"""One subscriber's view of one stream (DESIGN.md §5, §9).
+
+A subscription is registered with its stream *before* the history it resumes from is
+read, and the read is bounded by the stream's last delivered seq at that moment.
+Live events after that seq queue up while the history is read, so the subscriber sees
+history then live with no gap; a seq guard drops anything at or below what it has
+already been given, so it sees no duplicate either.
+
+Live events wait in a queue bounded by the stream's ``bufferSize``. When a live event
+arrives and the queue is full, the subscription ends with ``SLOW_CONSUMER``: what was
+queued is still handed out, then iteration raises :class:`SlowConsumer` carrying the
+last seq delivered, from which the subscriber resumes without loss. One slow consumer
+therefore never holds the stream or anyone else back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Self
+
+from ..errors import SlowConsumer
+from ..types.events import StreamEvent
+from ..types.filters import StreamFilter
+from .filters import Predicate, compile_filters
+from .records import EventRecord
+
+if TYPE_CHECKING:
+    from .clients import ClientSession
+
+
+class CloseReason(StrEnum):
+    UNSUBSCRIBED = "UNSUBSCRIBED"
+    STREAM_CLOSED = "STREAM_CLOSED"
+    SLOW_CONSUMER = "SLOW_CONSUMER"
+    DISCONNECTED = "DISCONNECTED"
+    SHUTDOWN = "SHUTDOWN"
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayBatch:
+    """Events replayed on request; they may repeat seqs the subscriber already has."""
+
+    records: list[EventRecord]
+
+    @property
+    def last_seq(self) -> int:
+        return self.records[-1].seq if self.records else 0
+
+
+SubscriptionItem = EventRecord | ReplayBatch
+
+
+class Subscription:
+    """Iterate it (``async for event in sub``) to get StreamEvents, resumed then live.
+
+    Transports use :meth:`next_item` and :meth:`drain` instead, to get records (with
+    their serialized payload) and replay batches, and to coalesce what is queued into
+    one write.
+    """
+
+    def __init__(
+        self,
+        stream_id: str,
+        workflow_session_id: str,
+        filters: Sequence[StreamFilter] | None,
+        buffer_size: int,
+        client: ClientSession | None = None,
+        on_close: Callable[[Subscription], None] | None = None,
+    ) -> None:
+        self.stream_id = stream_id
+        self.workflow_session_id = workflow_session_id
+        self.client = client
+        self.filters: list[StreamFilter] = list(filters or [])
+        self._predicate: Predicate | None = compile_filters(self.filters)
+        self._buffer_size = buffer_size
+        self._queue: deque[SubscriptionItem] = deque()
+        self._position = 0  # highest seq offered to this subscriber: the duplicate guard
+        self._replaying: deque[StreamEvent] = deque()  # a replay batch being iterated
+        self._waiter: asyncio.Future[None] | None = None
+        self._on_close = on_close
+        self.close_reason: CloseReason | None = None
+        self.recovered = True
+        """False when events this subscriber asked to resume from were no longer held."""
+        self.epoch = ""
+        self.last_seq = 0
+        """The stream's last seq when this subscription started."""
+        self.first_retained_seq = 1
+        self.delivered_seq = 0
+        """Seq of the last resumed or live event handed out: where to resume from."""
+
+    # -- called by the hub -------------------------------------------------------------
+
+    def begin(self, since: int, position: int) -> None:
+        """Live delivery starts after ``position``; history in ``(since, position]`` is
+        read separately and handed in through :meth:`add_backlog`."""
+        self.delivered_seq = since
+        self._position = position
+
+    def add_backlog(self, records: Sequence[EventRecord]) -> None:
+        """Queue resumed history ahead of live events (which are all newer)."""
+        backlog = [r for r in records if r.seq > self.delivered_seq]
+        if backlog:
+            self._queue.extendleft(reversed(backlog))
+            self._wake()
+
+    def push(self, records: Sequence[EventRecord]) -> None:
+        """Offer newly published records; called synchronously by fan-out."""
+        if self.close_reason is not None:
+            return
+        predicate = self._predicate
+        added = False
+        for record in records:
+            if record.seq <= self._position:
+                continue
+            self._position = record.seq
+            if predicate is not None and not predicate(record.event):
+                continue
+            if len(self._queue) >= self._buffer_size:
+                self.close(CloseReason.SLOW_CONSUMER)
+                return
+            self._queue.append(record)
+            added = True
+        if added:
+            self._wake()
+
+    def push_replay(self, records: list[EventRecord]) -> None:
+        if self.close_reason is None:
+            self._queue.append(ReplayBatch(records))
+            self._wake()
+
+    def close(self, reason: CloseReason) -> None:
+        """End the subscription; queued items are still handed out, then iteration stops."""
+        if self.close_reason is not None:
+            return
+        self.close_reason = reason
+        self._wake()
+        if self._on_close is not None:
+            self._on_close(self)
+
+    def set_filters(self, filters: Sequence[StreamFilter] | None) -> None:
+        """Apply new filters to events published from now on."""
+        self.filters = list(filters or [])
+        self._predicate = compile_filters(self.filters)
+
+    # -- called by the consumer --------------------------------------------------------
+
+    @property
+    def predicate(self) -> Predicate | None:
+        """The compiled filters; None when every event matches."""
+        return self._predicate
+
+    @property
+    def closed(self) -> bool:
+        return self.close_reason is not None
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def drain(self) -> list[SubscriptionItem]:
+        """Everything queued now, without waiting."""
+        items = list(self._queue)
+        self._queue.clear()
+        self._count(items)
+        return items
+
+    async def next_item(self) -> SubscriptionItem | None:
+        """The next item, waiting for one; None once closed and empty."""
+        while not self._queue:
+            if self.close_reason is not None:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        item = self._queue.popleft()
+        self._count((item,))
+        return item
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> StreamEvent:
+        """The next event. Ends when the subscription closes (see ``close_reason``);
+        raises :class:`SlowConsumer` if it ended because the consumer fell behind."""
+        while not self._replaying:
+            item = await self.next_item()
+            if item is None:
+                if self.close_reason is CloseReason.SLOW_CONSUMER:
+                    raise SlowConsumer(self.delivered_seq)
+                raise StopAsyncIteration
+            if isinstance(item, EventRecord):
+                return item.event
+            self._replaying.extend(r.event for r in item.records)
+        return self._replaying.popleft()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _count(self, items: Sequence[SubscriptionItem]) -> None:
+        received = 0
+        for item in items:
+            if isinstance(item, EventRecord):
+                self.delivered_seq = item.seq
+                received += 1
+            else:
+                received += len(item.records)
+        if self.client is not None:
+            self.client.events_received += received

@@ -1,0 +1,202 @@
+"""Errors raised by the hub.
+
+Every error carries a stable ``code`` (the string clients see in
+``{"error": {"code", "message", "details"}}`` and in WebSocket ``error`` frames);
+transports map codes to HTTP statuses and close codes in one table.
+
+    StreamerError
+    ├── InvalidInput                 VALIDATION_ERROR   bad event, filter or argument
+    │   ├── EventTooLarge            EVENT_TOO_LARGE    over limits.maxEventBytes
+    │   └── BatchTooLarge            BATCH_TOO_LARGE    over limits.maxBatchSize
+    ├── ConfigError                  CONFIG_ERROR       an invalid configuration value
+    ├── StreamNotFound               STREAM_NOT_FOUND
+    ├── StreamClosed                 STREAM_CLOSED      publish to a closed stream
+    ├── InvalidStatusTransition      INVALID_STATUS_TRANSITION
+    ├── ClientNotFound               CLIENT_NOT_FOUND
+    ├── TooManyClients               TOO_MANY_CLIENTS   per-stream or global limit reached
+    ├── SlowConsumer                 SLOW_CONSUMER      a subscriber's queue overflowed
+    ├── ReplayNotAllowed             REPLAY_NOT_ALLOWED disabled, or asked of a poller
+    ├── ScreenshotNotFound           SCREENSHOT_NOT_FOUND
+    └── HubNotRunning                HUB_NOT_RUNNING    used before start() or after stop()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import ValidationError
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One problem with one input field.
+
+    ``path`` is the dotted wire (camelCase) path of the field, e.g. ``data.confidence``;
+    ``index`` is the event's position when the input was a batch.
+    """
+
+    path: str
+    message: str
+    index: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": self.path, "message": self.message}
+        if self.index is not None:
+            out["index"] = self.index
+        return out
+
+
+class StreamerError(Exception):
+    """Base of every error the hub raises on purpose."""
+
+    code: ClassVar[str] = "INTERNAL_ERROR"
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``error`` object of the wire format."""
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            out["details"] = self.details
+        return out
+
+
+class InvalidInput(StreamerError):
+    """Input that breaks a rule of DESIGN.md §3; ``errors`` names every offending field."""
+
+    code = "VALIDATION_ERROR"
+
+    def __init__(self, errors: Sequence[FieldError], message: str | None = None) -> None:
+        self.errors = list(errors)
+        if message is None:
+            message = "; ".join(_describe(e) for e in self.errors) or "invalid input"
+        super().__init__(message, {"errors": [e.to_dict() for e in self.errors]})
+
+    @classmethod
+    def single(cls, path: str, message: str, index: int | None = None) -> InvalidInput:
+        return cls([FieldError(path, message, index)])
+
+    @classmethod
+    def from_pydantic(
+        cls, exc: ValidationError, prefix: str = "", index: int | None = None
+    ) -> InvalidInput:
+        return cls(field_errors(exc, prefix, index))
+
+
+class EventTooLarge(InvalidInput):
+    code = "EVENT_TOO_LARGE"
+
+
+class BatchTooLarge(InvalidInput):
+    code = "BATCH_TOO_LARGE"
+
+
+class ConfigError(StreamerError):
+    """An invalid configuration value; the message names the key."""
+
+    code = "CONFIG_ERROR"
+
+
+class StreamNotFound(StreamerError):
+    code = "STREAM_NOT_FOUND"
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(f"stream {stream!r} does not exist", {"stream": stream})
+
+
+class StreamClosed(StreamerError):
+    code = "STREAM_CLOSED"
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(f"stream {stream!r} is closed", {"stream": stream})
+
+
+class InvalidStatusTransition(StreamerError):
+    code = "INVALID_STATUS_TRANSITION"
+
+
+class ClientNotFound(StreamerError):
+    code = "CLIENT_NOT_FOUND"
+
+    def __init__(self, client_id: str) -> None:
+        super().__init__(f"client {client_id!r} is not connected", {"clientId": client_id})
+
+
+class TooManyClients(StreamerError):
+    code = "TOO_MANY_CLIENTS"
+
+
+class SlowConsumer(StreamerError):
+    """The subscriber fell ``bufferSize`` events behind; resume from ``last_seq``."""
+
+    code = "SLOW_CONSUMER"
+
+    def __init__(self, last_seq: int) -> None:
+        super().__init__(
+            f"subscriber fell too far behind; resume with since={last_seq}",
+            {"lastSeq": last_seq},
+        )
+        self.last_seq = last_seq
+
+
+class ReplayNotAllowed(StreamerError):
+    code = "REPLAY_NOT_ALLOWED"
+
+
+class ScreenshotNotFound(StreamerError):
+    code = "SCREENSHOT_NOT_FOUND"
+
+
+class HubNotRunning(StreamerError):
+    code = "HUB_NOT_RUNNING"
+
+
+def field_errors(
+    exc: ValidationError, prefix: str = "", index: int | None = None
+) -> list[FieldError]:
+    """Turn a pydantic error into FieldErrors with dotted paths under ``prefix``."""
+    out = []
+    for err in exc.errors(include_url=False):
+        path = _join_path(prefix, err["loc"])
+        out.append(FieldError(path or "(root)", err["msg"], index))
+    return out
+
+
+def _join_path(prefix: str, loc: Iterable[int | str]) -> str:
+    parts = [prefix] if prefix else []
+    for item in loc:
+        # Pydantic puts the tag of a function validator into loc; it is not a field.
+        if isinstance(item, str) and item.startswith("function-"):
+            continue
+        parts.append(f"[{item}]" if isinstance(item, int) else item)
+    return ".".join(parts).replace(".[", "[")
+
+
+def _describe(error: FieldError) -> str:
+    where = f"events[{error.index}]." if error.index is not None else ""
+    return f"{where}{error.path}: {error.message}"
+
+
+__all__ = [
+    "BatchTooLarge",
+    "ClientNotFound",
+    "ConfigError",
+    "EventTooLarge",
+    "FieldError",
+    "HubNotRunning",
+    "InvalidInput",
+    "InvalidStatusTransition",
+    "ReplayNotAllowed",
+    "ScreenshotNotFound",
+    "SlowConsumer",
+    "StreamClosed",
+    "StreamNotFound",
+    "StreamerError",
+    "TooManyClients",
+    "field_errors",
+]

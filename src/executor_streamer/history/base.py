@@ -1,0 +1,93 @@
+"""What a history backend must provide (DESIGN.md §8).
+
+The memory backend implements this now; the SQL and Redis backends will implement
+the same protocol and pass the same contract tests. Every method takes the hub's
+stream id. The hub guarantees that appends to one stream are serialized and that
+their seqs are contiguous and ascending; a backend may rely on both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from ..core.filters import Predicate
+from ..core.records import EventRecord
+from ..types.events import StreamEvent
+from ..types.filters import HistoryFilter
+from ..types.streams import StreamConfig
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    records: list[EventRecord]
+    total: int
+    """Every retained event that matches, ignoring limit and offset."""
+
+    @property
+    def events(self) -> list[StreamEvent]:
+        return [r.event for r in self.records]
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeRead:
+    """Events with ``after < seq <= until`` that match, and where retention now starts."""
+
+    records: list[EventRecord]
+    first_retained_seq: int
+    """Seq of the oldest event still held; ``until + 1`` when nothing is held."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredScreenshot:
+    data: bytes
+    mime_type: str
+    sha256: str
+
+
+class HistoryStore(Protocol):
+    async def open_stream(self, stream_id: str, config: StreamConfig) -> None:
+        """Prepare storage for a stream; called on create and on reactivation."""
+
+    async def append(self, stream_id: str, records: Sequence[EventRecord]) -> None:
+        """Store ``records`` atomically: all of them, or none and an exception."""
+
+    async def query(self, stream_id: str, spec: HistoryFilter) -> HistoryPage: ...
+
+    async def read_range(
+        self, stream_id: str, after: int, until: int, predicate: Predicate | None
+    ) -> ResumeRead: ...
+
+    async def read_tail(self, stream_id: str, count: int) -> list[EventRecord]:
+        """The newest ``count`` events, ascending."""
+
+    async def clear(self, stream_id: str) -> int:
+        """Remove every event; returns how many."""
+
+    async def compact(self, stream_id: str, keep_count: int) -> int:
+        """Keep the newest ``keep_count`` events; returns how many were removed."""
+
+    async def expire(self, stream_id: str, older_than: datetime) -> int:
+        """Remove events stamped before ``older_than``; returns how many."""
+
+    async def drop_stream(self, stream_id: str) -> None:
+        """Forget the stream's events and screenshots entirely (purge)."""
+
+    async def put_screenshot(
+        self, stream_id: str, screenshot_id: str, image: StoredScreenshot
+    ) -> None:
+        """Store image bytes; storing the same id twice is a no-op."""
+
+    async def get_screenshot(
+        self, stream_id: str, screenshot_id: str
+    ) -> StoredScreenshot | None: ...
+
+    async def usage_bytes(self, stream_id: str) -> int:
+        """Bytes held for the stream: serialized events plus screenshots."""
+
+    async def close(self) -> None: ...
+
+
+__all__ = ["HistoryPage", "HistoryStore", "ResumeRead", "StoredScreenshot"]

@@ -1,0 +1,168 @@
+"""The embedded default backend: history in a ring per stream, screenshots in a dict.
+
+Nothing survives a restart, which is why every stream gets a fresh epoch then.
+A screenshot is kept while any retained event refers to it, so trimming history
+also frees the images only trimmed events used: memory stays bounded by
+``maxHistorySize`` over a long run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from itertools import islice
+
+from ..core.filters import Predicate, history_predicate
+from ..core.records import EventRecord
+from ..types.enums import StreamEventType
+from ..types.events import ScreenshotInfo
+from ..types.filters import HistoryFilter
+from ..types.streams import StreamConfig
+from .base import HistoryPage, ResumeRead, StoredScreenshot
+from .ring import EventRing
+
+
+@dataclass
+class _StreamData:
+    ring: EventRing
+    screenshots: dict[str, StoredScreenshot] = field(default_factory=dict)
+    references: dict[str, int] = field(default_factory=dict)  # screenshot id -> events using it
+    event_bytes: int = 0
+
+
+class MemoryHistory:
+    """:class:`~executor_streamer.history.base.HistoryStore` in process memory."""
+
+    def __init__(self) -> None:
+        self._streams: dict[str, _StreamData] = {}
+
+    async def open_stream(self, stream_id: str, config: StreamConfig) -> None:
+        data = self._streams.get(stream_id)
+        if data is None:
+            self._streams[stream_id] = _StreamData(EventRing(config.max_history_size))
+        elif data.ring.capacity != config.max_history_size:
+            self._forget(data, data.ring.resize(config.max_history_size))
+
+    async def append(self, stream_id: str, records: Sequence[EventRecord]) -> None:
+        data = self._stream(stream_id)
+        last = data.ring.last_seq
+        # Check the whole batch before touching the ring, so a bad batch changes nothing.
+        for offset, record in enumerate(records):
+            if last is not None and record.seq != last + 1 + offset:
+                raise ValueError(f"seq {record.seq} does not follow {last + offset}")
+        for record in records:
+            evicted = data.ring.append(record)
+            data.event_bytes += len(record.payload)
+            shot = _screenshot_id(record)
+            if shot is not None:
+                data.references[shot] = data.references.get(shot, 0) + 1
+            if evicted is not None:
+                self._forget(data, [evicted])
+
+    async def query(self, stream_id: str, spec: HistoryFilter) -> HistoryPage:
+        data = self._streams.get(stream_id)
+        if data is None:
+            return HistoryPage([], 0)
+        ring = data.ring
+        start = 0 if spec.after_seq is None else ring.index_of_seq(spec.after_seq + 1)
+        if spec.start_time is not None:
+            start = max(start, ring.index_of_time(spec.start_time))
+        predicate = history_predicate(spec)
+        matches = (r for r in ring.slice(start) if predicate is None or predicate(r.event))
+        total = 0
+        page = []
+        for record in matches:
+            if spec.end_time is not None and record.event.timestamp > spec.end_time:
+                break  # stamps never decrease, so nothing later can match either
+            if spec.offset <= total < spec.offset + spec.limit:
+                page.append(record)
+            total += 1
+        return HistoryPage(page, total)
+
+    async def read_range(
+        self, stream_id: str, after: int, until: int, predicate: Predicate | None
+    ) -> ResumeRead:
+        data = self._streams.get(stream_id)
+        if data is None or not len(data.ring):
+            return ResumeRead([], until + 1)
+        ring = data.ring
+        first = ring.first_seq
+        assert first is not None
+        window = ring.slice(ring.index_of_seq(after + 1), ring.index_of_seq(until + 1))
+        records = [r for r in window if predicate is None or predicate(r.event)]
+        return ResumeRead(records, first)
+
+    async def read_tail(self, stream_id: str, count: int) -> list[EventRecord]:
+        data = self._streams.get(stream_id)
+        if data is None:
+            return []
+        size = len(data.ring)
+        return list(islice(data.ring, max(size - count, 0), None))
+
+    async def clear(self, stream_id: str) -> int:
+        return await self.compact(stream_id, 0)
+
+    async def compact(self, stream_id: str, keep_count: int) -> int:
+        data = self._streams.get(stream_id)
+        if data is None:
+            return 0
+        drop = max(len(data.ring) - keep_count, 0)
+        self._forget(data, [data.ring.pop_oldest() for _ in range(drop)])
+        return drop
+
+    async def expire(self, stream_id: str, older_than: datetime) -> int:
+        data = self._streams.get(stream_id)
+        if data is None:
+            return 0
+        drop = data.ring.index_of_time(older_than)
+        self._forget(data, [data.ring.pop_oldest() for _ in range(drop)])
+        return drop
+
+    async def drop_stream(self, stream_id: str) -> None:
+        self._streams.pop(stream_id, None)
+
+    async def put_screenshot(
+        self, stream_id: str, screenshot_id: str, image: StoredScreenshot
+    ) -> None:
+        self._stream(stream_id).screenshots.setdefault(screenshot_id, image)
+
+    async def get_screenshot(self, stream_id: str, screenshot_id: str) -> StoredScreenshot | None:
+        data = self._streams.get(stream_id)
+        return None if data is None else data.screenshots.get(screenshot_id)
+
+    async def usage_bytes(self, stream_id: str) -> int:
+        data = self._streams.get(stream_id)
+        if data is None:
+            return 0
+        return data.event_bytes + sum(len(s.data) for s in data.screenshots.values())
+
+    async def close(self) -> None:
+        self._streams.clear()
+
+    def _stream(self, stream_id: str) -> _StreamData:
+        data = self._streams.get(stream_id)
+        if data is None:
+            raise KeyError(f"stream {stream_id} was not opened")
+        return data
+
+    @staticmethod
+    def _forget(data: _StreamData, removed: Sequence[EventRecord]) -> None:
+        for record in removed:
+            data.event_bytes -= len(record.payload)
+            shot = _screenshot_id(record)
+            if shot is None:
+                continue
+            left = data.references.get(shot, 0) - 1
+            if left > 0:
+                data.references[shot] = left
+            else:
+                data.references.pop(shot, None)
+                data.screenshots.pop(shot, None)
+
+
+def _screenshot_id(record: EventRecord) -> str | None:
+    event = record.event
+    if event.type is StreamEventType.SCREENSHOT and isinstance(event.data, ScreenshotInfo):
+        return event.data.screenshot_id
+    return None

@@ -1,0 +1,52 @@
+"""Enumerations of DESIGN.md §3. Values are the wire strings."""
+
+from enum import StrEnum
+
+
+class SessionStatus(StrEnum):
+    INITIALIZING = "INITIALIZING"
+    ACTIVE = "ACTIVE"
+    CLOSED = "CLOSED"
+    ERROR = "ERROR"
+
+
+class StreamEventType(StrEnum):
+    REASONING = "REASONING"
+    COMMAND_STARTED = "COMMAND_STARTED"
+    COMMAND_COMPLETED = "COMMAND_COMPLETED"
+    COMMAND_FAILED = "COMMAND_FAILED"
+    SCREENSHOT = "SCREENSHOT"
+    VARIABLE_UPDATE = "VARIABLE_UPDATE"
+    STATUS = "STATUS"
+    ERROR = "ERROR"
+
+
+class CommandStatus(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class CommandAction(StrEnum):
+    NAVIGATE = "NAVIGATE"
+    CLICK = "CLICK"
+    TYPE = "TYPE"
+    SCROLL = "SCROLL"
+    HOVER = "HOVER"
+    SELECT = "SELECT"
+    KEY_PRESS = "KEY_PRESS"
+    WAIT = "WAIT"
+    SCREENSHOT = "SCREENSHOT"
+    EXTRACT = "EXTRACT"
+    EXECUTE_SCRIPT = "EXECUTE_SCRIPT"
+    UPLOAD = "UPLOAD"
+    DOWNLOAD = "DOWNLOAD"
+    CUSTOM = "CUSTOM"
+
+
+class ClientType(StrEnum):
+    WEBSOCKET = "WEBSOCKET"
+    SERVER_SENT_EVENTS = "SERVER_SENT_EVENTS"
+    HTTP_POLLING = "HTTP_POLLING"
