@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from ..errors import ClientNotFound, TooManyClients
 from ..types.analytics import ClientActivityReport
@@ -116,9 +116,11 @@ class ClientRegistry:
         client.disconnected_at = utc_now()
         self._gone.append(client)
 
-    def idle(self, timeout_seconds: float) -> list[ClientSession]:
-        """Clients with no sign of life for longer than ``timeout_seconds``."""
-        now = time.monotonic()
+    def idle(self, timeout_seconds: float, now: float | None = None) -> list[ClientSession]:
+        """Clients with no sign of life for longer than ``timeout_seconds``.
+
+        ``now`` is a ``time.monotonic()`` reading; it defaults to the present."""
+        now = time.monotonic() if now is None else now
         return [c for c in self._clients.values() if c.idle_seconds(now) > timeout_seconds]
 
     def counts_by_type(self) -> dict[ClientType, int]:
@@ -143,6 +145,3 @@ class ClientRegistry:
         while self._gone and (self._gone[0].disconnected_at or cutoff) < cutoff:
             self._gone.popleft()
 
-
-def retention_cutoff(period_ms: int) -> datetime:
-    return utc_now() - timedelta(milliseconds=period_ms)

@@ -343,10 +343,13 @@ class ExecutorStreamer:
                 _log.exception("maintenance_failed")
             await asyncio.sleep(self._maintenance_interval)
 
-    def expire_idle_clients(self) -> list[str]:
-        """Disconnect clients with no sign of life for ``server.idleClientTimeout``."""
+    def expire_idle_clients(self, now: float | None = None) -> list[str]:
+        """Disconnect clients with no sign of life for ``server.idleClientTimeout``.
+
+        The maintenance loop calls this every ``maintenance_interval`` seconds; ``now``
+        (a ``time.monotonic()`` reading) lets a caller ask about another moment."""
         timeout = self.config.server.idle_client_timeout / 1000
-        expired = [c.id for c in self.clients.idle(timeout)]
+        expired = [c.id for c in self.clients.idle(timeout, now)]
         for client_id in expired:
             self.clients.disconnect(client_id, CloseReason.DISCONNECTED)
             _log.info("idle_client_removed", client_id=client_id)

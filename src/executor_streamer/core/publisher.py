@@ -78,7 +78,7 @@ class StreamPublisher:
         context: JsonObject | None = None,
         metadata: JsonObject | None = None,
     ) -> StreamEvent:
-        data = {"thought": thought, "confidence": confidence, "reasoning_type": type}
+        data = {"thought": thought, "confidence": confidence, "reasoningType": type}
         if context is not None:
             data["context"] = context
         return await self._publish_one(session_id, StreamEventType.REASONING, data, metadata)
@@ -93,10 +93,10 @@ class StreamPublisher:
         metadata: JsonObject | None = None,
     ) -> StreamEvent:
         data = {
-            "command_name": command_name,
+            "commandName": command_name,
             "action": action,
             "parameters": {} if parameters is None else parameters,
-            "command_id": command_id,
+            "commandId": command_id,
         }
         return await self._publish_one(session_id, StreamEventType.COMMAND_STARTED, data, metadata)
 
@@ -110,10 +110,10 @@ class StreamPublisher:
         metadata: JsonObject | None = None,
     ) -> StreamEvent:
         data = {
-            "command_name": command_name,
+            "commandName": command_name,
             "result": result,
             "duration": duration,
-            "command_id": command_id,
+            "commandId": command_id,
         }
         return await self._publish_one(
             session_id, StreamEventType.COMMAND_COMPLETED, data, metadata
@@ -129,10 +129,10 @@ class StreamPublisher:
         metadata: JsonObject | None = None,
     ) -> StreamEvent:
         data = {
-            "command_name": command_name,
+            "commandName": command_name,
             "error": error,
             "duration": duration,
-            "command_id": command_id,
+            "commandId": command_id,
         }
         return await self._publish_one(session_id, StreamEventType.COMMAND_FAILED, data, metadata)
 
@@ -151,12 +151,12 @@ class StreamPublisher:
     ) -> StreamEvent:
         """Publish image bytes; the stored event carries ScreenshotInfo with its ``url``."""
         fields = {
-            "mime_type": mime_type,
+            "mimeType": mime_type,
             "width": width,
             "height": height,
             "caption": caption,
-            "command_id": command_id,
-            "page_url": page_url,
+            "commandId": command_id,
+            "pageUrl": page_url,
         }
         try:
             if not isinstance(image, bytes | bytearray | memoryview):
@@ -181,7 +181,7 @@ class StreamPublisher:
         previous_value: str | None = None,
         metadata: JsonObject | None = None,
     ) -> StreamEvent:
-        data = {"name": name, "value": value, "previous_value": previous_value}
+        data = {"name": name, "value": value, "previousValue": previous_value}
         return await self._publish_one(session_id, StreamEventType.VARIABLE_UPDATE, data, metadata)
 
     async def publish_status(
@@ -192,7 +192,7 @@ class StreamPublisher:
         message: str | None = None,
         metadata: JsonObject | None = None,
     ) -> StreamEvent:
-        data = {"status_type": type, "status": status, "message": message}
+        data = {"statusType": type, "status": status, "message": message}
         return await self._publish_one(session_id, StreamEventType.STATUS, data, metadata)
 
     async def publish_error(
@@ -202,7 +202,7 @@ class StreamPublisher:
         metadata: JsonObject | None = None,
     ) -> StreamEvent:
         if isinstance(error, ErrorContext):
-            error = error.model_dump(by_alias=False)
+            error = error.model_dump(by_alias=True)
         return await self._publish_one(session_id, StreamEventType.ERROR, error, metadata)
 
     async def publish_event(

@@ -1,0 +1,234 @@
+"""Subscribing (DESIGN.md §5, §9): resume without gap or duplicate, recovery, slow consumers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from executor_streamer import (
+    ExecutorStreamer,
+    InvalidInput,
+    SlowConsumer,
+    StreamFilter,
+    StreamNotFound,
+)
+
+from ..conftest import HubFactory, drain_events, seqs
+
+
+async def publish(hub: ExecutorStreamer, count: int, session: str = "wf-1") -> None:
+    for i in range(count):
+        if i % 3 == 0:
+            await hub.publisher.publish_reasoning(session, f"t{i}", 0.5, "p")
+        else:
+            await hub.publisher.publish_status(session, "n", str(i))
+
+
+class TestResume:
+    async def test_live_only_without_since(self, hub: ExecutorStreamer) -> None:
+        """Without a resume position only events published afterwards arrive."""
+        await publish(hub, 3)
+        async with hub.subscribe("wf-1") as sub:
+            assert sub.recovered and sub.last_seq == 3
+            await publish(hub, 2)
+            assert seqs(drain_events(sub)) == [4, 5]
+
+    @pytest.mark.parametrize("since", [0, 1, 4, 5])
+    async def test_history_then_live(self, hub: ExecutorStreamer, since: int) -> None:
+        """With since=N every retained event after N comes first, then live ones."""
+        await publish(hub, 5)
+        async with hub.subscribe("wf-1", since=since) as sub:
+            assert sub.recovered
+            await publish(hub, 2)
+            assert seqs(drain_events(sub)) == list(range(since + 1, 8))
+
+    async def test_filters_apply_to_history_and_live(self, hub: ExecutorStreamer) -> None:
+        """The same filters select from resumed history and from live events."""
+        await publish(hub, 6)
+        only_reasoning = [StreamFilter(event_types=["REASONING"])]
+        async with hub.subscribe("wf-1", since=0, filters=only_reasoning) as sub:
+            await publish(hub, 6)
+            assert seqs(drain_events(sub)) == [1, 4, 7, 10]
+
+    async def test_dict_filters_and_any_of_semantics(self, hub: ExecutorStreamer) -> None:
+        """Filters may be wire dicts; an event matching any one filter is delivered."""
+        await publish(hub, 6)
+        filters = [{"eventTypes": ["REASONING"]}, {"eventTypes": ["STATUS"], "sessionIds": ["x"]}]
+        async with hub.subscribe("wf-1", since=0, filters=filters) as sub:
+            assert seqs(drain_events(sub)) == [1, 4]
+
+    async def test_future_since_means_another_epoch(self, hub: ExecutorStreamer) -> None:
+        """A since beyond the stream's last seq gets everything held and recovered=False."""
+        await publish(hub, 3)
+        async with hub.subscribe("wf-1", since=99) as sub:
+            assert not sub.recovered
+            assert seqs(drain_events(sub)) == [1, 2, 3]
+
+    async def test_other_epoch_gets_full_replay(self, hub: ExecutorStreamer) -> None:
+        """Resuming with another epoch replays all of history, recovered=False."""
+        await publish(hub, 3)
+        async with hub.subscribe("wf-1", since=2, epoch="old-epoch") as sub:
+            assert not sub.recovered and sub.epoch != "old-epoch"
+            assert seqs(drain_events(sub)) == [1, 2, 3]
+        epoch = hub.streams.resolve("wf-1").epoch
+        async with hub.subscribe("wf-1", since=2, epoch=epoch) as sub:
+            assert sub.recovered
+            assert seqs(drain_events(sub)) == [3]
+
+    async def test_trimmed_history_is_not_recovered(self, make_hub: HubFactory) -> None:
+        """If events after since were trimmed, recovered=False and what is held arrives."""
+        hub = await make_hub(default_stream_config={"max_history_size": 3})
+        await publish(hub, 6)
+        async with hub.subscribe("wf-1", since=1) as sub:
+            assert not sub.recovered and sub.first_retained_seq == 4
+            assert seqs(drain_events(sub)) == [4, 5, 6]
+        async with hub.subscribe("wf-1", since=3) as sub:
+            assert sub.recovered
+            assert seqs(drain_events(sub)) == [4, 5, 6]
+
+    async def test_cleared_history_is_not_recovered(self, hub: ExecutorStreamer) -> None:
+        """After clear_history a resume from before the clear is not recovered."""
+        await publish(hub, 3)
+        assert await hub.history.clear_history("wf-1") == 3
+        async with hub.subscribe("wf-1", since=1) as sub:
+            assert not sub.recovered
+            assert drain_events(sub) == []
+        async with hub.subscribe("wf-1", since=3) as sub:
+            assert sub.recovered
+
+    async def test_closed_stream_gives_history_then_ends(self, hub: ExecutorStreamer) -> None:
+        """Subscribing to a closed stream hands out the history asked for, then ends."""
+        await publish(hub, 3)
+        await hub.destroy_stream("wf-1")
+        async with hub.subscribe("wf-1", since=1) as sub:
+            assert [e.seq async for e in sub] == [2, 3]
+            assert sub.close_reason == "STREAM_CLOSED"
+
+    async def test_stream_default_filters(self, hub: ExecutorStreamer) -> None:
+        """A stream's eventFilters apply to subscribers that bring no filters of their own."""
+        await hub.create_stream("wf-1", config={"eventFilters": [{"eventTypes": ["STATUS"]}]})
+        await publish(hub, 4)
+        async with hub.subscribe("wf-1", since=0) as sub:
+            assert seqs(drain_events(sub)) == [2, 3]
+        async with hub.subscribe("wf-1", since=0, filters=[]) as sub:
+            assert seqs(drain_events(sub)) == [1, 2, 3, 4]
+
+    async def test_resume_while_publishing(self, hub: ExecutorStreamer) -> None:
+        """Subscribing mid-burst yields every event after since exactly once, in order."""
+        await publish(hub, 50)
+
+        async def burst() -> None:
+            for i in range(300):
+                await hub.publisher.publish_status("wf-1", "b", str(i))
+                if i % 7 == 0:
+                    await asyncio.sleep(0)
+
+        publisher = asyncio.create_task(burst())
+        await asyncio.sleep(0)
+        received = []
+        async with hub.subscribe("wf-1", since=20) as sub:
+            await publisher
+            async for event in sub:
+                received.append(event.seq)
+                if event.seq == 350:
+                    break
+        assert received == list(range(21, 351))
+
+
+class TestDelivery:
+    async def test_iteration_waits_for_events(self, hub: ExecutorStreamer) -> None:
+        """An idle subscriber waits, and wakes when an event is published."""
+        await hub.create_stream("wf-1")
+        async with hub.subscribe("wf-1") as sub:
+            waiter = asyncio.create_task(anext(aiter(sub)))
+            await asyncio.sleep(0)
+            assert not waiter.done()
+            await hub.publisher.publish_status("wf-1", "a", "b")
+            assert (await waiter).seq == 1
+
+    async def test_set_filters_changes_what_arrives(self, hub: ExecutorStreamer) -> None:
+        """New filters apply to events published from then on."""
+        await hub.create_stream("wf-1")
+        async with hub.subscribe("wf-1") as sub:
+            await publish(hub, 3)
+            sub.set_filters([StreamFilter(event_types=["REASONING"])])
+            await publish(hub, 3)
+            assert seqs(drain_events(sub)) == [1, 2, 3, 4]
+
+    async def test_slow_consumer_is_dropped_and_resumes_without_loss(
+        self, make_hub: HubFactory
+    ) -> None:
+        """Overflowing bufferSize ends the subscription with SlowConsumer at the last
+        delivered seq; the others keep everything, and resuming from there loses nothing."""
+        hub = await make_hub(default_stream_config={"buffer_size": 5})
+        await hub.create_stream("wf-1")
+        slow = await hub.open_subscription("wf-1")
+        fast = await hub.open_subscription("wf-1")
+        received = []
+        for i in range(12):
+            await hub.publisher.publish_status("wf-1", "n", str(i))
+            received += seqs(drain_events(fast))
+        assert received == list(range(1, 13)) and not fast.closed
+        assert slow.close_reason == "SLOW_CONSUMER"
+        got = []
+        with pytest.raises(SlowConsumer) as caught:
+            async for event in slow:
+                got.append(event.seq)
+        assert got == [1, 2, 3, 4, 5] and caught.value.last_seq == 5
+        assert hub.counters.slow_consumers == 1
+        async with hub.subscribe("wf-1", since=caught.value.last_seq) as resumed:
+            assert resumed.recovered
+            assert seqs(drain_events(resumed)) == list(range(6, 13))
+
+    async def test_filtered_events_do_not_fill_the_queue(self, make_hub: HubFactory) -> None:
+        """Only events that pass the filters count against the buffer."""
+        hub = await make_hub(default_stream_config={"buffer_size": 2})
+        await hub.create_stream("wf-1")
+        async with hub.subscribe("wf-1", filters=[{"eventTypes": ["ERROR"]}]) as sub:
+            await publish(hub, 20)
+            assert not sub.closed
+
+    async def test_hub_stop_ends_subscriptions(self, make_hub: HubFactory) -> None:
+        """Stopping the hub ends every subscription with SHUTDOWN."""
+        hub = await make_hub()
+        await hub.create_stream("wf-1")
+        sub = await hub.open_subscription("wf-1")
+        await hub.stop()
+        assert sub.close_reason == "SHUTDOWN"
+        assert [e async for e in sub] == []
+
+    async def test_client_counts_received_events(self, hub: ExecutorStreamer) -> None:
+        """A client's eventsReceived counts what its subscriptions handed out."""
+        from executor_streamer import ClientType
+
+        client = hub.connect(ClientType.WEBSOCKET)
+        await publish(hub, 4)
+        sub = await hub.open_subscription("wf-1", since=0, client=client)
+        drain_events(sub)
+        assert client.events_received == 4
+
+
+class TestBadInput:
+    async def test_unknown_stream(self, hub: ExecutorStreamer) -> None:
+        """Subscribing to a stream that does not exist is StreamNotFound."""
+        with pytest.raises(StreamNotFound):
+            await hub.open_subscription("nope")
+
+    @pytest.mark.parametrize("since", [-1, "3", 1.5, True])
+    async def test_bad_since(self, hub: ExecutorStreamer, since: object) -> None:
+        """since must be a non-negative integer."""
+        await hub.create_stream("wf-1")
+        with pytest.raises(InvalidInput):
+            await hub.open_subscription("wf-1", since=since)  # type: ignore[arg-type]
+        assert not hub.streams.resolve("wf-1").subscriptions
+
+    async def test_too_many_or_bad_filters(self, make_hub: HubFactory) -> None:
+        """More than maxFilters, or a malformed filter, is refused with its path."""
+        hub = await make_hub(limits={"max_filters": 2})
+        await hub.create_stream("wf-1")
+        with pytest.raises(InvalidInput, match="at most 2"):
+            await hub.open_subscription("wf-1", filters=[{}, {}, {}])
+        with pytest.raises(InvalidInput) as caught:
+            await hub.open_subscription("wf-1", filters=[{"eventTypes": ["NOPE"]}])
+        assert caught.value.errors[0].path == "filters[0].eventTypes[0]"
