@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from executor_streamer import ExecutorStreamer, ExecutorStreamerConfig, Subscription, StreamEvent
+from executor_streamer import ExecutorStreamer, ExecutorStreamerConfig, StreamEvent, Subscription
 from executor_streamer.demo import render_png
 
 PNG = render_png(8, 6, 0.5, 3)

@@ -110,7 +110,10 @@ class TestInvalid:
             ({"server": {"port": "x"}}, "server.port"),
             ({"server": {"port": 70000}}, "server.port"),
             ({"server": {"prot": 1}}, "server.prot"),
-            ({"defaultStreamConfig": {"maxHistorySize": 0}}, "default_stream_config.max_history_size"),
+            (
+                {"defaultStreamConfig": {"maxHistorySize": 0}},
+                "default_stream_config.max_history_size",
+            ),
             ({"persistence": {"storageBackend": "s3"}}, "persistence.storage_backend"),
             ({"logging": {"level": "LOUD"}}, "logging.level"),
         ],

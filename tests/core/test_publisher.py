@@ -145,7 +145,10 @@ class TestCommandMatching:
         started = await hub.publisher.publish_command_started("wf-1", "click", "CLICK")
         batch = [
             {"type": "COMMAND_COMPLETED", "data": {"commandName": "click", "duration": 1}},
-            {"type": "STATUS", "data": {"statusType": "a", "status": "b", "message": "x" * (2 << 20)}},
+            {
+                "type": "STATUS",
+                "data": {"statusType": "a", "status": "b", "message": "x" * (2 << 20)},
+            },
         ]
         with pytest.raises(EventTooLarge):
             await hub.publisher.publish_batch("wf-1", batch)
@@ -289,7 +292,9 @@ class TestLimitsAndAtomicity:
 
     async def test_batch_is_ordered_and_contiguous(self, hub: ExecutorStreamer) -> None:
         """A batch is stored in order with contiguous seqs."""
-        batch = [{"type": "STATUS", "data": {"statusType": "n", "status": str(i)}} for i in range(20)]
+        batch = [
+            {"type": "STATUS", "data": {"statusType": "n", "status": str(i)}} for i in range(20)
+        ]
         events = await hub.publisher.publish_batch("wf-1", batch)
         assert seqs(events) == list(range(1, 21))
         assert [e.data.status for e in events] == [str(i) for i in range(20)]  # type: ignore[union-attr]

@@ -144,4 +144,3 @@ class ClientRegistry:
         """Drop reports of clients that left before ``cutoff``."""
         while self._gone and (self._gone[0].disconnected_at or cutoff) < cutoff:
             self._gone.popleft()
-

@@ -1,0 +1,67 @@
+"""The command line and the demo run."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from typer.testing import CliRunner
+
+from executor_streamer.cli import app
+from executor_streamer.demo import render_png
+from executor_streamer.types import StreamEventType
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def restore_structlog() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+
+
+class TestDemo:
+    def test_demo_run_shows_every_event_type(self) -> None:
+        """`executor-streamer demo` publishes and prints every event type."""
+        result = runner.invoke(app, ["demo", "--pace", "0"])
+        assert result.exit_code == 0, result.output
+        for event_type in StreamEventType:
+            assert event_type.value in result.output
+        assert "30 events" in result.output
+
+    def test_bad_config_stops_with_a_message(self, tmp_path: Path) -> None:
+        """An invalid config file stops the command with exit code 2 naming the key."""
+        path = tmp_path / "hub.toml"
+        path.write_text("[server]\nport = -1\n")
+        result = runner.invoke(app, ["demo", "--config", str(path)])
+        assert result.exit_code == 2
+        assert "server.port" in result.output
+
+    def test_unavailable_storage_is_refused(self) -> None:
+        """Choosing a backend this version lacks is a clear error, not a silent fallback."""
+        result = runner.invoke(app, ["serve", "--storage", "redis"])
+        assert result.exit_code != 0
+        assert "not available" in str(result.exception) or "not available" in result.output
+
+
+class TestRenderPng:
+    def test_is_a_valid_png(self) -> None:
+        """The demo's screenshots are real PNGs: signature, IHDR size and CRCs check out."""
+        data = render_png(20, 10, 0.5, 7)
+        assert data.startswith(b"\x89PNG\r\n\x1a\n")
+        offset, chunks = 8, []
+        while offset < len(data):
+            (length,) = struct.unpack(">I", data[offset : offset + 4])
+            kind = data[offset + 4 : offset + 8]
+            body = data[offset + 8 : offset + 8 + length]
+            (crc,) = struct.unpack(">I", data[offset + 8 + length : offset + 12 + length])
+            assert crc == zlib.crc32(kind + body)
+            chunks.append((kind, body))
+            offset += 12 + length
+        assert [k for k, _ in chunks] == [b"IHDR", b"IDAT", b"IEND"]
+        assert struct.unpack(">II", chunks[0][1][:8]) == (20, 10)
+        assert len(zlib.decompress(chunks[1][1])) == 10 * (1 + 20 * 3)

@@ -1,0 +1,183 @@
+"""The HistoryStore contract, run against every backend.
+
+Later backends (SQLite, PostgreSQL, Redis) join the ``store`` fixture's parameters and
+must pass the same tests unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from executor_streamer.core.records import EventRecord
+from executor_streamer.history import HistoryStore, MemoryHistory, StoredScreenshot
+from executor_streamer.types import HistoryFilter, StreamConfig, StreamEvent
+
+from ..conftest import PNG
+
+T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
+SHOT_ID = "scr_" + hashlib.sha256(PNG).hexdigest()[:32]
+
+
+def record(
+    seq: int, kind: str = "STATUS", text: str = "", seconds: float | None = None
+) -> EventRecord:
+    data: dict[str, object]
+    if kind == "SCREENSHOT":
+        data = {
+            "screenshotId": SHOT_ID,
+            "mimeType": "image/png",
+            "sizeBytes": len(PNG),
+            "sha256": hashlib.sha256(PNG).hexdigest(),
+            "url": f"/api/streams/s1/screenshots/{SHOT_ID}",
+        }
+    elif kind == "ERROR":
+        data = {"code": "E", "message": text or f"error {seq}"}
+    elif kind == "REASONING":
+        data = {"thought": text or f"thought {seq}", "confidence": 0.5, "reasoningType": "p"}
+    else:
+        data = {"statusType": "n", "status": text or f"status {seq}"}
+    return EventRecord.of(
+        StreamEvent.model_validate(
+            {
+                "id": f"evt_{seq}",
+                "streamId": "s1",
+                "sessionId": "wf-1",
+                "seq": seq,
+                "type": kind,
+                "timestamp": T0 + timedelta(seconds=seq if seconds is None else seconds),
+                "data": data,
+            }
+        )
+    )
+
+
+BACKENDS: dict[str, Callable[[], HistoryStore]] = {"memory": MemoryHistory}
+
+
+@pytest.fixture(params=list(BACKENDS))
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[HistoryStore]:
+    backend = BACKENDS[request.param]()
+    await backend.open_stream("s1", StreamConfig(max_history_size=100))
+    yield backend
+    await backend.close()
+
+
+async def fill(store: HistoryStore, count: int) -> None:
+    kinds = ["STATUS", "REASONING"]
+    await store.append("s1", [record(i, kinds[i % 2]) for i in range(1, count + 1)])
+
+
+class TestQuery:
+    async def test_ascending_pages_with_total(self, store: HistoryStore) -> None:
+        """Results ascend by seq; total ignores limit and offset."""
+        await fill(store, 10)
+        page = await store.query("s1", HistoryFilter(limit=3, offset=2))
+        assert [e.seq for e in page.events] == [3, 4, 5] and page.total == 10
+
+    async def test_types_and_after_seq(self, store: HistoryStore) -> None:
+        """eventTypes and afterSeq narrow the result and the total."""
+        await fill(store, 10)
+        page = await store.query("s1", HistoryFilter(event_types=["REASONING"], after_seq=4))
+        assert [e.seq for e in page.events] == [5, 7, 9] and page.total == 3
+
+    async def test_time_bounds_are_inclusive(self, store: HistoryStore) -> None:
+        """startTime and endTime both include events stamped exactly then."""
+        await fill(store, 10)
+        spec = HistoryFilter(
+            start_time=T0 + timedelta(seconds=3), end_time=T0 + timedelta(seconds=5)
+        )
+        page = await store.query("s1", spec)
+        assert [e.seq for e in page.events] == [3, 4, 5]
+
+    async def test_search_is_case_insensitive_over_data(self, store: HistoryStore) -> None:
+        """searchText matches a substring of the data, ignoring case."""
+        await store.append(
+            "s1",
+            [record(1, text="Login FORM found"), record(2, text="other"), record(3, text="form")],
+        )
+        page = await store.query("s1", HistoryFilter(search_text="form"))
+        assert [e.seq for e in page.events] == [1, 3] and page.total == 2
+
+    async def test_unknown_stream_is_empty(self, store: HistoryStore) -> None:
+        """Querying a stream with no history gives an empty page."""
+        page = await store.query("nope", HistoryFilter())
+        assert (page.events, page.total) == ([], 0)
+
+
+class TestRanges:
+    async def test_read_range(self, store: HistoryStore) -> None:
+        """read_range gives after < seq <= until that match, and where retention starts."""
+        await fill(store, 10)
+        read = await store.read_range("s1", 3, 7, lambda e: e.type == "STATUS")
+        assert [r.seq for r in read.records] == [4, 6] and read.first_retained_seq == 1
+        empty = await store.read_range("nope", 0, 5, None)
+        assert (empty.records, empty.first_retained_seq) == ([], 6)
+
+    async def test_read_tail(self, store: HistoryStore) -> None:
+        """read_tail gives the newest N, ascending."""
+        await fill(store, 10)
+        assert [r.seq for r in await store.read_tail("s1", 3)] == [8, 9, 10]
+        assert len(await store.read_tail("s1", 50)) == 10
+
+
+class TestMaintenance:
+    async def test_capacity_trims_oldest(self) -> None:
+        """A stream holds at most maxHistorySize events, dropping the oldest."""
+        store = MemoryHistory()
+        await store.open_stream("s1", StreamConfig(max_history_size=3))
+        await store.append("s1", [record(i) for i in range(1, 6)])
+        read = await store.read_range("s1", 0, 5, None)
+        assert [r.seq for r in read.records] == [3, 4, 5] and read.first_retained_seq == 3
+
+    async def test_clear_compact_expire(self, store: HistoryStore) -> None:
+        """clear, compact and expire remove what they say and report how many."""
+        await fill(store, 10)
+        assert await store.expire("s1", T0 + timedelta(seconds=3)) == 2
+        assert await store.compact("s1", 5) == 3
+        assert [r.seq for r in await store.read_tail("s1", 10)] == [6, 7, 8, 9, 10]
+        assert await store.clear("s1") == 5
+        assert (await store.query("s1", HistoryFilter())).total == 0
+        await store.append("s1", [record(11)])
+        assert (await store.query("s1", HistoryFilter())).total == 1
+
+    async def test_non_contiguous_append_changes_nothing(self, store: HistoryStore) -> None:
+        """An append whose seqs do not follow on is refused whole."""
+        await fill(store, 2)
+        with pytest.raises(ValueError, match="does not follow"):
+            await store.append("s1", [record(3), record(5)])
+        assert (await store.query("s1", HistoryFilter())).total == 2
+
+    async def test_drop_stream(self, store: HistoryStore) -> None:
+        """drop_stream forgets events and screenshots."""
+        await store.put_screenshot("s1", SHOT_ID, StoredScreenshot(PNG, "image/png", "x"))
+        await store.append("s1", [record(1, "SCREENSHOT")])
+        await store.drop_stream("s1")
+        assert await store.get_screenshot("s1", SHOT_ID) is None
+        assert (await store.query("s1", HistoryFilter())).total == 0
+
+
+class TestScreenshots:
+    async def test_put_get_and_usage(self, store: HistoryStore) -> None:
+        """Screenshots are stored by id, once, and counted in usage."""
+        image = StoredScreenshot(PNG, "image/png", hashlib.sha256(PNG).hexdigest())
+        await store.put_screenshot("s1", SHOT_ID, image)
+        await store.put_screenshot("s1", SHOT_ID, image)
+        assert await store.get_screenshot("s1", SHOT_ID) == image
+        assert await store.get_screenshot("s1", "scr_other") is None
+        await store.append("s1", [record(1, "SCREENSHOT")])
+        assert await store.usage_bytes("s1") == len(PNG) + len(record(1, "SCREENSHOT").payload)
+
+    async def test_images_are_freed_with_their_last_event(self) -> None:
+        """When the last event using a screenshot is trimmed, the image goes too."""
+        store = MemoryHistory()
+        await store.open_stream("s1", StreamConfig(max_history_size=2))
+        await store.put_screenshot("s1", SHOT_ID, StoredScreenshot(PNG, "image/png", "x"))
+        await store.append("s1", [record(1, "SCREENSHOT"), record(2, "SCREENSHOT")])
+        await store.append("s1", [record(3)])
+        assert await store.get_screenshot("s1", SHOT_ID) is not None
+        await store.append("s1", [record(4)])
+        assert await store.get_screenshot("s1", SHOT_ID) is None
