@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
 
 from executor_streamer import ExecutorStreamer, ExecutorStreamerConfig, StreamEvent, Subscription
+from executor_streamer.core.filters import Predicate
+from executor_streamer.core.records import EventRecord
 from executor_streamer.demo import render_png
+from executor_streamer.history import MemoryHistory, ResumeRead
+from executor_streamer.types import StreamConfig
 
 PNG = render_png(8, 6, 0.5, 3)
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 60
@@ -52,3 +57,34 @@ def drain_events(sub: Subscription) -> list[StreamEvent]:
 
 def seqs(events: list[StreamEvent]) -> list[int]:
     return [e.seq for e in events]
+
+
+class YieldingHistory(MemoryHistory):
+    """The memory backend, yielding to the event loop ``yields`` times around each
+    append, read and stream opening, as a durable backend suspends on I/O. It lets tests
+    interleave publishes and subscribes where the plain memory backend never would."""
+
+    def __init__(self, yields: int) -> None:
+        super().__init__()
+        self.yields = yields
+
+    async def _pause(self) -> None:
+        for _ in range(self.yields):
+            await asyncio.sleep(0)
+
+    async def open_stream(self, stream_id: str, config: StreamConfig) -> None:
+        await self._pause()
+        await super().open_stream(stream_id, config)
+
+    async def append(self, stream_id: str, records: Sequence[EventRecord]) -> None:
+        await self._pause()
+        await super().append(stream_id, records)
+        await self._pause()
+
+    async def read_range(
+        self, stream_id: str, after: int, until: int, predicate: Predicate | None
+    ) -> ResumeRead:
+        await self._pause()
+        read = await super().read_range(stream_id, after, until, predicate)
+        await self._pause()
+        return read

@@ -9,7 +9,6 @@ interleaves publishes, subscribes and consumers as it likes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -17,39 +16,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from executor_streamer import ExecutorStreamer, ExecutorStreamerConfig, InvalidInput, StreamFilter
-from executor_streamer.core.filters import Predicate, compile_filters
-from executor_streamer.core.records import EventRecord
+from executor_streamer.core.filters import compile_filters
 from executor_streamer.core.subscription import Subscription
-from executor_streamer.history import MemoryHistory, ResumeRead
 from executor_streamer.types import StreamEvent, StreamEventType, TimeRange
 
+from ..conftest import YieldingHistory
 from ..history.test_contract import T0, record
 
 TYPES = ["STATUS", "REASONING", "ERROR"]
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-class YieldingHistory(MemoryHistory):
-    def __init__(self, yields: int) -> None:
-        super().__init__()
-        self.yields = yields
-
-    async def _pause(self) -> None:
-        for _ in range(self.yields):
-            await asyncio.sleep(0)
-
-    async def append(self, stream_id: str, records: Sequence[EventRecord]) -> None:
-        await self._pause()
-        await super().append(stream_id, records)
-        await self._pause()
-
-    async def read_range(
-        self, stream_id: str, after: int, until: int, predicate: Predicate | None
-    ) -> ResumeRead:
-        await self._pause()
-        read = await super().read_range(stream_id, after, until, predicate)
-        await self._pause()
-        return read
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from executor_streamer import (
 )
 from executor_streamer.types import ErrorContext
 
-from ..conftest import HubFactory, drain_events, seqs
+from ..conftest import HubFactory, YieldingHistory, drain_events, seqs
 
 
 class TestCreate:
@@ -45,6 +46,21 @@ class TestCreate:
         assert first is second
         assert (created, created_again) == (True, False)
         assert len(hub.streams) == 1
+
+    async def test_concurrent_first_publishes_make_one_stream(self) -> None:
+        """Publishers racing to auto-create a session's stream all land in one stream,
+        even when opening storage suspends."""
+        hub = ExecutorStreamer(storage=YieldingHistory(3))
+        await hub.start()
+        try:
+            events = await asyncio.gather(
+                *(hub.publisher.publish_status("wf-1", "n", str(i)) for i in range(20))
+            )
+            assert len(hub.streams) == 1
+            assert len({e.stream_id for e in events}) == 1
+            assert sorted(e.seq for e in events) == list(range(1, 21))
+        finally:
+            await hub.stop()
 
     async def test_found_by_stream_id_or_workflow_session_id(self, hub: ExecutorStreamer) -> None:
         """Every reference accepts the stream id or the workflow session id."""
@@ -274,7 +290,7 @@ class TestClientLimits:
         """The seed's attach/detach: the client is listed with its filters, then gone."""
         await hub.create_stream("wf-1")
         client = hub.connect(ClientType.WEBSOCKET)
-        await hub.attach_client("wf-1", client, filters=[{"eventTypes": ["STATUS"]}])  # type: ignore[list-item]
+        await hub.attach_client("wf-1", client, filters=[{"eventTypes": ["STATUS"]}])
         session = hub.get_stream("wf-1")
         assert session is not None
         [info] = session.clients

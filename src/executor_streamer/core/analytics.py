@@ -80,7 +80,6 @@ class HubCounters:
         self.publish_failures = 0
         self.events_published = 0
         self.bytes_published = 0
-        self.streams_created = 0
         self.slow_consumers = 0
         self._last_minute = RateWindow(1, 60)
         self._by_minute: dict[int, dict[StreamEventType, int]] = {}

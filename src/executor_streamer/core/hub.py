@@ -164,7 +164,10 @@ class ExecutorStreamer:
         self.clients.disconnect(client_id, reason)
 
     async def attach_client(
-        self, ref: str, client: ClientSession, filters: Sequence[StreamFilter] | None = None
+        self,
+        ref: str,
+        client: ClientSession,
+        filters: Sequence[StreamFilter | Mapping[str, Any]] | None = None,
     ) -> Subscription:
         """The seed's attachClient: a live-only subscription owned by ``client``."""
         return await self.open_subscription(ref, filters=filters, client=client)

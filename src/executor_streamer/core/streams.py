@@ -122,7 +122,7 @@ class StreamManager:
         self._notifier = notifier
         self._by_id: dict[str, Stream] = {}
         self._by_session: dict[str, Stream] = {}
-        self.streams_created = 0
+        self._create_lock = asyncio.Lock()
         self.running = False
         """Set by the hub between start() and stop(); nothing is accepted outside that."""
 
@@ -161,6 +161,17 @@ class StreamManager:
         if stream is not None and stream.is_open:
             return stream, False
         resolved = self._resolve_config(config)
+        # Opening storage may suspend; without the lock two first publishes to a new
+        # session could each create a stream for it.
+        async with self._create_lock:
+            return await self._create_or_reopen(workflow_session_id, resolved, metadata)
+
+    async def _create_or_reopen(
+        self, workflow_session_id: str, resolved: StreamConfig, metadata: dict[str, Any] | None
+    ) -> tuple[Stream, bool]:
+        stream = self._by_session.get(workflow_session_id)
+        if stream is not None and stream.is_open:
+            return stream, False
         if stream is not None:
             stream.config = resolved
             if metadata is not None:
@@ -172,7 +183,6 @@ class StreamManager:
         await self._storage.open_stream(stream.id, resolved)
         self._by_id[stream.id] = stream
         self._by_session[workflow_session_id] = stream
-        self.streams_created += 1
         self._notifier.created(workflow_session_id, stream.id)
         _log.info("stream_created", session_id=workflow_session_id, stream_id=stream.id)
         return stream, True
