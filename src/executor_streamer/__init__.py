@@ -26,6 +26,7 @@ from .errors import (
     TooManyClients,
 )
 from .history.base import HistoryPage
+from .logs import configure_logging
 from .types import (
     ClientActivityReport,
     ClientType,
@@ -89,4 +90,5 @@ __all__ = [
     "TimeRange",
     "TooManyClients",
     "__version__",
+    "configure_logging",
 ]

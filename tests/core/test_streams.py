@@ -187,6 +187,23 @@ class TestStatus:
             hub.update_session_status("wf-1", target)
         assert hub.streams.resolve("wf-1").status is SessionStatus.ACTIVE
 
+    async def test_session_manager_queries(self, make_hub: HubFactory) -> None:
+        """The seed's ISessionManager queries answer for streams that exist, None otherwise."""
+        hub = await make_hub()
+        assert not hub.session_exists("wf-1") and hub.get_session_status("wf-1") is None
+        assert hub.get_last_activity("wf-1") is None
+        await hub.create_stream("wf-1")
+        before = hub.get_last_activity("wf-1")
+        await asyncio.sleep(0.002)
+        hub.record_activity("wf-1")
+        after = hub.get_last_activity("wf-1")
+        assert before is not None and after is not None and after > before
+        assert hub.get_session_status("wf-1") is SessionStatus.INITIALIZING
+        health = hub.health_check()
+        assert (health.is_healthy, health.active_sessions, health.total_sessions) == (True, 1, 1)
+        await hub.stop()
+        assert hub.health_check().errors == ["the hub is not running"]
+
 
 class TestCallbacks:
     async def test_lifecycle_callbacks_run_in_order(self, hub: ExecutorStreamer) -> None:

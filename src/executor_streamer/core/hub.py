@@ -35,7 +35,7 @@ from ..types.base import utc_now
 from ..types.enums import ClientType, SessionStatus
 from ..types.events import ErrorContext
 from ..types.filters import MAX_HISTORY_LIMIT, HistoryFilter, StreamFilter
-from ..types.streams import ModuleSessionInfo, StreamConfig, StreamSession
+from ..types.streams import ManagerHealth, ModuleSessionInfo, StreamConfig, StreamSession
 from .analytics import HubCounters
 from .clients import ClientRegistry, ClientSession
 from .history import StreamHistory
@@ -152,6 +152,30 @@ class ExecutorStreamer:
         self, ref: str, status: SessionStatus, error: ErrorContext | None = None
     ) -> None:
         self.streams.update_status(ref, status, error)
+
+    def session_exists(self, ref: str) -> bool:
+        return self.streams.stream_exists(ref)
+
+    def get_session_status(self, ref: str) -> SessionStatus | None:
+        stream = self.streams.find(ref)
+        return None if stream is None else stream.status
+
+    def record_activity(self, ref: str) -> None:
+        self.streams.record_activity(ref)
+
+    def get_last_activity(self, ref: str) -> datetime | None:
+        stream = self.streams.find(ref)
+        return None if stream is None else stream.last_activity
+
+    def health_check(self) -> ManagerHealth:
+        """Healthy while running; the errors say why not."""
+        return ManagerHealth(
+            is_healthy=self.running,
+            active_sessions=len(self.list_active_streams()),
+            total_sessions=len(self.streams),
+            errors=[] if self.running else ["the hub is not running"],
+            last_health_check=utc_now(),
+        )
 
     # -- clients -----------------------------------------------------------------------
 

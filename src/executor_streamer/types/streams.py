@@ -75,3 +75,14 @@ class StreamSession(ModuleSessionInfo):
     config: StreamConfig
     epoch: str
     last_seq: int
+
+
+class ManagerHealth(WireModel):
+    """The seed's SessionManagerHealth."""
+
+    module_id: Literal["executor-streamer"] = MODULE_ID
+    is_healthy: bool
+    active_sessions: int
+    total_sessions: int
+    errors: list[str] = Field(default_factory=list)
+    last_health_check: Timestamp
