@@ -181,6 +181,18 @@ class TestDelivery:
             assert resumed.recovered
             assert seqs(drain_events(resumed)) == list(range(6, 13))
 
+    async def test_resumed_history_does_not_count_against_the_buffer(
+        self, make_hub: HubFactory
+    ) -> None:
+        """A resume longer than bufferSize is not a slow consumer: only live events that
+        wait count against the bound."""
+        hub = await make_hub(default_stream_config={"buffer_size": 5})
+        await publish(hub, 50)
+        async with hub.subscribe("wf-1", since=0) as sub:
+            await publish(hub, 3)
+            assert not sub.closed
+            assert seqs(drain_events(sub)) == list(range(1, 54))
+
     async def test_filtered_events_do_not_fill_the_queue(self, make_hub: HubFactory) -> None:
         """Only events that pass the filters count against the buffer."""
         hub = await make_hub(default_stream_config={"buffer_size": 2})
@@ -197,6 +209,40 @@ class TestDelivery:
         await hub.stop()
         assert sub.close_reason == "SHUTDOWN"
         assert [e async for e in sub] == []
+
+    async def test_stop_lets_publishes_in_progress_finish(self) -> None:
+        """A publish that is storing when stop() begins completes and is acknowledged;
+        one that arrives after is refused."""
+        from executor_streamer import HubNotRunning
+
+        from ..conftest import YieldingHistory
+
+        storage = YieldingHistory(5)
+        hub = ExecutorStreamer(storage=storage)
+        await hub.start()
+        await hub.create_stream("wf-1")
+        in_flight = asyncio.create_task(hub.publisher.publish_status("wf-1", "a", "b"))
+        await asyncio.sleep(0)  # the publish now holds the lock, inside append
+        stopping = asyncio.create_task(hub.stop())
+        await asyncio.sleep(0)
+        with pytest.raises(HubNotRunning):
+            await hub.publisher.publish_status("wf-1", "a", "late")
+        assert (await in_flight).seq == 1
+        await stopping
+        with pytest.raises(HubNotRunning):
+            await hub.start()
+
+    async def test_failed_resume_leaves_no_subscription(self, hub: ExecutorStreamer) -> None:
+        """If reading history fails, the half-made subscription is removed."""
+        await publish(hub, 2)
+
+        async def broken(*args: object) -> None:
+            raise OSError("disk gone")
+
+        hub.storage.read_range = broken  # type: ignore[method-assign, assignment]
+        with pytest.raises(OSError):
+            await hub.open_subscription("wf-1", since=0)
+        assert hub.streams.resolve("wf-1").subscriptions == set()
 
     async def test_client_counts_received_events(self, hub: ExecutorStreamer) -> None:
         """A client's eventsReceived counts what its subscriptions handed out."""

@@ -26,6 +26,7 @@ from ..config import ExecutorStreamerConfig
 from ..errors import (
     ClientNotFound,
     ConfigError,
+    HubNotRunning,
     InvalidInput,
     ReplayNotAllowed,
 )
@@ -77,7 +78,7 @@ class ExecutorStreamer:
         self.analytics = StreamAnalytics(self.streams, self.clients, self.counters, self.history)
         self._maintenance_interval = maintenance_interval
         self._maintenance: asyncio.Task[None] | None = None
-        self.started_at: datetime | None = None
+        self._stopped = False
 
     # -- lifetime ----------------------------------------------------------------------
 
@@ -88,20 +89,26 @@ class ExecutorStreamer:
     async def start(self) -> None:
         if self.running:
             return
+        if self._stopped:
+            raise HubNotRunning("a stopped hub cannot be restarted: create a new one")
         self._notifier.start()
         self.streams.running = True
         self._maintenance = asyncio.create_task(self._maintain(), name="executor-streamer-maint")
-        self.started_at = utc_now()
         _log.info("hub_started", storage=self.config.persistence.storage_backend)
 
     async def stop(self) -> None:
-        """End every subscription (reason SHUTDOWN), stop background work, close storage."""
+        """Refuse new work, let publishes in progress finish, end every subscription
+        (reason SHUTDOWN), stop background work and close storage. Final."""
         if self._maintenance is None:
             return
         self.streams.running = False
+        self._stopped = True
         task, self._maintenance = self._maintenance, None
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        for stream in self.streams:
+            async with stream.lock:  # an acknowledged publish is never cut off
+                pass
         for client in self.clients:
             self.clients.disconnect(client.id, CloseReason.SHUTDOWN)
         for stream in self.streams:
@@ -133,8 +140,10 @@ class ExecutorStreamer:
         config: StreamConfig | dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> str:
+        """The stream id, creating the stream or reactivating a closed one as needed."""
         self._check_running()
-        return await self.streams.create_stream(workflow_session_id, config, metadata)
+        stream, _ = await self.streams.ensure_stream(workflow_session_id, config, metadata)
+        return stream.id
 
     def get_stream(self, ref: str) -> StreamSession | None:
         return self.streams.get_stream(ref)
@@ -146,7 +155,8 @@ class ExecutorStreamer:
         return self.streams.list_active_streams()
 
     def get_session(self, ref: str) -> ModuleSessionInfo | None:
-        return self.streams.session_info(ref)
+        stream = self.streams.find(ref)
+        return None if stream is None else stream.module_session()
 
     def update_session_status(
         self, ref: str, status: SessionStatus, error: ErrorContext | None = None
@@ -268,7 +278,11 @@ class ExecutorStreamer:
         if since is None:
             sub.begin(position, position)
         else:
-            await self._resume(stream, sub, since, epoch, position)
+            try:
+                await self._resume(stream, sub, since, epoch, position)
+            except BaseException:
+                sub.close(CloseReason.UNSUBSCRIBED)
+                raise
         if not stream.is_open:
             sub.close(CloseReason.STREAM_CLOSED)
         return sub

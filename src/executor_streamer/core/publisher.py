@@ -237,6 +237,7 @@ class StreamPublisher:
             self._streams.check_running()
             stream = await self._stream_for(session_id)
             async with stream.lock:
+                self._streams.check_running()  # stop() may have begun while we waited
                 if not stream.is_open:
                     raise StreamClosed(stream.workflow_session_id)
                 tracker = stream.commands.copy()

@@ -94,14 +94,12 @@ class Stream:
         for sub in list(self.subscriptions):
             sub.push(records)
 
+    def module_session(self) -> ModuleSessionInfo:
+        return ModuleSessionInfo(**self._module_fields())
+
     def session(self) -> StreamSession:
         return StreamSession(
-            session_id=self.id,
-            linked_workflow_session_id=self.workflow_session_id,
-            status=self.status,
-            created_at=self.created_at,
-            last_activity=self.last_activity,
-            metadata=self.metadata,
+            **self._module_fields(),
             stream_id=self.id,
             is_active=self.is_open,
             clients=[c.info(self.id) for c in self.clients.values()],
@@ -109,6 +107,16 @@ class Stream:
             epoch=self.epoch,
             last_seq=self.last_seq,
         )
+
+    def _module_fields(self) -> dict[str, Any]:
+        return {
+            "session_id": self.id,
+            "linked_workflow_session_id": self.workflow_session_id,
+            "status": self.status,
+            "created_at": self.created_at,
+            "last_activity": self.last_activity,
+            "metadata": self.metadata,
+        }
 
 
 class StreamManager:
@@ -186,16 +194,6 @@ class StreamManager:
         self._notifier.created(workflow_session_id, stream.id)
         _log.info("stream_created", session_id=workflow_session_id, stream_id=stream.id)
         return stream, True
-
-    async def create_stream(
-        self,
-        workflow_session_id: str,
-        config: StreamConfig | dict[str, Any] | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> str:
-        """The seed's createStream: the stream id, creating or reactivating as needed."""
-        stream, _ = await self.ensure_stream(workflow_session_id, config, metadata)
-        return stream.id
 
     def get_stream(self, ref: str) -> StreamSession | None:
         stream = self.find(ref)
@@ -292,21 +290,6 @@ class StreamManager:
         stream.status = status
         stream.last_activity = utc_now()
         self._notifier.status_changed(stream.workflow_session_id, old, status)
-
-    # -- the seed's ISessionManager, in the hub's words --------------------------------
-
-    def session_info(self, ref: str) -> ModuleSessionInfo | None:
-        stream = self.find(ref)
-        if stream is None:
-            return None
-        return ModuleSessionInfo(
-            session_id=stream.id,
-            linked_workflow_session_id=stream.workflow_session_id,
-            status=stream.status,
-            created_at=stream.created_at,
-            last_activity=stream.last_activity,
-            metadata=stream.metadata,
-        )
 
     def record_activity(self, ref: str) -> None:
         self.resolve(ref).last_activity = utc_now()

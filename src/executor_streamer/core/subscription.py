@@ -6,8 +6,9 @@ Live events after that seq queue up while the history is read, so the subscriber
 history then live with no gap; a seq guard drops anything at or below what it has
 already been given, so it sees no duplicate either.
 
-Live events wait in a queue bounded by the stream's ``bufferSize``. When a live event
-arrives and the queue is full, the subscription ends with ``SLOW_CONSUMER``: what was
+Live events wait in a queue bounded by the stream's ``bufferSize`` (resumed history
+waits apart and does not count: it is bounded by the history itself). When a live
+event arrives and the queue is full, the subscription ends with ``SLOW_CONSUMER``: what was
 queued is still handed out, then iteration raises :class:`SlowConsumer` carrying the
 last seq delivered, from which the subscriber resumes without loss. One slow consumer
 therefore never holds the stream or anyone else back.
@@ -77,7 +78,8 @@ class Subscription:
         self.filters: list[StreamFilter] = list(filters or [])
         self._predicate: Predicate | None = compile_filters(self.filters)
         self._buffer_size = buffer_size
-        self._queue: deque[SubscriptionItem] = deque()
+        self._backlog: deque[EventRecord] = deque()  # resumed history, handed out first
+        self._queue: deque[SubscriptionItem] = deque()  # live events and replays: bounded
         self._position = 0  # highest seq offered to this subscriber: the duplicate guard
         self._replaying: deque[StreamEvent] = deque()  # a replay batch being iterated
         self._waiter: asyncio.Future[None] | None = None
@@ -104,7 +106,7 @@ class Subscription:
         """Queue resumed history ahead of live events (which are all newer)."""
         backlog = [r for r in records if r.seq > self.delivered_seq]
         if backlog:
-            self._queue.extendleft(reversed(backlog))
+            self._backlog.extend(backlog)
             self._wake()
 
     def push(self, records: Sequence[EventRecord]) -> None:
@@ -159,18 +161,19 @@ class Subscription:
 
     @property
     def pending(self) -> int:
-        return len(self._queue)
+        return len(self._backlog) + len(self._queue)
 
     def drain(self) -> list[SubscriptionItem]:
         """Everything queued now, without waiting."""
-        items = list(self._queue)
+        items: list[SubscriptionItem] = [*self._backlog, *self._queue]
+        self._backlog.clear()
         self._queue.clear()
         self._count(items)
         return items
 
     async def next_item(self) -> SubscriptionItem | None:
         """The next item, waiting for one; None once closed and empty."""
-        while not self._queue:
+        while not (self._backlog or self._queue):
             if self.close_reason is not None:
                 return None
             self._waiter = asyncio.get_running_loop().create_future()
@@ -178,7 +181,7 @@ class Subscription:
                 await self._waiter
             finally:
                 self._waiter = None
-        item = self._queue.popleft()
+        item = self._backlog.popleft() if self._backlog else self._queue.popleft()
         self._count((item,))
         return item
 
