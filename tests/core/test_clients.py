@@ -25,7 +25,7 @@ class TestIdleExpiry:
         later = time.monotonic() + 31
         lively._last_seen = later - 5  # as if it had pinged 5 s before ``later``
         assert hub.expire_idle_clients(now=later) == [quiet.id]
-        assert sub.close_reason == "DISCONNECTED"
+        assert sub.close_reason == "IDLE"
         assert hub.clients.find(quiet.id) is None and hub.clients.find(lively.id) is lively
         assert hub.get_stream("wf-1").clients == []  # type: ignore[union-attr]
 

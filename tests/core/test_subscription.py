@@ -278,3 +278,36 @@ class TestBadInput:
         with pytest.raises(InvalidInput) as caught:
             await hub.open_subscription("wf-1", filters=[{"eventTypes": ["NOPE"]}])
         assert caught.value.errors[0].path == "filters[0].eventTypes[0]"
+
+
+class TestTransportHooks:
+    async def test_on_ready_fires_for_items_and_close(self, hub: ExecutorStreamer) -> None:
+        """on_ready is called when events arrive and when the subscription closes."""
+        await hub.create_stream("wf-1")
+        sub = await hub.open_subscription("wf-1")
+        calls: list[str | None] = []
+        sub.on_ready = lambda s: calls.append(s.close_reason)
+        await publish(hub, 2)
+        await hub.destroy_stream("wf-1")
+        assert calls == [None, None, "STREAM_CLOSED"]
+
+    async def test_drain_with_limit_and_resume_position(self, hub: ExecutorStreamer) -> None:
+        """drain(limit) takes at most limit items; resume_position skips filtered events
+        only once nothing is left queued."""
+        await publish(hub, 9)  # reasoning at seqs 1, 4, 7
+        async with hub.subscribe("wf-1", since=0, filters=[{"eventTypes": ["STATUS"]}]) as sub:
+            await hub.publisher.publish_reasoning("wf-1", "x", 0.5, "p")  # seq 10, filtered
+            assert [i.seq for i in sub.drain(4)] == [2, 3, 5, 6]  # type: ignore[union-attr]
+            assert sub.resume_position == 6
+            assert [i.seq for i in sub.drain(4)] == [8, 9]  # type: ignore[union-attr]
+            assert sub.resume_position == 10
+
+    async def test_client_disconnect_hook(self, hub: ExecutorStreamer) -> None:
+        """A transport learns why the hub ended its client."""
+        from executor_streamer import ClientType, CloseReason
+
+        client = hub.connect(ClientType.WEBSOCKET)
+        reasons: list[CloseReason] = []
+        client.on_disconnect = reasons.append
+        hub.disconnect(client.id)
+        assert reasons == [CloseReason.DISCONNECTED]

@@ -81,6 +81,7 @@ class HubCounters:
         self.events_published = 0
         self.bytes_published = 0
         self.slow_consumers = 0
+        self.published_by_type = dict.fromkeys(StreamEventType, 0)
         self._last_minute = RateWindow(1, 60)
         self._by_minute: dict[int, dict[StreamEventType, int]] = {}
 
@@ -96,6 +97,7 @@ class HubCounters:
             self._forget_old_minutes(minute)
         for record in records:
             bucket[record.event.type] += 1
+            self.published_by_type[record.event.type] += 1
 
     def record_rejected(self) -> None:
         self.publish_attempts += 1

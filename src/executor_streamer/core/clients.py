@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 from ..errors import ClientNotFound, TooManyClients
@@ -37,6 +37,9 @@ class ClientSession:
         self.events_received = 0
         self.subscriptions: dict[str, Subscription] = {}
         self.stream_ids: set[str] = set()
+        self.on_disconnect: Callable[[CloseReason], None] | None = None
+        """Set by the transport: called when the hub ends this client (idle, operator,
+        shutdown), so the connection itself can be closed."""
 
     @property
     def is_active(self) -> bool:
@@ -115,6 +118,8 @@ class ClientRegistry:
             sub.close(reason)
         client.disconnected_at = utc_now()
         self._gone.append(client)
+        if client.on_disconnect is not None:
+            client.on_disconnect(reason)
 
     def idle(self, timeout_seconds: float, now: float | None = None) -> list[ClientSession]:
         """Clients with no sign of life for longer than ``timeout_seconds``.

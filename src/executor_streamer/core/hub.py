@@ -392,7 +392,7 @@ class ExecutorStreamer:
         timeout = self.config.server.idle_client_timeout / 1000
         expired = [c.id for c in self.clients.idle(timeout, now)]
         for client_id in expired:
-            self.clients.disconnect(client_id, CloseReason.DISCONNECTED)
+            self.clients.disconnect(client_id, CloseReason.IDLE)
             _log.info("idle_client_removed", client_id=client_id)
         return expired
 

@@ -35,9 +35,13 @@ if TYPE_CHECKING:
 
 class CloseReason(StrEnum):
     UNSUBSCRIBED = "UNSUBSCRIBED"
+    """The subscriber (or its client) ended it."""
     STREAM_CLOSED = "STREAM_CLOSED"
     SLOW_CONSUMER = "SLOW_CONSUMER"
     DISCONNECTED = "DISCONNECTED"
+    """An operator disconnected the client."""
+    IDLE = "IDLE"
+    """The client showed no sign of life for ``server.idleClientTimeout``."""
     SHUTDOWN = "SHUTDOWN"
 
 
@@ -84,6 +88,9 @@ class Subscription:
         self._replaying: deque[StreamEvent] = deque()  # a replay batch being iterated
         self._waiter: asyncio.Future[None] | None = None
         self._on_close = on_close
+        self.on_ready: Callable[[Subscription], None] | None = None
+        """Called (synchronously) whenever items arrive or the subscription closes; lets
+        one writer task watch several subscriptions."""
         self.close_reason: CloseReason | None = None
         self.recovered = True
         """False when events this subscriber asked to resume from were no longer held."""
@@ -163,13 +170,22 @@ class Subscription:
     def pending(self) -> int:
         return len(self._backlog) + len(self._queue)
 
-    def drain(self) -> list[SubscriptionItem]:
-        """Everything queued now, without waiting."""
-        items: list[SubscriptionItem] = [*self._backlog, *self._queue]
-        self._backlog.clear()
-        self._queue.clear()
+    def drain(self, limit: int | None = None) -> list[SubscriptionItem]:
+        """What is queued now (at most ``limit`` items), without waiting."""
+        items: list[SubscriptionItem] = []
+        for source in (self._backlog, self._queue):
+            while source and (limit is None or len(items) < limit):
+                items.append(source.popleft())
         self._count(items)
         return items
+
+    @property
+    def resume_position(self) -> int:
+        """Where a consumer that has taken everything handed out so far stands: past
+        events the filters skipped too, once nothing is left queued."""
+        if self._backlog or self._queue:
+            return self.delivered_seq
+        return max(self.delivered_seq, self._position)
 
     async def next_item(self) -> SubscriptionItem | None:
         """The next item, waiting for one; None once closed and empty."""
@@ -205,6 +221,8 @@ class Subscription:
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+        if self.on_ready is not None:
+            self.on_ready(self)
 
     def _count(self, items: Sequence[SubscriptionItem]) -> None:
         received = 0
