@@ -8,11 +8,13 @@ transports map codes to HTTP statuses and close codes in one table.
     ├── InvalidInput                 VALIDATION_ERROR   bad event, filter or argument
     │   ├── EventTooLarge            EVENT_TOO_LARGE    over limits.maxEventBytes
     │   └── BatchTooLarge            BATCH_TOO_LARGE    over limits.maxBatchSize
+    ├── BodyTooLarge                 BODY_TOO_LARGE     a request body over the limit
     ├── ConfigError                  CONFIG_ERROR       an invalid configuration value
     ├── StreamNotFound               STREAM_NOT_FOUND
     ├── StreamClosed                 STREAM_CLOSED      publish to a closed stream
     ├── InvalidStatusTransition      INVALID_STATUS_TRANSITION
     ├── ClientNotFound               CLIENT_NOT_FOUND
+    ├── NotSubscribed                NOT_SUBSCRIBED     client has no subscription there
     ├── TooManyClients               TOO_MANY_CLIENTS   per-stream or global limit reached
     ├── SlowConsumer                 SLOW_CONSUMER      a subscriber's queue overflowed
     ├── ReplayNotAllowed             REPLAY_NOT_ALLOWED disabled, or asked of a poller
@@ -96,6 +98,13 @@ class BatchTooLarge(InvalidInput):
     code = "BATCH_TOO_LARGE"
 
 
+class BodyTooLarge(StreamerError):
+    code = "BODY_TOO_LARGE"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body over {limit} bytes", {"limit": limit})
+
+
 class ConfigError(StreamerError):
     """An invalid configuration value; the message names the key."""
 
@@ -125,6 +134,13 @@ class ClientNotFound(StreamerError):
 
     def __init__(self, client_id: str) -> None:
         super().__init__(f"client {client_id!r} is not connected", {"clientId": client_id})
+
+
+class NotSubscribed(StreamerError):
+    code = "NOT_SUBSCRIBED"
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(f"not subscribed to stream {stream!r}", {"streamId": stream})
 
 
 class TooManyClients(StreamerError):
@@ -184,6 +200,7 @@ def _describe(error: FieldError) -> str:
 
 __all__ = [
     "BatchTooLarge",
+    "BodyTooLarge",
     "ClientNotFound",
     "ConfigError",
     "EventTooLarge",
@@ -191,6 +208,7 @@ __all__ = [
     "HubNotRunning",
     "InvalidInput",
     "InvalidStatusTransition",
+    "NotSubscribed",
     "ReplayNotAllowed",
     "ScreenshotNotFound",
     "SlowConsumer",

@@ -16,6 +16,7 @@ from executor_streamer import (
     ErrorContext,
     EventTooLarge,
     ExecutorStreamer,
+    ExecutorStreamerConfig,
     InvalidInput,
     StreamEventType,
     StreamNotFound,
@@ -249,6 +250,42 @@ class TestLimitsAndAtomicity:
             await hub.publisher.publish_status("wf-1", "a", "b", message="x" * 1000)
         assert caught.value.code == "EVENT_TOO_LARGE"
         assert (await hub.publisher.publish_status("wf-1", "a", "c")).seq == 2
+
+    async def test_rejected_first_publish_creates_no_stream(self, make_hub: HubFactory) -> None:
+        """A publish that auto-creates a stream and is then rejected leaves no stream."""
+        hub = await make_hub(limits={"maxEventBytes": 1000})
+        calls: list[str] = []
+
+        async def record(*args: object) -> None:
+            calls.append(str(args[1]))
+
+        from executor_streamer import LifecycleCallbacks
+
+        hub.set_lifecycle_callbacks(
+            LifecycleCallbacks(on_session_created=record, on_session_destroyed=record)
+        )
+        with pytest.raises(EventTooLarge):
+            await hub.publisher.publish_status("wf-1", "a", "b", message="x" * 1000)
+        assert hub.get_stream("wf-1") is None and len(hub.streams) == 0
+        await hub.drain_callbacks()
+        assert calls == ["wf-1", "wf-1"]  # created, then destroyed: listeners stay balanced
+
+    async def test_rollback_does_not_lose_a_concurrent_publish(self) -> None:
+        """A valid publish racing a rejected first publish to a new session still lands."""
+        from ..conftest import YieldingHistory
+
+        config = ExecutorStreamerConfig().with_overrides({"limits": {"maxEventBytes": 1000}})
+        hub = ExecutorStreamer(config, storage=YieldingHistory(3))
+        await hub.start()
+        try:
+            bad = hub.publisher.publish_status("wf-1", "a", "b", message="x" * 1000)
+            good = hub.publisher.publish_status("wf-1", "a", "ok")
+            results = await asyncio.gather(bad, good, return_exceptions=True)
+            assert isinstance(results[0], EventTooLarge)
+            assert results[1].seq == 1  # type: ignore[union-attr]
+            assert (await hub.history.get_events("wf-1")).total == 1
+        finally:
+            await hub.stop()
 
     async def test_metadata_limit(self, hub: ExecutorStreamer) -> None:
         """Metadata over 16 KiB serialized, or not JSON, is refused."""

@@ -326,12 +326,16 @@ class ExecutorStreamer:
     # -- replay (the seed's StreamReplay) ----------------------------------------------
 
     async def replay_to_client(
-        self, ref: str, client_id: str, spec: HistoryFilter | None = None
+        self,
+        ref: str,
+        client_id: str,
+        spec: HistoryFilter | None = None,
+        request_id: str | None = None,
     ) -> int:
         """Send history matching ``spec`` (and the client's filters) to a live client."""
         stream, sub = self._replay_target(ref, client_id)
         page = await self.storage.query(stream.id, spec or HistoryFilter())
-        return self._send_replay(sub, page.records)
+        return self._send_replay(sub, page.records, request_id)
 
     async def replay_from_timestamp(self, ref: str, client_id: str, timestamp: datetime) -> int:
         spec = HistoryFilter(start_time=timestamp, limit=MAX_HISTORY_LIMIT)
@@ -356,11 +360,13 @@ class ExecutorStreamer:
         return stream, sub
 
     @staticmethod
-    def _send_replay(sub: Subscription, records: list[EventRecord]) -> int:
+    def _send_replay(
+        sub: Subscription, records: list[EventRecord], request_id: str | None = None
+    ) -> int:
         predicate = sub.predicate
         if predicate is not None:
             records = [r for r in records if predicate(r.event)]
-        sub.push_replay(records)
+        sub.push_replay(records, request_id)
         return len(records)
 
     # -- upkeep ------------------------------------------------------------------------

@@ -227,6 +227,27 @@ class StreamPublisher:
             raise
         return [r.event for r in await self.publish_prepared(session_id, prepared)]
 
+    async def publish_wire(self, session_id: str, document: Any) -> list[EventRecord]:
+        """Publish a decoded request body: one event ``{type, data, metadata?}`` or a
+        batch ``{events: [...]}``. Returns the records, wire bytes included."""
+        try:
+            if isinstance(document, dict) and "events" in document:
+                items = document["events"]
+                if not isinstance(items, list):
+                    raise InvalidInput.single("events", "must be a list of events")
+                if set(document) - {"events"}:
+                    extra = sorted(set(document) - {"events"})
+                    raise InvalidInput.single(extra[0], "is not allowed beside events")
+                prepared = prepare_batch(items, self._limits)
+            elif isinstance(document, dict):
+                prepared = [prepare_event(document, self._limits)]
+            else:
+                raise InvalidInput.single("(body)", "must be an event or {events: [...]}")
+        except InvalidInput:
+            self._counters.record_rejected()
+            raise
+        return await self.publish_prepared(session_id, prepared)
+
     # -- the one path every publish takes ----------------------------------------------
 
     async def publish_prepared(
@@ -235,38 +256,48 @@ class StreamPublisher:
         """Store and deliver validated events; returns the records, wire bytes included."""
         try:
             self._streams.check_running()
-            stream = await self._stream_for(session_id)
-            async with stream.lock:
-                self._streams.check_running()  # stop() may have begun while we waited
-                if not stream.is_open:
-                    raise StreamClosed(stream.workflow_session_id)
-                tracker = stream.commands.copy()
-                records = self._build_records(stream, prepared, tracker)
-                for item in prepared:
-                    if item.screenshot is not None:
-                        shot = item.screenshot
-                        await self._storage.put_screenshot(
-                            stream.id, shot.screenshot_id, shot.image
-                        )
-                await self._storage.append(stream.id, records)
-                stream.commands = tracker
-                self._streams.mark_active(stream)
-                stream.counters.record(records)
-                self._counters.record_published(records)
-                stream.deliver(records)
-                return records
+            while True:
+                stream, created = await self._stream_for(session_id)
+                async with stream.lock:
+                    if stream.withdrawn:
+                        continue  # its creator's publish failed; look the session up again
+                    try:
+                        return await self._append(stream, prepared)
+                    except Exception:
+                        if created:  # a rejected publish leaves no stream behind
+                            await self._streams.withdraw(stream)
+                        raise
         except Exception:
             self._counters.record_rejected()
             raise
 
-    async def _stream_for(self, session_id: str) -> Stream:
+    async def _append(self, stream: Stream, prepared: Sequence[PreparedEvent]) -> list[EventRecord]:
+        """The publish itself; the caller holds the stream's lock."""
+        self._streams.check_running()  # stop() may have begun while we waited
+        if not stream.is_open:
+            raise StreamClosed(stream.workflow_session_id)
+        tracker = stream.commands.copy()
+        records = self._build_records(stream, prepared, tracker)
+        for item in prepared:
+            if item.screenshot is not None:
+                shot = item.screenshot
+                await self._storage.put_screenshot(stream.id, shot.screenshot_id, shot.image)
+        await self._storage.append(stream.id, records)
+        stream.commands = tracker
+        self._streams.mark_active(stream)
+        stream.counters.record(records)
+        self._counters.record_published(records)
+        stream.deliver(records)
+        return records
+
+    async def _stream_for(self, session_id: str) -> tuple[Stream, bool]:
+        """The stream to publish into, and whether this call created it."""
         stream = self._streams.find(session_id)
         if stream is not None:
-            return stream
+            return stream, False
         if not self._config.server.auto_create_streams:
             raise StreamNotFound(session_id)
-        stream, _ = await self._streams.ensure_stream(session_id)
-        return stream
+        return await self._streams.ensure_stream(session_id)
 
     def _build_records(
         self, stream: Stream, prepared: Sequence[PreparedEvent], tracker: CommandTracker

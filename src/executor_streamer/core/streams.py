@@ -76,6 +76,8 @@ class Stream:
         self.counters = StreamCounters()
         self.subscriptions: set[Subscription] = set()
         self.clients: dict[str, ClientSession] = {}
+        self.withdrawn = False
+        """Set when the publish that auto-created this stream failed and took it back."""
         self._last_timestamp = self.created_at
 
     @property
@@ -221,6 +223,20 @@ class StreamManager:
                 await self._storage.drop_stream(stream.id)
                 self._notifier.destroyed(stream.workflow_session_id)
                 _log.info("stream_purged", session_id=stream.workflow_session_id)
+
+    async def withdraw(self, stream: Stream) -> None:
+        """Undo an auto-create whose first publish failed, if nothing uses the stream yet.
+
+        The caller holds ``stream.lock``; a publisher waiting on it finds ``withdrawn``
+        set and looks the session up again.
+        """
+        if stream.last_seq or stream.subscriptions or self._by_id.get(stream.id) is not stream:
+            return
+        del self._by_id[stream.id]
+        del self._by_session[stream.workflow_session_id]
+        stream.withdrawn = True
+        await self._storage.drop_stream(stream.id)
+        self._notifier.destroyed(stream.workflow_session_id)
 
     def update_status(
         self, ref: str, status: SessionStatus, error: ErrorContext | None = None

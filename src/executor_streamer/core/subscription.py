@@ -50,6 +50,8 @@ class ReplayBatch:
     """Events replayed on request; they may repeat seqs the subscriber already has."""
 
     records: list[EventRecord]
+    request_id: str | None = None
+    """Echoed by transports when they report the replay done."""
 
     @property
     def last_seq(self) -> int:
@@ -136,9 +138,9 @@ class Subscription:
         if added:
             self._wake()
 
-    def push_replay(self, records: list[EventRecord]) -> None:
+    def push_replay(self, records: list[EventRecord], request_id: str | None = None) -> None:
         if self.close_reason is None:
-            self._queue.append(ReplayBatch(records))
+            self._queue.append(ReplayBatch(records, request_id))
             self._wake()
 
     def close(self, reason: CloseReason) -> None:

@@ -1,0 +1,94 @@
+"""``create_app(hub)``: the ASGI application over a hub."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
+
+from ..core.hub import ExecutorStreamer
+from ..types.events import EventInput
+from .errors import install_error_handlers
+from .metrics import ServerMetrics
+from .ops import router as ops_router
+from .rest import router as rest_router
+from .schemas import PublishBatch
+from .streaming import router as streaming_router
+from .transport import LiveConnections
+
+SHUTDOWN_GRACE_SECONDS = 5.0
+
+
+def create_app(hub: ExecutorStreamer) -> FastAPI:
+    """The REST, SSE, long-polling and WebSocket API over ``hub``.
+
+    The app starts the hub when it starts; at shutdown it closes every live client
+    (WebSockets with 1001) and then stops the hub, which lets publishes in progress
+    finish and flushes storage.
+    """
+    connections = LiveConnections()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await hub.start()
+        try:
+            yield
+        finally:
+            await connections.drain(hub, SHUTDOWN_GRACE_SECONDS)
+            await hub.stop()
+
+    app = FastAPI(
+        title="Executor Streamer",
+        version="0.1.0",
+        summary="Real-time event hub for AI-agent and automation runs.",
+        lifespan=lifespan,
+    )
+    app.state.hub = hub
+    app.state.metrics = ServerMetrics(hub)
+    app.state.connections = connections
+    limits = hub.config.limits
+    # A body may carry a batch or a base64 screenshot, whichever limit is larger.
+    app.state.max_body_bytes = max(limits.max_message_bytes, limits.max_screenshot_bytes * 4 // 3)
+    install_error_handlers(app)
+    compression = hub.config.compression
+    if compression.enabled:
+        # text/event-stream is never compressed, so SSE frames are not held back.
+        app.add_middleware(GZipMiddleware, minimum_size=compression.threshold)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=hub.config.security.cors_origins,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=["ETag"],
+    )
+    app.include_router(rest_router)
+    app.include_router(streaming_router)
+    app.include_router(ops_router)
+    _document_publish_body(app)
+    return app
+
+
+def _document_publish_body(app: FastAPI) -> None:
+    """The publish body is parsed by hand (for batch error reporting); give OpenAPI its
+    two shapes anyway."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in (EventInput, PublishBatch):
+            extra = model.model_json_schema(
+                by_alias=True, ref_template="#/components/schemas/{model}"
+            )
+            components.update(extra.pop("$defs", {}))
+            components[model.__name__] = extra
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,98 @@
+"""Error codes to HTTP statuses and WebSocket close codes, in one table each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from ..core.subscription import CloseReason
+from ..errors import FieldError, InvalidInput, StreamerError
+
+HTTP_STATUS: dict[str, int] = {
+    "VALIDATION_ERROR": 422,
+    "EVENT_TOO_LARGE": 413,
+    "BATCH_TOO_LARGE": 413,
+    "BODY_TOO_LARGE": 413,
+    "STREAM_NOT_FOUND": 404,
+    "CLIENT_NOT_FOUND": 404,
+    "SCREENSHOT_NOT_FOUND": 404,
+    "NOT_FOUND": 404,
+    "METHOD_NOT_ALLOWED": 405,
+    "STREAM_CLOSED": 409,
+    "INVALID_STATUS_TRANSITION": 409,
+    "REPLAY_NOT_ALLOWED": 409,
+    "SLOW_CONSUMER": 409,
+    "RATE_LIMITED": 429,
+    "TOO_MANY_CLIENTS": 503,
+    "HUB_NOT_RUNNING": 503,
+    "CONFIG_ERROR": 500,
+    "INTERNAL_ERROR": 500,
+}
+
+# WebSocket close codes (DESIGN.md §5).
+CLOSE_OPERATOR = 4000
+CLOSE_UNAUTHORIZED = 4001
+CLOSE_FORBIDDEN = 4003
+CLOSE_STREAM_NOT_FOUND = 4004
+CLOSE_SLOW_CONSUMER = 4008
+CLOSE_STREAM_CLOSED = 4010
+CLOSE_RATE_LIMITED = 4029
+CLOSE_TOO_MANY_CLIENTS = 1013
+CLOSE_SHUTDOWN = 1001
+
+CLOSE_FOR_REASON: dict[CloseReason, tuple[int, str]] = {
+    CloseReason.DISCONNECTED: (CLOSE_OPERATOR, "disconnected by an operator"),
+    CloseReason.IDLE: (CLOSE_OPERATOR, "no sign of life within the idle timeout"),
+    CloseReason.SLOW_CONSUMER: (CLOSE_SLOW_CONSUMER, "slow consumer: resume from the last seq"),
+    CloseReason.STREAM_CLOSED: (CLOSE_STREAM_CLOSED, "stream closed"),
+    CloseReason.SHUTDOWN: (CLOSE_SHUTDOWN, "server shutting down"),
+    CloseReason.UNSUBSCRIBED: (1000, "closed"),
+}
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> bytes:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        error["details"] = details
+    return orjson.dumps({"error": error})
+
+
+def error_response(exc: StreamerError, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        error_body(exc.code, exc.message, exc.details),
+        status_code=HTTP_STATUS.get(exc.code, 500),
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves the server as ``{"error": {"code", "message", "details?"}}``."""
+
+    async def on_streamer_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StreamerError)
+        return error_response(exc)
+
+    async def on_request_validation(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        errors = [FieldError(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+        return error_response(InvalidInput(errors))
+
+    async def on_http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
+        return Response(
+            error_body(code, str(exc.detail)),
+            status_code=exc.status_code,
+            media_type="application/json",
+            headers=getattr(exc, "headers", None),
+        )
+
+    app.add_exception_handler(StreamerError, on_streamer_error)
+    app.add_exception_handler(RequestValidationError, on_request_validation)
+    app.add_exception_handler(HTTPException, on_http_error)

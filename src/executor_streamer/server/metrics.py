@@ -1,0 +1,86 @@
+"""Prometheus metrics.
+
+Counters the hot path touches are plain ints (the hub's and ``delivered`` here); a
+collector turns them into metric families when ``/metrics`` is scraped, so publishing
+and fan-out never pay for prometheus-client's locks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from ..core.hub import ExecutorStreamer
+from ..core.records import EventRecord
+from ..types.enums import ClientType, StreamEventType
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class ServerMetrics:
+    def __init__(self, hub: ExecutorStreamer) -> None:
+        self.hub = hub
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.delivered = dict.fromkeys(StreamEventType, 0)
+        self.publish_latency = Histogram(
+            "executor_streamer_publish_latency_seconds",
+            "Time from receiving a publish request to acknowledging it (stored and fanned out).",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+        self.registry.register(_HubCollector(self))
+
+    def record_delivered(self, records: Sequence[EventRecord]) -> None:
+        for record in records:
+            self.delivered[record.event.type] += 1
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _HubCollector(Collector):
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        hub = self._metrics.hub
+        streams = GaugeMetricFamily(
+            "executor_streamer_streams", "Streams held, by state.", labels=["state"]
+        )
+        active = len(hub.list_active_streams())
+        streams.add_metric(["open"], active)
+        streams.add_metric(["closed"], len(hub.streams) - active)
+        yield streams
+        clients = GaugeMetricFamily(
+            "executor_streamer_clients", "Connected clients, by transport.", labels=["type"]
+        )
+        for client_type in ClientType:
+            clients.add_metric([client_type.value], hub.clients.counts_by_type()[client_type])
+        yield clients
+        published = CounterMetricFamily(
+            "executor_streamer_events_published", "Events stored, by type.", labels=["type"]
+        )
+        for event_type, count in hub.counters.published_by_type.items():
+            published.add_metric([event_type.value], count)
+        yield published
+        delivered = CounterMetricFamily(
+            "executor_streamer_events_delivered",
+            "Events written to clients, by type (one per client).",
+            labels=["type"],
+        )
+        for event_type, count in self._metrics.delivered.items():
+            delivered.add_metric([event_type.value], count)
+        yield delivered
+        yield CounterMetricFamily(
+            "executor_streamer_publishes_rejected",
+            "Publish requests refused (invalid, too large, closed stream...).",
+            value=hub.counters.publish_failures,
+        )
+        yield CounterMetricFamily(
+            "executor_streamer_slow_consumers_dropped",
+            "Subscribers dropped for falling bufferSize events behind.",
+            value=hub.counters.slow_consumers,
+        )

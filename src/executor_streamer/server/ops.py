@@ -1,0 +1,35 @@
+"""Operational endpoints: health, readiness, Prometheus, the front page."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import RedirectResponse, Response
+
+from .metrics import CONTENT_TYPE
+from .rest import hub_of, json
+
+router = APIRouter()
+
+
+@router.get("/healthz", summary="Liveness")
+async def healthz() -> Response:
+    return json({"status": "ok"})
+
+
+@router.get("/readyz", summary="Readiness: the hub runs and its storage answers")
+async def readyz(request: Request) -> Response:
+    hub = hub_of(request)
+    health = hub.health_check()
+    if request.app.state.connections.closing:
+        health = health.model_copy(update={"is_healthy": False, "errors": ["shutting down"]})
+    return json(health, 200 if health.is_healthy else 503)
+
+
+@router.get("/metrics", summary="Prometheus text exposition", include_in_schema=True)
+async def prometheus(request: Request) -> Response:
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
+
+
+@router.get("/", include_in_schema=False)
+async def root() -> Response:
+    return RedirectResponse("/docs")

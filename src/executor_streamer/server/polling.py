@@ -1,0 +1,103 @@
+"""HTTP long polling: ``GET /api/streams/{id}/poll`` (DESIGN.md §5).
+
+A polling client keeps one subscription per stream between polls, so events published
+between two polls wait for it (up to ``bufferSize``) instead of being looked up again.
+A poll whose ``since`` is not where that subscription stands, or whose filters changed,
+or whose subscription was dropped, starts a fresh one from ``since`` through the
+resume path, so polling has the same no-gap, no-duplicate guarantee as the other
+transports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from starlette.responses import Response
+
+from ..core.clients import ClientSession
+from ..core.hub import ExecutorStreamer
+from ..core.records import EventRecord
+from ..core.subscription import CloseReason, Subscription
+from ..types.enums import ClientType
+from ..types.filters import StreamFilter
+from .metrics import ServerMetrics
+from .wire import json_list
+
+MAX_EVENTS_PER_POLL = 1000
+# Touch the client this often while a poll waits, so a long poll is never "idle".
+KEEPALIVE_SLICE = 5.0
+
+
+async def poll(
+    hub: ExecutorStreamer,
+    metrics: ServerMetrics,
+    ref: str,
+    since: int,
+    filters: list[StreamFilter] | None,
+    wait_seconds: float,
+    client_id: str | None,
+) -> Response:
+    stream = hub.streams.resolve(ref)
+    client = _client_for(hub, client_id)
+    client.touch()
+    sub = client.subscriptions.get(stream.id)
+    recovered = True
+    if _must_restart(sub, since, filters, stream.is_open):
+        sub = await hub.open_subscription(stream.id, filters=filters, since=since, client=client)
+        recovered = sub.recovered
+    assert sub is not None
+    await _wait_for_events(sub, client, wait_seconds)
+    records = [item for item in sub.drain(MAX_EVENTS_PER_POLL) if isinstance(item, EventRecord)]
+    metrics.record_delivered(records)
+    client.touch()
+    more = sub.pending > 0
+    body = json_list(
+        "events",
+        records,
+        clientId=client.id,
+        lastSeq=sub.resume_position,
+        recovered=recovered,
+        more=more,
+        closed=sub.close_reason is CloseReason.STREAM_CLOSED and not more,
+    )
+    return Response(body, media_type="application/json", headers={"cache-control": "no-store"})
+
+
+def _client_for(hub: ExecutorStreamer, client_id: str | None) -> ClientSession:
+    """The polling client of that id, or a newly registered one."""
+    if client_id is not None:
+        client = hub.clients.find(client_id)
+        if client is not None and client.type is ClientType.HTTP_POLLING:
+            return client
+    return hub.connect(ClientType.HTTP_POLLING)
+
+
+def _must_restart(
+    sub: Subscription | None, since: int, filters: list[StreamFilter] | None, stream_open: bool
+) -> bool:
+    if sub is None or sub.resume_position != since or sub.filters != (filters or []):
+        return True
+    if sub.closed and not sub.pending:
+        # Dropped (slow between polls) or closed then reopened: start again from since.
+        return sub.close_reason is not CloseReason.STREAM_CLOSED or stream_open
+    return False
+
+
+async def _wait_for_events(sub: Subscription, client: ClientSession, seconds: float) -> None:
+    if sub.pending or sub.closed or seconds <= 0:
+        return
+    ready = asyncio.Event()
+    sub.on_ready = lambda _: ready.set()
+    deadline = time.monotonic() + seconds
+    try:
+        while not ready.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                await asyncio.wait_for(ready.wait(), min(left, KEEPALIVE_SLICE))
+            except TimeoutError:
+                client.touch()
+    finally:
+        sub.on_ready = None

@@ -1,0 +1,261 @@
+"""The REST API of DESIGN.md §6: thin handlers over the hub."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Body, Query, Request
+from starlette.responses import Response
+
+from ..core.hub import ExecutorStreamer
+from ..core.subscription import CloseReason
+from ..errors import BodyTooLarge, ClientNotFound, InvalidInput
+from ..types.analytics import ClientActivityReport, StreamMetrics, StreamStats
+from ..types.enums import StreamEventType
+from ..types.filters import HistoryFilter
+from ..types.streams import StreamClientInfo, StreamSession
+from .schemas import (
+    CreateStreamRequest,
+    ErrorBody,
+    HistoryResponse,
+    PublishResponse,
+    ReplayAccepted,
+)
+from .transport import parse_event_types
+from .wire import json_list
+
+router = APIRouter(prefix="/api")
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (404, 409, 413, 422, 503)
+}
+
+
+def hub_of(request: Request) -> ExecutorStreamer:
+    hub: ExecutorStreamer = request.app.state.hub
+    return hub
+
+
+def json(payload: Any, status: int = 200) -> Response:
+    if hasattr(payload, "model_dump"):
+        body = payload.model_dump_json(by_alias=True, exclude_none=True).encode()
+    else:
+        body = orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)
+    return Response(body, status_code=status, media_type="application/json")
+
+
+@router.get("/streams", response_model=list[StreamSession], summary="Active streams")
+async def list_streams(request: Request) -> Response:
+    hub = hub_of(request)
+    sessions = [s.session().to_wire() for s in hub.streams if s.is_open]
+    return json(sessions)
+
+
+@router.post(
+    "/streams",
+    status_code=201,
+    response_model=StreamSession,
+    responses={200: {"model": StreamSession, "description": "Already existed"}, **ERRORS},
+    summary="Create a stream (idempotent per workflow session)",
+)
+async def create_stream(request: Request, body: CreateStreamRequest) -> Response:
+    hub = hub_of(request)
+    hub.streams.check_running()
+    stream, created = await hub.streams.ensure_stream(
+        body.workflow_session_id, body.config, body.metadata
+    )
+    return json(stream.session(), 201 if created else 200)
+
+
+@router.get("/streams/metrics", response_model=StreamMetrics, summary="Hub metrics")
+async def metrics(request: Request) -> Response:
+    return json(hub_of(request).analytics.get_metrics())
+
+
+@router.get("/streams/{ref}", response_model=StreamSession, responses=ERRORS)
+async def get_stream(request: Request, ref: str) -> Response:
+    return json(hub_of(request).streams.resolve(ref).session())
+
+
+@router.delete("/streams/{ref}", status_code=204, responses=ERRORS)
+async def delete_stream(
+    request: Request,
+    ref: str,
+    purge: Annotated[bool, Query(description="Remove the stream and its history")] = False,
+) -> Response:
+    await hub_of(request).destroy_stream(ref, purge=purge)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/streams/{ref}/events",
+    status_code=201,
+    response_model=PublishResponse,
+    responses=ERRORS,
+    summary="Publish one event or a batch",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            {"$ref": "#/components/schemas/EventInput"},
+                            {"$ref": "#/components/schemas/PublishBatch"},
+                        ]
+                    },
+                    "examples": {
+                        "single": {
+                            "value": {
+                                "type": "REASONING",
+                                "data": {
+                                    "thought": "find the login form",
+                                    "confidence": 0.8,
+                                    "reasoningType": "planning",
+                                },
+                            }
+                        },
+                        "batch": {
+                            "value": {
+                                "events": [
+                                    {
+                                        "type": "COMMAND_STARTED",
+                                        "data": {"commandName": "open", "action": "NAVIGATE"},
+                                    },
+                                    {
+                                        "type": "COMMAND_COMPLETED",
+                                        "data": {"commandName": "open", "duration": 412},
+                                    },
+                                ]
+                            }
+                        },
+                    },
+                }
+            },
+        }
+    },
+)
+async def publish(request: Request, ref: str) -> Response:
+    hub = hub_of(request)
+    started = time.perf_counter()
+    document = await _json_body(request, request.app.state.max_body_bytes)
+    records = await hub.publisher.publish_wire(ref, document)
+    request.app.state.metrics.publish_latency.observe(time.perf_counter() - started)
+    return Response(json_list("events", records), 201, media_type="application/json")
+
+
+@router.get(
+    "/streams/{ref}/history", response_model=HistoryResponse, responses=ERRORS, summary="History"
+)
+async def history(
+    request: Request,
+    ref: str,
+    types: Annotated[str | None, Query(description="Comma-separated event types")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    start_time: Annotated[datetime | None, Query(alias="startTime")] = None,
+    end_time: Annotated[datetime | None, Query(alias="endTime")] = None,
+    search: Annotated[str | None, Query(min_length=1, max_length=1000)] = None,
+    after_seq: Annotated[int | None, Query(alias="afterSeq", ge=0)] = None,
+) -> Response:
+    try:
+        spec = HistoryFilter(
+            event_types=None if types is None else parse_event_types(types),
+            limit=limit,
+            offset=offset,
+            start_time=start_time,
+            end_time=end_time,
+            search_text=search,
+            after_seq=after_seq,
+        )
+    except ValueError as exc:
+        raise InvalidInput.single("query", str(exc)) from None
+    page = await hub_of(request).history.get_events(ref, spec)
+    return Response(
+        json_list("events", page.records, total=page.total), media_type="application/json"
+    )
+
+
+@router.get("/streams/{ref}/clients", response_model=list[StreamClientInfo], responses=ERRORS)
+async def clients(request: Request, ref: str) -> Response:
+    return json(hub_of(request).streams.resolve(ref).session().to_wire()["clients"])
+
+
+@router.delete("/streams/{ref}/clients/{client_id}", status_code=204, responses=ERRORS)
+async def disconnect_client(request: Request, ref: str, client_id: str) -> Response:
+    hub = hub_of(request)
+    stream = hub.streams.resolve(ref)
+    if client_id not in stream.clients:
+        raise ClientNotFound(client_id)
+    hub.disconnect(client_id, CloseReason.DISCONNECTED)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/streams/{ref}/replay/{client_id}",
+    status_code=202,
+    response_model=ReplayAccepted,
+    responses=ERRORS,
+    summary="Replay history to a live client",
+)
+async def replay(
+    request: Request,
+    ref: str,
+    client_id: str,
+    spec: Annotated[HistoryFilter | None, Body()] = None,
+) -> Response:
+    count = await hub_of(request).replay_to_client(ref, client_id, spec)
+    return json({"clientId": client_id, "count": count}, 202)
+
+
+@router.get(
+    "/streams/{ref}/screenshots/{screenshot_id}",
+    responses={200: {"content": {"image/png": {}}}, 304: {}, **ERRORS},
+    summary="Screenshot bytes",
+)
+async def screenshot(request: Request, ref: str, screenshot_id: str) -> Response:
+    image = await hub_of(request).history.get_screenshot(ref, screenshot_id)
+    etag = f'"{image.sha256}"'
+    headers = {"etag": etag, "cache-control": "public, max-age=31536000, immutable"}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return Response(image.data, media_type=image.mime_type, headers=headers)
+
+
+@router.get("/streams/{ref}/stats", response_model=StreamStats, responses=ERRORS)
+async def stats(request: Request, ref: str) -> Response:
+    return json(await hub_of(request).analytics.get_stream_stats(ref))
+
+
+@router.get("/analytics/events", response_model=dict[StreamEventType, int])
+async def event_distribution(request: Request, start: datetime, end: datetime) -> Response:
+    return json(hub_of(request).analytics.get_event_distribution(_aware(start), _aware(end)))
+
+
+@router.get("/analytics/clients", response_model=list[ClientActivityReport])
+async def client_activity(request: Request, start: datetime, end: datetime) -> Response:
+    reports = hub_of(request).analytics.get_client_activity(_aware(start), _aware(end))
+    return json([r.to_wire() for r in reports])
+
+
+async def _json_body(request: Request, limit: int) -> Any:
+    """The request body parsed as JSON, refusing bodies over ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit)
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        chunks.append(chunk)
+    try:
+        return orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput.single("(body)", f"not valid JSON: {exc}") from None
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -1,0 +1,60 @@
+"""Running the app under uvicorn (uvloop, httptools, websockets) with a clean shutdown."""
+
+from __future__ import annotations
+
+import socket
+
+import uvicorn
+from fastapi import FastAPI
+
+from ..core.hub import ExecutorStreamer
+from .app import SHUTDOWN_GRACE_SECONDS, create_app
+from .transport import LiveConnections
+
+
+class HubServer(uvicorn.Server):
+    """uvicorn, but on shutdown it first closes every live client (WebSockets with
+    1001, SSE streams with an error frame); uvicorn would otherwise wait on those
+    never-ending responses until its own timeout."""
+
+    def __init__(
+        self, config: uvicorn.Config, hub: ExecutorStreamer, connections: LiveConnections
+    ) -> None:
+        super().__init__(config)
+        self.hub = hub
+        self.connections = connections
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await self.connections.drain(self.hub, SHUTDOWN_GRACE_SECONDS)
+        await super().shutdown(sockets)
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when asked for port 0)."""
+        return int(self.servers[0].sockets[0].getsockname()[1])
+
+
+def build_server(
+    hub: ExecutorStreamer, host: str | None = None, port: int | None = None
+) -> HubServer:
+    config = hub.config
+    app: FastAPI = create_app(hub)
+    uvicorn_config = uvicorn.Config(
+        app,
+        host=host or config.server.host,
+        port=config.server.port if port is None else port,
+        loop="auto",
+        http="httptools",
+        ws="websockets-sansio",
+        lifespan="on",
+        # Protocol pings every heartbeatInterval; a peer that does not answer within
+        # the idle timeout is closed (DESIGN.md §9).
+        ws_ping_interval=config.default_stream_config.heartbeat_interval / 1000,
+        ws_ping_timeout=config.server.idle_client_timeout / 1000,
+        ws_per_message_deflate=config.compression.enabled,
+        ws_max_size=config.limits.max_message_bytes,
+        timeout_graceful_shutdown=int(SHUTDOWN_GRACE_SECONDS) + 5,
+        access_log=False,
+        log_config=None,
+    )
+    return HubServer(uvicorn_config, hub, app.state.connections)

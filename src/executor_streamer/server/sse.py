@@ -1,0 +1,186 @@
+"""Server-Sent Events: ``GET /api/streams/{id}/events`` (DESIGN.md §5).
+
+One writer per connection drains the client's subscription and sends everything queued
+as one write (several frames in one chunk). Heartbeats go out after ``heartbeatInterval``
+without other writes. A write that does not drain within the idle timeout means the
+client vanished; so does falling ``bufferSize`` events behind: either way the connection
+is cut, and the client resumes with ``Last-Event-ID`` without losing anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from ..core.clients import ClientSession
+from ..core.hub import ExecutorStreamer
+from ..core.records import EventRecord
+from ..core.subscription import CloseReason, Subscription
+from ..types.base import format_timestamp, utc_now
+from .metrics import ServerMetrics
+from .transport import LiveConnections
+from .wire import sse_event, sse_frame, sse_preamble
+
+_log = structlog.get_logger("executor_streamer.sse")
+
+HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+FINAL_WRITE_TIMEOUT = 2.0
+
+# What the last frame says when the hub ends the stream for a client.
+_FINAL_ERROR = {
+    CloseReason.STREAM_CLOSED: ("STREAM_CLOSED", "the stream was closed"),
+    CloseReason.SLOW_CONSUMER: ("SLOW_CONSUMER", "fell too far behind; reconnect to resume"),
+    CloseReason.DISCONNECTED: ("DISCONNECTED", "disconnected by an operator"),
+    CloseReason.IDLE: ("DISCONNECTED", "no sign of life within the idle timeout"),
+    CloseReason.SHUTDOWN: ("SHUTTING_DOWN", "the server is shutting down"),
+}
+
+
+class _Aborted(Exception):
+    """The connection is cut without finishing the response."""
+
+
+class EventStreamResponse(Response):
+    """A response that streams one subscription as SSE frames until it ends."""
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        hub: ExecutorStreamer,
+        client: ClientSession,
+        sub: Subscription,
+        metrics: ServerMetrics,
+        connections: LiveConnections,
+    ) -> None:
+        super().__init__(status_code=200)
+        self.hub = hub
+        self.client = client
+        self.sub = sub
+        self.metrics = metrics
+        self.connections = connections
+        stream = hub.streams.resolve(sub.stream_id)
+        self.heartbeat = stream.config.heartbeat_interval / 1000
+        self.write_timeout = hub.config.server.idle_client_timeout / 1000
+        self._wake = asyncio.Event()
+        self._sending = False
+        self._writer: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.sub.on_ready = self._on_ready
+        self.client.on_disconnect = self._on_client_ended
+        with self.connections.track():
+            self._writer = asyncio.create_task(self._write(send))
+            listener = asyncio.create_task(self._listen(receive))
+            try:
+                await asyncio.wait({self._writer, listener}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (self._writer, listener):
+                    task.cancel()
+                results = await asyncio.gather(self._writer, listener, return_exceptions=True)
+                self.hub.disconnect(self.client.id, CloseReason.UNSUBSCRIBED)
+        error = results[0]
+        if isinstance(error, Exception) and not isinstance(error, _Aborted):
+            raise error
+
+    def _on_ready(self, sub: Subscription) -> None:
+        self._wake.set()
+        if sub.close_reason is CloseReason.SLOW_CONSUMER:
+            self._abort_if_stuck()
+
+    def _on_client_ended(self, reason: CloseReason) -> None:
+        self._wake.set()
+        self._abort_if_stuck()
+
+    def _abort_if_stuck(self) -> None:
+        # A writer blocked on a client that does not read would never see the news.
+        if self._sending and self._writer is not None:
+            self._writer.cancel()
+
+    async def _listen(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    async def _write(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+        opening = sse_preamble()
+        if not self.sub.recovered:
+            opening += sse_frame(
+                "recovery",
+                {
+                    "recovered": False,
+                    "epoch": self.sub.epoch,
+                    "firstSeq": self.sub.first_retained_seq,
+                },
+            )
+        await self._send(send, opening)
+        while True:
+            if self.sub.close_reason is CloseReason.SLOW_CONSUMER:
+                await self._finish(send, CloseReason.SLOW_CONSUMER)
+                return
+            records = _records(self.sub.drain())
+            if records:
+                await self._send(send, b"".join(sse_event(r) for r in records))
+                self.metrics.record_delivered(records)
+                self.client.touch()  # writes draining is an SSE client's sign of life
+                continue
+            if self.sub.closed:
+                assert self.sub.close_reason is not None
+                await self._finish(send, self.sub.close_reason)
+                return
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.heartbeat)
+            except TimeoutError:
+                await self._send(send, self._heartbeat())
+
+    def _heartbeat(self) -> bytes:
+        stream = self.hub.streams.find(self.sub.stream_id)
+        data: dict[str, Any] = {
+            "timestamp": format_timestamp(utc_now()),
+            "active_clients": len(stream.clients) if stream else 0,
+        }
+        return sse_frame("heartbeat", data)
+
+    async def _finish(self, send: Send, reason: CloseReason) -> None:
+        final = _FINAL_ERROR.get(reason)
+        body = b"" if final is None else sse_frame("error", {"code": final[0], "message": final[1]})
+        if reason is CloseReason.SLOW_CONSUMER:
+            _log.info("sse_slow_consumer", client_id=self.client.id)
+        # The last words get a short deadline: the client may be the reason we stop.
+        await self._send(send, body, FINAL_WRITE_TIMEOUT)
+        with contextlib.suppress(OSError):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _send(self, send: Send, body: bytes, seconds: float | None = None) -> None:
+        self._sending = True
+        try:
+            await asyncio.wait_for(
+                send({"type": "http.response.body", "body": body, "more_body": True}),
+                self.write_timeout if seconds is None else seconds,
+            )
+        except (TimeoutError, asyncio.CancelledError, OSError):
+            raise _Aborted from None
+        finally:
+            self._sending = False
+
+
+def _records(items: list[Any]) -> list[EventRecord]:
+    """Live events and replays alike go out as ``stream_event`` frames."""
+    out: list[EventRecord] = []
+    for item in items:
+        if isinstance(item, EventRecord):
+            out.append(item)
+        else:
+            out.extend(item.records)
+    return out

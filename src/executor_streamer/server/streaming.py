@@ -1,0 +1,78 @@
+"""Routes of the live transports; the protocols live in sse.py, polling.py, websocket.py."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, WebSocket
+
+from ..core.subscription import CloseReason
+from ..errors import HubNotRunning
+from ..types.enums import ClientType
+from .polling import poll
+from .rest import ERRORS, hub_of
+from .schemas import PollResponse
+from .sse import EventStreamResponse
+from .transport import filters_from_types, parse_seq
+from .websocket import WebSocketSession
+
+router = APIRouter()
+
+
+@router.get(
+    "/api/streams/{ref}/events",
+    responses={200: {"content": {"text/event-stream": {}}}, **ERRORS},
+    summary="Server-Sent Events",
+    response_model=None,
+)
+async def sse(
+    request: Request,
+    ref: str,
+    types: Annotated[str | None, Query(description="e.g. REASONING,STATUS")] = None,
+    since: Annotated[str | None, Query(description="Resume after this seq")] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> EventStreamResponse:
+    hub = hub_of(request)
+    connections = request.app.state.connections
+    if connections.closing:
+        raise HubNotRunning("the server is shutting down")
+    filters = filters_from_types(types)
+    # A browser's EventSource resends Last-Event-ID when it reconnects: it wins.
+    resume = parse_seq(last_event_id, "header.Last-Event-ID")
+    if resume is None:
+        resume = parse_seq(since, "query.since")
+    stream = hub.streams.resolve(ref)
+    client = hub.connect(ClientType.SERVER_SENT_EVENTS)
+    try:
+        sub = await hub.open_subscription(stream.id, filters=filters, since=resume, client=client)
+    except BaseException:
+        hub.disconnect(client.id, CloseReason.UNSUBSCRIBED)
+        raise
+    metrics = request.app.state.metrics
+    return EventStreamResponse(hub, client, sub, metrics, connections)
+
+
+@router.get(
+    "/api/streams/{ref}/poll",
+    response_model=PollResponse,
+    responses=ERRORS,
+    summary="Long polling",
+)
+async def long_poll(
+    request: Request,
+    ref: str,
+    since: Annotated[int, Query(ge=0)] = 0,
+    types: Annotated[str | None, Query()] = None,
+    wait: Annotated[float, Query(alias="timeout", ge=0, le=60, description="Seconds")] = 25,
+    client_id: Annotated[str | None, Query(alias="clientId")] = None,
+) -> object:
+    hub = hub_of(request)
+    filters = filters_from_types(types)
+    return await poll(hub, request.app.state.metrics, ref, since, filters, wait, client_id)
+
+
+@router.websocket("/ws")
+async def websocket(websocket: WebSocket) -> None:
+    app = websocket.app
+    session = WebSocketSession(websocket, app.state.hub, app.state.metrics, app.state.connections)
+    await session.run()

@@ -1,0 +1,75 @@
+"""What every transport shares: query parsing and tracking live connections."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
+from ..core.hub import ExecutorStreamer
+from ..core.subscription import CloseReason
+from ..errors import InvalidInput
+from ..types.enums import StreamEventType
+from ..types.filters import StreamFilter
+
+
+def parse_event_types(types: str, path: str = "query.types") -> list[StreamEventType]:
+    """``REASONING,STATUS`` as event types; unknown or missing names are an error."""
+    names = [name.strip() for name in types.split(",") if name.strip()]
+    unknown = [n for n in names if n not in StreamEventType.__members__]
+    if unknown or not names:
+        raise InvalidInput.single(
+            path, f"unknown event types: {', '.join(unknown) or '(none given)'}"
+        )
+    return [StreamEventType(n) for n in names]
+
+
+def filters_from_types(types: str | None, path: str = "query.types") -> list[StreamFilter] | None:
+    """The ``types=`` shorthand as a filter list; None when not given."""
+    if types is None:
+        return None
+    return [StreamFilter(event_types=parse_event_types(types, path))]
+
+
+def parse_seq(value: str | None, path: str) -> int | None:
+    """A resume position from a query string or header."""
+    if value is None or value == "":
+        return None
+    if not value.isdigit():
+        raise InvalidInput.single(path, "must be a non-negative integer")
+    return int(value)
+
+
+class LiveConnections:
+    """Streaming connections (WebSocket, SSE) the server must close before it exits."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.closing = False
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator[None]:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._tasks.discard(task)
+            if not self._tasks:
+                self._idle.set()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    async def drain(self, hub: ExecutorStreamer, grace_seconds: float) -> None:
+        """End every client (WebSockets close 1001, SSE streams end) and wait for their
+        connections to finish, at most ``grace_seconds``."""
+        self.closing = True
+        for client in hub.clients:
+            hub.disconnect(client.id, CloseReason.SHUTDOWN)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace_seconds)

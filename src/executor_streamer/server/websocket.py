@@ -1,0 +1,445 @@
+"""The WebSocket protocol: ``GET /ws`` (DESIGN.md §5).
+
+Two tasks per connection. The reader parses client messages and turns them into core
+calls; replies are queued, never sent by the reader. The writer is the only sender: it
+sends queued replies first, then drains every subscription of the connection, so a
+``subscribed`` always precedes that subscription's events and a ``replay_done`` follows
+its replay. Protocol-level pings are uvicorn's (``heartbeatInterval``; a peer that stops
+answering is closed after the idle timeout), so a connection that is still open has
+shown a sign of life.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ..core.clients import ClientSession
+from ..core.hub import ExecutorStreamer
+from ..core.records import EventRecord
+from ..core.subscription import CloseReason, ReplayBatch, Subscription
+from ..errors import (
+    ClientNotFound,
+    InvalidInput,
+    NotSubscribed,
+    StreamerError,
+    StreamNotFound,
+    TooManyClients,
+    field_errors,
+)
+from ..types.base import format_timestamp, utc_now
+from ..types.enums import ClientType
+from ..types.filters import HistoryFilter, StreamFilter
+from .errors import (
+    CLOSE_FOR_REASON,
+    CLOSE_SHUTDOWN,
+    CLOSE_STREAM_CLOSED,
+    CLOSE_STREAM_NOT_FOUND,
+    CLOSE_TOO_MANY_CLIENTS,
+)
+from .metrics import ServerMetrics
+from .transport import LiveConnections, filters_from_types, parse_seq
+from .wire import ws_event, ws_events, ws_message
+
+PROTOCOL_VERSION = 1
+CLOSE_TIMEOUT = 2.0
+_log = structlog.get_logger("executor_streamer.websocket")
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, extra="forbid")
+    type: str
+    request_id: str | int | None = None
+    token: str | None = None  # accepted here for DESIGN.md §10; checked once auth lands
+
+
+class _Subscribe(_Message):
+    type: Literal["subscribe"]
+    stream_id: str = Field(min_length=1)
+    filters: list[StreamFilter] | None = None
+    replay_options: HistoryFilter | None = None
+    since: int | None = Field(default=None, ge=0)
+    epoch: str | None = None
+    batch: bool = False
+
+
+class _StreamMessage(_Message):
+    type: Literal["unsubscribe"]
+    stream_id: str = Field(min_length=1)
+
+
+class _Replay(_Message):
+    type: Literal["replay"]
+    stream_id: str = Field(min_length=1)
+    replay_options: HistoryFilter = Field(default_factory=HistoryFilter)
+
+
+class _Filter(_Message):
+    type: Literal["filter"]
+    stream_id: str = Field(min_length=1)
+    filters: list[StreamFilter] | None = None
+
+
+class _Ping(_Message):
+    type: Literal["ping"]
+
+
+_MESSAGES: dict[str, type[_Message]] = {
+    "subscribe": _Subscribe,
+    "unsubscribe": _StreamMessage,
+    "replay": _Replay,
+    "filter": _Filter,
+    "ping": _Ping,
+}
+
+
+@dataclass
+class _Sub:
+    sub: Subscription
+    batch: bool
+    from_query: bool
+
+
+class WebSocketSession:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        hub: ExecutorStreamer,
+        metrics: ServerMetrics,
+        connections: LiveConnections,
+    ) -> None:
+        self.ws = websocket
+        self.hub = hub
+        self.metrics = metrics
+        self.connections = connections
+        self.client: ClientSession | None = None
+        self.subs: dict[str, _Sub] = {}
+        self.outbox: deque[bytes] = deque()
+        self.close_with: tuple[int, str] | None = None
+        self._wake = asyncio.Event()
+        self._sending = False
+        self._writer: asyncio.Task[None] | None = None
+
+    # -- connection lifetime -----------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.ws.accept()
+        if self.connections.closing:
+            await self._close_now(CLOSE_SHUTDOWN, "server shutting down")
+            return
+        try:
+            self.client = self.hub.connect(ClientType.WEBSOCKET)
+        except TooManyClients as exc:
+            await self._close_now(CLOSE_TOO_MANY_CLIENTS, exc.message)
+            return
+        self.client.on_disconnect = self._on_client_ended
+        heartbeat = self.hub.config.default_stream_config.heartbeat_interval
+        with self.connections.track():
+            try:
+                self._queue(
+                    "connection_ack",
+                    {
+                        "clientId": self.client.id,
+                        "serverTime": format_timestamp(utc_now()),
+                        "heartbeatInterval": heartbeat,
+                        "protocolVersion": PROTOCOL_VERSION,
+                    },
+                )
+                if not await self._subscribe_from_query():
+                    return
+                self._writer = asyncio.create_task(self._write())
+                reader = asyncio.create_task(self._read())
+                await asyncio.wait({self._writer, reader}, return_when=asyncio.FIRST_COMPLETED)
+                for task in (self._writer, reader):
+                    task.cancel()
+                await asyncio.gather(self._writer, reader, return_exceptions=True)
+                if self.close_with is not None:
+                    await self._close_now(*self.close_with)
+            finally:
+                self.hub.disconnect(self.client.id, CloseReason.UNSUBSCRIBED)
+
+    async def _subscribe_from_query(self) -> bool:
+        """``/ws?streamId=`` subscribes at once; an unknown stream closes with 4004."""
+        params = self.ws.query_params
+        stream_ref = params.get("streamId")
+        if not stream_ref:
+            return True
+        try:
+            filters = filters_from_types(params.get("types"))
+            since = parse_seq(params.get("since"), "query.since")
+            await self._open(stream_ref, filters, since, None, batch=False, from_query=True)
+        except StreamNotFound as exc:
+            await self._flush_outbox()
+            await self._close_now(CLOSE_STREAM_NOT_FOUND, exc.message)
+            return False
+        except TooManyClients as exc:
+            await self._flush_outbox()
+            await self._close_now(CLOSE_TOO_MANY_CLIENTS, exc.message)
+            return False
+        except StreamerError as exc:
+            self._queue_error(exc.code, exc.message, None, exc.details)
+        return True
+
+    def _on_client_ended(self, reason: CloseReason) -> None:
+        """The hub ended this client (operator, idle, shutdown): close the socket."""
+        if self.close_with is None:
+            self.close_with = CLOSE_FOR_REASON.get(reason, (CLOSE_SHUTDOWN, reason.value))
+        self._wake.set()
+        if self._sending and self._writer is not None:
+            self._writer.cancel()
+
+    def _on_ready(self, sub: Subscription) -> None:
+        self._wake.set()
+        if sub.close_reason is CloseReason.SLOW_CONSUMER:
+            self.close_with = CLOSE_FOR_REASON[CloseReason.SLOW_CONSUMER]
+            if self._sending and self._writer is not None:
+                self._writer.cancel()
+
+    async def _close_now(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(code, reason), CLOSE_TIMEOUT)
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        assert self.client is not None
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            self.client.touch()
+            text = message.get("text")
+            if text is None:
+                self._queue_error("INVALID_MESSAGE", "messages must be JSON text frames")
+                continue
+            await self._handle(text)
+
+    async def _handle(self, text: str) -> None:
+        try:
+            raw = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            self._queue_error("INVALID_MESSAGE", "not valid JSON")
+            return
+        request_id = raw.get("requestId") if isinstance(raw, dict) else None
+        kind = raw.get("type") if isinstance(raw, dict) else None
+        model = _MESSAGES.get(kind) if isinstance(kind, str) else None
+        if model is None:
+            known = ", ".join(_MESSAGES)
+            self._queue_error("INVALID_MESSAGE", f"type must be one of: {known}", request_id)
+            return
+        try:
+            message = model.model_validate(raw)
+        except ValidationError as exc:
+            error = InvalidInput(field_errors(exc))
+            self._queue_error("INVALID_MESSAGE", error.message, request_id, error.details)
+            return
+        try:
+            await self._dispatch(message)
+        except StreamerError as exc:
+            self._queue_error(exc.code, exc.message, request_id, exc.details)
+
+    async def _dispatch(self, message: _Message) -> None:
+        echo = {} if message.request_id is None else {"requestId": message.request_id}
+        if isinstance(message, _Ping):
+            self._queue("pong", {"serverTime": format_timestamp(utc_now()), **echo})
+        elif isinstance(message, _Subscribe):
+            sub = await self._open(
+                message.stream_id,
+                message.filters,
+                message.since,
+                message.epoch,
+                batch=message.batch,
+                from_query=False,
+                echo=echo,
+            )
+            if message.replay_options is not None:
+                await self._replay(sub.stream_id, message.replay_options, message.request_id)
+        elif isinstance(message, _StreamMessage):
+            entry = self._find(message.stream_id)
+            del self.subs[entry.sub.stream_id]
+            entry.sub.close(CloseReason.UNSUBSCRIBED)
+            self._queue("unsubscribed", {"streamId": entry.sub.stream_id, **echo})
+        elif isinstance(message, _Replay):
+            entry = self._find(message.stream_id)
+            await self._replay(entry.sub.stream_id, message.replay_options, message.request_id)
+        elif isinstance(message, _Filter):
+            entry = self._find(message.stream_id)
+            if (
+                message.filters is not None
+                and len(message.filters) > self.hub.config.limits.max_filters
+            ):
+                raise InvalidInput.single("filters", "too many filters")
+            entry.sub.set_filters(message.filters)
+            self._queue(
+                "filter_ack",
+                {
+                    "streamId": entry.sub.stream_id,
+                    "filters": [f.to_wire() for f in entry.sub.filters],
+                    **echo,
+                },
+            )
+
+    async def _open(
+        self,
+        stream_ref: str,
+        filters: list[StreamFilter] | None,
+        since: int | None,
+        epoch: str | None,
+        *,
+        batch: bool,
+        from_query: bool,
+        echo: dict[str, Any] | None = None,
+    ) -> Subscription:
+        sub = await self.hub.open_subscription(
+            stream_ref, filters=filters, since=since, epoch=epoch, client=self.client
+        )
+        # Queue the reply before the subscription can wake the writer with events.
+        self._queue(
+            "subscribed",
+            {
+                "streamId": sub.stream_id,
+                "lastSeq": sub.last_seq,
+                "epoch": sub.epoch,
+                "recovered": sub.recovered,
+                **(echo or {}),
+            },
+        )
+        self.subs[sub.stream_id] = _Sub(sub, batch, from_query)
+        sub.on_ready = self._on_ready
+        self._wake.set()
+        return sub
+
+    async def _replay(
+        self, stream_id: str, spec: HistoryFilter, request_id: str | int | None
+    ) -> None:
+        assert self.client is not None
+        tag = None if request_id is None else str(request_id)
+        try:
+            await self.hub.replay_to_client(stream_id, self.client.id, spec, tag)
+        except ClientNotFound:
+            raise NotSubscribed(stream_id) from None
+
+    def _find(self, stream_ref: str) -> _Sub:
+        stream = self.hub.streams.find(stream_ref)
+        entry = None if stream is None else self.subs.get(stream.id)
+        if entry is None:
+            raise NotSubscribed(stream_ref)
+        return entry
+
+    # -- writing -----------------------------------------------------------------------
+
+    def _queue(self, kind: str, metadata: dict[str, Any]) -> None:
+        self.outbox.append(ws_message(kind, metadata))
+        self._wake.set()
+
+    def _queue_error(
+        self,
+        code: str,
+        message: str,
+        request_id: Any = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        error: dict[str, Any] = {"code": code, "message": message}
+        if details:
+            error["details"] = details
+        metadata = None if request_id is None else {"requestId": request_id}
+        self.outbox.append(ws_message("error", metadata, error=error))
+        self._wake.set()
+
+    async def _write(self) -> None:
+        assert self.client is not None
+        heartbeat = self.hub.config.default_stream_config.heartbeat_interval / 1000
+        while True:
+            self._wake.clear()
+            await self._flush_outbox()
+            if self.close_with is not None:
+                return
+            for entry in list(self.subs.values()):
+                await self._send_items(entry)
+                if self.close_with is not None:
+                    return
+            if self.outbox:
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), heartbeat)
+            except TimeoutError:
+                # uvicorn pings every heartbeat and closes a peer that stops answering,
+                # so a connection still open after a heartbeat is alive.
+                self.client.touch()
+
+    async def _send_items(self, entry: _Sub) -> None:
+        sub = entry.sub
+        if sub.close_reason is CloseReason.SLOW_CONSUMER:
+            self.close_with = CLOSE_FOR_REASON[CloseReason.SLOW_CONSUMER]
+            return
+        items = sub.drain()
+        live: list[EventRecord] = []
+        for item in items:
+            if isinstance(item, EventRecord):
+                live.append(item)
+                continue
+            await self._send_live(live, entry.batch)
+            live = []
+            await self._send_replay(sub.stream_id, item)
+        await self._send_live(live, entry.batch)
+        if sub.closed and not sub.pending and self.subs.get(sub.stream_id) is entry:
+            del self.subs[sub.stream_id]
+            if sub.close_reason is CloseReason.STREAM_CLOSED:
+                await self._send(
+                    ws_message(
+                        "error",
+                        {"streamId": sub.stream_id},
+                        error={"code": "STREAM_CLOSED", "message": "the stream was closed"},
+                    )
+                )
+                if entry.from_query:
+                    self.close_with = (CLOSE_STREAM_CLOSED, "stream closed")
+
+    async def _send_live(self, records: list[EventRecord], batch: bool) -> None:
+        if not records:
+            return
+        if batch:
+            await self._send(ws_events(records))
+        else:
+            for record in records:
+                await self._send(ws_event(record))
+        self.metrics.record_delivered(records)
+
+    async def _send_replay(self, stream_id: str, batch: ReplayBatch) -> None:
+        for record in batch.records:
+            await self._send(ws_event(record, replay=True))
+        self.metrics.record_delivered(batch.records)
+        metadata: dict[str, Any] = {
+            "streamId": stream_id,
+            "count": len(batch.records),
+            "lastSeq": batch.last_seq,
+        }
+        if batch.request_id is not None:
+            metadata["requestId"] = batch.request_id
+        await self._send(ws_message("replay_done", metadata))
+
+    async def _flush_outbox(self) -> None:
+        while self.outbox:
+            await self._send(self.outbox.popleft())
+
+    async def _send(self, frame: bytes) -> None:
+        self._sending = True
+        try:
+            await self.ws.send_text(frame.decode())
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            raise _PeerGone from None
+        finally:
+            self._sending = False
+
+
+class _PeerGone(Exception):
+    """A send failed because the peer went away; the session ends."""

@@ -1,0 +1,143 @@
+"""A real hub served by uvicorn on an ephemeral loopback port, and real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from executor_streamer import ExecutorStreamer, ExecutorStreamerConfig
+from executor_streamer.server.runner import HubServer, build_server
+
+
+@dataclass
+class Served:
+    hub: ExecutorStreamer
+    server: HubServer
+    http: httpx.AsyncClient
+    base_url: str
+    ws_url: str
+
+    async def publish(self, stream: str, *events: dict[str, Any]) -> list[dict[str, Any]]:
+        body: Any = events[0] if len(events) == 1 else {"events": list(events)}
+        response = await self.http.post(f"/api/streams/{stream}/events", json=body)
+        assert response.status_code == 201, response.text
+        stored: list[dict[str, Any]] = response.json()["events"]
+        return stored
+
+
+ServerFactory = Callable[..., Awaitable[Served]]
+
+
+@pytest.fixture
+async def make_server() -> AsyncIterator[ServerFactory]:
+    """Start hub servers with config overrides; all are shut down after the test."""
+    running: list[tuple[Served, asyncio.Task[None]]] = []
+
+    async def factory(**overrides: Any) -> Served:
+        config = ExecutorStreamerConfig().with_overrides(overrides)
+        hub = ExecutorStreamer(config)
+        server = build_server(hub, host="127.0.0.1", port=0)
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        base = f"http://127.0.0.1:{server.port}"
+        http = httpx.AsyncClient(base_url=base, timeout=10)
+        served = Served(hub, server, http, base, f"ws://127.0.0.1:{server.port}/ws")
+        running.append((served, task))
+        return served
+
+    yield factory
+    for served, task in running:
+        await served.http.aclose()
+        served.server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 15)
+
+
+@pytest.fixture
+async def served(make_server: ServerFactory) -> Served:
+    return await make_server()
+
+
+def status(n: int | str) -> dict[str, Any]:
+    return {"type": "STATUS", "data": {"statusType": "step", "status": str(n)}}
+
+
+def reasoning(text: str = "thinking") -> dict[str, Any]:
+    return {"type": "REASONING", "data": {"thought": text, "confidence": 0.5, "reasoningType": "p"}}
+
+
+@dataclass
+class SSEMessage:
+    event: str = "message"
+    data: str = ""
+    id: str | None = None
+    retry: int | None = None
+
+    def json(self) -> Any:
+        return orjson.loads(self.data)
+
+
+@dataclass
+class SSEReader:
+    """Parses a text/event-stream response the way a browser's EventSource does."""
+
+    response: httpx.Response
+    _lines: AsyncIterator[str] | None = None
+    retry: int | None = None
+    raw: list[str] = field(default_factory=list)
+
+    async def next(self, seconds: float = 5.0) -> SSEMessage:
+        return await asyncio.wait_for(self._next(), seconds)
+
+    async def _next(self) -> SSEMessage:
+        if self._lines is None:
+            self._lines = self.response.aiter_lines()
+        message = SSEMessage()
+        has_fields = False
+        async for line in self._lines:
+            self.raw.append(line)
+            if line == "":
+                if has_fields and (message.data or message.event != "message"):
+                    return message
+                message, has_fields = SSEMessage(), False
+                continue
+            if line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            has_fields = True
+            if name == "event":
+                message.event = value
+            elif name == "data":
+                message.data = value if not message.data else message.data + "\n" + value
+            elif name == "id":
+                message.id = value
+            elif name == "retry":
+                self.retry = int(value)
+        raise EOFError("stream ended")
+
+    async def events(self, count: int, seconds: float = 5.0) -> list[SSEMessage]:
+        out: list[SSEMessage] = []
+        while len(out) < count:
+            message = await self.next(seconds)
+            if message.event == "stream_event":
+                out.append(message)
+        return out
+
+
+@contextlib.asynccontextmanager
+async def sse_stream(
+    served: Served, path: str, headers: dict[str, str] | None = None
+) -> AsyncIterator[SSEReader]:
+    async with served.http.stream("GET", path, headers=headers, timeout=None) as response:
+        yield SSEReader(response)

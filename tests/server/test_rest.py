@@ -1,0 +1,264 @@
+"""The REST API (DESIGN.md §6) against a real server with httpx."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+
+import pytest
+
+from executor_streamer import ClientType
+from executor_streamer.demo import render_png
+
+from .conftest import Served, ServerFactory, reasoning, status
+
+
+class TestStreams:
+    async def test_create_get_list(self, served: Served) -> None:
+        """POST creates (201) then finds (200); GET by either id; the list shows open ones."""
+        created = await served.http.post(
+            "/api/streams",
+            json={
+                "workflowSessionId": "wf-1",
+                "config": {"maxHistorySize": 50},
+                "metadata": {"a": 1},
+            },
+        )
+        assert created.status_code == 201
+        body = created.json()
+        assert body["linkedWorkflowSessionId"] == "wf-1" and body["sessionId"] == body["streamId"]
+        assert body["config"]["maxHistorySize"] == 50 and body["metadata"] == {"a": 1}
+        assert body["moduleId"] == "executor-streamer" and body["lastSeq"] == 0
+        again = await served.http.post("/api/streams", json={"workflowSessionId": "wf-1"})
+        assert again.status_code == 200 and again.json()["streamId"] == body["streamId"]
+        for ref in ("wf-1", body["streamId"]):
+            got = await served.http.get(f"/api/streams/{ref}")
+            assert got.status_code == 200 and got.json()["streamId"] == body["streamId"]
+        listed = await served.http.get("/api/streams")
+        assert [s["streamId"] for s in listed.json()] == [body["streamId"]]
+
+    @pytest.mark.parametrize(
+        ("body", "path"),
+        [
+            ({"workflowSessionId": "bad id"}, "workflowSessionId"),
+            ({"workflowSessionId": "metrics"}, "workflowSessionId"),
+            ({}, "body.workflowSessionId"),
+            (
+                {"workflowSessionId": "wf-1", "config": {"maxHistorySize": 0}},
+                "config.max_history_size",
+            ),
+        ],
+    )
+    async def test_create_invalid(self, served: Served, body: dict[str, object], path: str) -> None:
+        """Invalid creates are 422 with the error body naming the field; nothing is made."""
+        response = await served.http.post("/api/streams", json=body)
+        assert response.status_code == 422
+        error = response.json()["error"]
+        assert error["code"] == "VALIDATION_ERROR"
+        assert error["details"]["errors"][0]["path"] == path
+        assert (await served.http.get("/api/streams")).json() == []
+
+    async def test_unknown_stream_is_404_everywhere(self, served: Served) -> None:
+        """Every per-stream endpoint answers 404 STREAM_NOT_FOUND for an unknown id."""
+        for method, path in [
+            ("GET", "/api/streams/str_nope"),
+            ("DELETE", "/api/streams/str_nope"),
+            ("GET", "/api/streams/str_nope/history"),
+            ("GET", "/api/streams/str_nope/clients"),
+            ("GET", "/api/streams/str_nope/stats"),
+            ("GET", "/api/streams/str_nope/events"),
+            ("GET", "/api/streams/str_nope/poll?timeout=0"),
+            ("GET", "/api/streams/str_nope/screenshots/scr_x"),
+        ]:
+            response = await served.http.request(method, path)
+            assert response.status_code == 404, path
+            assert response.json()["error"]["code"] == "STREAM_NOT_FOUND", path
+
+    async def test_close_then_purge(self, served: Served) -> None:
+        """DELETE closes (history stays, publish is 409); purge removes it entirely."""
+        await served.publish("wf-1", status(1))
+        assert (await served.http.delete("/api/streams/wf-1")).status_code == 204
+        closed = await served.http.get("/api/streams/wf-1")
+        assert closed.json()["status"] == "CLOSED" and closed.json()["isActive"] is False
+        refused = await served.http.post("/api/streams/wf-1/events", json=status(2))
+        assert refused.status_code == 409 and refused.json()["error"]["code"] == "STREAM_CLOSED"
+        assert (await served.http.get("/api/streams/wf-1/history")).json()["total"] == 1
+        reopened = await served.http.post("/api/streams", json={"workflowSessionId": "wf-1"})
+        assert reopened.status_code == 200 and reopened.json()["status"] == "ACTIVE"
+        assert (await served.publish("wf-1", status(3)))[0]["seq"] == 2
+        assert (await served.http.delete("/api/streams/wf-1?purge=true")).status_code == 204
+        assert (await served.http.get("/api/streams/wf-1")).status_code == 404
+
+
+class TestPublish:
+    async def test_single_and_batch(self, served: Served) -> None:
+        """One event or a batch; the stored events come back in order with seqs."""
+        [one] = await served.publish("wf-1", reasoning())
+        assert one["seq"] == 1 and one["id"].startswith("evt_") and one["sessionId"] == "wf-1"
+        batch = await served.publish(
+            "wf-1",
+            {"type": "COMMAND_STARTED", "data": {"commandName": "open", "action": "NAVIGATE"}},
+            {"type": "COMMAND_COMPLETED", "data": {"commandName": "open", "duration": 5}},
+        )
+        assert [e["seq"] for e in batch] == [2, 3]
+        assert batch[0]["data"]["commandId"] == batch[1]["data"]["commandId"]
+
+    async def test_invalid_batch_lists_errors_by_index(self, served: Served) -> None:
+        """A batch with bad events is 422, lists each error with its index, stores nothing."""
+        response = await served.http.post(
+            "/api/streams/wf-1/events",
+            json={
+                "events": [status(1), {"type": "REASONING", "data": {"thought": 1}}, {"type": "X"}]
+            },
+        )
+        assert response.status_code == 422
+        errors = response.json()["error"]["details"]["errors"]
+        assert {(e["index"], e["path"]) for e in errors} == {
+            (1, "data.thought"),
+            (1, "data.confidence"),
+            (1, "data.reasoningType"),
+            (2, "type"),
+            (2, "data"),
+        }
+        assert (await served.http.get("/api/streams/wf-1")).status_code == 404
+
+    @pytest.mark.parametrize(
+        ("content", "message"),
+        [
+            (b"{not json", "not valid JSON"),
+            (b"[1, 2]", "must be an event"),
+            (b'{"events": 3}', "must be a list"),
+            (b'{"events": [], "x": 1}', "not allowed"),
+        ],
+    )
+    async def test_malformed_bodies(self, served: Served, content: bytes, message: str) -> None:
+        """Bodies that are not JSON or not an event are 422 with a clear message."""
+        response = await served.http.post(
+            "/api/streams/wf-1/events",
+            content=content,
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code == 422
+        assert message in response.json()["error"]["message"]
+
+    async def test_limits(self, make_server: ServerFactory) -> None:
+        """Too-large events and batches are 413; so is a body over the limit."""
+        served = await make_server(
+            limits={
+                "maxEventBytes": 600,
+                "maxBatchSize": 2,
+                "maxMessageBytes": 4096,
+                "maxScreenshotBytes": 1024,
+            }
+        )
+        big = {"type": "STATUS", "data": {"statusType": "a", "status": "b", "message": "x" * 700}}
+        assert (await served.http.post("/api/streams/wf-1/events", json=big)).status_code == 413
+        batch = {"events": [status(1)] * 3}
+        response = await served.http.post("/api/streams/wf-1/events", json=batch)
+        assert response.status_code == 413 and response.json()["error"]["code"] == "BATCH_TOO_LARGE"
+        huge = {"type": "STATUS", "data": {"statusType": "a", "status": "b", "message": "x" * 9000}}
+        response = await served.http.post("/api/streams/wf-1/events", json=huge)
+        assert response.status_code == 413 and response.json()["error"]["code"] == "BODY_TOO_LARGE"
+        assert (await served.http.get("/api/streams/wf-1")).status_code == 404
+
+    async def test_auto_create_off(self, make_server: ServerFactory) -> None:
+        """With auto-create off, publishing to an unknown session is 404."""
+        served = await make_server(server={"autoCreateStreams": False})
+        response = await served.http.post("/api/streams/wf-1/events", json=status(1))
+        assert response.status_code == 404
+
+    async def test_screenshot_round_trip(self, served: Served) -> None:
+        """A base64 screenshot is stored once; its url serves the bytes with ETag caching."""
+        png = render_png(16, 9, 0.3, 2)
+        [event] = await served.publish(
+            "wf-1",
+            {"type": "SCREENSHOT", "data": {"image": base64.b64encode(png).decode(), "width": 16}},
+        )
+        url = event["data"]["url"]
+        assert "image" not in event["data"] and event["data"]["sizeBytes"] == len(png)
+        got = await served.http.get(url)
+        assert got.status_code == 200 and got.content == png
+        assert got.headers["content-type"] == "image/png"
+        assert "immutable" in got.headers["cache-control"]
+        cached = await served.http.get(url, headers={"if-none-match": got.headers["etag"]})
+        assert cached.status_code == 304
+        missing = await served.http.get(url.rsplit("/", 1)[0] + "/scr_nope")
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "SCREENSHOT_NOT_FOUND"
+
+
+class TestHistoryAndAnalytics:
+    async def test_history_query(self, served: Served) -> None:
+        """History takes every HistoryFilter field as query parameters."""
+        await served.publish("wf-1", *[status(i) for i in range(5)], reasoning("Login form"))
+        page = (await served.http.get("/api/streams/wf-1/history?limit=2&offset=1")).json()
+        assert [e["seq"] for e in page["events"]] == [2, 3] and page["total"] == 6
+        typed = (await served.http.get("/api/streams/wf-1/history?types=REASONING")).json()
+        assert [e["seq"] for e in typed["events"]] == [6]
+        found = (await served.http.get("/api/streams/wf-1/history?search=login")).json()
+        assert found["total"] == 1
+        after = (await served.http.get("/api/streams/wf-1/history?afterSeq=4")).json()
+        assert [e["seq"] for e in after["events"]] == [5, 6]
+        stamp = page["events"][0]["timestamp"]
+        ranged = await served.http.get(
+            "/api/streams/wf-1/history", params={"startTime": stamp, "endTime": stamp}
+        )
+        assert all(e["timestamp"] == stamp for e in ranged.json()["events"])
+        for bad in ("limit=0", "types=NOPE", "afterSeq=-1", "startTime=yesterday"):
+            response = await served.http.get(f"/api/streams/wf-1/history?{bad}")
+            assert response.status_code == 422, bad
+
+    async def test_metrics_stats_analytics(self, served: Served) -> None:
+        """Metrics, stream stats and analytics answer from the hub's counters."""
+        await served.publish("wf-1", status(1), reasoning())
+        metrics = (await served.http.get("/api/streams/metrics")).json()
+        assert metrics["totalStreams"] == 1 and set(metrics["clientsByType"]) == set(ClientType)
+        stats = (await served.http.get("/api/streams/wf-1/stats")).json()
+        assert stats["totalEvents"] == 2 and stats["memoryUsage"] > 0
+        window = {"start": "2000-01-01T00:00:00Z", "end": "2100-01-01T00:00:00Z"}
+        distribution = (await served.http.get("/api/analytics/events", params=window)).json()
+        assert distribution["STATUS"] == 1 and distribution["REASONING"] == 1
+        activity = await served.http.get("/api/analytics/clients", params=window)
+        assert activity.status_code == 200 and activity.json() == []
+        bad = await served.http.get("/api/analytics/events", params={"start": "x", "end": "y"})
+        assert bad.status_code == 422
+
+    async def test_prometheus(self, served: Served) -> None:
+        """/metrics exposes streams, clients, published and delivered events, latency."""
+        await served.publish("wf-1", status(1))
+        text = (await served.http.get("/metrics")).text
+        assert 'executor_streamer_streams{state="open"} 1.0' in text
+        assert 'executor_streamer_events_published_total{type="STATUS"} 1.0' in text
+        assert 'executor_streamer_clients{type="WEBSOCKET"} 0.0' in text
+        assert "executor_streamer_publish_latency_seconds_count 1.0" in text
+        assert "executor_streamer_slow_consumers_dropped_total 0.0" in text
+
+
+class TestOperational:
+    async def test_health_and_docs(self, served: Served) -> None:
+        """healthz, readyz, OpenAPI with the publish body, and / leading to the docs."""
+        assert (await served.http.get("/healthz")).json() == {"status": "ok"}
+        ready = await served.http.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["isHealthy"] is True
+        spec = (await served.http.get("/openapi.json")).json()
+        assert "/api/streams/{ref}/events" in spec["paths"]
+        assert {"EventInput", "PublishBatch", "ReasoningData"} <= set(spec["components"]["schemas"])
+        root = await served.http.get("/", follow_redirects=False)
+        assert root.status_code == 307 and root.headers["location"] == "/docs"
+
+    async def test_unknown_route_uses_the_error_body(self, served: Served) -> None:
+        """Even a 404 for an unknown path has the error body."""
+        response = await served.http.get("/api/nothing")
+        assert response.status_code == 404 and response.json()["error"]["code"] == "NOT_FOUND"
+
+    async def test_gzip_above_threshold(self, served: Served) -> None:
+        """JSON responses above the threshold are gzip-compressed when asked for."""
+        await served.publish("wf-1", *[status(i) for i in range(40)])
+        response = await served.http.get(
+            "/api/streams/wf-1/history", headers={"accept-encoding": "gzip"}
+        )
+        assert response.headers["content-encoding"] == "gzip"
+        assert response.json()["total"] == 40
+        raw = await served.http.get("/healthz", headers={"accept-encoding": "gzip"})
+        assert "content-encoding" not in raw.headers
+        assert gzip  # the client decoded it transparently
