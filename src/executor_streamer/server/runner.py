@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from ..core.hub import ExecutorStreamer
 from .app import SHUTDOWN_GRACE_SECONDS, create_app
-from .transport import LiveConnections
+from .transport import LiveConnections, ping_settings
 
 
 class HubServer(uvicorn.Server):
@@ -39,6 +39,7 @@ def build_server(
 ) -> HubServer:
     config = hub.config
     app: FastAPI = create_app(hub)
+    ping_interval, ping_timeout = ping_settings(hub)
     uvicorn_config = uvicorn.Config(
         app,
         host=host or config.server.host,
@@ -47,10 +48,10 @@ def build_server(
         http="httptools",
         ws="websockets-sansio",
         lifespan="on",
-        # Protocol pings every heartbeatInterval; a peer that does not answer within
-        # the idle timeout is closed (DESIGN.md §9).
-        ws_ping_interval=config.default_stream_config.heartbeat_interval / 1000,
-        ws_ping_timeout=config.server.idle_client_timeout / 1000,
+        # Protocol pings; a peer that does not answer is closed within the idle
+        # timeout (DESIGN.md §9).
+        ws_ping_interval=ping_interval,
+        ws_ping_timeout=ping_timeout,
         ws_per_message_deflate=config.compression.enabled,
         ws_max_size=config.limits.max_message_bytes,
         timeout_graceful_shutdown=int(SHUTDOWN_GRACE_SECONDS) + 5,

@@ -23,7 +23,7 @@ from ..core.records import EventRecord
 from ..core.subscription import CloseReason, Subscription
 from ..types.base import format_timestamp, utc_now
 from .metrics import ServerMetrics
-from .transport import LiveConnections
+from .transport import LiveConnections, liveness_interval
 from .wire import sse_event, sse_frame, sse_preamble
 
 _log = structlog.get_logger("executor_streamer.sse")
@@ -70,7 +70,9 @@ class EventStreamResponse(Response):
         self.metrics = metrics
         self.connections = connections
         stream = hub.streams.resolve(sub.stream_id)
-        self.heartbeat = stream.config.heartbeat_interval / 1000
+        # A draining write is an SSE client's only sign of life, so a quiet stream
+        # heartbeats well inside the idle timeout even if heartbeatInterval is longer.
+        self.heartbeat = min(stream.config.heartbeat_interval / 1000, liveness_interval(hub))
         self.write_timeout = hub.config.server.idle_client_timeout / 1000
         self._wake = asyncio.Event()
         self._sending = False
@@ -132,7 +134,6 @@ class EventStreamResponse(Response):
             if records:
                 await self._send(send, b"".join(sse_event(r) for r in records))
                 self.metrics.record_delivered(records)
-                self.client.touch()  # writes draining is an SSE client's sign of life
                 continue
             if self.sub.closed:
                 assert self.sub.close_reason is not None
@@ -173,6 +174,7 @@ class EventStreamResponse(Response):
             raise _Aborted from None
         finally:
             self._sending = False
+        self.client.touch()  # a write that drained is an SSE client's sign of life
 
 
 def _records(items: list[Any]) -> list[EventRecord]:

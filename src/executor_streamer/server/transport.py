@@ -73,3 +73,18 @@ class LiveConnections:
             hub.disconnect(client.id, CloseReason.SHUTDOWN)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), grace_seconds)
+
+
+def ping_settings(hub: ExecutorStreamer) -> tuple[float, float]:
+    """uvicorn's (ping interval, ping timeout) in seconds: a ping at least every
+    heartbeatInterval, and a silent peer closed within the idle timeout."""
+    idle = hub.config.server.idle_client_timeout / 1000
+    heartbeat = hub.config.default_stream_config.heartbeat_interval / 1000
+    return min(heartbeat, idle / 2), idle / 2
+
+
+def liveness_interval(hub: ExecutorStreamer) -> float:
+    """How often an open connection counts as a sign of life: well inside the idle
+    timeout, so the hub's idle sweep never races it."""
+    interval, _ = ping_settings(hub)
+    return min(interval, hub.config.server.idle_client_timeout / 3000)

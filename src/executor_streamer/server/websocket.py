@@ -47,7 +47,7 @@ from .errors import (
     CLOSE_TOO_MANY_CLIENTS,
 )
 from .metrics import ServerMetrics
-from .transport import LiveConnections, filters_from_types, parse_seq
+from .transport import LiveConnections, filters_from_types, liveness_interval, parse_seq
 from .wire import ws_event, ws_events, ws_message
 
 PROTOCOL_VERSION = 1
@@ -357,7 +357,7 @@ class WebSocketSession:
 
     async def _write(self) -> None:
         assert self.client is not None
-        heartbeat = self.hub.config.default_stream_config.heartbeat_interval / 1000
+        liveness = liveness_interval(self.hub)
         while True:
             self._wake.clear()
             await self._flush_outbox()
@@ -370,10 +370,10 @@ class WebSocketSession:
             if self.outbox:
                 continue
             try:
-                await asyncio.wait_for(self._wake.wait(), heartbeat)
+                await asyncio.wait_for(self._wake.wait(), liveness)
             except TimeoutError:
-                # uvicorn pings every heartbeat and closes a peer that stops answering,
-                # so a connection still open after a heartbeat is alive.
+                # uvicorn pings and closes a peer that stops answering (see ping_settings),
+                # so a connection that is still open is alive.
                 self.client.touch()
 
     async def _send_items(self, entry: _Sub) -> None:

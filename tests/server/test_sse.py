@@ -1,0 +1,156 @@
+"""Server-Sent Events (DESIGN.md §5) with a real HTTP client parsing the stream."""
+
+from __future__ import annotations
+
+import asyncio
+
+from .conftest import Served, ServerFactory, reasoning, sse_stream, status
+
+
+class TestFrames:
+    async def test_frames_are_exactly_as_designed(self, served: Served) -> None:
+        """retry first, then `event: stream_event`, `id: <seq>`, one JSON data line."""
+        await served.publish("wf-1", status(1))
+        async with sse_stream(served, "/api/streams/wf-1/events?since=0") as sse:
+            assert sse.response.headers["content-type"].startswith("text/event-stream")
+            assert sse.response.headers["cache-control"] == "no-cache"
+            assert sse.response.headers["x-accel-buffering"] == "no"
+            [message] = await sse.events(1)
+            assert sse.retry == 3000
+            assert message.id == "1" and message.json()["seq"] == 1
+            assert sse.raw[-4:] == ["event: stream_event", "id: 1", f"data: {message.data}", ""]
+
+    async def test_newlines_in_values_cannot_inject_fields(self, served: Served) -> None:
+        """A value holding newlines and SSE field names stays inside one data line."""
+        await served.publish("wf-1", reasoning("a\n\nevent: error\ndata: {}\nid: 99"))
+        async with sse_stream(served, "/api/streams/wf-1/events?since=0") as sse:
+            [message] = await sse.events(1)
+            assert message.id == "1"
+            assert message.json()["data"]["thought"].startswith("a\n\nevent: error")
+
+    async def test_heartbeat(self, make_server: ServerFactory) -> None:
+        """A quiet stream sends heartbeat frames with the number of active clients."""
+        served = await make_server(default_stream_config={"heartbeat_interval": 200})
+        await served.http.post("/api/streams", json={"workflowSessionId": "wf-1"})
+        async with sse_stream(served, "/api/streams/wf-1/events") as sse:
+            message = await sse.next()
+            assert message.event == "heartbeat"
+            assert message.json()["active_clients"] == 1
+            assert message.json()["timestamp"].endswith("Z")
+
+
+class TestResume:
+    async def test_live_only_and_since(self, served: Served) -> None:
+        """Without since only new events arrive; with since, history after it first."""
+        await served.publish("wf-1", status(1), status(2), status(3))
+        async with sse_stream(served, "/api/streams/wf-1/events?since=1") as sse:
+            assert [m.id for m in await sse.events(2)] == ["2", "3"]
+        async with sse_stream(served, "/api/streams/wf-1/events") as sse:
+            await asyncio.sleep(0.1)
+            await served.publish("wf-1", status(4))
+            assert [m.id for m in await sse.events(1)] == ["4"]
+
+    async def test_last_event_id_wins_over_since(self, served: Served) -> None:
+        """Given both, the Last-Event-ID header decides where to resume."""
+        await served.publish("wf-1", *[status(i) for i in range(5)])
+        async with sse_stream(
+            served, "/api/streams/wf-1/events?since=0", headers={"Last-Event-ID": "3"}
+        ) as sse:
+            assert [m.id for m in await sse.events(2)] == ["4", "5"]
+
+    async def test_types_filter(self, served: Served) -> None:
+        """types= applies to history and live alike."""
+        await served.publish("wf-1", status(1), reasoning(), status(2))
+        async with sse_stream(served, "/api/streams/wf-1/events?since=0&types=REASONING") as sse:
+            assert [m.id for m in await sse.events(1)] == ["2"]
+            await served.publish("wf-1", status(3), reasoning())
+            assert [m.id for m in await sse.events(1)] == ["5"]
+
+    async def test_recovery_frame_when_history_was_trimmed(
+        self, make_server: ServerFactory
+    ) -> None:
+        """A resume whose events were trimmed starts with `event: recovery`."""
+        served = await make_server(default_stream_config={"max_history_size": 2})
+        await served.publish("wf-1", *[status(i) for i in range(5)])
+        async with sse_stream(served, "/api/streams/wf-1/events?since=1") as sse:
+            first = await sse.next()
+            assert first.event == "recovery"
+            assert first.json()["recovered"] is False and first.json()["firstSeq"] == 4
+            assert [m.id for m in await sse.events(2)] == ["4", "5"]
+
+    async def test_reconnect_while_publishing_at_full_rate(self, served: Served) -> None:
+        """Dropping and resuming with Last-Event-ID mid-burst loses and repeats nothing,
+        as a browser's EventSource does it."""
+        await served.http.post("/api/streams", json={"workflowSessionId": "wf-1"})
+        total = 600
+
+        async def burst() -> None:
+            for start in range(0, total, 20):
+                await served.publish("wf-1", *[status(i) for i in range(start, start + 20)])
+
+        publisher = asyncio.create_task(burst())
+        seen: list[int] = []
+        last = "0"
+        while len(seen) < total:
+            async with sse_stream(
+                served, "/api/streams/wf-1/events", headers={"Last-Event-ID": last}
+            ) as sse:
+                for message in await sse.events(min(97, total - len(seen)), seconds=10):
+                    seen.append(int(message.data and message.json()["seq"]))
+                last = str(seen[-1])
+        await publisher
+        assert seen == list(range(1, total + 1))
+
+
+class TestEnding:
+    async def test_stream_close_is_announced(self, served: Served) -> None:
+        """Closing the stream sends `event: error` STREAM_CLOSED and ends the response."""
+        await served.http.post("/api/streams", json={"workflowSessionId": "wf-1"})
+        async with sse_stream(served, "/api/streams/wf-1/events") as sse:
+            await asyncio.sleep(0.1)
+            await served.http.delete("/api/streams/wf-1")
+            message = await sse.next()
+            assert message.event == "error" and message.json()["code"] == "STREAM_CLOSED"
+            try:
+                await sse.next()
+            except EOFError:
+                pass
+            else:
+                raise AssertionError("the response should have ended")
+
+    async def test_client_listing_and_operator_disconnect(self, served: Served) -> None:
+        """An SSE client is listed with its type and filters; DELETE disconnects it."""
+        await served.http.post("/api/streams", json={"workflowSessionId": "wf-1"})
+        async with sse_stream(served, "/api/streams/wf-1/events?types=STATUS") as sse:
+            await asyncio.sleep(0.1)
+            [client] = (await served.http.get("/api/streams/wf-1/clients")).json()
+            assert client["type"] == "SERVER_SENT_EVENTS" and client["isActive"] is True
+            assert client["filters"] == [{"eventTypes": ["STATUS"]}]
+            gone = await served.http.delete(f"/api/streams/wf-1/clients/{client['id']}")
+            assert gone.status_code == 204
+            message = await sse.next()
+            assert message.json()["code"] == "DISCONNECTED"
+        assert (await served.http.get("/api/streams/wf-1/clients")).json() == []
+        missing = await served.http.delete("/api/streams/wf-1/clients/cli_nope")
+        assert missing.status_code == 404
+
+    async def test_too_many_clients(self, make_server: ServerFactory) -> None:
+        """Past maxClients an SSE request is refused with 503 TOO_MANY_CLIENTS."""
+        served = await make_server(default_stream_config={"max_clients": 1})
+        await served.http.post("/api/streams", json={"workflowSessionId": "wf-1"})
+        async with sse_stream(served, "/api/streams/wf-1/events"):
+            await asyncio.sleep(0.05)
+            refused = await served.http.get("/api/streams/wf-1/events")
+            assert refused.status_code == 503
+            assert refused.json()["error"]["code"] == "TOO_MANY_CLIENTS"
+
+    async def test_bad_resume_positions(self, served: Served) -> None:
+        """A since or Last-Event-ID that is not a non-negative integer is 422."""
+        await served.http.post("/api/streams", json={"workflowSessionId": "wf-1"})
+        for path, headers in [
+            ("/api/streams/wf-1/events?since=-1", {}),
+            ("/api/streams/wf-1/events", {"Last-Event-ID": "abc"}),
+            ("/api/streams/wf-1/events?types=NOPE", {}),
+        ]:
+            response = await served.http.get(path, headers=headers)
+            assert response.status_code == 422, path
