@@ -14,10 +14,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-## Start the hub on embedded defaults (in-process demo until the server lands).
+## Start the hub on embedded defaults: http://localhost:3001 (API docs at /docs).
 serve: $(STAMP)
 	$(BIN)/executor-streamer serve
 
+## Publish a simulated agent run into the hub that `make serve` started.
 demo: $(STAMP)
 	$(BIN)/executor-streamer demo
 

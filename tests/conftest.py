@@ -18,6 +18,8 @@ from executor_streamer.types import StreamConfig
 PNG = render_png(8, 6, 0.5, 3)
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 60
 
+pytest_plugins = ["tests.live_server"]
+
 HubFactory = Callable[..., Awaitable[ExecutorStreamer]]
 
 

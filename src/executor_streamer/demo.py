@@ -14,7 +14,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from .core.publisher import StreamPublisher
+from .core.publishing import PublishingMethods
 from .types.enums import CommandAction
 
 
@@ -48,9 +48,12 @@ def render_png(width: int, height: int, progress: float, hue: int) -> bytes:
 
 @dataclass
 class SimulatedAgent:
-    """Publishes one run into ``session_id``; ``pace`` is the mean pause in seconds."""
+    """Publishes one run into ``session_id``; ``pace`` is the mean pause in seconds.
 
-    publisher: StreamPublisher
+    ``publisher`` is the in-process ``hub.publisher`` or a ``HubClient`` over HTTP.
+    """
+
+    publisher: PublishingMethods
     session_id: str
     pace: float = 0.3
     seed: int | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from .conftest import Served, ServerFactory, reasoning, status
+from ..live_server import Served, ServerFactory, reasoning, status
 
 
 async def poll(served: Served, query: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import pytest
 from executor_streamer import ClientType
 from executor_streamer.demo import render_png
 
-from .conftest import Served, ServerFactory, reasoning, status
+from ..live_server import Served, ServerFactory, reasoning, status
 
 
 class TestStreams:

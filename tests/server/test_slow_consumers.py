@@ -9,7 +9,7 @@ import secrets
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from .conftest import ServerFactory, Served
+from ..live_server import Served, ServerFactory
 
 # Incompressible, so permessage-deflate cannot shrink the flood below what sockets buffer.
 BIG = secrets.token_urlsafe(75_000)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from .conftest import Served, ServerFactory, reasoning, sse_stream, status
+from ..live_server import Served, ServerFactory, reasoning, sse_stream, status
 
 
 class TestFrames:

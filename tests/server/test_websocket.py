@@ -12,7 +12,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from .conftest import Served, ServerFactory, reasoning, status
+from ..live_server import Served, ServerFactory, reasoning, status
 
 
 class Peer:
@@ -241,7 +241,7 @@ class TestLiveness:
     async def test_quiet_clients_outlive_the_idle_timeout(self, make_server: ServerFactory) -> None:
         """A silent WebSocket (answering protocol pings) and a quiet SSE stream are not
         removed as idle: the open, pinged connection and the heartbeats keep them alive."""
-        from .conftest import sse_stream
+        from ..live_server import sse_stream
 
         served = await make_server(server={"idleClientTimeout": 1000})
         await served.http.post("/api/streams", json={"workflowSessionId": "wf-1"})

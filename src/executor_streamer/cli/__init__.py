@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
+from ..client import HubClient, HubError
 from ..config import ExecutorStreamerConfig, StorageBackend
 from ..core.hub import ExecutorStreamer
 from ..core.subscription import Subscription
 from ..demo import SimulatedAgent
 from ..errors import ConfigError
 from ..logs import configure_logging
+from ..server.runner import build_server
 from .render import event_line
 
 app = typer.Typer(
@@ -26,9 +27,9 @@ app = typer.Typer(
 )
 console = Console(highlight=False)
 
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", help="A TOML or JSON config file.", exists=False)
-]
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="A TOML or JSON config file.")]
+UrlOption = Annotated[str, typer.Option("--url", help="The hub's base URL.")]
+DEFAULT_URL = "http://localhost:3001"
 
 
 def load_config(config_file: Path | None, overrides: dict[str, Any]) -> ExecutorStreamerConfig:
@@ -43,19 +44,14 @@ def load_config(config_file: Path | None, overrides: dict[str, Any]) -> Executor
 
 @app.command()
 def serve(
-    host: Annotated[
-        str | None, typer.Option(help="Interface to bind (config: server.host).")
-    ] = None,
-    port: Annotated[int | None, typer.Option(help="Port (config: server.port).")] = None,
+    host: Annotated[str | None, typer.Option(help="Interface to bind (server.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (server.port).")] = None,
     config_file: ConfigOption = None,
     storage: Annotated[StorageBackend | None, typer.Option(help="History backend.")] = None,
     connection_string: Annotated[str | None, typer.Option(help="Backend URL or path.")] = None,
 ) -> None:
-    """Start the hub on embedded defaults.
-
-    The network API (REST, WebSocket, SSE) is not built yet; until it is, the hub runs
-    in-process and a simulated agent publishes runs into it, shown live here.
-    """
+    """Start the hub: REST, WebSocket, SSE and long polling. Ctrl-C or SIGTERM stops it,
+    closing clients (WebSocket 1001) and flushing storage first."""
     overrides: dict[str, Any] = {"server": {}, "persistence": {}}
     if host is not None:
         overrides["server"]["host"] = host
@@ -66,31 +62,90 @@ def serve(
     if connection_string is not None:
         overrides["persistence"]["connection_string"] = connection_string
     config = load_config(config_file, overrides)
+    try:
+        hub = ExecutorStreamer(config)
+    except ConfigError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    address = f"http://{config.server.host}:{config.server.port}"
     console.print(
-        "[bold]Executor Streamer[/] core running in-process "
-        f"(storage: {config.persistence.storage_backend}). The network API is not built "
-        "yet, so a simulated agent publishes runs here. Ctrl-C stops."
+        f"[bold]Executor Streamer[/] on {address} (storage: {config.persistence.storage_backend})"
+        f" — API docs at {address}/docs"
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_watch_runs(config, runs=None, pace=0.4))
+    build_server(hub).run()
 
 
 @app.command()
 def demo(
+    url: UrlOption = DEFAULT_URL,
     runs: Annotated[int, typer.Option(min=1, help="How many agent runs to simulate.")] = 1,
-    pace: Annotated[float, typer.Option(min=0, help="Mean pause between steps, seconds.")] = 0.2,
+    pace: Annotated[float, typer.Option(min=0, help="Mean pause between steps, seconds.")] = 0.4,
+    session: Annotated[str, typer.Option(help="Workflow session id prefix.")] = "demo-run",
+    in_process: Annotated[
+        bool, typer.Option("--in-process", help="Run a hub here instead of using --url.")
+    ] = False,
     config_file: ConfigOption = None,
 ) -> None:
-    """Simulate an agent run that publishes every event type, and watch it arrive."""
+    """Simulate an agent run that publishes every event type (real PNG screenshots, a
+    failing click that is retried), into a running hub or one started here."""
     config = load_config(config_file, {})
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_watch_runs(config, runs=runs, pace=pace))
+        if in_process:
+            asyncio.run(_demo_in_process(config, runs, pace, session))
+        else:
+            asyncio.run(_demo_over_http(url, runs, pace, session))
 
 
-async def _watch_runs(config: ExecutorStreamerConfig, runs: int | None, pace: float) -> None:
+@app.command()
+def tail(
+    stream: Annotated[str, typer.Argument(help="Stream id or workflow session id.")],
+    url: UrlOption = DEFAULT_URL,
+    types: Annotated[
+        str | None, typer.Option(help="Only these types, e.g. REASONING,STATUS")
+    ] = None,
+    since: Annotated[int | None, typer.Option(min=0, help="Replay history after this seq.")] = None,
+) -> None:
+    """Print a stream's events as they arrive, until it closes (Ctrl-C stops)."""
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_tail(url, stream, types.split(",") if types else None, since))
+
+
+async def _tail(url: str, stream: str, types: list[str] | None, since: int | None) -> None:
+    async with HubClient(url) as hub:
+        try:
+            async for event in hub.watch(stream, since=since, types=types):
+                console.print(event_line(event))
+        except HubError as exc:
+            console.print(f"[bold red]error:[/] {exc.code}: {exc.message}")
+            raise typer.Exit(1) from None
+    console.print("[dim]stream closed[/]")
+
+
+async def _demo_over_http(url: str, runs: int, pace: float, session: str) -> None:
+    async with HubClient(url) as hub:
+        for number in range(1, runs + 1):
+            session_id = f"{session}-{number}"
+            try:
+                created = await hub.create_stream(session_id)
+            except HubError as exc:
+                console.print(f"[bold red]error:[/] {exc.code}: {exc.message}")
+                raise typer.Exit(1) from None
+            console.print(
+                f"publishing [bold]{session_id}[/] ({created.stream_id}); watch it with\n"
+                f"  executor-streamer tail {session_id} --since 0 --url {url}\n"
+                f"  curl -N {url}/api/streams/{created.stream_id}/events?since=0"
+            )
+            await SimulatedAgent(hub, session_id, pace).run()
+            await hub.close_stream(session_id)
+            console.print(f"[green]done[/] {session_id}")
+
+
+async def _demo_in_process(
+    config: ExecutorStreamerConfig, runs: int, pace: float, session: str
+) -> None:
     async with ExecutorStreamer(config) as hub:
-        for number in itertools.count(1) if runs is None else range(1, runs + 1):
-            session_id = f"demo-run-{number}"
+        for number in range(1, runs + 1):
+            session_id = f"{session}-{number}"
             await hub.create_stream(session_id)
             console.rule(f"stream {session_id}")
             async with hub.subscribe(session_id, since=0) as sub:

@@ -18,12 +18,11 @@ from pydantic_core import PydanticSerializationError
 from ..config import ExecutorStreamerConfig
 from ..errors import EventTooLarge, FieldError, InvalidInput, StreamClosed, StreamNotFound
 from ..history.base import HistoryStore
-from ..types.enums import CommandAction, StreamEventType
+from ..types.enums import StreamEventType
 from ..types.events import (
     CommandCompletedData,
     CommandFailedData,
     CommandStartedData,
-    ErrorContext,
     EventInput,
     ScreenshotFields,
     ScreenshotInfo,
@@ -33,6 +32,7 @@ from ..types.events import (
 from .analytics import HubCounters
 from .commands import CommandTracker
 from .ids import new_event_id
+from .publishing import JsonObject, PublishingMethods
 from .records import EventRecord
 from .streams import Stream, StreamManager
 from .validation import (
@@ -43,10 +43,8 @@ from .validation import (
     prepare_event,
 )
 
-JsonObject = dict[str, Any]
 
-
-class StreamPublisher:
+class StreamPublisher(PublishingMethods):
     """Publishes into streams, creating them on first use when auto-create is on.
 
     Every method returns the stored event(s), so the caller learns ``id``, ``seq``,
@@ -66,75 +64,6 @@ class StreamPublisher:
         self._streams = streams
         self._storage = storage
         self._counters = counters
-
-    # -- one method per seed publisher method ------------------------------------------
-
-    async def publish_reasoning(
-        self,
-        session_id: str,
-        thought: str,
-        confidence: float,
-        type: str,
-        context: JsonObject | None = None,
-        metadata: JsonObject | None = None,
-    ) -> StreamEvent:
-        data = {"thought": thought, "confidence": confidence, "reasoningType": type}
-        if context is not None:
-            data["context"] = context
-        return await self._publish_one(session_id, StreamEventType.REASONING, data, metadata)
-
-    async def publish_command_started(
-        self,
-        session_id: str,
-        command_name: str,
-        action: CommandAction | str,
-        parameters: JsonObject | None = None,
-        command_id: str | None = None,
-        metadata: JsonObject | None = None,
-    ) -> StreamEvent:
-        data = {
-            "commandName": command_name,
-            "action": action,
-            "parameters": {} if parameters is None else parameters,
-            "commandId": command_id,
-        }
-        return await self._publish_one(session_id, StreamEventType.COMMAND_STARTED, data, metadata)
-
-    async def publish_command_completed(
-        self,
-        session_id: str,
-        command_name: str,
-        result: Any,
-        duration: float,
-        command_id: str | None = None,
-        metadata: JsonObject | None = None,
-    ) -> StreamEvent:
-        data = {
-            "commandName": command_name,
-            "result": result,
-            "duration": duration,
-            "commandId": command_id,
-        }
-        return await self._publish_one(
-            session_id, StreamEventType.COMMAND_COMPLETED, data, metadata
-        )
-
-    async def publish_command_failed(
-        self,
-        session_id: str,
-        command_name: str,
-        error: ErrorContext | JsonObject,
-        duration: float,
-        command_id: str | None = None,
-        metadata: JsonObject | None = None,
-    ) -> StreamEvent:
-        data = {
-            "commandName": command_name,
-            "error": error,
-            "duration": duration,
-            "commandId": command_id,
-        }
-        return await self._publish_one(session_id, StreamEventType.COMMAND_FAILED, data, metadata)
 
     async def publish_screenshot(
         self,
@@ -172,38 +101,6 @@ class StreamPublisher:
             raise
         prepared = PreparedEvent(StreamEventType.SCREENSHOT, checked, metadata, shot)
         return (await self.publish_prepared(session_id, [prepared]))[0].event
-
-    async def publish_variable_update(
-        self,
-        session_id: str,
-        name: str,
-        value: str,
-        previous_value: str | None = None,
-        metadata: JsonObject | None = None,
-    ) -> StreamEvent:
-        data = {"name": name, "value": value, "previousValue": previous_value}
-        return await self._publish_one(session_id, StreamEventType.VARIABLE_UPDATE, data, metadata)
-
-    async def publish_status(
-        self,
-        session_id: str,
-        type: str,
-        status: str,
-        message: str | None = None,
-        metadata: JsonObject | None = None,
-    ) -> StreamEvent:
-        data = {"statusType": type, "status": status, "message": message}
-        return await self._publish_one(session_id, StreamEventType.STATUS, data, metadata)
-
-    async def publish_error(
-        self,
-        session_id: str,
-        error: ErrorContext | JsonObject,
-        metadata: JsonObject | None = None,
-    ) -> StreamEvent:
-        if isinstance(error, ErrorContext):
-            error = error.model_dump(by_alias=True)
-        return await self._publish_one(session_id, StreamEventType.ERROR, error, metadata)
 
     async def publish_event(
         self, session_id: str, event: EventInput | Mapping[str, Any]
@@ -337,17 +234,6 @@ class StreamPublisher:
         if errors:
             raise (EventTooLarge if too_large else InvalidInput)(errors)
         return records
-
-    async def _publish_one(
-        self,
-        session_id: str,
-        event_type: StreamEventType,
-        data: JsonObject,
-        metadata: JsonObject | None,
-    ) -> StreamEvent:
-        return await self.publish_event(
-            session_id, {"type": event_type, "data": data, "metadata": metadata}
-        )
 
 
 def _stored_data(stream: Stream, item: PreparedEvent, tracker: CommandTracker) -> StreamEventData:

@@ -1,4 +1,5 @@
-"""A real hub served by uvicorn on an ephemeral loopback port, and real clients."""
+"""Fixtures: a real hub served by uvicorn on an ephemeral loopback port, and real
+clients. Loaded for every test package as a pytest plugin (see tests/conftest.py)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,156 @@
+"""A small HTTP client for producers and watchers of a running hub.
+
+    async with HubClient("http://localhost:3001") as hub:
+        await hub.publish_reasoning("wf-1", "look for the login form", 0.8, "planning")
+        async for event in hub.watch("wf-1", since=0):
+            ...
+
+Publishing has the same methods as the in-process ``hub.publisher``. ``watch`` follows
+a stream over Server-Sent Events and, like a browser's EventSource, reconnects with
+``Last-Event-ID`` after a dropped connection, so it misses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Self
+
+import httpx
+import orjson
+
+from .core.publishing import PublishingMethods
+from .errors import StreamerError
+from .types.events import StreamEvent
+from .types.streams import StreamSession
+
+RECONNECT_DELAY = 1.0
+
+
+class HubError(StreamerError):
+    """An error answer from the hub; ``code`` and ``details`` are the server's."""
+
+    def __init__(self, status: int, code: str, message: str, details: dict[str, Any]) -> None:
+        super().__init__(message, details)
+        self.status = status
+        self.code = code  # type: ignore[misc]  # the server's code, per instance
+
+
+@dataclass(frozen=True)
+class ServerSentEvent:
+    event: str
+    data: str
+    id: str | None
+
+
+class HubClient(PublishingMethods):
+    def __init__(self, base_url: str = "http://localhost:3001", timeout: float = 30.0) -> None:
+        self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def create_stream(
+        self, workflow_session_id: str, config: Mapping[str, Any] | None = None
+    ) -> StreamSession:
+        body = {"workflowSessionId": workflow_session_id, "config": config}
+        response = await self._http.post("/api/streams", json=body)
+        return StreamSession.model_validate(self._json(response))
+
+    async def close_stream(self, stream: str, purge: bool = False) -> None:
+        self._json(await self._http.delete(f"/api/streams/{stream}", params={"purge": purge}))
+
+    async def publish_event(self, session_id: str, event: Mapping[str, Any]) -> StreamEvent:
+        return (await self.publish_batch(session_id, [event]))[0]
+
+    async def publish_batch(
+        self, session_id: str, events: Sequence[Mapping[str, Any]]
+    ) -> list[StreamEvent]:
+        body = events[0] if len(events) == 1 else {"events": list(events)}
+        response = await self._http.post(
+            f"/api/streams/{session_id}/events",
+            content=orjson.dumps(body),
+            headers={"content-type": "application/json"},
+        )
+        return [StreamEvent.model_validate(e) for e in self._json(response)["events"]]
+
+    async def watch(
+        self, stream: str, *, since: int | None = None, types: Sequence[str] | None = None
+    ) -> AsyncIterator[StreamEvent]:
+        """Events of ``stream`` as they arrive; ends when the stream closes."""
+        last = since
+        while True:
+            try:
+                async for frame in self._sse(stream, last, types):
+                    if frame.event == "stream_event":
+                        event = StreamEvent.model_validate_json(frame.data)
+                        last = event.seq
+                        yield event
+                    elif frame.event == "error":
+                        error = orjson.loads(frame.data)
+                        if error.get("code") == "STREAM_CLOSED":
+                            return
+            except httpx.TransportError:
+                pass  # dropped: reconnect from the last seq seen
+            await asyncio.sleep(RECONNECT_DELAY)
+
+    async def _sse(
+        self, stream: str, last: int | None, types: Sequence[str] | None
+    ) -> AsyncIterator[ServerSentEvent]:
+        params = {"types": ",".join(types)} if types else {}
+        headers = {"accept": "text/event-stream"}
+        if last is not None:
+            headers["last-event-id"] = str(last)
+        url = f"/api/streams/{stream}/events"
+        async with self._http.stream(
+            "GET", url, params=params, headers=headers, timeout=None
+        ) as response:
+            if response.status_code != 200:
+                await response.aread()
+                self._json(response)
+            async for frame in parse_sse(response.aiter_lines()):
+                yield frame
+
+    @staticmethod
+    def _json(response: httpx.Response) -> Any:
+        if response.status_code == 204:
+            return None
+        body = response.json()
+        if response.is_error:
+            error = body.get("error", {}) if isinstance(body, dict) else {}
+            raise HubError(
+                response.status_code,
+                str(error.get("code", "HTTP_ERROR")),
+                str(error.get("message", response.reason_phrase)),
+                error.get("details") or {},
+            )
+        return body
+
+
+async def parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[ServerSentEvent]:
+    """Frames of a text/event-stream, parsed as the WHATWG spec says."""
+    event, last_id = "message", None
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                yield ServerSentEvent(event, "\n".join(data), last_id)
+            event, data = "message", []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            event = value
+        elif name == "data":
+            data.append(value)
+        elif name == "id":
+            last_id = value

@@ -1,0 +1,143 @@
+"""The CLI against a real server: demo --url, tail, and serve's clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import orjson
+import pytest
+import structlog
+from typer.testing import CliRunner
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from executor_streamer.cli import app
+from executor_streamer.types import StreamEventType
+
+from ..live_server import Served
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def restore_structlog() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+
+
+class TestDemoAndTail:
+    async def test_demo_over_http_then_tail(self, served: Served) -> None:
+        """`demo --url` publishes a whole run over HTTP; `tail --since 0` prints it all."""
+        result = await asyncio.to_thread(
+            runner.invoke, app, ["demo", "--url", served.base_url, "--pace", "0"]
+        )
+        assert result.exit_code == 0, result.output
+        assert "curl -N" in result.output and "done demo-run-1" in result.output
+        history = (await served.http.get("/api/streams/demo-run-1/history?limit=100")).json()
+        assert history["total"] == 30
+        assert {e["type"] for e in history["events"]} == set(StreamEventType)
+        shot = next(e for e in history["events"] if e["type"] == "SCREENSHOT")
+        assert (await served.http.get(shot["data"]["url"])).content.startswith(b"\x89PNG")
+        tailed = await asyncio.to_thread(
+            runner.invoke, app, ["tail", "demo-run-1", "--since", "0", "--url", served.base_url]
+        )
+        assert tailed.exit_code == 0, tailed.output
+        assert "stream closed" in tailed.output
+        for event_type in StreamEventType:
+            assert event_type.value in tailed.output
+
+    async def test_tail_follows_live_events(self, served: Served) -> None:
+        """tail prints events published while it watches, filtered by --types."""
+        await served.http.post("/api/streams", json={"workflowSessionId": "wf-1"})
+        tailing = asyncio.create_task(
+            asyncio.to_thread(
+                runner.invoke,
+                app,
+                ["tail", "wf-1", "--types", "REASONING", "--url", served.base_url],
+            )
+        )
+        for _ in range(100):
+            if (await served.http.get("/api/streams/wf-1/clients")).json():
+                break
+            await asyncio.sleep(0.05)
+        await served.publish(
+            "wf-1",
+            {"type": "STATUS", "data": {"statusType": "a", "status": "hidden"}},
+            {
+                "type": "REASONING",
+                "data": {"thought": "visible", "confidence": 1, "reasoningType": "p"},
+            },
+        )
+        await served.http.delete("/api/streams/wf-1")
+        result = await asyncio.wait_for(tailing, 10)
+        assert "visible" in result.output and "hidden" not in result.output
+
+    async def test_tail_unknown_stream(self, served: Served) -> None:
+        """tail of a stream that does not exist says so and exits 1."""
+        args = ["tail", "nope", "--url", served.base_url]
+        result = await asyncio.to_thread(runner.invoke, app, args)
+        assert result.exit_code == 1 and "STREAM_NOT_FOUND" in result.output
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_serve(port: int) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "executor_streamer", "serve"]
+    return subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "EXECUTOR_STREAMER_LOGGING__LEVEL": "WARN"},
+    )
+
+
+class TestServe:
+    async def test_sigterm_closes_clients_1001_and_exits_cleanly(self) -> None:
+        """`executor-streamer serve` on SIGTERM closes WebSockets with 1001, answers every
+        acknowledged publish first, and exits 0."""
+        port = free_port()
+        process = await asyncio.to_thread(start_serve, port)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            async with httpx.AsyncClient(base_url=base) as http:
+                for _ in range(100):
+                    try:
+                        if (await http.get("/readyz")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        await asyncio.sleep(0.1)
+                await http.post("/api/streams", json={"workflowSessionId": "wf-1"})
+                async with connect(f"ws://127.0.0.1:{port}/ws?streamId=wf-1") as ws:
+                    assert orjson.loads(await ws.recv())["type"] == "connection_ack"
+                    assert orjson.loads(await ws.recv())["type"] == "subscribed"
+                    published = await http.post(
+                        "/api/streams/wf-1/events",
+                        json={"type": "STATUS", "data": {"statusType": "a", "status": "b"}},
+                    )
+                    assert published.status_code == 201
+                    process.send_signal(signal.SIGTERM)
+                    received = []
+                    with pytest.raises(ConnectionClosed):
+                        while True:
+                            received.append(orjson.loads(await asyncio.wait_for(ws.recv(), 10)))
+                    assert [m["event"]["seq"] for m in received if m["type"] == "event"] == [1]
+                    assert ws.close_code == 1001
+            assert await asyncio.to_thread(process.wait, 20) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+            assert process.stdout is not None
+            with process.stdout:
+                output = process.stdout.read().decode()
+        assert "Traceback" not in output, output
