@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import gzip
 
 import pytest
 
@@ -259,6 +258,35 @@ class TestOperational:
         )
         assert response.headers["content-encoding"] == "gzip"
         assert response.json()["total"] == 40
-        raw = await served.http.get("/healthz", headers={"accept-encoding": "gzip"})
-        assert "content-encoding" not in raw.headers
-        assert gzip  # the client decoded it transparently
+        small = await served.http.get("/healthz", headers={"accept-encoding": "gzip"})
+        assert "content-encoding" not in small.headers
+
+    async def test_brotli_when_configured(self, make_server: ServerFactory) -> None:
+        """With algorithm brotli, clients that accept br get it; others still get gzip."""
+        served = await make_server(compression={"algorithm": "brotli"})
+        await served.publish("wf-1", *[status(i) for i in range(40)])
+        url = "/api/streams/wf-1/history"
+        br = await served.http.get(url, headers={"accept-encoding": "br, gzip"})
+        assert br.headers["content-encoding"] == "br" and br.json()["total"] == 40
+        gz = await served.http.get(url, headers={"accept-encoding": "gzip"})
+        assert gz.headers["content-encoding"] == "gzip"
+
+    async def test_sse_is_never_compressed(self, served: Served) -> None:
+        """An SSE response stays uncompressed even when the client accepts gzip and br."""
+        await served.publish("wf-1", *[status(i) for i in range(40)])
+        async with served.http.stream(
+            "GET", "/api/streams/wf-1/events?since=0", headers={"accept-encoding": "gzip, br"}
+        ) as response:
+            assert "content-encoding" not in response.headers
+            async for line in response.aiter_lines():
+                assert line.startswith(":")
+                break
+
+    async def test_compression_off(self, make_server: ServerFactory) -> None:
+        """compression.enabled=false sends every response as it is."""
+        served = await make_server(compression={"enabled": False})
+        await served.publish("wf-1", *[status(i) for i in range(40)])
+        response = await served.http.get(
+            "/api/streams/wf-1/history", headers={"accept-encoding": "gzip"}
+        )
+        assert "content-encoding" not in response.headers

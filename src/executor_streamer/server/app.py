@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from starlette.middleware.gzip import GZipMiddleware
+from starlette_compress import CompressMiddleware, remove_compress_type
 
 from ..core.hub import ExecutorStreamer
 from ..types.events import EventInput
@@ -21,6 +21,10 @@ from .streaming import router as streaming_router
 from .transport import LiveConnections
 
 SHUTDOWN_GRACE_SECONDS = 5.0
+
+# SSE is never compressed: no frame waits in a compressor, and an open stream holds no
+# compressor state (DESIGN.md §9).
+remove_compress_type("text/event-stream")
 
 
 def create_app(hub: ExecutorStreamer) -> FastAPI:
@@ -56,8 +60,13 @@ def create_app(hub: ExecutorStreamer) -> FastAPI:
     install_error_handlers(app)
     compression = hub.config.compression
     if compression.enabled:
-        # text/event-stream is never compressed, so SSE frames are not held back.
-        app.add_middleware(GZipMiddleware, minimum_size=compression.threshold)
+        app.add_middleware(
+            CompressMiddleware,
+            minimum_size=compression.threshold,
+            brotli=compression.algorithm == "brotli",
+            gzip=True,  # with brotli chosen, gzip still serves clients without br
+            zstd=False,
+        )
     app.add_middleware(
         CORSMiddleware,
         allow_origins=hub.config.security.cors_origins,
