@@ -154,3 +154,30 @@ class TestEnding:
         ]:
             response = await served.http.get(path, headers=headers)
             assert response.status_code == 422, path
+
+
+class TestReplayAndLimits:
+    async def test_rest_replay_to_an_sse_client(self, served: Served) -> None:
+        """POST /replay/{clientId} sends history to a live SSE client as stream_event frames."""
+        await served.publish("wf-1", status(1), status(2), status(3))
+        async with sse_stream(served, "/api/streams/wf-1/events") as sse:
+            await asyncio.sleep(0.1)
+            [client] = (await served.http.get("/api/streams/wf-1/clients")).json()
+            response = await served.http.post(
+                f"/api/streams/wf-1/replay/{client['id']}", json={"afterSeq": 1}
+            )
+            assert response.status_code == 202 and response.json()["count"] == 2
+            assert [m.id for m in await sse.events(2)] == ["2", "3"]
+        bad = await served.http.post("/api/streams/wf-1/replay/cli_nope", json={})
+        assert bad.status_code == 404 and bad.json()["error"]["code"] == "CLIENT_NOT_FOUND"
+
+    async def test_global_connection_limit(self, make_server: ServerFactory) -> None:
+        """Past server.maxConnections, SSE and long polling answer 503 TOO_MANY_CLIENTS."""
+        served = await make_server(server={"max_connections": 1})
+        await served.publish("wf-1", status(1))
+        async with sse_stream(served, "/api/streams/wf-1/events"):
+            await asyncio.sleep(0.05)
+            for path in ("/api/streams/wf-1/events", "/api/streams/wf-1/poll?timeout=0"):
+                refused = await served.http.get(path)
+                assert refused.status_code == 503, path
+                assert refused.json()["error"]["code"] == "TOO_MANY_CLIENTS"

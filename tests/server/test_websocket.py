@@ -98,6 +98,25 @@ class TestProtocol:
         async with peer(served, "?streamId=nope") as p:
             assert await p.closed_with() == 4004
 
+    async def test_query_with_bad_since_reports_and_stays(self, served: Served) -> None:
+        """A malformed ?since= is reported as an error; the connection stays usable."""
+        await served.http.post("/api/streams", json={"workflowSessionId": "wf-1"})
+        async with peer(served, "?streamId=wf-1&since=abc") as p:
+            error = await p.expect("error")
+            assert error["error"]["code"] == "VALIDATION_ERROR"
+            await p.send({"type": "subscribe", "streamId": "wf-1", "since": 0})
+            await p.expect("subscribed")
+
+    async def test_resume_with_another_epoch(self, served: Served) -> None:
+        """Resuming with an epoch from another life of the stream replays everything held
+        and says recovered: false."""
+        await served.publish("wf-1", status(1), status(2))
+        async with peer(served) as p:
+            await p.send({"type": "subscribe", "streamId": "wf-1", "since": 1, "epoch": "old"})
+            meta = (await p.expect("subscribed"))["metadata"]
+            assert meta["recovered"] is False and meta["epoch"] != "old"
+            assert [(await p.expect("event"))["event"]["seq"] for _ in range(2)] == [1, 2]
+
     async def test_batch_mode(self, served: Served) -> None:
         """With batch:true, what is queued goes out as one `events` frame."""
         await served.publish("wf-1", *[status(i) for i in range(5)])
