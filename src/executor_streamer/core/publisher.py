@@ -65,28 +65,9 @@ class StreamPublisher(PublishingMethods):
         self._storage = storage
         self._counters = counters
 
-    async def publish_screenshot(
-        self,
-        session_id: str,
-        image: bytes,
-        mime_type: str = "image/png",
-        *,
-        width: int | None = None,
-        height: int | None = None,
-        caption: str | None = None,
-        command_id: str | None = None,
-        page_url: str | None = None,
-        metadata: JsonObject | None = None,
+    async def _publish_image(
+        self, session_id: str, image: bytes, fields: JsonObject, metadata: JsonObject | None
     ) -> StreamEvent:
-        """Publish image bytes; the stored event carries ScreenshotInfo with its ``url``."""
-        fields = {
-            "mimeType": mime_type,
-            "width": width,
-            "height": height,
-            "caption": caption,
-            "commandId": command_id,
-            "pageUrl": page_url,
-        }
         try:
             if not isinstance(image, bytes | bytearray | memoryview):
                 raise InvalidInput.single("data.image", "must be bytes")

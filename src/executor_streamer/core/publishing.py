@@ -134,8 +134,7 @@ class PublishingMethods(ABC):
         metadata: JsonObject | None = None,
     ) -> StreamEvent:
         """Publish image bytes; the stored event carries ScreenshotInfo with its ``url``."""
-        data = {
-            "image": base64.b64encode(image).decode("ascii"),
+        fields = {
             "mimeType": mime_type,
             "width": width,
             "height": height,
@@ -143,6 +142,14 @@ class PublishingMethods(ABC):
             "commandId": command_id,
             "pageUrl": page_url,
         }
+        return await self._publish_image(session_id, image, fields, metadata)
+
+    async def _publish_image(
+        self, session_id: str, image: bytes, fields: JsonObject, metadata: JsonObject | None
+    ) -> StreamEvent:
+        """Over the wire an image travels inside its event as base64; the in-process
+        publisher overrides this to keep the bytes as they are."""
+        data = {"image": base64.b64encode(image).decode("ascii"), **fields}
         return await self._publish_one(session_id, StreamEventType.SCREENSHOT, data, metadata)
 
     async def _publish_one(
