@@ -54,6 +54,24 @@ class TestPolling:
         again = await poll(served, f"since=3&types=REASONING&timeout=0&clientId={body['clientId']}")
         assert again["events"] == [] and again["lastSeq"] == 3
 
+    async def test_consecutive_polls_reuse_the_subscription(self, served: Served) -> None:
+        """Polling on from lastSeq keeps one subscription, even under a stream's default
+        filters, so events published between polls wait for the client."""
+        await served.http.post(
+            "/api/streams",
+            json={
+                "workflowSessionId": "wf-1",
+                "config": {"eventFilters": [{"eventTypes": ["STATUS"]}]},
+            },
+        )
+        first = await poll(served, "since=0&timeout=0")
+        sub = served.hub.clients.get(first["clientId"]).subscriptions
+        [before] = sub.values()
+        await served.publish("wf-1", reasoning(), status(1))
+        second = await poll(served, f"since={first['lastSeq']}&clientId={first['clientId']}")
+        assert [e["seq"] for e in second["events"]] == [2] and second["lastSeq"] == 2
+        assert list(sub.values()) == [before]
+
     async def test_more_when_over_a_thousand(self, served: Served) -> None:
         """At most 1000 events per response; more says others are waiting."""
         for start in range(0, 1200, 400):

@@ -43,7 +43,8 @@ async def poll(
     client.touch()
     sub = client.subscriptions.get(stream.id)
     recovered = True
-    if _must_restart(sub, since, filters, stream.is_open):
+    effective = list(stream.config.event_filters) if filters is None else filters
+    if _must_restart(sub, since, effective, stream.is_open):
         sub = await hub.open_subscription(stream.id, filters=filters, since=since, client=client)
         recovered = sub.recovered
     assert sub is not None
@@ -74,9 +75,9 @@ def _client_for(hub: ExecutorStreamer, client_id: str | None) -> ClientSession:
 
 
 def _must_restart(
-    sub: Subscription | None, since: int, filters: list[StreamFilter] | None, stream_open: bool
+    sub: Subscription | None, since: int, filters: list[StreamFilter], stream_open: bool
 ) -> bool:
-    if sub is None or sub.resume_position != since or sub.filters != (filters or []):
+    if sub is None or sub.resume_position != since or sub.filters != filters:
         return True
     if sub.closed and not sub.pending:
         # Dropped (slow between polls) or closed then reopened: start again from since.
