@@ -1,0 +1,197 @@
+"""Ingest benchmark: how fast events get into the hub (memory storage).
+
+    python bench/ingest.py [--events N] [--repeat R]
+
+Measures, side by side in one run, the median over R repetitions of:
+- in-process single publishes (``hub.publisher.publish_status``) and 100-event batches;
+- HTTP single-event and 100-event-batch publishes against a real ``executor-streamer
+  serve`` process over 8 connections, driven by wrk (Debian package ``wrk``) when it is
+  installed: a load generator far cheaper than the server it loads. Without wrk, httpx in
+  this process drives it, and the row says so: that number is bound by the client.
+Prints a markdown table and writes ``bench/results/<date>-ingest.json``. Numbers are for
+comparing runs on the same machine, not absolutes: this machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from executor_streamer import ExecutorStreamer, ExecutorStreamerConfig
+
+RESULTS = Path(__file__).parent / "results"
+BATCH = 100
+CONCURRENCY = 8
+
+
+def event(n: int) -> dict[str, object]:
+    return {"type": "STATUS", "data": {"statusType": "bench", "status": str(n)}}
+
+
+async def in_process(events: int, batched: bool) -> float:
+    config = ExecutorStreamerConfig().with_overrides({"logging": {"level": "ERROR"}})
+    async with ExecutorStreamer(config) as hub:
+        started = time.perf_counter()
+        if batched:
+            for start in range(0, events, BATCH):
+                await hub.publisher.publish_batch("bench", [event(start + i) for i in range(BATCH)])
+        else:
+            for n in range(events):
+                await hub.publisher.publish_status("bench", "bench", str(n))
+        return events / (time.perf_counter() - started)
+
+
+async def over_http(base: str, events: int, batched: bool, session: str) -> float:
+    per_request = BATCH if batched else 1
+    requests = events // per_request
+    async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        await http.post("/api/streams", json={"workflowSessionId": session})
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for n in range(requests):
+            queue.put_nowait(n)
+
+        async def worker() -> None:
+            while not queue.empty():
+                n = queue.get_nowait()
+                body = (
+                    {"events": [event(n * BATCH + i) for i in range(BATCH)]}
+                    if batched
+                    else event(n)
+                )
+                response = await http.post(f"/api/streams/{session}/events", json=body)
+                response.raise_for_status()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        return requests * per_request / (time.perf_counter() - started)
+
+
+def wrk_rate(base: str, batched: bool, session: str) -> float:
+    """Events/s that wrk achieves for 5 s; each request carries 1 or BATCH events."""
+    httpx.post(f"{base}/api/streams", json={"workflowSessionId": session})
+    body = {"events": [event(i) for i in range(BATCH)]} if batched else event(0)
+    script = RESULTS / ".wrk-post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = [[{json.dumps(body)}]]\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
+    url = f"{base}/api/streams/{session}/events"
+    command = ["wrk", "-t1", f"-c{CONCURRENCY}", "-d5s", "-s", str(script), url]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    script.unlink()
+    if "Non-2xx" in output:
+        raise RuntimeError(f"wrk saw errors:\n{output}")
+    requests = float(output.split("Requests/sec:")[1].split()[0])
+    return requests * (BATCH if batched else 1)
+
+
+async def wrk_median(base: str, batched: bool, repeat: int) -> float:
+    prefix = "batch" if batched else "single"
+    rates = [
+        await asyncio.to_thread(wrk_rate, base, batched, f"wrk-{prefix}-{i}") for i in range(repeat)
+    ]
+    return statistics.median(rates)
+
+
+def start_server() -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "EXECUTOR_STREAMER_LOGGING__LEVEL": "ERROR",
+        "EXECUTOR_STREAMER_DEFAULT_STREAM_CONFIG__MAX_HISTORY_SIZE": "100000",
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "executor_streamer",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if httpx.get(base + "/readyz").status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("the hub did not start")
+
+
+async def median_of(repeat: int, run: Callable[[int], Awaitable[float]]) -> float:
+    return statistics.median([await run(i) for i in range(repeat)])
+
+
+async def main(events: int, repeat: int) -> None:
+    process, base = start_server()
+    try:
+        rows = {
+            "in-process, single": await median_of(repeat, lambda _: in_process(events, False)),
+            "in-process, batch of 100": await median_of(repeat, lambda _: in_process(events, True)),
+        }
+        if shutil.which("wrk"):
+            rows["HTTP, single (wrk, 8 connections)"] = await wrk_median(base, False, repeat)
+            rows["HTTP, batch of 100 (wrk, 8 connections)"] = await wrk_median(base, True, repeat)
+        else:
+            rows["HTTP, single (httpx, client-bound)"] = await median_of(
+                repeat, lambda i: over_http(base, events // 5, False, f"single-{i}")
+            )
+            rows["HTTP, batch of 100 (httpx, client-bound)"] = await median_of(
+                repeat, lambda i: over_http(base, events, True, f"batch-{i}")
+            )
+    finally:
+        process.terminate()
+        process.wait(10)
+    print(f"\n| ingest into memory storage | events/s (median of {repeat}) |\n|---|---:|")
+    for name, rate in rows.items():
+        print(f"| {name} | {rate:,.0f} |")
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    report = {
+        "benchmark": "ingest",
+        "when": stamp,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "events": events,
+        "repeat": repeat,
+        "events_per_second": rows,
+    }
+    path = RESULTS / f"{stamp}-ingest.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    asyncio.run(main(args.events, args.repeat))
