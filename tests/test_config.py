@@ -129,6 +129,12 @@ class TestInvalid:
         with pytest.raises(ConfigError, match=r"server\.port"):
             ExecutorStreamerConfig.load()
 
+    def test_list_variable_that_is_not_json(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A list setting given in the environment must be JSON; the error says so."""
+        monkeypatch.setenv("EXECUTOR_STREAMER_SECURITY__CORS_ORIGINS", "https://a,https://b")
+        with pytest.raises(ConfigError, match="invalid environment variable"):
+            ExecutorStreamerConfig.load()
+
     @pytest.mark.parametrize(
         ("name", "content", "message"),
         [

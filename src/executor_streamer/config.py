@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Self
 
 import orjson
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, SettingsError
 
 from .errors import ConfigError
 from .types.base import WireModel, deep_merge, normalize_keys
@@ -191,7 +191,7 @@ def _environment_layer() -> dict[str, Any]:
     )
     try:
         return source()
-    except Exception as exc:  # pydantic-settings raises SettingsError on bad JSON values
+    except SettingsError as exc:  # e.g. a list-valued variable that is not JSON
         raise ConfigError(f"invalid environment variable: {exc}") from None
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from .core.publishing import PublishingMethods
 from .types.enums import CommandAction
+from .types.events import CommandStartedData
 
 
 def render_png(width: int, height: int, progress: float, hue: int) -> bytes:
@@ -152,7 +153,8 @@ class SimulatedAgent:
         )
         duration = round(self._rng.uniform(40, 900), 1)
         await self._pause()
-        command_id = started.data.command_id  # type: ignore[union-attr]
+        assert isinstance(started.data, CommandStartedData)
+        command_id = started.data.command_id
         if error is None:
             await self.publisher.publish_command_completed(
                 self.session_id, name, result, duration, command_id=command_id
