@@ -7,13 +7,18 @@ must pass the same tests unchanged.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from executor_streamer.core.records import EventRecord
 from executor_streamer.history import HistoryStore, MemoryHistory, StoredScreenshot
+from executor_streamer.history.sql import SqlHistory
 from executor_streamer.types import HistoryFilter, StreamConfig, StreamEvent
 
 from ..conftest import PNG
@@ -55,15 +60,55 @@ def record(
     )
 
 
-BACKENDS: dict[str, Callable[[], HistoryStore]] = {"memory": MemoryHistory}
+POSTGRES_URL = os.environ.get(
+    "EXECUTOR_STREAMER_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+StoreFactory = Callable[[int], Awaitable[HistoryStore]]
 
 
-@pytest.fixture(params=list(BACKENDS))
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[HistoryStore]:
-    backend = BACKENDS[request.param]()
-    await backend.open_stream("s1", StreamConfig(max_history_size=100))
-    yield backend
-    await backend.close()
+async def reset_postgres() -> None:
+    """Drop the hub's tables so each test starts from an empty, freshly migrated schema.
+
+    PostgreSQL must be reachable: a missing service fails the test, it is never skipped
+    (.ci/run starts it)."""
+    engine = create_async_engine(POSTGRES_URL)
+    try:
+        async with engine.begin() as connection:
+            for table in ("es_events", "es_screenshots", "es_schema_version"):
+                await connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
+    except OSError as exc:
+        pytest.fail(f"PostgreSQL at {POSTGRES_URL} is not reachable ({exc}); start it")
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+    """Stores of one backend with stream "s1" opened at a given capacity."""
+    made: list[HistoryStore] = []
+
+    async def factory(capacity: int = 100) -> HistoryStore:
+        backend: HistoryStore
+        if request.param == "memory":
+            backend = MemoryHistory()
+        elif request.param == "sqlite":
+            backend = SqlHistory(f"sqlite+aiosqlite:///{tmp_path / f'h{len(made)}.db'}")
+        else:
+            await reset_postgres()
+            backend = SqlHistory(POSTGRES_URL)
+        await backend.start()
+        await backend.open_stream("s1", StreamConfig(max_history_size=capacity))
+        made.append(backend)
+        return backend
+
+    yield factory
+    for backend in made:
+        await backend.close()
+
+
+@pytest.fixture
+async def store(make_store: StoreFactory) -> HistoryStore:
+    return await make_store(100)
 
 
 async def fill(store: HistoryStore, count: int) -> None:
@@ -125,10 +170,9 @@ class TestRanges:
 
 
 class TestMaintenance:
-    async def test_capacity_trims_oldest(self) -> None:
+    async def test_capacity_trims_oldest(self, make_store: StoreFactory) -> None:
         """A stream holds at most maxHistorySize events, dropping the oldest."""
-        store = MemoryHistory()
-        await store.open_stream("s1", StreamConfig(max_history_size=3))
+        store = await make_store(3)
         await store.append("s1", [record(i) for i in range(1, 6)])
         read = await store.read_range("s1", 0, 5, None)
         assert [r.seq for r in read.records] == [3, 4, 5] and read.first_retained_seq == 3
@@ -171,10 +215,9 @@ class TestScreenshots:
         await store.append("s1", [record(1, "SCREENSHOT")])
         assert await store.usage_bytes("s1") == len(PNG) + len(record(1, "SCREENSHOT").payload)
 
-    async def test_images_are_freed_with_their_last_event(self) -> None:
+    async def test_images_are_freed_with_their_last_event(self, make_store: StoreFactory) -> None:
         """When the last event using a screenshot is trimmed, the image goes too."""
-        store = MemoryHistory()
-        await store.open_stream("s1", StreamConfig(max_history_size=2))
+        store = await make_store(2)
         await store.put_screenshot("s1", SHOT_ID, StoredScreenshot(PNG, "image/png", "x"))
         await store.append("s1", [record(1, "SCREENSHOT"), record(2, "SCREENSHOT")])
         await store.append("s1", [record(3)])

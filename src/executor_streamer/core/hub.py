@@ -91,6 +91,7 @@ class ExecutorStreamer:
             return
         if self._stopped:
             raise HubNotRunning("a stopped hub cannot be restarted: create a new one")
+        await self.storage.start()
         self._notifier.start()
         self.streams.running = True
         self._maintenance = asyncio.create_task(self._maintain(), name="executor-streamer-maint")

@@ -1,4 +1,7 @@
-"""History backends: one protocol (``base.HistoryStore``), one module per backend."""
+"""History backends: one protocol (``base.HistoryStore``), one module per backend.
+
+``sql.SqlHistory`` needs the ``sqlite`` or ``postgres`` extra and is imported from its module.
+"""
 
 from .base import HistoryPage, HistoryStore, ResumeRead, StoredScreenshot
 from .memory import MemoryHistory

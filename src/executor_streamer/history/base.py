@@ -48,6 +48,9 @@ class StoredScreenshot:
 
 
 class HistoryStore(Protocol):
+    async def start(self) -> None:
+        """Connect, and create or migrate whatever the backend keeps; called by hub.start()."""
+
     async def open_stream(self, stream_id: str, config: StreamConfig) -> None:
         """Prepare storage for a stream; called on create and on reactivation."""
 

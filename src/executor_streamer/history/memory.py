@@ -37,6 +37,9 @@ class MemoryHistory:
     def __init__(self) -> None:
         self._streams: dict[str, _StreamData] = {}
 
+    async def start(self) -> None:
+        """Nothing to connect to."""
+
     async def open_stream(self, stream_id: str, config: StreamConfig) -> None:
         data = self._streams.get(stream_id)
         if data is None:

@@ -1,0 +1,317 @@
+"""History in SQL through SQLAlchemy 2 async: SQLite (``file``) and PostgreSQL (``database``).
+
+Each event row keeps the payload bytes made at publish time, so reading history never
+re-serializes; the columns beside it (type, timestamp, screenshot id, search text) exist
+only to select rows. Every append is one transaction: the rows, the trim to
+``maxHistorySize`` and the release of screenshots no retained event uses. An event is
+therefore stored completely or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.elements import ColumnElement
+
+from ..core.filters import Predicate, data_text
+from ..core.records import EventRecord
+from ..types.events import ScreenshotInfo, StreamEvent
+from ..types.filters import HistoryFilter
+from ..types.streams import StreamConfig
+from .base import HistoryPage, ResumeRead, StoredScreenshot
+
+metadata = MetaData()
+
+events = Table(
+    "es_events",
+    metadata,
+    Column("stream_id", String(64), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("type", String(32), nullable=False),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("screenshot_id", String(128), nullable=True),
+    Column("search_text", Text, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Index("es_events_by_time", "stream_id", "ts_ms"),
+    Index("es_events_by_type", "stream_id", "type", "seq"),
+)
+
+screenshots = Table(
+    "es_screenshots",
+    metadata,
+    Column("stream_id", String(64), primary_key=True),
+    Column("screenshot_id", String(128), primary_key=True),
+    Column("mime_type", String(32), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+)
+
+schema_version = Table("es_schema_version", metadata, Column("version", Integer, primary_key=True))
+
+
+async def _create_v1(connection: AsyncConnection) -> None:
+    await connection.run_sync(lambda sync: metadata.create_all(sync, tables=[events, screenshots]))
+
+
+# Migrations run in order at start, each in its own transaction; the version table says
+# which have run. Append new steps; never edit one that has shipped.
+MIGRATIONS: list[Callable[[AsyncConnection], Any]] = [_create_v1]
+
+
+class SqlHistory:
+    """:class:`~executor_streamer.history.base.HistoryStore` over an SQLAlchemy async URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: AsyncEngine = create_async_engine(url, pool_pre_ping=True)
+        self._capacity: dict[str, int] = {}
+        if self._engine.dialect.name == "sqlite":
+            event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
+
+    async def start(self) -> None:
+        """Create or migrate the schema."""
+        async with self._engine.begin() as connection:
+            await connection.run_sync(
+                lambda sync: metadata.create_all(sync, tables=[schema_version])
+            )
+            done = (await connection.execute(select(func.max(schema_version.c.version)))).scalar()
+        for version, migrate in enumerate(MIGRATIONS[done or 0 :], start=(done or 0) + 1):
+            async with self._engine.begin() as connection:
+                await migrate(connection)
+                await connection.execute(insert(schema_version).values(version=version))
+
+    async def open_stream(self, stream_id: str, config: StreamConfig) -> None:
+        self._capacity[stream_id] = config.max_history_size
+        async with self._engine.begin() as connection:
+            last = await _last_seq(connection, stream_id)
+            if last is not None:
+                await self._trim(connection, stream_id, last - config.max_history_size)
+
+    async def append(self, stream_id: str, records: Sequence[EventRecord]) -> None:
+        if not records:
+            return
+        async with self._engine.begin() as connection:
+            last = await _last_seq(connection, stream_id)
+            for offset, record in enumerate(records):
+                if last is not None and record.seq != last + 1 + offset:
+                    raise ValueError(f"seq {record.seq} does not follow {last + offset}")
+            await connection.execute(insert(events), [_row(stream_id, r) for r in records])
+            capacity = self._capacity.get(stream_id)
+            if capacity is not None:
+                await self._trim(connection, stream_id, records[-1].seq - capacity)
+
+    async def query(self, stream_id: str, spec: HistoryFilter) -> HistoryPage:
+        where = and_(events.c.stream_id == stream_id, *_conditions(spec))
+        async with self._engine.connect() as connection:
+            total = (await connection.execute(select(func.count()).where(where))).scalar() or 0
+            rows = await connection.execute(
+                select(events.c.payload)
+                .where(where)
+                .order_by(events.c.seq)
+                .limit(spec.limit)
+                .offset(spec.offset)
+            )
+            return HistoryPage([_record(row.payload) for row in rows], total)
+
+    async def read_range(
+        self, stream_id: str, after: int, until: int, predicate: Predicate | None
+    ) -> ResumeRead:
+        mine = events.c.stream_id == stream_id
+        async with self._engine.connect() as connection:
+            first = (await connection.execute(select(func.min(events.c.seq)).where(mine))).scalar()
+            rows = await connection.execute(
+                select(events.c.payload)
+                .where(mine, events.c.seq > after, events.c.seq <= until)
+                .order_by(events.c.seq)
+            )
+            records = [_record(row.payload) for row in rows]
+        if predicate is not None:
+            records = [r for r in records if predicate(r.event)]
+        return ResumeRead(records, until + 1 if first is None else first)
+
+    async def read_tail(self, stream_id: str, count: int) -> list[EventRecord]:
+        async with self._engine.connect() as connection:
+            rows = await connection.execute(
+                select(events.c.payload)
+                .where(events.c.stream_id == stream_id)
+                .order_by(events.c.seq.desc())
+                .limit(count)
+            )
+            return [_record(row.payload) for row in reversed(rows.all())]
+
+    async def clear(self, stream_id: str) -> int:
+        return await self.compact(stream_id, 0)
+
+    async def compact(self, stream_id: str, keep_count: int) -> int:
+        async with self._engine.begin() as connection:
+            last = await _last_seq(connection, stream_id)
+            if last is None:
+                return 0
+            return await self._trim(connection, stream_id, last - keep_count)
+
+    async def expire(self, stream_id: str, older_than: datetime) -> int:
+        async with self._engine.begin() as connection:
+            removed = await connection.execute(
+                delete(events).where(
+                    events.c.stream_id == stream_id, events.c.ts_ms < _millis(older_than)
+                )
+            )
+            await _release_screenshots(connection, stream_id)
+            return removed.rowcount
+
+    async def drop_stream(self, stream_id: str) -> None:
+        self._capacity.pop(stream_id, None)
+        async with self._engine.begin() as connection:
+            await connection.execute(delete(events).where(events.c.stream_id == stream_id))
+            await connection.execute(
+                delete(screenshots).where(screenshots.c.stream_id == stream_id)
+            )
+
+    async def put_screenshot(
+        self, stream_id: str, screenshot_id: str, image: StoredScreenshot
+    ) -> None:
+        row = {
+            "stream_id": stream_id,
+            "screenshot_id": screenshot_id,
+            "mime_type": image.mime_type,
+            "sha256": image.sha256,
+            "data": image.data,
+        }
+        upsert = pg_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
+        async with self._engine.begin() as connection:
+            await connection.execute(upsert(screenshots).values(row).on_conflict_do_nothing())
+
+    async def get_screenshot(self, stream_id: str, screenshot_id: str) -> StoredScreenshot | None:
+        async with self._engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    select(screenshots.c.data, screenshots.c.mime_type, screenshots.c.sha256).where(
+                        screenshots.c.stream_id == stream_id,
+                        screenshots.c.screenshot_id == screenshot_id,
+                    )
+                )
+            ).first()
+        return None if row is None else StoredScreenshot(row.data, row.mime_type, row.sha256)
+
+    async def usage_bytes(self, stream_id: str) -> int:
+        async with self._engine.connect() as connection:
+            held = await connection.execute(
+                select(func.coalesce(func.sum(func.length(events.c.payload)), 0)).where(
+                    events.c.stream_id == stream_id
+                )
+            )
+            images = await connection.execute(
+                select(func.coalesce(func.sum(func.length(screenshots.c.data)), 0)).where(
+                    screenshots.c.stream_id == stream_id
+                )
+            )
+            return int(held.scalar() or 0) + int(images.scalar() or 0)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    async def _trim(self, connection: AsyncConnection, stream_id: str, through_seq: int) -> int:
+        """Delete events with seq <= ``through_seq`` and screenshots left unused."""
+        if through_seq <= 0:
+            return 0
+        removed = await connection.execute(
+            delete(events).where(events.c.stream_id == stream_id, events.c.seq <= through_seq)
+        )
+        if removed.rowcount:
+            await _release_screenshots(connection, stream_id)
+        return removed.rowcount
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+    # WAL lets readers go on while one writer commits; NORMAL is durable across a process
+    # crash in WAL mode (an OS crash may lose the last commits, DESIGN's SIGKILL may not).
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+async def _last_seq(connection: AsyncConnection, stream_id: str) -> int | None:
+    result = await connection.execute(
+        select(func.max(events.c.seq)).where(events.c.stream_id == stream_id)
+    )
+    value = result.scalar()
+    return None if value is None else int(value)
+
+
+async def _release_screenshots(connection: AsyncConnection, stream_id: str) -> None:
+    used = select(events.c.screenshot_id).where(
+        events.c.stream_id == stream_id, events.c.screenshot_id.is_not(None)
+    )
+    await connection.execute(
+        delete(screenshots).where(
+            screenshots.c.stream_id == stream_id, screenshots.c.screenshot_id.not_in(used)
+        )
+    )
+
+
+def _conditions(spec: HistoryFilter) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if spec.event_types is not None:
+        conditions.append(events.c.type.in_([t.value for t in spec.event_types]))
+    if spec.after_seq is not None:
+        conditions.append(events.c.seq > spec.after_seq)
+    if spec.start_time is not None:
+        conditions.append(events.c.ts_ms >= _millis(spec.start_time))
+    if spec.end_time is not None:
+        conditions.append(events.c.ts_ms <= _millis(spec.end_time))
+    if spec.search_text is not None:
+        needle = spec.search_text.casefold()
+        escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        conditions.append(events.c.search_text.like(f"%{escaped}%", escape="\\"))
+    return conditions
+
+
+def _row(stream_id: str, record: EventRecord) -> dict[str, Any]:
+    event_ = record.event
+    shot = event_.data if isinstance(event_.data, ScreenshotInfo) else None
+    return {
+        "stream_id": stream_id,
+        "seq": record.seq,
+        "type": event_.type.value,
+        "ts_ms": _millis(event_.timestamp),
+        "screenshot_id": None if shot is None else shot.screenshot_id,
+        # Searches match the data's JSON text case-insensitively, as the memory backend does.
+        "search_text": data_text(event_).casefold(),
+        "payload": record.payload,
+    }
+
+
+def _record(payload: bytes) -> EventRecord:
+    return EventRecord(StreamEvent.model_validate_json(payload), bytes(payload))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _millis(moment: datetime) -> int:
+    """Milliseconds since the epoch, in integers (floats would round .123 to .122)."""
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
