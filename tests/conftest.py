@@ -12,7 +12,7 @@ from executor_streamer import ExecutorStreamer, ExecutorStreamerConfig, StreamEv
 from executor_streamer.core.filters import Predicate
 from executor_streamer.core.records import EventRecord
 from executor_streamer.demo import render_png
-from executor_streamer.history import MemoryHistory, ResumeRead
+from executor_streamer.history import MemoryHistory, ResumeRead, StreamState
 from executor_streamer.types import StreamConfig
 
 PNG = render_png(8, 6, 0.5, 3)
@@ -78,9 +78,11 @@ class YieldingHistory(MemoryHistory):
         await self._pause()
         await super().open_stream(stream_id, config)
 
-    async def append(self, stream_id: str, records: Sequence[EventRecord]) -> None:
+    async def append(
+        self, stream_id: str, records: Sequence[EventRecord], state: StreamState | None = None
+    ) -> None:
         await self._pause()
-        await super().append(stream_id, records)
+        await super().append(stream_id, records, state)
         await self._pause()
 
     async def read_range(

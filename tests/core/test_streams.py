@@ -172,10 +172,10 @@ class TestStatus:
     async def test_error_and_back(self, hub: ExecutorStreamer) -> None:
         """An open stream can enter ERROR and return to ACTIVE; it still takes events."""
         await hub.publisher.publish_status("wf-1", "a", "b")
-        hub.update_session_status("wf-1", SessionStatus.ERROR)
+        await hub.update_session_status("wf-1", SessionStatus.ERROR)
         await hub.publisher.publish_status("wf-1", "a", "c")
         assert hub.streams.resolve("wf-1").status is SessionStatus.ERROR
-        hub.update_session_status("wf-1", SessionStatus.ACTIVE)
+        await hub.update_session_status("wf-1", SessionStatus.ACTIVE)
         info = hub.get_session("wf-1")
         assert info is not None and info.status is SessionStatus.ACTIVE
 
@@ -184,7 +184,7 @@ class TestStatus:
         """Closing goes through destroy_stream, and nothing returns to INITIALIZING."""
         await hub.publisher.publish_status("wf-1", "a", "b")
         with pytest.raises(InvalidStatusTransition):
-            hub.update_session_status("wf-1", target)
+            await hub.update_session_status("wf-1", target)
         assert hub.streams.resolve("wf-1").status is SessionStatus.ACTIVE
 
     async def test_session_manager_queries(self, make_hub: HubFactory) -> None:
@@ -229,7 +229,7 @@ class TestCallbacks:
         stream_id = await hub.create_stream("wf-1")
         await hub.publisher.publish_status("wf-1", "a", "b")
         error = ErrorContext(code="E", message="m")
-        hub.update_session_status("wf-1", SessionStatus.ERROR, error)
+        await hub.update_session_status("wf-1", SessionStatus.ERROR, error)
         client = hub.connect(ClientType.WEBSOCKET)
         sub = await hub.open_subscription("wf-1", client=client)
         sub.close("UNSUBSCRIBED")  # type: ignore[arg-type]

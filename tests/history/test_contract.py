@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from executor_streamer.core.records import EventRecord
-from executor_streamer.history import HistoryStore, MemoryHistory, StoredScreenshot
+from executor_streamer.history import HistoryStore, MemoryHistory, StoredScreenshot, StreamState
 from executor_streamer.history.sql import SqlHistory
 from executor_streamer.types import HistoryFilter, StreamConfig, StreamEvent
 
@@ -74,7 +74,7 @@ async def reset_postgres() -> None:
     engine = create_async_engine(POSTGRES_URL)
     try:
         async with engine.begin() as connection:
-            for table in ("es_events", "es_screenshots", "es_schema_version"):
+            for table in ("es_events", "es_screenshots", "es_streams", "es_schema_version"):
                 await connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
     except OSError as exc:
         pytest.fail(f"PostgreSQL at {POSTGRES_URL} is not reachable ({exc}); start it")
@@ -224,3 +224,40 @@ class TestScreenshots:
         assert await store.get_screenshot("s1", SHOT_ID) is not None
         await store.append("s1", [record(4)])
         assert await store.get_screenshot("s1", SHOT_ID) is None
+
+
+class TestRegistry:
+    def state(self, last_seq: int = 0, status: str = "ACTIVE") -> StreamState:
+        return StreamState(
+            stream_id="s1",
+            workflow_session_id="wf-1",
+            status=status,
+            config={"max_history_size": 100},
+            metadata={"owner": "ada"},
+            epoch="e1",
+            created_at=T0,
+            last_activity=T0 + timedelta(seconds=1),
+            last_seq=last_seq,
+            running_commands={"cmd_1": "click"},
+        )
+
+    async def test_save_and_load(self, store: HistoryStore) -> None:
+        """A saved stream state loads back as it was; saving again updates it."""
+        await store.save_stream(self.state())
+        assert await store.load_streams() == [self.state()]
+        await store.save_stream(self.state(status="CLOSED"))
+        assert [s.status for s in await store.load_streams()] == ["CLOSED"]
+
+    async def test_append_saves_state_with_the_events(self, store: HistoryStore) -> None:
+        """The state passed with an append is stored with it, last seq included."""
+        await store.append("s1", [record(1), record(2)], self.state(last_seq=2))
+        assert [s.last_seq for s in await store.load_streams()] == [2]
+        with pytest.raises(ValueError):
+            await store.append("s1", [record(9)], self.state(last_seq=9))
+        assert [s.last_seq for s in await store.load_streams()] == [2]
+
+    async def test_drop_forgets_the_stream(self, store: HistoryStore) -> None:
+        """Purging removes the registry entry too."""
+        await store.save_stream(self.state())
+        await store.drop_stream("s1")
+        assert await store.load_streams() == []

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -92,10 +93,11 @@ class ExecutorStreamer:
         if self._stopped:
             raise HubNotRunning("a stopped hub cannot be restarted: create a new one")
         await self.storage.start()
+        loaded = await self.streams.load()
         self._notifier.start()
         self.streams.running = True
         self._maintenance = asyncio.create_task(self._maintain(), name="executor-streamer-maint")
-        _log.info("hub_started", storage=self.config.persistence.storage_backend)
+        _log.info("hub_started", storage=self.config.persistence.storage_backend, streams=loaded)
 
     async def stop(self) -> None:
         """Refuse new work, let publishes in progress finish, end every subscription
@@ -159,10 +161,10 @@ class ExecutorStreamer:
         stream = self.streams.find(ref)
         return None if stream is None else stream.module_session()
 
-    def update_session_status(
+    async def update_session_status(
         self, ref: str, status: SessionStatus, error: ErrorContext | None = None
     ) -> None:
-        self.streams.update_status(ref, status, error)
+        await self.streams.update_status(ref, status, error)
 
     def session_exists(self, ref: str) -> bool:
         return self.streams.stream_exists(ref)
@@ -405,10 +407,44 @@ class ExecutorStreamer:
 
 
 def _default_storage(config: ExecutorStreamerConfig) -> HistoryStore:
-    backend = config.persistence.storage_backend
-    if backend != "memory":
+    """The backend ``persistence`` names (DESIGN.md §8)."""
+    persistence = config.persistence
+    backend = persistence.storage_backend
+    if backend == "memory":
+        return MemoryHistory()
+    if backend == "redis":
+        raise ConfigError("persistence.storageBackend: 'redis' is not available in this version")
+    try:
+        # SQLAlchemy and the drivers are optional extras: imported only when chosen.
+        from ..history.sql import SqlHistory
+    except ImportError as exc:
+        extra = "sqlite" if backend == "file" else "postgres"
         raise ConfigError(
-            f"persistence.storageBackend: {backend!r} is not available in this version; "
-            "use 'memory'"
-        )
-    return MemoryHistory()
+            f"persistence.storageBackend: {backend!r} needs the {extra!r} extra "
+            f"(pip install 'executor-streamer[{extra}]'): {exc}"
+        ) from None
+    return SqlHistory(sql_url(backend, persistence.connection_string))
+
+
+DEFAULT_FILE = Path("data/executor-streamer.db")
+
+
+def sql_url(backend: str, connection_string: str | None) -> str:
+    """The SQLAlchemy URL for ``file`` (a path or sqlite URL) or ``database`` (any URL)."""
+    if backend == "file":
+        target = connection_string or str(DEFAULT_FILE)
+        if "://" in target:
+            return target
+        path = Path(target).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite+aiosqlite:///{path}"
+    if not connection_string:
+        raise ConfigError("persistence.connectionString: required for the 'database' backend")
+    for plain, async_driver in (
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if connection_string.startswith(plain):
+            return async_driver + connection_string[len(plain) :]
+    return connection_string

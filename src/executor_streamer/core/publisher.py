@@ -18,7 +18,7 @@ from pydantic_core import PydanticSerializationError
 from ..config import ExecutorStreamerConfig
 from ..errors import EventTooLarge, FieldError, InvalidInput, StreamClosed, StreamNotFound
 from ..history.base import HistoryStore
-from ..types.enums import StreamEventType
+from ..types.enums import SessionStatus, StreamEventType
 from ..types.events import (
     CommandCompletedData,
     CommandFailedData,
@@ -160,7 +160,17 @@ class StreamPublisher(PublishingMethods):
             if item.screenshot is not None:
                 shot = item.screenshot
                 await self._storage.put_screenshot(stream.id, shot.screenshot_id, shot.image)
-        await self._storage.append(stream.id, records)
+        last = records[-1]
+        status = stream.status
+        if status is SessionStatus.INITIALIZING:
+            status = SessionStatus.ACTIVE  # the first event activates the stream
+        after = stream.state(
+            status=status.value,
+            last_seq=last.seq,
+            last_activity=last.event.timestamp,
+            running_commands=tracker.running(),
+        )
+        await self._storage.append(stream.id, records, after)
         stream.commands = tracker
         self._streams.mark_active(stream)
         stream.counters.record(records)

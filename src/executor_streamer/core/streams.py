@@ -17,6 +17,7 @@ later create starts over: new id, new epoch, seq from 1.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -31,7 +32,7 @@ from ..errors import (
     StreamNotFound,
     TooManyClients,
 )
-from ..history.base import HistoryStore
+from ..history.base import HistoryStore, StreamState
 from ..types.base import utc_now
 from ..types.enums import SessionStatus
 from ..types.events import ErrorContext
@@ -96,6 +97,38 @@ class Stream:
         for sub in list(self.subscriptions):
             sub.push(records)
 
+    def state(self, **changes: Any) -> StreamState:
+        """What the backend keeps about this stream, with ``changes`` applied."""
+        state = StreamState(
+            stream_id=self.id,
+            workflow_session_id=self.workflow_session_id,
+            status=self.status.value,
+            config=self.config.model_dump(mode="json", by_alias=False),
+            metadata=self.metadata,
+            epoch=self.epoch,
+            created_at=self.created_at,
+            last_activity=self.last_activity,
+            last_seq=self.last_seq,
+            running_commands=self.commands.running(),
+        )
+        return dataclasses.replace(state, **changes) if changes else state
+
+    @classmethod
+    def from_state(cls, state: StreamState) -> Stream:
+        """A stream as it was when the backend last saved it (after a restart)."""
+        stream = cls(
+            state.workflow_session_id, StreamConfig.model_validate(state.config), state.metadata
+        )
+        stream.id = state.stream_id
+        stream.status = SessionStatus(state.status)
+        stream.created_at = state.created_at
+        stream.last_activity = state.last_activity
+        stream.epoch = state.epoch
+        stream.last_seq = state.last_seq
+        stream.commands = CommandTracker(dict(state.running_commands))
+        stream._last_timestamp = state.last_activity
+        return stream
+
     def module_session(self) -> ModuleSessionInfo:
         return ModuleSessionInfo(**self._module_fields())
 
@@ -135,6 +168,15 @@ class StreamManager:
         self._create_lock = asyncio.Lock()
         self.running = False
         """Set by the hub between start() and stop(); nothing is accepted outside that."""
+
+    async def load(self) -> int:
+        """Take up every stream the backend kept (a durable backend after a restart)."""
+        for state in await self._storage.load_streams():
+            stream = Stream.from_state(state)
+            await self._storage.open_stream(stream.id, stream.config)
+            self._by_id[stream.id] = stream
+            self._by_session[stream.workflow_session_id] = stream
+        return len(self._by_id)
 
     def check_running(self) -> None:
         if not self.running:
@@ -187,10 +229,12 @@ class StreamManager:
             if metadata is not None:
                 stream.metadata = dict(metadata)
             await self._storage.open_stream(stream.id, resolved)
+            await self._storage.save_stream(stream.state(status=SessionStatus.ACTIVE.value))
             self._set_status(stream, SessionStatus.ACTIVE)
             return stream, False
         stream = Stream(workflow_session_id, resolved, dict(metadata or {}))
         await self._storage.open_stream(stream.id, resolved)
+        await self._storage.save_stream(stream.state())
         self._by_id[stream.id] = stream
         self._by_session[workflow_session_id] = stream
         self._notifier.created(workflow_session_id, stream.id)
@@ -214,6 +258,8 @@ class StreamManager:
         stream = self.resolve(ref)
         async with stream.lock:  # let a publish in progress finish first
             if stream.status is not SessionStatus.CLOSED:
+                if not purge:
+                    await self._storage.save_stream(stream.state(status=SessionStatus.CLOSED.value))
                 self._set_status(stream, SessionStatus.CLOSED)
             for sub in list(stream.subscriptions):
                 sub.close(CloseReason.STREAM_CLOSED)
@@ -238,7 +284,7 @@ class StreamManager:
         await self._storage.drop_stream(stream.id)
         self._notifier.destroyed(stream.workflow_session_id)
 
-    def update_status(
+    async def update_status(
         self, ref: str, status: SessionStatus, error: ErrorContext | None = None
     ) -> None:
         """Move a stream along the lifecycle; closing goes through :meth:`destroy_stream`."""
@@ -249,6 +295,12 @@ class StreamManager:
                 {"from": stream.status, "to": status},
             )
         if status is not stream.status:
+            if status not in _ALLOWED[stream.status]:
+                raise InvalidStatusTransition(
+                    f"a {stream.status} stream cannot become {status}",
+                    {"from": stream.status, "to": status},
+                )
+            await self._storage.save_stream(stream.state(status=status.value))
             self._set_status(stream, status)
         if status is SessionStatus.ERROR and error is not None:
             self._notifier.errored(stream.workflow_session_id, error)

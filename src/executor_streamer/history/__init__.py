@@ -3,7 +3,14 @@
 ``sql.SqlHistory`` needs the ``sqlite`` or ``postgres`` extra and is imported from its module.
 """
 
-from .base import HistoryPage, HistoryStore, ResumeRead, StoredScreenshot
+from .base import HistoryPage, HistoryStore, ResumeRead, StoredScreenshot, StreamState
 from .memory import MemoryHistory
 
-__all__ = ["HistoryPage", "HistoryStore", "MemoryHistory", "ResumeRead", "StoredScreenshot"]
+__all__ = [
+    "HistoryPage",
+    "HistoryStore",
+    "MemoryHistory",
+    "ResumeRead",
+    "StoredScreenshot",
+    "StreamState",
+]

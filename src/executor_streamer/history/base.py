@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..core.filters import Predicate
 from ..core.records import EventRecord
@@ -41,6 +41,25 @@ class ResumeRead:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamState:
+    """What must outlive the process about a stream, its events aside.
+
+    ``last_seq`` is kept here, not derived from the events, so a seq is never reused
+    even when trimming or clearing has removed every event."""
+
+    stream_id: str
+    workflow_session_id: str
+    status: str
+    config: dict[str, Any]
+    metadata: dict[str, Any]
+    epoch: str
+    created_at: datetime
+    last_activity: datetime
+    last_seq: int
+    running_commands: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class StoredScreenshot:
     data: bytes
     mime_type: str
@@ -54,8 +73,17 @@ class HistoryStore(Protocol):
     async def open_stream(self, stream_id: str, config: StreamConfig) -> None:
         """Prepare storage for a stream; called on create and on reactivation."""
 
-    async def append(self, stream_id: str, records: Sequence[EventRecord]) -> None:
-        """Store ``records`` atomically: all of them, or none and an exception."""
+    async def append(
+        self, stream_id: str, records: Sequence[EventRecord], state: StreamState | None = None
+    ) -> None:
+        """Store ``records`` atomically, with the stream's ``state`` after them: all of
+        it, or nothing and an exception."""
+
+    async def save_stream(self, state: StreamState) -> None:
+        """Create or update a stream's registry entry."""
+
+    async def load_streams(self) -> list[StreamState]:
+        """Every stream in the registry, for the hub to resume at start."""
 
     async def query(self, stream_id: str, spec: HistoryFilter) -> HistoryPage: ...
 
@@ -76,7 +104,7 @@ class HistoryStore(Protocol):
         """Remove events stamped before ``older_than``; returns how many."""
 
     async def drop_stream(self, stream_id: str) -> None:
-        """Forget the stream's events and screenshots entirely (purge)."""
+        """Forget the stream, its events and its screenshots entirely (purge)."""
 
     async def put_screenshot(
         self, stream_id: str, screenshot_id: str, image: StoredScreenshot
@@ -93,4 +121,4 @@ class HistoryStore(Protocol):
     async def close(self) -> None: ...
 
 
-__all__ = ["HistoryPage", "HistoryStore", "ResumeRead", "StoredScreenshot"]
+__all__ = ["HistoryPage", "HistoryStore", "ResumeRead", "StoredScreenshot", "StreamState"]

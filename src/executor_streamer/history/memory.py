@@ -19,7 +19,7 @@ from ..types.enums import StreamEventType
 from ..types.events import ScreenshotInfo
 from ..types.filters import HistoryFilter
 from ..types.streams import StreamConfig
-from .base import HistoryPage, ResumeRead, StoredScreenshot
+from .base import HistoryPage, ResumeRead, StoredScreenshot, StreamState
 from .ring import EventRing
 
 
@@ -36,6 +36,7 @@ class MemoryHistory:
 
     def __init__(self) -> None:
         self._streams: dict[str, _StreamData] = {}
+        self._states: dict[str, StreamState] = {}
 
     async def start(self) -> None:
         """Nothing to connect to."""
@@ -47,7 +48,15 @@ class MemoryHistory:
         elif data.ring.capacity != config.max_history_size:
             self._forget(data, data.ring.resize(config.max_history_size))
 
-    async def append(self, stream_id: str, records: Sequence[EventRecord]) -> None:
+    async def save_stream(self, state: StreamState) -> None:
+        self._states[state.stream_id] = state
+
+    async def load_streams(self) -> list[StreamState]:
+        return list(self._states.values())
+
+    async def append(
+        self, stream_id: str, records: Sequence[EventRecord], state: StreamState | None = None
+    ) -> None:
         data = self._stream(stream_id)
         last = data.ring.last_seq
         # Check the whole batch before touching the ring, so a bad batch changes nothing.
@@ -62,6 +71,8 @@ class MemoryHistory:
                 data.references[shot] = data.references.get(shot, 0) + 1
             if evicted is not None:
                 self._forget(data, [evicted])
+        if state is not None:
+            self._states[stream_id] = state
 
     async def query(self, stream_id: str, spec: HistoryFilter) -> HistoryPage:
         data = self._streams.get(stream_id)
@@ -124,6 +135,7 @@ class MemoryHistory:
 
     async def drop_stream(self, stream_id: str) -> None:
         self._streams.pop(stream_id, None)
+        self._states.pop(stream_id, None)
 
     async def put_screenshot(
         self, stream_id: str, screenshot_id: str, image: StoredScreenshot
@@ -141,7 +153,7 @@ class MemoryHistory:
         return data.event_bytes + sum(len(s.data) for s in data.screenshots.values())
 
     async def close(self) -> None:
-        self._streams.clear()
+        """Nothing to release; what is held stays for a hub that reuses this store."""
 
     def _stream(self, stream_id: str) -> _StreamData:
         data = self._streams.get(stream_id)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -40,7 +41,7 @@ from ..core.records import EventRecord
 from ..types.events import ScreenshotInfo, StreamEvent
 from ..types.filters import HistoryFilter
 from ..types.streams import StreamConfig
-from .base import HistoryPage, ResumeRead, StoredScreenshot
+from .base import HistoryPage, ResumeRead, StoredScreenshot, StreamState
 
 metadata = MetaData()
 
@@ -68,6 +69,21 @@ screenshots = Table(
     Column("data", LargeBinary, nullable=False),
 )
 
+streams = Table(
+    "es_streams",
+    metadata,
+    Column("stream_id", String(64), primary_key=True),
+    Column("workflow_session_id", String(128), nullable=False, unique=True),
+    Column("status", String(16), nullable=False),
+    Column("config", Text, nullable=False),
+    Column("metadata", Text, nullable=False),
+    Column("epoch", String(64), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("last_activity_ms", BigInteger, nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("running_commands", Text, nullable=False),
+)
+
 schema_version = Table("es_schema_version", metadata, Column("version", Integer, primary_key=True))
 
 
@@ -75,9 +91,13 @@ async def _create_v1(connection: AsyncConnection) -> None:
     await connection.run_sync(lambda sync: metadata.create_all(sync, tables=[events, screenshots]))
 
 
+async def _create_v2(connection: AsyncConnection) -> None:
+    await connection.run_sync(lambda sync: metadata.create_all(sync, tables=[streams]))
+
+
 # Migrations run in order at start, each in its own transaction; the version table says
 # which have run. Append new steps; never edit one that has shipped.
-MIGRATIONS: list[Callable[[AsyncConnection], Any]] = [_create_v1]
+MIGRATIONS: list[Callable[[AsyncConnection], Any]] = [_create_v1, _create_v2]
 
 
 class SqlHistory:
@@ -109,7 +129,18 @@ class SqlHistory:
             if last is not None:
                 await self._trim(connection, stream_id, last - config.max_history_size)
 
-    async def append(self, stream_id: str, records: Sequence[EventRecord]) -> None:
+    async def save_stream(self, state: StreamState) -> None:
+        async with self._engine.begin() as connection:
+            await self._upsert_stream(connection, state)
+
+    async def load_streams(self) -> list[StreamState]:
+        async with self._engine.connect() as connection:
+            rows = await connection.execute(select(streams).order_by(streams.c.created_ms))
+            return [_state(row) for row in rows]
+
+    async def append(
+        self, stream_id: str, records: Sequence[EventRecord], state: StreamState | None = None
+    ) -> None:
         if not records:
             return
         async with self._engine.begin() as connection:
@@ -118,6 +149,8 @@ class SqlHistory:
                 if last is not None and record.seq != last + 1 + offset:
                     raise ValueError(f"seq {record.seq} does not follow {last + offset}")
             await connection.execute(insert(events), [_row(stream_id, r) for r in records])
+            if state is not None:
+                await self._upsert_stream(connection, state)
             capacity = self._capacity.get(stream_id)
             if capacity is not None:
                 await self._trim(connection, stream_id, records[-1].seq - capacity)
@@ -188,6 +221,7 @@ class SqlHistory:
             await connection.execute(
                 delete(screenshots).where(screenshots.c.stream_id == stream_id)
             )
+            await connection.execute(delete(streams).where(streams.c.stream_id == stream_id))
 
     async def put_screenshot(
         self, stream_id: str, screenshot_id: str, image: StoredScreenshot
@@ -231,6 +265,26 @@ class SqlHistory:
 
     async def close(self) -> None:
         await self._engine.dispose()
+
+    async def _upsert_stream(self, connection: AsyncConnection, state: StreamState) -> None:
+        row = {
+            "stream_id": state.stream_id,
+            "workflow_session_id": state.workflow_session_id,
+            "status": state.status,
+            "config": orjson.dumps(state.config).decode(),
+            "metadata": orjson.dumps(state.metadata).decode(),
+            "epoch": state.epoch,
+            "created_ms": _millis(state.created_at),
+            "last_activity_ms": _millis(state.last_activity),
+            "last_seq": state.last_seq,
+            "running_commands": orjson.dumps(state.running_commands).decode(),
+        }
+        upsert = pg_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
+        statement = upsert(streams).values(row)
+        changes = {k: statement.excluded[k] for k in row if k != "stream_id"}
+        await connection.execute(
+            statement.on_conflict_do_update(index_elements=["stream_id"], set_=changes)
+        )
 
     async def _trim(self, connection: AsyncConnection, stream_id: str, through_seq: int) -> int:
         """Delete events with seq <= ``through_seq`` and screenshots left unused."""
@@ -303,6 +357,21 @@ def _row(stream_id: str, record: EventRecord) -> dict[str, Any]:
         "search_text": data_text(event_).casefold(),
         "payload": record.payload,
     }
+
+
+def _state(row: Any) -> StreamState:
+    return StreamState(
+        stream_id=row.stream_id,
+        workflow_session_id=row.workflow_session_id,
+        status=row.status,
+        config=orjson.loads(row.config),
+        metadata=orjson.loads(row.metadata),
+        epoch=row.epoch,
+        created_at=_EPOCH + timedelta(milliseconds=row.created_ms),
+        last_activity=_EPOCH + timedelta(milliseconds=row.last_activity_ms),
+        last_seq=int(row.last_seq),
+        running_commands=orjson.loads(row.running_commands),
+    )
 
 
 def _record(payload: bytes) -> EventRecord:
