@@ -19,6 +19,7 @@ transports map codes to HTTP statuses and close codes in one table.
     ├── SlowConsumer                 SLOW_CONSUMER      a subscriber's queue overflowed
     ├── ReplayNotAllowed             REPLAY_NOT_ALLOWED disabled, or asked of a poller
     ├── ScreenshotNotFound           SCREENSHOT_NOT_FOUND
+    ├── StorageUnavailable           STORAGE_UNAVAILABLE the history backend failed
     └── HubNotRunning                HUB_NOT_RUNNING    used before start() or after stop()
 """
 
@@ -168,6 +169,12 @@ class ScreenshotNotFound(StreamerError):
     code = "SCREENSHOT_NOT_FOUND"
 
 
+class StorageUnavailable(StreamerError):
+    """The backend could not be reached or failed; nothing was half-written."""
+
+    code = "STORAGE_UNAVAILABLE"
+
+
 class HubNotRunning(StreamerError):
     code = "HUB_NOT_RUNNING"
 
@@ -212,6 +219,7 @@ __all__ = [
     "ReplayNotAllowed",
     "ScreenshotNotFound",
     "SlowConsumer",
+    "StorageUnavailable",
     "StreamClosed",
     "StreamNotFound",
     "StreamerError",

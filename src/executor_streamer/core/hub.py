@@ -30,6 +30,7 @@ from ..errors import (
     HubNotRunning,
     InvalidInput,
     ReplayNotAllowed,
+    StorageUnavailable,
 )
 from ..history.base import HistoryStore
 from ..history.memory import MemoryHistory
@@ -189,6 +190,16 @@ class ExecutorStreamer:
             errors=[] if self.running else ["the hub is not running"],
             last_health_check=utc_now(),
         )
+
+    async def ready(self) -> ManagerHealth:
+        """Health, plus whether storage answers now (for readiness probes)."""
+        health = self.health_check()
+        if health.is_healthy:
+            try:
+                await self.storage.ping()
+            except StorageUnavailable as exc:
+                return health.model_copy(update={"is_healthy": False, "errors": [exc.message]})
+        return health
 
     # -- clients -----------------------------------------------------------------------
 

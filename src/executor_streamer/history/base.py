@@ -70,6 +70,10 @@ class HistoryStore(Protocol):
     async def start(self) -> None:
         """Connect, and create or migrate whatever the backend keeps; called by hub.start()."""
 
+    async def ping(self) -> None:
+        """Raise :class:`~executor_streamer.errors.StorageUnavailable` if the backend
+        cannot answer now (readiness)."""
+
     async def open_stream(self, stream_id: str, config: StreamConfig) -> None:
         """Prepare storage for a stream; called on create and on reactivation."""
 

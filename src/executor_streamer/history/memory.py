@@ -41,6 +41,9 @@ class MemoryHistory:
     async def start(self) -> None:
         """Nothing to connect to."""
 
+    async def ping(self) -> None:
+        """Always answers."""
+
     async def open_stream(self, stream_id: str, config: StreamConfig) -> None:
         data = self._streams.get(stream_id)
         if data is None:

@@ -9,9 +9,10 @@ therefore stored completely or not at all.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import orjson
 from sqlalchemy import (
@@ -33,15 +34,39 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from ..core.filters import Predicate, data_text
 from ..core.records import EventRecord
+from ..errors import StorageUnavailable
 from ..types.events import ScreenshotInfo, StreamEvent
 from ..types.filters import HistoryFilter
 from ..types.streams import StreamConfig
 from .base import HistoryPage, ResumeRead, StoredScreenshot, StreamState
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _storage_errors(
+    method: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Database and network failures leave as StorageUnavailable (HTTP 503); the
+    transaction they interrupted was rolled back, so nothing is half-written."""
+
+    @functools.wraps(method)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except (DBAPIError, OSError, TimeoutError) as exc:
+            raise StorageUnavailable(
+                f"history storage failed: {exc.__class__.__name__}: {exc}"
+            ) from exc
+
+    return guarded
+
 
 metadata = MetaData()
 
@@ -110,6 +135,7 @@ class SqlHistory:
         if self._engine.dialect.name == "sqlite":
             event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
 
+    @_storage_errors
     async def start(self) -> None:
         """Create or migrate the schema."""
         async with self._engine.begin() as connection:
@@ -122,6 +148,12 @@ class SqlHistory:
                 await migrate(connection)
                 await connection.execute(insert(schema_version).values(version=version))
 
+    @_storage_errors
+    async def ping(self) -> None:
+        async with self._engine.connect() as connection:
+            await connection.execute(select(1))
+
+    @_storage_errors
     async def open_stream(self, stream_id: str, config: StreamConfig) -> None:
         self._capacity[stream_id] = config.max_history_size
         async with self._engine.begin() as connection:
@@ -129,15 +161,18 @@ class SqlHistory:
             if last is not None:
                 await self._trim(connection, stream_id, last - config.max_history_size)
 
+    @_storage_errors
     async def save_stream(self, state: StreamState) -> None:
         async with self._engine.begin() as connection:
             await self._upsert_stream(connection, state)
 
+    @_storage_errors
     async def load_streams(self) -> list[StreamState]:
         async with self._engine.connect() as connection:
             rows = await connection.execute(select(streams).order_by(streams.c.created_ms))
             return [_state(row) for row in rows]
 
+    @_storage_errors
     async def append(
         self, stream_id: str, records: Sequence[EventRecord], state: StreamState | None = None
     ) -> None:
@@ -155,6 +190,7 @@ class SqlHistory:
             if capacity is not None:
                 await self._trim(connection, stream_id, records[-1].seq - capacity)
 
+    @_storage_errors
     async def query(self, stream_id: str, spec: HistoryFilter) -> HistoryPage:
         where = and_(events.c.stream_id == stream_id, *_conditions(spec))
         async with self._engine.connect() as connection:
@@ -168,6 +204,7 @@ class SqlHistory:
             )
             return HistoryPage([_record(row.payload) for row in rows], total)
 
+    @_storage_errors
     async def read_range(
         self, stream_id: str, after: int, until: int, predicate: Predicate | None
     ) -> ResumeRead:
@@ -184,6 +221,7 @@ class SqlHistory:
             records = [r for r in records if predicate(r.event)]
         return ResumeRead(records, until + 1 if first is None else first)
 
+    @_storage_errors
     async def read_tail(self, stream_id: str, count: int) -> list[EventRecord]:
         async with self._engine.connect() as connection:
             rows = await connection.execute(
@@ -197,6 +235,7 @@ class SqlHistory:
     async def clear(self, stream_id: str) -> int:
         return await self.compact(stream_id, 0)
 
+    @_storage_errors
     async def compact(self, stream_id: str, keep_count: int) -> int:
         async with self._engine.begin() as connection:
             last = await _last_seq(connection, stream_id)
@@ -204,6 +243,7 @@ class SqlHistory:
                 return 0
             return await self._trim(connection, stream_id, last - keep_count)
 
+    @_storage_errors
     async def expire(self, stream_id: str, older_than: datetime) -> int:
         async with self._engine.begin() as connection:
             removed = await connection.execute(
@@ -214,6 +254,7 @@ class SqlHistory:
             await _release_screenshots(connection, stream_id)
             return removed.rowcount
 
+    @_storage_errors
     async def drop_stream(self, stream_id: str) -> None:
         self._capacity.pop(stream_id, None)
         async with self._engine.begin() as connection:
@@ -223,6 +264,7 @@ class SqlHistory:
             )
             await connection.execute(delete(streams).where(streams.c.stream_id == stream_id))
 
+    @_storage_errors
     async def put_screenshot(
         self, stream_id: str, screenshot_id: str, image: StoredScreenshot
     ) -> None:
@@ -237,6 +279,7 @@ class SqlHistory:
         async with self._engine.begin() as connection:
             await connection.execute(upsert(screenshots).values(row).on_conflict_do_nothing())
 
+    @_storage_errors
     async def get_screenshot(self, stream_id: str, screenshot_id: str) -> StoredScreenshot | None:
         async with self._engine.connect() as connection:
             row = (
@@ -249,6 +292,7 @@ class SqlHistory:
             ).first()
         return None if row is None else StoredScreenshot(row.data, row.mime_type, row.sha256)
 
+    @_storage_errors
     async def usage_bytes(self, stream_id: str) -> int:
         async with self._engine.connect() as connection:
             held = await connection.execute(

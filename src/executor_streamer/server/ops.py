@@ -19,7 +19,7 @@ async def healthz() -> Response:
 @router.get("/readyz", summary="Readiness: the hub runs and its storage answers")
 async def readyz(request: Request) -> Response:
     hub = hub_of(request)
-    health = hub.health_check()
+    health = await hub.ready()
     if request.app.state.connections.closing:
         health = health.model_copy(update={"is_healthy": False, "errors": ["shutting down"]})
     return json(health, 200 if health.is_healthy else 503)
