@@ -132,6 +132,10 @@ class SqlHistory:
         self.url = url
         self._engine: AsyncEngine = create_async_engine(url, pool_pre_ping=True)
         self._capacity: dict[str, int] = {}
+        # The newest stored seq per opened stream: the hub serializes appends to a stream,
+        # so this replaces a SELECT MAX(seq) per append; updated only after a commit.
+        self._last: dict[str, int | None] = {}
+        self._insert_sql = _compiled_insert(self._engine)
         if self._engine.dialect.name == "sqlite":
             event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
 
@@ -157,7 +161,7 @@ class SqlHistory:
     async def open_stream(self, stream_id: str, config: StreamConfig) -> None:
         self._capacity[stream_id] = config.max_history_size
         async with self._engine.begin() as connection:
-            last = await _last_seq(connection, stream_id)
+            last = self._last[stream_id] = await _last_seq(connection, stream_id)
             if last is not None:
                 await self._trim(connection, stream_id, last - config.max_history_size)
 
@@ -179,16 +183,23 @@ class SqlHistory:
         if not records:
             return
         async with self._engine.begin() as connection:
-            last = await _last_seq(connection, stream_id)
+            if stream_id in self._last:
+                last = self._last[stream_id]
+            else:
+                last = await _last_seq(connection, stream_id)
             for offset, record in enumerate(records):
                 if last is not None and record.seq != last + 1 + offset:
                     raise ValueError(f"seq {record.seq} does not follow {last + offset}")
-            await connection.execute(insert(events), [_row(stream_id, r) for r in records])
+            # Plain tuples through a statement compiled once: the hot insert skips
+            # SQLAlchemy's per-row parameter processing.
+            rows = [_row(stream_id, record) for record in records]
+            await connection.exec_driver_sql(self._insert_sql, rows)
             if state is not None:
                 await self._upsert_stream(connection, state)
             capacity = self._capacity.get(stream_id)
             if capacity is not None:
                 await self._trim(connection, stream_id, records[-1].seq - capacity)
+        self._last[stream_id] = records[-1].seq
 
     @_storage_errors
     async def query(self, stream_id: str, spec: HistoryFilter) -> HistoryPage:
@@ -257,6 +268,7 @@ class SqlHistory:
     @_storage_errors
     async def drop_stream(self, stream_id: str) -> None:
         self._capacity.pop(stream_id, None)
+        self._last.pop(stream_id, None)
         async with self._engine.begin() as connection:
             await connection.execute(delete(events).where(events.c.stream_id == stream_id))
             await connection.execute(
@@ -388,19 +400,28 @@ def _conditions(spec: HistoryFilter) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def _row(stream_id: str, record: EventRecord) -> dict[str, Any]:
+def _compiled_insert(engine: AsyncEngine) -> str:
+    """The event insert in the dialect's own SQL, taking parameters in column order."""
+    compiled = insert(events).compile(dialect=engine.dialect)
+    if compiled.positiontup != [column.name for column in events.columns]:
+        raise RuntimeError(f"{engine.dialect.name}: expected positional column-order parameters")
+    return str(compiled)
+
+
+def _row(stream_id: str, record: EventRecord) -> tuple[Any, ...]:
+    """An event row in column order: stream, seq, type, time, screenshot, search, payload."""
     event_ = record.event
     shot = event_.data if isinstance(event_.data, ScreenshotInfo) else None
-    return {
-        "stream_id": stream_id,
-        "seq": record.seq,
-        "type": event_.type.value,
-        "ts_ms": _millis(event_.timestamp),
-        "screenshot_id": None if shot is None else shot.screenshot_id,
+    return (
+        stream_id,
+        record.seq,
+        event_.type.value,
+        _millis(event_.timestamp),
+        None if shot is None else shot.screenshot_id,
         # Searches match the data's JSON text case-insensitively, as the memory backend does.
-        "search_text": data_text(event_).casefold(),
-        "payload": record.payload,
-    }
+        data_text(event_).casefold(),
+        record.payload,
+    )
 
 
 def _state(row: Any) -> StreamState:
