@@ -1,9 +1,10 @@
-"""Ingest benchmark: how fast events get into the hub (memory storage).
+"""Ingest benchmark: how fast events get into the hub, per storage backend.
 
     python bench/ingest.py [--events N] [--repeat R]
 
 Measures, side by side in one run, the median over R repetitions of:
-- in-process single publishes (``hub.publisher.publish_status``) and 100-event batches;
+- in-process single publishes (``hub.publisher.publish_status``) and 100-event batches,
+  into memory, SQLite (a temporary file) and PostgreSQL (127.0.0.1:5432, database test);
 - HTTP single-event and 100-event-batch publishes against a real ``executor-streamer
   serve`` process over 8 connections, driven by wrk (Debian package ``wrk``) when it is
   installed: a load generator far cheaper than the server it loads. Without wrk, httpx in
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -24,6 +26,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -32,8 +35,13 @@ from pathlib import Path
 import httpx
 
 from executor_streamer import ExecutorStreamer, ExecutorStreamerConfig
+from executor_streamer.history import HistoryStore, MemoryHistory
+from executor_streamer.history.sql import SqlHistory
 
 RESULTS = Path(__file__).parent / "results"
+POSTGRES_URL = os.environ.get(
+    "EXECUTOR_STREAMER_BENCH_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
 BATCH = 100
 CONCURRENCY = 8
 
@@ -42,20 +50,33 @@ def event(n: int) -> dict[str, object]:
     return {"type": "STATUS", "data": {"statusType": "bench", "status": str(n)}}
 
 
-async def in_process(events: int, batched: bool) -> float:
-    config = ExecutorStreamerConfig().with_overrides({"logging": {"level": "ERROR"}})
-    async with ExecutorStreamer(config) as hub:
+async def in_process(events: int, batched: bool, storage: str) -> float:
+    config = ExecutorStreamerConfig().with_overrides(
+        {"logging": {"level": "ERROR"}, "defaultStreamConfig": {"maxHistorySize": 1_000_000}}
+    )
+    async with ExecutorStreamer(config, storage=make_storage(storage)) as hub:
+        session = f"bench-{time.monotonic_ns()}"
         started = time.perf_counter()
         if batched:
             for start in range(0, events, BATCH):
-                await hub.publisher.publish_batch("bench", [event(start + i) for i in range(BATCH)])
+                batch = [event(start + i) for i in range(BATCH)]
+                await hub.publisher.publish_batch(session, batch)
         else:
             for n in range(events):
-                await hub.publisher.publish_status("bench", "bench", str(n))
+                await hub.publisher.publish_status(session, "bench", str(n))
         return events / (time.perf_counter() - started)
 
 
-async def over_http(base: str, events: int, batched: bool, session: str) -> float:
+def make_storage(storage: str) -> HistoryStore:
+    if storage == "memory":
+        return MemoryHistory()
+    if storage == "sqlite":
+        return SqlHistory(f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/bench.db")
+    return SqlHistory(POSTGRES_URL)
+
+
+async def over_http(base: str, events: int, batched: bool) -> float:
+    session = f"http-{time.monotonic_ns()}"
     per_request = BATCH if batched else 1
     requests = events // per_request
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
@@ -143,31 +164,39 @@ def start_server() -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("the hub did not start")
 
 
-async def median_of(repeat: int, run: Callable[[int], Awaitable[float]]) -> float:
-    return statistics.median([await run(i) for i in range(repeat)])
+async def median_of(repeat: int, run: Callable[[], Awaitable[float]]) -> float:
+    return statistics.median([await run() for _ in range(repeat)])
 
 
 async def main(events: int, repeat: int) -> None:
     process, base = start_server()
     try:
-        rows = {
-            "in-process, single": await median_of(repeat, lambda _: in_process(events, False)),
-            "in-process, batch of 100": await median_of(repeat, lambda _: in_process(events, True)),
-        }
+        rows: dict[str, float] = {}
+        for storage in ("memory", "sqlite", "postgres"):
+            # One transaction per event is slow on SQL: fewer of them keep the run short.
+            singles = events // 4 if storage == "memory" else events // 40
+            single = functools.partial(in_process, singles, False, storage)
+            batched = functools.partial(in_process, events, True, storage)
+            rows[f"{storage}: in-process, single"] = await median_of(repeat, single)
+            rows[f"{storage}: in-process, batch of 100"] = await median_of(repeat, batched)
         if shutil.which("wrk"):
-            rows["HTTP, single (wrk, 8 connections)"] = await wrk_median(base, False, repeat)
-            rows["HTTP, batch of 100 (wrk, 8 connections)"] = await wrk_median(base, True, repeat)
-        else:
-            rows["HTTP, single (httpx, client-bound)"] = await median_of(
-                repeat, lambda i: over_http(base, events // 5, False, f"single-{i}")
+            rows["memory: HTTP, single (wrk, 8 connections)"] = await wrk_median(
+                base, False, repeat
             )
-            rows["HTTP, batch of 100 (httpx, client-bound)"] = await median_of(
-                repeat, lambda i: over_http(base, events, True, f"batch-{i}")
+            rows["memory: HTTP, batch of 100 (wrk, 8 connections)"] = await wrk_median(
+                base, True, repeat
+            )
+        else:
+            single = functools.partial(over_http, base, events // 5, False)
+            batched = functools.partial(over_http, base, events, True)
+            rows["memory: HTTP, single (httpx, client-bound)"] = await median_of(repeat, single)
+            rows["memory: HTTP, batch of 100 (httpx, client-bound)"] = await median_of(
+                repeat, batched
             )
     finally:
         process.terminate()
         process.wait(10)
-    print(f"\n| ingest into memory storage | events/s (median of {repeat}) |\n|---|---:|")
+    print(f"\n| ingest | events/s (median of {repeat}) |\n|---|---:|")
     for name, rate in rows.items():
         print(f"| {name} | {rate:,.0f} |")
     RESULTS.mkdir(exist_ok=True)
