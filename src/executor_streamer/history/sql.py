@@ -94,6 +94,9 @@ screenshots = Table(
     Column("data", LargeBinary, nullable=False),
 )
 
+# Added by migration 3; created with checkfirst, since a fresh schema gets it at step 1.
+by_screenshot = Index("es_events_by_screenshot", events.c.stream_id, events.c.screenshot_id)
+
 streams = Table(
     "es_streams",
     metadata,
@@ -120,9 +123,13 @@ async def _create_v2(connection: AsyncConnection) -> None:
     await connection.run_sync(lambda sync: metadata.create_all(sync, tables=[streams]))
 
 
+async def _create_v3(connection: AsyncConnection) -> None:
+    await connection.run_sync(lambda sync: by_screenshot.create(sync, checkfirst=True))
+
+
 # Migrations run in order at start, each in its own transaction; the version table says
 # which have run. Append new steps; never edit one that has shipped.
-MIGRATIONS: list[Callable[[AsyncConnection], Any]] = [_create_v1, _create_v2]
+MIGRATIONS: list[Callable[[AsyncConnection], Any]] = [_create_v1, _create_v2, _create_v3]
 
 
 class SqlHistory:
@@ -135,7 +142,8 @@ class SqlHistory:
         # The newest stored seq per opened stream: the hub serializes appends to a stream,
         # so this replaces a SELECT MAX(seq) per append; updated only after a commit.
         self._last: dict[str, int | None] = {}
-        self._insert_sql = _compiled_insert(self._engine)
+        self._insert_sql = _compiled(self._engine, insert(events), events)
+        self._upsert_sql = _compiled(self._engine, _stream_upsert(self._engine), streams)
         if self._engine.dialect.name == "sqlite":
             event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
 
@@ -257,13 +265,8 @@ class SqlHistory:
     @_storage_errors
     async def expire(self, stream_id: str, older_than: datetime) -> int:
         async with self._engine.begin() as connection:
-            removed = await connection.execute(
-                delete(events).where(
-                    events.c.stream_id == stream_id, events.c.ts_ms < _millis(older_than)
-                )
-            )
-            await _release_screenshots(connection, stream_id)
-            return removed.rowcount
+            old = and_(events.c.stream_id == stream_id, events.c.ts_ms < _millis(older_than))
+            return await _delete_events(connection, stream_id, old)
 
     @_storage_errors
     async def drop_stream(self, stream_id: str) -> None:
@@ -323,35 +326,26 @@ class SqlHistory:
         await self._engine.dispose()
 
     async def _upsert_stream(self, connection: AsyncConnection, state: StreamState) -> None:
-        row = {
-            "stream_id": state.stream_id,
-            "workflow_session_id": state.workflow_session_id,
-            "status": state.status,
-            "config": orjson.dumps(state.config).decode(),
-            "metadata": orjson.dumps(state.metadata).decode(),
-            "epoch": state.epoch,
-            "created_ms": _millis(state.created_at),
-            "last_activity_ms": _millis(state.last_activity),
-            "last_seq": state.last_seq,
-            "running_commands": orjson.dumps(state.running_commands).decode(),
-        }
-        upsert = pg_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
-        statement = upsert(streams).values(row)
-        changes = {k: statement.excluded[k] for k in row if k != "stream_id"}
-        await connection.execute(
-            statement.on_conflict_do_update(index_elements=["stream_id"], set_=changes)
+        row = (
+            state.stream_id,
+            state.workflow_session_id,
+            state.status,
+            orjson.dumps(state.config).decode(),
+            orjson.dumps(state.metadata).decode(),
+            state.epoch,
+            _millis(state.created_at),
+            _millis(state.last_activity),
+            state.last_seq,
+            orjson.dumps(state.running_commands).decode(),
         )
+        await connection.exec_driver_sql(self._upsert_sql, row)
 
     async def _trim(self, connection: AsyncConnection, stream_id: str, through_seq: int) -> int:
         """Delete events with seq <= ``through_seq`` and screenshots left unused."""
         if through_seq <= 0:
             return 0
-        removed = await connection.execute(
-            delete(events).where(events.c.stream_id == stream_id, events.c.seq <= through_seq)
-        )
-        if removed.rowcount:
-            await _release_screenshots(connection, stream_id)
-        return removed.rowcount
+        old = and_(events.c.stream_id == stream_id, events.c.seq <= through_seq)
+        return await _delete_events(connection, stream_id, old)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
@@ -372,15 +366,29 @@ async def _last_seq(connection: AsyncConnection, stream_id: str) -> int | None:
     return None if value is None else int(value)
 
 
-async def _release_screenshots(connection: AsyncConnection, stream_id: str) -> None:
-    used = select(events.c.screenshot_id).where(
-        events.c.stream_id == stream_id, events.c.screenshot_id.is_not(None)
-    )
-    await connection.execute(
-        delete(screenshots).where(
-            screenshots.c.stream_id == stream_id, screenshots.c.screenshot_id.not_in(used)
+async def _delete_events(
+    connection: AsyncConnection, stream_id: str, which: ColumnElement[bool]
+) -> int:
+    """Delete the events ``which`` selects; release the screenshots that only they used.
+
+    Only the screenshot ids the deleted rows carried are looked at (through
+    ``es_events_by_screenshot``), so trimming a long stream stays cheap per append."""
+    rows = (
+        await connection.execute(delete(events).where(which).returning(events.c.screenshot_id))
+    ).all()
+    shots = {row.screenshot_id for row in rows if row.screenshot_id is not None}
+    if shots:
+        still_used = select(events.c.screenshot_id).where(
+            events.c.stream_id == stream_id, events.c.screenshot_id.in_(shots)
         )
-    )
+        await connection.execute(
+            delete(screenshots).where(
+                screenshots.c.stream_id == stream_id,
+                screenshots.c.screenshot_id.in_(shots),
+                screenshots.c.screenshot_id.not_in(still_used),
+            )
+        )
+    return len(rows)
 
 
 def _conditions(spec: HistoryFilter) -> list[ColumnElement[bool]]:
@@ -400,12 +408,21 @@ def _conditions(spec: HistoryFilter) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def _compiled_insert(engine: AsyncEngine) -> str:
-    """The event insert in the dialect's own SQL, taking parameters in column order."""
-    compiled = insert(events).compile(dialect=engine.dialect)
-    if compiled.positiontup != [column.name for column in events.columns]:
+def _compiled(engine: AsyncEngine, statement: Any, table: Table) -> str:
+    """``statement`` in the dialect's own SQL, taking parameters in ``table``'s column
+    order. Appends run these with plain tuples, skipping SQLAlchemy's per-call statement
+    building and parameter processing on the hot path."""
+    compiled = statement.compile(dialect=engine.dialect)
+    if compiled.positiontup != [column.name for column in table.columns]:
         raise RuntimeError(f"{engine.dialect.name}: expected positional column-order parameters")
     return str(compiled)
+
+
+def _stream_upsert(engine: AsyncEngine) -> Any:
+    upsert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+    statement = upsert(streams)
+    changes = {c.name: statement.excluded[c.name] for c in streams.columns if c.name != "stream_id"}
+    return statement.on_conflict_do_update(index_elements=["stream_id"], set_=changes)
 
 
 def _row(stream_id: str, record: EventRecord) -> tuple[Any, ...]:
