@@ -6,7 +6,7 @@ Measures, side by side in one run, the median over R repetitions of:
 - in-process single publishes (``hub.publisher.publish_status``) and 100-event batches,
   into memory, SQLite (a temporary file) and PostgreSQL (127.0.0.1:5432, database test);
 - HTTP single-event and 100-event-batch publishes against a real ``executor-streamer
-  serve`` process over 8 connections, driven by wrk (Debian package ``wrk``) when it is
+  serve`` process on each of those backends, over 8 connections, driven by wrk (Debian package ``wrk``) when it is
   installed: a load generator far cheaper than the server it loads. Without wrk, httpx in
   this process drives it, and the row says so: that number is bound by the client.
 Prints a markdown table and writes ``bench/results/<date>-ingest.json``. Numbers are for
@@ -129,26 +129,27 @@ async def wrk_median(base: str, batched: bool, repeat: int) -> float:
     return statistics.median(rates)
 
 
-def start_server() -> tuple[subprocess.Popen[bytes], str]:
+SERVE_STORAGE = {
+    "memory": [],
+    "sqlite": ["--storage", "file", "--connection-string", "{tmp}/serve.db"],
+    "postgres": ["--storage", "database", "--connection-string", POSTGRES_URL],
+}
+
+
+def start_server(storage: str) -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {
         **os.environ,
         "EXECUTOR_STREAMER_LOGGING__LEVEL": "ERROR",
-        "EXECUTOR_STREAMER_DEFAULT_STREAM_CONFIG__MAX_HISTORY_SIZE": "100000",
+        "EXECUTOR_STREAMER_DEFAULT_STREAM_CONFIG__MAX_HISTORY_SIZE": "1000000",
     }
+    tmp = tempfile.mkdtemp()
+    options = [option.format(tmp=tmp) for option in SERVE_STORAGE[storage]]
+    command = [sys.executable, "-m", "executor_streamer", "serve", "--host", "127.0.0.1"]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "executor_streamer",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        [*command, "--port", str(port), *options],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -164,38 +165,41 @@ def start_server() -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("the hub did not start")
 
 
+async def http_rows(storage: str, events: int, repeat: int) -> dict[str, float]:
+    process, base = start_server(storage)
+    try:
+        if shutil.which("wrk"):
+            label = "wrk, 8 connections"
+            single = await wrk_median(base, False, repeat)
+            batch = await wrk_median(base, True, repeat)
+        else:
+            label = "httpx, client-bound"
+            single_run = functools.partial(over_http, base, events // 5, False)
+            single = await median_of(repeat, single_run)
+            batch = await median_of(repeat, functools.partial(over_http, base, events, True))
+    finally:
+        process.terminate()
+        process.wait(10)
+    return {
+        f"{storage}: HTTP, single ({label})": single,
+        f"{storage}: HTTP, batch of 100 ({label})": batch,
+    }
+
+
 async def median_of(repeat: int, run: Callable[[], Awaitable[float]]) -> float:
     return statistics.median([await run() for _ in range(repeat)])
 
 
 async def main(events: int, repeat: int) -> None:
-    process, base = start_server()
-    try:
-        rows: dict[str, float] = {}
-        for storage in ("memory", "sqlite", "postgres"):
-            # One transaction per event is slow on SQL: fewer of them keep the run short.
-            singles = events // 4 if storage == "memory" else events // 40
-            single = functools.partial(in_process, singles, False, storage)
-            batched = functools.partial(in_process, events, True, storage)
-            rows[f"{storage}: in-process, single"] = await median_of(repeat, single)
-            rows[f"{storage}: in-process, batch of 100"] = await median_of(repeat, batched)
-        if shutil.which("wrk"):
-            rows["memory: HTTP, single (wrk, 8 connections)"] = await wrk_median(
-                base, False, repeat
-            )
-            rows["memory: HTTP, batch of 100 (wrk, 8 connections)"] = await wrk_median(
-                base, True, repeat
-            )
-        else:
-            single = functools.partial(over_http, base, events // 5, False)
-            batched = functools.partial(over_http, base, events, True)
-            rows["memory: HTTP, single (httpx, client-bound)"] = await median_of(repeat, single)
-            rows["memory: HTTP, batch of 100 (httpx, client-bound)"] = await median_of(
-                repeat, batched
-            )
-    finally:
-        process.terminate()
-        process.wait(10)
+    rows: dict[str, float] = {}
+    for storage in ("memory", "sqlite", "postgres"):
+        # One transaction per event is slow on SQL: fewer of them keep the run short.
+        singles = events // 4 if storage == "memory" else events // 40
+        single = functools.partial(in_process, singles, False, storage)
+        batched = functools.partial(in_process, events, True, storage)
+        rows[f"{storage}: in-process, single"] = await median_of(repeat, single)
+        rows[f"{storage}: in-process, batch of 100"] = await median_of(repeat, batched)
+        rows |= await http_rows(storage, events, repeat)
     print(f"\n| ingest | events/s (median of {repeat}) |\n|---|---:|")
     for name, rate in rows.items():
         print(f"| {name} | {rate:,.0f} |")
