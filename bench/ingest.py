@@ -6,9 +6,10 @@ Measures, side by side in one run, the median over R repetitions of:
 - in-process single publishes (``hub.publisher.publish_status``) and 100-event batches,
   into memory, SQLite (a temporary file) and PostgreSQL (127.0.0.1:5432, database test);
 - HTTP single-event and 100-event-batch publishes against a real ``executor-streamer
-  serve`` process on each of those backends, over 8 connections, driven by wrk (Debian package ``wrk``) when it is
-  installed: a load generator far cheaper than the server it loads. Without wrk, httpx in
-  this process drives it, and the row says so: that number is bound by the client.
+  serve`` process on each of those backends, over 8 connections, driven by wrk (Debian
+  package ``wrk``) when it is installed: a load generator far cheaper than the server it
+  loads. Without wrk, httpx in this process drives it, and the row says so: that number
+  is bound by the client.
 Prints a markdown table and writes ``bench/results/<date>-ingest.json``. Numbers are for
 comparing runs on the same machine, not absolutes: this machine is shared and noisy.
 """
