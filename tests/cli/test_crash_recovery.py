@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+from websockets.asyncio.client import connect
 
 from executor_streamer.demo import render_png
 
@@ -42,7 +43,8 @@ async def ready(http: httpx.AsyncClient) -> None:
 class TestCrashRecovery:
     async def test_sigkill_during_a_burst_loses_no_acknowledged_event(self, tmp_path: Path) -> None:
         """Events and screenshots acknowledged before a SIGKILL are all there after a
-        restart, seqs are contiguous, and an SSE client resumes exactly."""
+        restart, seqs are contiguous, and SSE, long-polling and WebSocket clients all
+        resume exactly."""
         database = tmp_path / "hub.db"
         port = free_port()
         image = render_png(32, 20, 0.5, 9)
@@ -122,6 +124,13 @@ class TestCrashRecovery:
                             if len(seqs) == 4:
                                 break
                 assert seqs == [last - 2, last - 1, last, last + 1]
+                polled = await http.get(f"/api/streams/wf-1/poll?since={resume_from}&timeout=0")
+                assert [e["seq"] for e in polled.json()["events"]] == seqs
+                ws_url = f"ws://127.0.0.1:{port}/ws?streamId=wf-1&since={resume_from}"
+                async with connect(ws_url, max_queue=None) as ws:
+                    frames = [orjson.loads(await ws.recv()) for _ in range(6)]
+                assert [f["type"] for f in frames[:2]] == ["connection_ack", "subscribed"]
+                assert [f["event"]["seq"] for f in frames[2:]] == seqs
         finally:
             process.terminate()
             await asyncio.to_thread(process.wait, 20)
