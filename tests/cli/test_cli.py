@@ -47,6 +47,21 @@ class TestDemo:
         assert result.exit_code == 2
         assert "not available" in result.output
 
+    def test_unreachable_database_is_one_clear_line(self) -> None:
+        """serve against a database that does not answer exits 2 saying why."""
+        result = runner.invoke(
+            app,
+            [
+                "serve",
+                "--storage",
+                "database",
+                "--connection-string",
+                "postgresql://postgres@127.0.0.1:1/test",
+            ],
+        )
+        assert result.exit_code == 2
+        assert "history storage failed" in result.output and "Traceback" not in result.output
+
 
 class TestRenderPng:
     def test_is_a_valid_png(self) -> None:

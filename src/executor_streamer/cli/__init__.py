@@ -12,10 +12,10 @@ from rich.console import Console
 
 from ..client import HubClient, HubError
 from ..config import ExecutorStreamerConfig, StorageBackend
-from ..core.hub import ExecutorStreamer
+from ..core.hub import ExecutorStreamer, storage_for
 from ..core.subscription import Subscription
 from ..demo import SimulatedAgent
-from ..errors import ConfigError
+from ..errors import ConfigError, StorageUnavailable
 from ..logs import configure_logging
 from ..server.runner import build_server
 from .render import event_line
@@ -63,8 +63,9 @@ def serve(
         overrides["persistence"]["connection_string"] = connection_string
     config = load_config(config_file, overrides)
     try:
+        asyncio.run(_check_storage(config))
         hub = ExecutorStreamer(config)
-    except ConfigError as exc:
+    except (ConfigError, StorageUnavailable) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2) from None
     address = f"http://{config.server.host}:{config.server.port}"
@@ -73,6 +74,16 @@ def serve(
         f" — API docs at {address}/docs"
     )
     build_server(hub).run()
+
+
+async def _check_storage(config: ExecutorStreamerConfig) -> None:
+    """Reach and migrate storage once before serving, so a wrong connection string is one
+    clear line instead of a failed application start-up."""
+    store = storage_for(config)
+    try:
+        await store.start()
+    finally:
+        await store.close()
 
 
 @app.command()

@@ -66,7 +66,7 @@ class ExecutorStreamer:
         maintenance_interval: float = 1.0,
     ) -> None:
         self.config = config or ExecutorStreamerConfig()
-        self.storage = storage or _default_storage(self.config)
+        self.storage = storage or storage_for(self.config)
         self.counters = HubCounters()
         self._notifier = LifecycleNotifier()
         if callbacks is not None:
@@ -417,8 +417,8 @@ class ExecutorStreamer:
         return expired
 
 
-def _default_storage(config: ExecutorStreamerConfig) -> HistoryStore:
-    """The backend ``persistence`` names (DESIGN.md §8)."""
+def storage_for(config: ExecutorStreamerConfig) -> HistoryStore:
+    """A new store of the backend ``persistence`` names (DESIGN.md §8), not yet started."""
     persistence = config.persistence
     backend = persistence.storage_backend
     if backend == "memory":
