@@ -11,6 +11,7 @@ import pytest
 from executor_streamer import ExecutorStreamer, ExecutorStreamerConfig, StreamEvent, Subscription
 from executor_streamer.core.filters import Predicate
 from executor_streamer.core.records import EventRecord
+from executor_streamer.core.subscription import flatten
 from executor_streamer.demo import render_png
 from executor_streamer.history import MemoryHistory, ResumeRead, StreamState
 from executor_streamer.types import StreamConfig
@@ -47,14 +48,7 @@ async def hub(make_hub: HubFactory) -> ExecutorStreamer:
 
 def drain_events(sub: Subscription) -> list[StreamEvent]:
     """Everything queued on ``sub`` now, replays expanded, without waiting."""
-    out: list[StreamEvent] = []
-    for item in sub.drain():
-        records = getattr(item, "records", None)
-        if records is None:
-            out.append(item.event)  # type: ignore[union-attr]
-        else:
-            out.extend(r.event for r in records)
-    return out
+    return [record.event for record in flatten(sub.drain())]
 
 
 def seqs(events: list[StreamEvent]) -> list[int]:

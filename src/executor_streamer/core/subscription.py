@@ -61,6 +61,17 @@ class ReplayBatch:
 SubscriptionItem = EventRecord | ReplayBatch
 
 
+def flatten(items: Sequence[SubscriptionItem]) -> list[EventRecord]:
+    """Queued items as records in order, replays expanded in place."""
+    out: list[EventRecord] = []
+    for item in items:
+        if isinstance(item, EventRecord):
+            out.append(item)
+        else:
+            out.extend(item.records)
+    return out
+
+
 class Subscription:
     """Iterate it (``async for event in sub``) to get StreamEvents, resumed then live.
 

@@ -15,7 +15,7 @@ from prometheus_client.registry import Collector
 
 from ..core.hub import ExecutorStreamer
 from ..core.records import EventRecord
-from ..types.enums import ClientType, StreamEventType
+from ..types.enums import StreamEventType
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -57,8 +57,8 @@ class _HubCollector(Collector):
         clients = GaugeMetricFamily(
             "executor_streamer_clients", "Connected clients, by transport.", labels=["type"]
         )
-        for client_type in ClientType:
-            clients.add_metric([client_type.value], hub.clients.counts_by_type()[client_type])
+        for client_type, count in hub.clients.counts_by_type().items():
+            clients.add_metric([client_type.value], count)
         yield clients
         published = CounterMetricFamily(
             "executor_streamer_events_published", "Events stored, by type.", labels=["type"]

@@ -180,7 +180,8 @@ async def history(
 
 @router.get("/streams/{ref}/clients", response_model=list[StreamClientInfo], responses=ERRORS)
 async def clients(request: Request, ref: str) -> Response:
-    return json(hub_of(request).streams.resolve(ref).session().to_wire()["clients"])
+    stream = hub_of(request).streams.resolve(ref)
+    return json([client.info(stream.id).to_wire() for client in stream.clients.values()])
 
 
 @router.delete("/streams/{ref}/clients/{client_id}", status_code=204, responses=ERRORS)

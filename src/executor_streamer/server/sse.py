@@ -19,8 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..core.clients import ClientSession
 from ..core.hub import ExecutorStreamer
-from ..core.records import EventRecord
-from ..core.subscription import CloseReason, Subscription
+from ..core.subscription import CloseReason, Subscription, flatten
 from ..types.base import format_timestamp, utc_now
 from .metrics import ServerMetrics
 from .transport import LiveConnections, liveness_interval
@@ -130,7 +129,7 @@ class EventStreamResponse(Response):
             if self.sub.close_reason is CloseReason.SLOW_CONSUMER:
                 await self._finish(send, CloseReason.SLOW_CONSUMER)
                 return
-            records = _records(self.sub.drain())
+            records = flatten(self.sub.drain())  # replays go out as stream_event too
             if records:
                 await self._send(send, b"".join(sse_event(r) for r in records))
                 self.metrics.record_delivered(records)
@@ -175,14 +174,3 @@ class EventStreamResponse(Response):
         finally:
             self._sending = False
         self.client.touch()  # a write that drained is an SSE client's sign of life
-
-
-def _records(items: list[Any]) -> list[EventRecord]:
-    """Live events and replays alike go out as ``stream_event`` frames."""
-    out: list[EventRecord] = []
-    for item in items:
-        if isinstance(item, EventRecord):
-            out.append(item)
-        else:
-            out.extend(item.records)
-    return out
