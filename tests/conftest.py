@@ -10,10 +10,9 @@ import pytest
 
 from executor_streamer import ExecutorStreamer, ExecutorStreamerConfig, StreamEvent, Subscription
 from executor_streamer.core.filters import Predicate
-from executor_streamer.core.records import EventRecord
 from executor_streamer.core.subscription import flatten
 from executor_streamer.demo import render_png
-from executor_streamer.history import MemoryHistory, ResumeRead, StreamState
+from executor_streamer.history import MemoryHistory, ResumeRead, StreamWrite
 from executor_streamer.types import StreamConfig
 
 PNG = render_png(8, 6, 0.5, 3)
@@ -72,11 +71,9 @@ class YieldingHistory(MemoryHistory):
         await self._pause()
         await super().open_stream(stream_id, config)
 
-    async def append(
-        self, stream_id: str, records: Sequence[EventRecord], state: StreamState | None = None
-    ) -> None:
+    async def write(self, writes: Sequence[StreamWrite]) -> None:
         await self._pause()
-        await super().append(stream_id, records, state)
+        await super().write(writes)
         await self._pause()
 
     async def read_range(

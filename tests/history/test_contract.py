@@ -1,7 +1,7 @@
 """The HistoryStore contract, run against every backend.
 
-Later backends (SQLite, PostgreSQL, Redis) join the ``store`` fixture's parameters and
-must pass the same tests unchanged.
+Memory, SQLite and PostgreSQL are the ``make_store`` fixture's parameters; a later backend
+(Redis) joins them and must pass the same tests unchanged.
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from executor_streamer.core.records import EventRecord
-from executor_streamer.history import HistoryStore, MemoryHistory, StoredScreenshot, StreamState
+from executor_streamer.history import (
+    HistoryStore,
+    MemoryHistory,
+    StoredScreenshot,
+    StreamState,
+    StreamWrite,
+)
 from executor_streamer.history.sql import SqlHistory
 from executor_streamer.types import HistoryFilter, StreamConfig, StreamEvent
 
@@ -25,6 +31,7 @@ from ..conftest import PNG
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 SHOT_ID = "scr_" + hashlib.sha256(PNG).hexdigest()[:32]
+IMAGE = StoredScreenshot(PNG, "image/png", hashlib.sha256(PNG).hexdigest())
 
 
 def record(
@@ -111,9 +118,20 @@ async def store(make_store: StoreFactory) -> HistoryStore:
     return await make_store(100)
 
 
+async def append(
+    store: HistoryStore,
+    records: list[EventRecord],
+    state: StreamState | None = None,
+    screenshot: StoredScreenshot | None = None,
+) -> None:
+    """One publish into "s1", as the hub's committer hands it over."""
+    shots = [] if screenshot is None else [(SHOT_ID, screenshot)]
+    await store.write([StreamWrite("s1", records, state, shots)])
+
+
 async def fill(store: HistoryStore, count: int) -> None:
     kinds = ["STATUS", "REASONING"]
-    await store.append("s1", [record(i, kinds[i % 2]) for i in range(1, count + 1)])
+    await append(store, [record(i, kinds[i % 2]) for i in range(1, count + 1)])
 
 
 class TestQuery:
@@ -140,8 +158,8 @@ class TestQuery:
 
     async def test_search_is_case_insensitive_over_data(self, store: HistoryStore) -> None:
         """searchText matches a substring of the data, ignoring case."""
-        await store.append(
-            "s1",
+        await append(
+            store,
             [record(1, text="Login FORM found"), record(2, text="other"), record(3, text="form")],
         )
         page = await store.query("s1", HistoryFilter(search_text="form"))
@@ -173,7 +191,7 @@ class TestMaintenance:
     async def test_capacity_trims_oldest(self, make_store: StoreFactory) -> None:
         """A stream holds at most maxHistorySize events, dropping the oldest."""
         store = await make_store(3)
-        await store.append("s1", [record(i) for i in range(1, 6)])
+        await append(store, [record(i) for i in range(1, 6)])
         read = await store.read_range("s1", 0, 5, None)
         assert [r.seq for r in read.records] == [3, 4, 5] and read.first_retained_seq == 3
 
@@ -185,45 +203,89 @@ class TestMaintenance:
         assert [r.seq for r in await store.read_tail("s1", 10)] == [6, 7, 8, 9, 10]
         assert await store.clear("s1") == 5
         assert (await store.query("s1", HistoryFilter())).total == 0
-        await store.append("s1", [record(11)])
+        await append(store, [record(11)])
         assert (await store.query("s1", HistoryFilter())).total == 1
 
     async def test_non_contiguous_append_changes_nothing(self, store: HistoryStore) -> None:
         """An append whose seqs do not follow on is refused whole."""
         await fill(store, 2)
         with pytest.raises(ValueError, match="does not follow"):
-            await store.append("s1", [record(3), record(5)])
+            await append(store, [record(3), record(5)])
         assert (await store.query("s1", HistoryFilter())).total == 2
 
     async def test_drop_stream(self, store: HistoryStore) -> None:
         """drop_stream forgets events and screenshots."""
-        await store.put_screenshot("s1", SHOT_ID, StoredScreenshot(PNG, "image/png", "x"))
-        await store.append("s1", [record(1, "SCREENSHOT")])
+        await append(store, [record(1, "SCREENSHOT")], screenshot=IMAGE)
         await store.drop_stream("s1")
         assert await store.get_screenshot("s1", SHOT_ID) is None
         assert (await store.query("s1", HistoryFilter())).total == 0
 
 
+class TestWrites:
+    async def test_many_publishes_in_one_write(self, make_store: StoreFactory) -> None:
+        """One write holds publishes of several streams, applied in order."""
+        store = await make_store(100)
+        await store.open_stream("s2", StreamConfig())
+        await store.write(
+            [
+                StreamWrite("s1", [record(1), record(2)]),
+                StreamWrite("s2", [record(1)]),
+                StreamWrite("s1", [record(3)]),
+            ]
+        )
+        assert [r.seq for r in await store.read_tail("s1", 10)] == [1, 2, 3]
+        assert [r.seq for r in await store.read_tail("s2", 10)] == [1]
+
+    async def test_a_bad_write_stores_nothing_of_the_batch(self, make_store: StoreFactory) -> None:
+        """Writes are atomic together: one bad publish leaves every stream unchanged."""
+        store = await make_store(100)
+        await store.open_stream("s2", StreamConfig())
+        with pytest.raises(ValueError, match="does not follow"):
+            await store.write(
+                [
+                    StreamWrite("s2", [record(1)]),
+                    StreamWrite("s1", [record(1, "SCREENSHOT")], None, [(SHOT_ID, IMAGE)]),
+                    StreamWrite("s1", [record(3)]),
+                ]
+            )
+        assert await store.read_tail("s1", 10) == []
+        assert await store.read_tail("s2", 10) == []
+        assert await store.get_screenshot("s1", SHOT_ID) is None
+
+
 class TestScreenshots:
     async def test_put_get_and_usage(self, store: HistoryStore) -> None:
         """Screenshots are stored by id, once, and counted in usage."""
-        image = StoredScreenshot(PNG, "image/png", hashlib.sha256(PNG).hexdigest())
-        await store.put_screenshot("s1", SHOT_ID, image)
-        await store.put_screenshot("s1", SHOT_ID, image)
-        assert await store.get_screenshot("s1", SHOT_ID) == image
+        await append(store, [record(1, "SCREENSHOT")], screenshot=IMAGE)
+        await append(store, [record(2, "SCREENSHOT")], screenshot=IMAGE)
+        assert await store.get_screenshot("s1", SHOT_ID) == IMAGE
         assert await store.get_screenshot("s1", "scr_other") is None
-        await store.append("s1", [record(1, "SCREENSHOT")])
-        assert await store.usage_bytes("s1") == len(PNG) + len(record(1, "SCREENSHOT").payload)
+        payloads = 2 * len(record(1, "SCREENSHOT").payload)
+        assert await store.usage_bytes("s1") == len(PNG) + payloads
 
     async def test_images_are_freed_with_their_last_event(self, make_store: StoreFactory) -> None:
         """When the last event using a screenshot is trimmed, the image goes too."""
         store = await make_store(2)
-        await store.put_screenshot("s1", SHOT_ID, StoredScreenshot(PNG, "image/png", "x"))
-        await store.append("s1", [record(1, "SCREENSHOT"), record(2, "SCREENSHOT")])
-        await store.append("s1", [record(3)])
-        assert await store.get_screenshot("s1", SHOT_ID) is not None
-        await store.append("s1", [record(4)])
+        await append(store, [record(1, "SCREENSHOT"), record(2, "SCREENSHOT")], screenshot=IMAGE)
+        await append(store, [record(3)])
+        assert await store.get_screenshot("s1", SHOT_ID) == IMAGE
+        await append(store, [record(4)])
         assert await store.get_screenshot("s1", SHOT_ID) is None
+
+    async def test_streams_sharing_an_image_keep_it(self, make_store: StoreFactory) -> None:
+        """The same image in two streams: purging one leaves the other's intact."""
+        store = await make_store(100)
+        await store.open_stream("s2", StreamConfig())
+        shots = [(SHOT_ID, IMAGE)]
+        await store.write(
+            [
+                StreamWrite("s1", [record(1, "SCREENSHOT")], None, shots),
+                StreamWrite("s2", [record(1, "SCREENSHOT")], None, shots),
+            ]
+        )
+        await store.drop_stream("s1")
+        assert await store.get_screenshot("s1", SHOT_ID) is None
+        assert await store.get_screenshot("s2", SHOT_ID) == IMAGE
 
 
 class TestRegistry:
@@ -250,10 +312,10 @@ class TestRegistry:
 
     async def test_append_saves_state_with_the_events(self, store: HistoryStore) -> None:
         """The state passed with an append is stored with it, last seq included."""
-        await store.append("s1", [record(1), record(2)], self.state(last_seq=2))
+        await append(store, [record(1), record(2)], self.state(last_seq=2))
         assert [s.last_seq for s in await store.load_streams()] == [2]
         with pytest.raises(ValueError):
-            await store.append("s1", [record(9)], self.state(last_seq=9))
+            await append(store, [record(9)], self.state(last_seq=9))
         assert [s.last_seq for s in await store.load_streams()] == [2]
 
     async def test_drop_forgets_the_stream(self, store: HistoryStore) -> None:

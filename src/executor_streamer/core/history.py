@@ -65,7 +65,7 @@ class StreamHistory:
     async def clear_history(self, ref: str) -> int:
         """Remove every event; seqs are never reused, so resuming clients learn of the gap."""
         stream = self._streams.resolve(ref)
-        async with stream.lock:
+        async with stream.exclusive():
             return await self._storage.clear(stream.id)
 
     async def compact_history(self, ref: str, keep_count: int) -> int:
@@ -73,7 +73,7 @@ class StreamHistory:
         if not isinstance(keep_count, int) or keep_count < 0:
             raise InvalidInput.single("keepCount", "must be a non-negative integer")
         stream = self._streams.resolve(ref)
-        async with stream.lock:
+        async with stream.exclusive():
             return await self._storage.compact(stream.id, keep_count)
 
     async def apply_retention(self, now: datetime | None = None) -> int:
@@ -82,7 +82,7 @@ class StreamHistory:
         removed = 0
         for stream in self._streams:
             cutoff = now - timedelta(milliseconds=stream.config.persistence.retention_period)
-            async with stream.lock:
+            async with stream.exclusive():
                 removed += await self._storage.expire(stream.id, cutoff)
         return removed
 

@@ -111,8 +111,9 @@ class ExecutorStreamer:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         for stream in self.streams:
-            async with stream.lock:  # an acknowledged publish is never cut off
+            async with stream.lock:  # a publish building its records finishes staging
                 pass
+        await self.publisher.drain()  # and every staged publish is committed
         for client in self.clients:
             self.clients.disconnect(client.id, CloseReason.SHUTDOWN)
         for stream in self.streams:

@@ -1,14 +1,16 @@
 """Publishing (the seed's IStreamPublisher, DESIGN.md §4).
 
 A publish goes: validate (outside any lock) → take the stream's lock → assign seqs,
-resolve command ids, stamp, serialize once and check sizes → store screenshots →
-append to history (the event is acknowledged only once this returns) → hand the
-records to subscribers. Anything that fails before the append leaves the stream
-exactly as it was: no seq used, no command matched, nothing delivered.
+resolve command ids, stamp, serialize once and check sizes → queue the records, their
+screenshots and the stream's new state for the group committer and let go of the lock →
+once they are committed (with whatever else queued meanwhile), hand the records to
+subscribers and acknowledge the publisher. Anything that fails leaves the stream as it
+was: no seq used, no command matched, nothing stored or delivered.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -17,7 +19,7 @@ from pydantic_core import PydanticSerializationError
 
 from ..config import ExecutorStreamerConfig
 from ..errors import EventTooLarge, FieldError, InvalidInput, StreamClosed, StreamNotFound
-from ..history.base import HistoryStore
+from ..history.base import HistoryStore, StreamWrite
 from ..types.enums import SessionStatus, StreamEventType
 from ..types.events import (
     CommandCompletedData,
@@ -31,6 +33,7 @@ from ..types.events import (
 )
 from .analytics import HubCounters
 from .commands import CommandTracker
+from .committer import GroupCommitter, PendingPublish
 from .ids import new_event_id
 from .publishing import JsonObject, PublishingMethods
 from .records import EventRecord
@@ -62,8 +65,8 @@ class StreamPublisher(PublishingMethods):
         self._config = config
         self._limits = config.limits
         self._streams = streams
-        self._storage = storage
         self._counters = counters
+        self._committer = GroupCommitter(storage, self._apply)
 
     async def _publish_image(
         self, session_id: str, image: bytes, fields: JsonObject, metadata: JsonObject | None
@@ -140,26 +143,35 @@ class StreamPublisher(PublishingMethods):
                     if stream.withdrawn:
                         continue  # its creator's publish failed; look the session up again
                     try:
-                        return await self._append(stream, prepared)
+                        pending = self._stage(stream, prepared)
                     except Exception:
                         if created:  # a rejected publish leaves no stream behind
                             await self._streams.withdraw(stream)
                         raise
+                try:
+                    # Shielded: a publisher that goes away does not take its events back.
+                    await asyncio.shield(pending.done)
+                except Exception:
+                    if created:
+                        async with stream.lock:
+                            await self._streams.withdraw(stream)
+                    raise
+                return list(pending.records)
         except Exception:
             self._counters.record_rejected()
             raise
 
-    async def _append(self, stream: Stream, prepared: Sequence[PreparedEvent]) -> list[EventRecord]:
-        """The publish itself; the caller holds the stream's lock."""
+    async def drain(self) -> None:
+        """Wait until every publish staged so far is committed or failed."""
+        await self._committer.drain()
+
+    def _stage(self, stream: Stream, prepared: Sequence[PreparedEvent]) -> PendingPublish:
+        """Build the publish and queue it for commit; the caller holds the stream's lock."""
         self._streams.check_running()  # stop() may have begun while we waited
         if not stream.is_open:
             raise StreamClosed(stream.workflow_session_id)
-        tracker = stream.commands.copy()
+        tracker = stream.head_commands.copy()
         records = self._build_records(stream, prepared, tracker)
-        for item in prepared:
-            if item.screenshot is not None:
-                shot = item.screenshot
-                await self._storage.put_screenshot(stream.id, shot.screenshot_id, shot.image)
         last = records[-1]
         status = stream.status
         if status is SessionStatus.INITIALIZING:
@@ -170,13 +182,24 @@ class StreamPublisher(PublishingMethods):
             last_activity=last.event.timestamp,
             running_commands=tracker.running(),
         )
-        await self._storage.append(stream.id, records, after)
-        stream.commands = tracker
+        shots = [
+            (item.screenshot.screenshot_id, item.screenshot.image)
+            for item in prepared
+            if item.screenshot is not None
+        ]
+        write = StreamWrite(stream.id, records, after, shots)
+        pending = PendingPublish(stream, records, write, tracker)
+        self._committer.submit(pending)
+        return pending
+
+    def _apply(self, pending: PendingPublish) -> None:
+        """A committed publish takes effect: command state, status, counters, delivery."""
+        stream, records = pending.stream, pending.records
+        stream.commands = pending.commands
         self._streams.mark_active(stream)
         stream.counters.record(records)
         self._counters.record_published(records)
         stream.deliver(records)
-        return records
 
     async def _stream_for(self, session_id: str) -> tuple[Stream, bool]:
         """The stream to publish into, and whether this call created it."""
@@ -200,7 +223,7 @@ class StreamPublisher(PublishingMethods):
                 id=new_event_id(),
                 stream_id=stream.id,
                 session_id=stream.workflow_session_id,
-                seq=stream.last_seq + 1 + offset,
+                seq=stream.head_seq + 1 + offset,
                 type=item.type,
                 timestamp=timestamp,
                 data=_stored_data(stream, item, tracker),

@@ -17,10 +17,12 @@ later create starts over: new id, new epoch, seq from 1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import ValidationError
@@ -45,6 +47,9 @@ from .lifecycle import LifecycleNotifier
 from .records import EventRecord
 from .subscription import CloseReason, Subscription
 
+if TYPE_CHECKING:
+    from .committer import PendingPublish
+
 _log = structlog.get_logger("executor_streamer.streams")
 
 _OPEN = frozenset({SessionStatus.INITIALIZING, SessionStatus.ACTIVE, SessionStatus.ERROR})
@@ -57,7 +62,14 @@ _ALLOWED = {
 
 
 class Stream:
-    """The live state of one stream. Publishing to it holds ``lock``."""
+    """The live state of one stream.
+
+    A publish holds ``lock`` while it takes seqs and builds its records, then queues them
+    for the group committer (``staged``) and lets go; the stream's ``last_seq``, command
+    state and subscribers see the records once they are committed. Anything that must
+    see every publish settled (closing, status changes, compaction) holds
+    :meth:`exclusive`.
+    """
 
     def __init__(
         self, workflow_session_id: str, config: StreamConfig, metadata: dict[str, Any]
@@ -74,6 +86,9 @@ class Stream:
         """The newest seq stored and delivered to subscribers."""
         self.lock = asyncio.Lock()
         self.commands = CommandTracker()
+        """Running commands as of ``last_seq``."""
+        self.staged: deque[PendingPublish] = deque()
+        """Publishes built and queued for commit, oldest first."""
         self.counters = StreamCounters()
         self.subscriptions: set[Subscription] = set()
         self.clients: dict[str, ClientSession] = {}
@@ -84,6 +99,29 @@ class Stream:
     @property
     def is_open(self) -> bool:
         return self.status in _OPEN
+
+    @property
+    def head_seq(self) -> int:
+        """The newest seq taken: staged, or else stored."""
+        return self.staged[-1].records[-1].seq if self.staged else self.last_seq
+
+    @property
+    def head_commands(self) -> CommandTracker:
+        """Running commands once every staged publish is applied."""
+        return self.staged[-1].commands if self.staged else self.commands
+
+    async def settled(self) -> None:
+        """Wait until every staged publish is committed or failed. With ``lock`` held,
+        nothing is staged meanwhile, so afterwards ``staged`` is empty."""
+        while self.staged:
+            await asyncio.wait({self.staged[-1].done})
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Hold ``lock`` with no publish in flight."""
+        async with self.lock:
+            await self.settled()
+            yield
 
     def next_timestamp(self) -> datetime:
         """Now, but never before the previous event: stamps in a stream never decrease."""
@@ -256,7 +294,7 @@ class StreamManager:
         """Close the stream (subscribers end with STREAM_CLOSED); ``purge`` also forgets it
         and its history entirely."""
         stream = self.resolve(ref)
-        async with stream.lock:  # let a publish in progress finish first
+        async with stream.exclusive():  # let publishes in progress finish first
             if stream.status is not SessionStatus.CLOSED:
                 if not purge:
                     await self._storage.save_stream(stream.state(status=SessionStatus.CLOSED.value))
@@ -276,6 +314,7 @@ class StreamManager:
         The caller holds ``stream.lock``; a publisher waiting on it finds ``withdrawn``
         set and looks the session up again.
         """
+        await stream.settled()  # another publisher may have staged into it meanwhile
         if stream.last_seq or stream.subscriptions or self._by_id.get(stream.id) is not stream:
             return
         del self._by_id[stream.id]
@@ -289,19 +328,20 @@ class StreamManager:
     ) -> None:
         """Move a stream along the lifecycle; closing goes through :meth:`destroy_stream`."""
         stream = self.resolve(ref)
-        if status is SessionStatus.CLOSED or stream.status is SessionStatus.CLOSED:
-            raise InvalidStatusTransition(
-                "streams are closed with destroy_stream and reopened with create_stream",
-                {"from": stream.status, "to": status},
-            )
-        if status is not stream.status:
-            if status not in _ALLOWED[stream.status]:
+        async with stream.exclusive():  # a staged publish carries the status it saw
+            if status is SessionStatus.CLOSED or stream.status is SessionStatus.CLOSED:
                 raise InvalidStatusTransition(
-                    f"a {stream.status} stream cannot become {status}",
+                    "streams are closed with destroy_stream and reopened with create_stream",
                     {"from": stream.status, "to": status},
                 )
-            await self._storage.save_stream(stream.state(status=status.value))
-            self._set_status(stream, status)
+            if status is not stream.status:
+                if status not in _ALLOWED[stream.status]:
+                    raise InvalidStatusTransition(
+                        f"a {stream.status} stream cannot become {status}",
+                        {"from": stream.status, "to": status},
+                    )
+                await self._storage.save_stream(stream.state(status=status.value))
+                self._set_status(stream, status)
         if status is SessionStatus.ERROR and error is not None:
             self._notifier.errored(stream.workflow_session_id, error)
 

@@ -3,7 +3,7 @@
 ``sql.SqlHistory`` needs the ``sqlite`` or ``postgres`` extra and is imported from its module.
 """
 
-from .base import HistoryPage, HistoryStore, ResumeRead, StoredScreenshot, StreamState
+from .base import HistoryPage, HistoryStore, ResumeRead, StoredScreenshot, StreamState, StreamWrite
 from .memory import MemoryHistory
 
 __all__ = [
@@ -13,4 +13,5 @@ __all__ = [
     "ResumeRead",
     "StoredScreenshot",
     "StreamState",
+    "StreamWrite",
 ]

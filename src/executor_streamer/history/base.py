@@ -1,9 +1,10 @@
 """What a history backend must provide (DESIGN.md §8).
 
-The memory backend implements this now; the SQL and Redis backends will implement
-the same protocol and pass the same contract tests. Every method takes the hub's
-stream id. The hub guarantees that appends to one stream are serialized and that
-their seqs are contiguous and ascending; a backend may rely on both.
+The memory and SQL backends implement it and pass the same contract tests. Every
+method takes the hub's stream id. New events arrive only through :meth:`HistoryStore.write`,
+one call at a time from the hub's group committer, each carrying the writes of any number
+of publishes; within a stream their seqs are contiguous and ascending, and a backend may
+rely on both.
 """
 
 from __future__ import annotations
@@ -66,6 +67,18 @@ class StoredScreenshot:
     sha256: str
 
 
+@dataclass(frozen=True, slots=True)
+class StreamWrite:
+    """One publish as it is stored: its events, the screenshots they carry, and the
+    stream's state after them."""
+
+    stream_id: str
+    records: Sequence[EventRecord]
+    state: StreamState | None = None
+    screenshots: Sequence[tuple[str, StoredScreenshot]] = ()
+    """(screenshot id, image) for each screenshot event in ``records``."""
+
+
 class HistoryStore(Protocol):
     async def start(self) -> None:
         """Connect, and create or migrate whatever the backend keeps; called by hub.start()."""
@@ -77,11 +90,9 @@ class HistoryStore(Protocol):
     async def open_stream(self, stream_id: str, config: StreamConfig) -> None:
         """Prepare storage for a stream; called on create and on reactivation."""
 
-    async def append(
-        self, stream_id: str, records: Sequence[EventRecord], state: StreamState | None = None
-    ) -> None:
-        """Store ``records`` atomically, with the stream's ``state`` after them: all of
-        it, or nothing and an exception."""
+    async def write(self, writes: Sequence[StreamWrite]) -> None:
+        """Store every write, in order, atomically: all of them, or nothing and an
+        exception. Storing a screenshot id a stream already holds is a no-op."""
 
     async def save_stream(self, state: StreamState) -> None:
         """Create or update a stream's registry entry."""
@@ -110,11 +121,6 @@ class HistoryStore(Protocol):
     async def drop_stream(self, stream_id: str) -> None:
         """Forget the stream, its events and its screenshots entirely (purge)."""
 
-    async def put_screenshot(
-        self, stream_id: str, screenshot_id: str, image: StoredScreenshot
-    ) -> None:
-        """Store image bytes; storing the same id twice is a no-op."""
-
     async def get_screenshot(
         self, stream_id: str, screenshot_id: str
     ) -> StoredScreenshot | None: ...
@@ -125,4 +131,11 @@ class HistoryStore(Protocol):
     async def close(self) -> None: ...
 
 
-__all__ = ["HistoryPage", "HistoryStore", "ResumeRead", "StoredScreenshot", "StreamState"]
+__all__ = [
+    "HistoryPage",
+    "HistoryStore",
+    "ResumeRead",
+    "StoredScreenshot",
+    "StreamState",
+    "StreamWrite",
+]

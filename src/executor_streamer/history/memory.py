@@ -19,7 +19,7 @@ from ..types.enums import StreamEventType
 from ..types.events import ScreenshotInfo
 from ..types.filters import HistoryFilter
 from ..types.streams import StreamConfig
-from .base import HistoryPage, ResumeRead, StoredScreenshot, StreamState
+from .base import HistoryPage, ResumeRead, StoredScreenshot, StreamState, StreamWrite
 from .ring import EventRing
 
 
@@ -57,16 +57,24 @@ class MemoryHistory:
     async def load_streams(self) -> list[StreamState]:
         return list(self._states.values())
 
-    async def append(
-        self, stream_id: str, records: Sequence[EventRecord], state: StreamState | None = None
-    ) -> None:
-        data = self._stream(stream_id)
-        last = data.ring.last_seq
-        # Check the whole batch before touching the ring, so a bad batch changes nothing.
-        for offset, record in enumerate(records):
-            if last is not None and record.seq != last + 1 + offset:
-                raise ValueError(f"seq {record.seq} does not follow {last + offset}")
-        for record in records:
+    async def write(self, writes: Sequence[StreamWrite]) -> None:
+        # Check every seq before touching a ring, so a bad batch changes nothing.
+        expected: dict[str, int | None] = {}
+        for write in writes:
+            last = expected.get(write.stream_id, self._stream(write.stream_id).ring.last_seq)
+            for record in write.records:
+                if last is not None and record.seq != last + 1:
+                    raise ValueError(f"seq {record.seq} does not follow {last}")
+                last = record.seq
+            expected[write.stream_id] = last
+        for write in writes:
+            self._append(write)
+
+    def _append(self, write: StreamWrite) -> None:
+        data = self._streams[write.stream_id]
+        for screenshot_id, image in write.screenshots:
+            data.screenshots.setdefault(screenshot_id, image)
+        for record in write.records:
             evicted = data.ring.append(record)
             data.event_bytes += len(record.payload)
             shot = _screenshot_id(record)
@@ -74,8 +82,8 @@ class MemoryHistory:
                 data.references[shot] = data.references.get(shot, 0) + 1
             if evicted is not None:
                 self._forget(data, [evicted])
-        if state is not None:
-            self._states[stream_id] = state
+        if write.state is not None:
+            self._states[write.stream_id] = write.state
 
     async def query(self, stream_id: str, spec: HistoryFilter) -> HistoryPage:
         data = self._streams.get(stream_id)
@@ -139,11 +147,6 @@ class MemoryHistory:
     async def drop_stream(self, stream_id: str) -> None:
         self._streams.pop(stream_id, None)
         self._states.pop(stream_id, None)
-
-    async def put_screenshot(
-        self, stream_id: str, screenshot_id: str, image: StoredScreenshot
-    ) -> None:
-        self._stream(stream_id).screenshots.setdefault(screenshot_id, image)
 
     async def get_screenshot(self, stream_id: str, screenshot_id: str) -> StoredScreenshot | None:
         data = self._streams.get(stream_id)

@@ -2,16 +2,23 @@
 
 Each event row keeps the payload bytes made at publish time, so reading history never
 re-serializes; the columns beside it (type, timestamp, screenshot id, search text) exist
-only to select rows. Every append is one transaction: the rows, the trim to
-``maxHistorySize`` and the release of screenshots no retained event uses. An event is
-therefore stored completely or not at all.
+only to select rows. Every :meth:`SqlHistory.write` is one transaction, however many
+publishes the hub's group committer put into it: the rows, the streams' new state, the
+trim to ``maxHistorySize`` and the release of screenshots no retained event uses. An event
+is therefore stored completely or not at all.
+
+Screenshots: PostgreSQL keeps the bytes in ``es_screenshots``; a SQLite file keeps them as
+content-addressed files beside the database (``<file>-screenshots/``, see ``blobs``) and
+only the reference in the table.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import orjson
@@ -30,6 +37,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    make_url,
     select,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -44,7 +52,8 @@ from ..errors import StorageUnavailable
 from ..types.events import ScreenshotInfo, StreamEvent
 from ..types.filters import HistoryFilter
 from ..types.streams import StreamConfig
-from .base import HistoryPage, ResumeRead, StoredScreenshot, StreamState
+from .base import HistoryPage, ResumeRead, StoredScreenshot, StreamState, StreamWrite
+from .blobs import BlobDirectory
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -123,13 +132,30 @@ async def _create_v2(connection: AsyncConnection) -> None:
     await connection.run_sync(lambda sync: metadata.create_all(sync, tables=[streams]))
 
 
+# Added by migration 4: which screenshot rows still use an image file.
+by_digest = Index("es_screenshots_by_sha256", screenshots.c.sha256)
+
+
 async def _create_v3(connection: AsyncConnection) -> None:
     await connection.run_sync(lambda sync: by_screenshot.create(sync, checkfirst=True))
 
 
+async def _create_v4(connection: AsyncConnection) -> None:
+    await connection.run_sync(lambda sync: by_digest.create(sync, checkfirst=True))
+
+
 # Migrations run in order at start, each in its own transaction; the version table says
 # which have run. Append new steps; never edit one that has shipped.
-MIGRATIONS: list[Callable[[AsyncConnection], Any]] = [_create_v1, _create_v2, _create_v3]
+MIGRATIONS: list[Callable[[AsyncConnection], Any]] = [
+    _create_v1,
+    _create_v2,
+    _create_v3,
+    _create_v4,
+]
+
+# PostgreSQL advisory lock held while migrating, so hubs starting together on one
+# database migrate it once (an arbitrary constant: "es" + schema).
+_MIGRATION_LOCK = 0x6573_0001
 
 
 class SqlHistory:
@@ -148,21 +174,31 @@ class SqlHistory:
         self._last: dict[str, int | None] = {}
         self._insert_sql = _compiled(self._engine, insert(events), events)
         self._upsert_sql = _compiled(self._engine, _stream_upsert(self._engine), streams)
+        self._shot_sql = _compiled(self._engine, _screenshot_insert(self._engine), screenshots)
+        self._postgres = self._engine.dialect.name == "postgresql"
+        self._blobs = _blob_directory(url)
         if self._engine.dialect.name == "sqlite":
             event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
 
     @_storage_errors
     async def start(self) -> None:
-        """Create or migrate the schema."""
-        async with self._engine.begin() as connection:
-            await connection.run_sync(
-                lambda sync: metadata.create_all(sync, tables=[schema_version])
-            )
-            done = (await connection.execute(select(func.max(schema_version.c.version)))).scalar()
-        for version, migrate in enumerate(MIGRATIONS[done or 0 :], start=(done or 0) + 1):
-            async with self._engine.begin() as connection:
-                await migrate(connection)
-                await connection.execute(insert(schema_version).values(version=version))
+        """Create or migrate the schema; remove image files a crash left unreferenced."""
+        async with self._engine.connect() as connection:
+            if self._postgres:
+                await connection.exec_driver_sql(f"SELECT pg_advisory_lock({_MIGRATION_LOCK})")
+                await connection.commit()
+            try:
+                await _migrate(connection)
+            finally:
+                if self._postgres:
+                    await connection.exec_driver_sql(
+                        f"SELECT pg_advisory_unlock({_MIGRATION_LOCK})"
+                    )
+                    await connection.commit()
+        if self._blobs is not None:
+            async with self._blobs.lock, self._engine.connect() as connection:
+                digests = await connection.execute(select(screenshots.c.sha256).distinct())
+                await self._blobs.sweep({row.sha256 for row in digests})
 
     @_storage_errors
     async def ping(self) -> None:
@@ -172,10 +208,15 @@ class SqlHistory:
     @_storage_errors
     async def open_stream(self, stream_id: str, config: StreamConfig) -> None:
         self._capacity[stream_id] = config.max_history_size
-        async with self._engine.begin() as connection:
-            last = self._last[stream_id] = await _last_seq(connection, stream_id)
-            if last is not None:
-                await self._trim(connection, stream_id, last - config.max_history_size)
+        async with self._files():
+            async with self._engine.begin() as connection:
+                last = self._last[stream_id] = await _last_seq(connection, stream_id)
+                released = set()
+                if last is not None:
+                    released = await self._trim(
+                        connection, stream_id, last - config.max_history_size
+                    )
+            await self._release(released)
 
     @_storage_errors
     async def save_stream(self, state: StreamState) -> None:
@@ -189,29 +230,67 @@ class SqlHistory:
             return [_state(row) for row in rows]
 
     @_storage_errors
-    async def append(
-        self, stream_id: str, records: Sequence[EventRecord], state: StreamState | None = None
-    ) -> None:
-        if not records:
+    async def write(self, writes: Sequence[StreamWrite]) -> None:
+        writes = [w for w in writes if w.records or w.state is not None or w.screenshots]
+        if not writes:
             return
-        async with self._engine.begin() as connection:
-            if stream_id in self._last:
+        async with self._files():
+            async with self._engine.begin() as connection:
+                newest = await self._check_seqs(connection, writes)
+                await self._store_screenshots(connection, writes)
+                # Plain tuples through statements compiled once: the hot insert skips
+                # SQLAlchemy's per-row parameter processing.
+                rows = [_row(w.stream_id, record) for w in writes for record in w.records]
+                if rows:
+                    await connection.exec_driver_sql(self._insert_sql, rows)
+                states = {w.stream_id: w.state for w in writes if w.state is not None}
+                if states:
+                    await connection.exec_driver_sql(
+                        self._upsert_sql, [_state_row(state) for state in states.values()]
+                    )
+                released: set[str] = set()
+                for stream_id, last in newest.items():
+                    capacity = self._capacity.get(stream_id)
+                    if capacity is not None:
+                        released |= await self._trim(connection, stream_id, last - capacity)
+            self._last.update(newest)
+            await self._release(released)
+
+    async def _check_seqs(
+        self, connection: AsyncConnection, writes: Sequence[StreamWrite]
+    ) -> dict[str, int]:
+        """The newest seq per stream after ``writes``; raises if any seq would not follow."""
+        newest: dict[str, int] = {}
+        for write in writes:
+            if not write.records:
+                continue
+            stream_id = write.stream_id
+            last: int | None
+            if stream_id in newest:
+                last = newest[stream_id]
+            elif stream_id in self._last:
                 last = self._last[stream_id]
             else:
                 last = await _last_seq(connection, stream_id)
-            for offset, record in enumerate(records):
-                if last is not None and record.seq != last + 1 + offset:
-                    raise ValueError(f"seq {record.seq} does not follow {last + offset}")
-            # Plain tuples through a statement compiled once: the hot insert skips
-            # SQLAlchemy's per-row parameter processing.
-            rows = [_row(stream_id, record) for record in records]
-            await connection.exec_driver_sql(self._insert_sql, rows)
-            if state is not None:
-                await self._upsert_stream(connection, state)
-            capacity = self._capacity.get(stream_id)
-            if capacity is not None:
-                await self._trim(connection, stream_id, records[-1].seq - capacity)
-        self._last[stream_id] = records[-1].seq
+            for record in write.records:
+                if last is not None and record.seq != last + 1:
+                    raise ValueError(f"seq {record.seq} does not follow {last}")
+                last = record.seq
+            newest[stream_id] = write.records[-1].seq
+        return newest
+
+    async def _store_screenshots(
+        self, connection: AsyncConnection, writes: Sequence[StreamWrite]
+    ) -> None:
+        rows = []
+        for write in writes:
+            for screenshot_id, image in write.screenshots:
+                if self._blobs is not None:
+                    await self._blobs.put(image.sha256, image.data)
+                data = b"" if self._blobs is not None else image.data
+                rows.append((write.stream_id, screenshot_id, image.mime_type, image.sha256, data))
+        if rows:
+            await connection.exec_driver_sql(self._shot_sql, rows)
 
     @_storage_errors
     async def query(self, stream_id: str, spec: HistoryFilter) -> HistoryPage:
@@ -260,43 +339,42 @@ class SqlHistory:
 
     @_storage_errors
     async def compact(self, stream_id: str, keep_count: int) -> int:
-        async with self._engine.begin() as connection:
-            last = await _last_seq(connection, stream_id)
-            if last is None:
-                return 0
-            return await self._trim(connection, stream_id, last - keep_count)
+        async with self._files():
+            async with self._engine.begin() as connection:
+                last = await _last_seq(connection, stream_id)
+                if last is None:
+                    return 0
+                count, released = await _delete_events(
+                    connection, stream_id, events.c.seq <= last - keep_count
+                )
+            await self._release(released)
+            return count
 
     @_storage_errors
     async def expire(self, stream_id: str, older_than: datetime) -> int:
-        async with self._engine.begin() as connection:
-            old = and_(events.c.stream_id == stream_id, events.c.ts_ms < _millis(older_than))
-            return await _delete_events(connection, stream_id, old)
+        async with self._files():
+            async with self._engine.begin() as connection:
+                count, released = await _delete_events(
+                    connection, stream_id, events.c.ts_ms < _millis(older_than)
+                )
+            await self._release(released)
+            return count
 
     @_storage_errors
     async def drop_stream(self, stream_id: str) -> None:
         self._capacity.pop(stream_id, None)
         self._last.pop(stream_id, None)
-        async with self._engine.begin() as connection:
-            await connection.execute(delete(events).where(events.c.stream_id == stream_id))
-            await connection.execute(
-                delete(screenshots).where(screenshots.c.stream_id == stream_id)
-            )
-            await connection.execute(delete(streams).where(streams.c.stream_id == stream_id))
-
-    @_storage_errors
-    async def put_screenshot(
-        self, stream_id: str, screenshot_id: str, image: StoredScreenshot
-    ) -> None:
-        row = {
-            "stream_id": stream_id,
-            "screenshot_id": screenshot_id,
-            "mime_type": image.mime_type,
-            "sha256": image.sha256,
-            "data": image.data,
-        }
-        upsert = pg_insert if self._engine.dialect.name == "postgresql" else sqlite_insert
-        async with self._engine.begin() as connection:
-            await connection.execute(upsert(screenshots).values(row).on_conflict_do_nothing())
+        async with self._files():
+            async with self._engine.begin() as connection:
+                await connection.execute(delete(events).where(events.c.stream_id == stream_id))
+                dropped = await connection.execute(
+                    delete(screenshots)
+                    .where(screenshots.c.stream_id == stream_id)
+                    .returning(screenshots.c.sha256)
+                )
+                released = {row.sha256 for row in dropped}
+                await connection.execute(delete(streams).where(streams.c.stream_id == stream_id))
+            await self._release(released)
 
     @_storage_errors
     async def get_screenshot(self, stream_id: str, screenshot_id: str) -> StoredScreenshot | None:
@@ -309,7 +387,14 @@ class SqlHistory:
                     )
                 )
             ).first()
-        return None if row is None else StoredScreenshot(row.data, row.mime_type, row.sha256)
+        if row is None:
+            return None
+        data = row.data
+        if not data and self._blobs is not None:
+            data = await self._blobs.read(row.sha256)
+            if data is None:
+                raise StorageUnavailable(f"screenshot file {row.sha256} is missing")
+        return StoredScreenshot(data, row.mime_type, row.sha256)
 
     @_storage_errors
     async def usage_bytes(self, stream_id: str) -> int:
@@ -320,36 +405,64 @@ class SqlHistory:
                 )
             )
             images = await connection.execute(
-                select(func.coalesce(func.sum(func.length(screenshots.c.data)), 0)).where(
+                select(func.length(screenshots.c.data), screenshots.c.sha256).where(
                     screenshots.c.stream_id == stream_id
                 )
             )
-            return int(held.scalar() or 0) + int(images.scalar() or 0)
+            image_bytes = sum(
+                size or (0 if self._blobs is None else self._blobs.size(digest))
+                for size, digest in images
+            )
+            return int(held.scalar() or 0) + image_bytes
 
     async def close(self) -> None:
         await self._engine.dispose()
 
     async def _upsert_stream(self, connection: AsyncConnection, state: StreamState) -> None:
-        row = (
-            state.stream_id,
-            state.workflow_session_id,
-            state.status,
-            orjson.dumps(state.config).decode(),
-            orjson.dumps(state.metadata).decode(),
-            state.epoch,
-            _millis(state.created_at),
-            _millis(state.last_activity),
-            state.last_seq,
-            orjson.dumps(state.running_commands).decode(),
-        )
-        await connection.exec_driver_sql(self._upsert_sql, row)
+        await connection.exec_driver_sql(self._upsert_sql, _state_row(state))
 
-    async def _trim(self, connection: AsyncConnection, stream_id: str, through_seq: int) -> int:
-        """Delete events with seq <= ``through_seq`` and screenshots left unused."""
+    async def _trim(
+        self, connection: AsyncConnection, stream_id: str, through_seq: int
+    ) -> set[str]:
+        """Delete events with seq <= ``through_seq`` and the screenshot rows left unused;
+        returns the digests of the images those rows held."""
         if through_seq <= 0:
-            return 0
-        old = and_(events.c.stream_id == stream_id, events.c.seq <= through_seq)
-        return await _delete_events(connection, stream_id, old)
+            return set()
+        return (await _delete_events(connection, stream_id, events.c.seq <= through_seq))[1]
+
+    def _files(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """What a change touching screenshot files holds (nothing without files)."""
+        return contextlib.nullcontext() if self._blobs is None else self._blobs.lock
+
+    async def _release(self, digests: Collection[str]) -> None:
+        """Delete the image files of ``digests`` that no screenshot row uses any more.
+        Called after the deleting transaction committed, holding :meth:`_files`."""
+        if self._blobs is None or not digests:
+            return
+        async with self._engine.connect() as connection:
+            used = await connection.execute(
+                select(screenshots.c.sha256).where(screenshots.c.sha256.in_(digests)).distinct()
+            )
+            await self._blobs.remove(set(digests) - {row.sha256 for row in used})
+
+
+async def _migrate(connection: AsyncConnection) -> None:
+    async with connection.begin():
+        await connection.run_sync(lambda sync: metadata.create_all(sync, tables=[schema_version]))
+        done = (await connection.execute(select(func.max(schema_version.c.version)))).scalar()
+    for version, migrate in enumerate(MIGRATIONS[done or 0 :], start=(done or 0) + 1):
+        async with connection.begin():
+            await migrate(connection)
+            await connection.execute(insert(schema_version).values(version=version))
+
+
+def _blob_directory(url: str) -> BlobDirectory | None:
+    """Image files beside a SQLite database file; None (images in the table) otherwise."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    database = Path(parsed.database)
+    return BlobDirectory(database.parent / f"{database.name}-screenshots")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
@@ -372,27 +485,33 @@ async def _last_seq(connection: AsyncConnection, stream_id: str) -> int | None:
 
 async def _delete_events(
     connection: AsyncConnection, stream_id: str, which: ColumnElement[bool]
-) -> int:
-    """Delete the events ``which`` selects; release the screenshots that only they used.
+) -> tuple[int, set[str]]:
+    """Delete the stream's events ``which`` selects and the screenshot rows only they
+    used; returns how many events went and the digests of the screenshot rows deleted.
 
     Only the screenshot ids the deleted rows carried are looked at (through
     ``es_events_by_screenshot``), so trimming a long stream stays cheap per append."""
+    mine = events.c.stream_id == stream_id
     rows = (
-        await connection.execute(delete(events).where(which).returning(events.c.screenshot_id))
+        await connection.execute(
+            delete(events).where(mine, which).returning(events.c.screenshot_id)
+        )
     ).all()
     shots = {row.screenshot_id for row in rows if row.screenshot_id is not None}
+    released: set[str] = set()
     if shots:
-        still_used = select(events.c.screenshot_id).where(
-            events.c.stream_id == stream_id, events.c.screenshot_id.in_(shots)
-        )
-        await connection.execute(
-            delete(screenshots).where(
+        still_used = select(events.c.screenshot_id).where(mine, events.c.screenshot_id.in_(shots))
+        deleted = await connection.execute(
+            delete(screenshots)
+            .where(
                 screenshots.c.stream_id == stream_id,
                 screenshots.c.screenshot_id.in_(shots),
                 screenshots.c.screenshot_id.not_in(still_used),
             )
+            .returning(screenshots.c.sha256)
         )
-    return len(rows)
+        released = {row.sha256 for row in deleted}
+    return len(rows), released
 
 
 def _conditions(spec: HistoryFilter) -> list[ColumnElement[bool]]:
@@ -422,6 +541,12 @@ def _compiled(engine: AsyncEngine, statement: Any, table: Table) -> str:
     return str(compiled)
 
 
+def _screenshot_insert(engine: AsyncEngine) -> Any:
+    """Insert a screenshot row; one the stream already holds stays as it is."""
+    upsert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+    return upsert(screenshots).on_conflict_do_nothing()
+
+
 def _stream_upsert(engine: AsyncEngine) -> Any:
     upsert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
     statement = upsert(streams)
@@ -442,6 +567,22 @@ def _row(stream_id: str, record: EventRecord) -> tuple[Any, ...]:
         # Searches match the data's JSON text case-insensitively, as the memory backend does.
         data_text(event_).casefold(),
         record.payload,
+    )
+
+
+def _state_row(state: StreamState) -> tuple[Any, ...]:
+    """A registry row in column order."""
+    return (
+        state.stream_id,
+        state.workflow_session_id,
+        state.status,
+        orjson.dumps(state.config).decode(),
+        orjson.dumps(state.metadata).decode(),
+        state.epoch,
+        _millis(state.created_at),
+        _millis(state.last_activity),
+        state.last_seq,
+        orjson.dumps(state.running_commands).decode(),
     )
 
 
