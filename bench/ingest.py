@@ -3,7 +3,9 @@
     python bench/ingest.py [--events N] [--repeat R]
 
 Measures, side by side in one run, the median over R repetitions of:
-- in-process single publishes (``hub.publisher.publish_status``) and 100-event batches,
+- in-process single publishes (``hub.publisher.publish_status``) from one publisher
+  awaiting each in turn and from 8 concurrent publishers (whose publishes the group
+  committer stores together), and 100-event batches from one and from 8 publishers,
   into memory, SQLite (a temporary file) and PostgreSQL (127.0.0.1:5432, database test);
 - HTTP single-event and 100-event-batch publishes against a real ``executor-streamer
   serve`` process on each of those backends, over 8 connections, driven by wrk (Debian
@@ -51,21 +53,29 @@ def event(n: int) -> dict[str, object]:
     return {"type": "STATUS", "data": {"statusType": "bench", "status": str(n)}}
 
 
-async def in_process(events: int, batched: bool, storage: str) -> float:
+async def in_process(events: int, batched: bool, storage: str, publishers: int = 1) -> float:
     config = ExecutorStreamerConfig().with_overrides(
         {"logging": {"level": "ERROR"}, "defaultStreamConfig": {"maxHistorySize": 1_000_000}}
     )
     async with ExecutorStreamer(config, storage=make_storage(storage)) as hub:
         session = f"bench-{time.monotonic_ns()}"
+        await hub.create_stream(session)
+
+        async def publisher(share: range) -> None:
+            if batched:
+                for start in share[::BATCH]:
+                    batch = [event(start + i) for i in range(BATCH)]
+                    await hub.publisher.publish_batch(session, batch)
+            else:
+                for n in share:
+                    await hub.publisher.publish_status(session, "bench", str(n))
+
         started = time.perf_counter()
-        if batched:
-            for start in range(0, events, BATCH):
-                batch = [event(start + i) for i in range(BATCH)]
-                await hub.publisher.publish_batch(session, batch)
-        else:
-            for n in range(events):
-                await hub.publisher.publish_status(session, "bench", str(n))
-        return events / (time.perf_counter() - started)
+        each = events // publishers
+        await asyncio.gather(
+            *(publisher(range(p * each, (p + 1) * each)) for p in range(publishers))
+        )
+        return each * publishers / (time.perf_counter() - started)
 
 
 def make_storage(storage: str) -> HistoryStore:
@@ -197,9 +207,14 @@ async def main(events: int, repeat: int) -> None:
         # One transaction per event is slow on SQL: fewer of them keep the run short.
         singles = events // 4 if storage == "memory" else events // 40
         single = functools.partial(in_process, singles, False, storage)
+        concurrent = functools.partial(in_process, singles * 4, False, storage, CONCURRENCY)
         batched = functools.partial(in_process, events, True, storage)
         rows[f"{storage}: in-process, single"] = await median_of(repeat, single)
+        rows[f"{storage}: in-process, single, 8 publishers"] = await median_of(repeat, concurrent)
         rows[f"{storage}: in-process, batch of 100"] = await median_of(repeat, batched)
+        rows[f"{storage}: in-process, batch of 100, 8 publishers"] = await median_of(
+            repeat, functools.partial(in_process, events, True, storage, CONCURRENCY)
+        )
         rows |= await http_rows(storage, events, repeat)
     print(f"\n| ingest | events/s (median of {repeat}) |\n|---|---:|")
     for name, rate in rows.items():

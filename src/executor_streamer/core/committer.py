@@ -62,7 +62,6 @@ class GroupCommitter:
     def submit(self, pending: PendingPublish) -> None:
         """Queue a publish; its ``done`` resolves once it is stored and applied. Called
         with the stream's lock held, so a stream's publishes queue in seq order."""
-        pending.done.add_done_callback(_retrieve)
         pending.stream.staged.append(pending)
         self._queue.append(pending)
         if self._task is None:
@@ -98,24 +97,28 @@ class GroupCommitter:
         return batch
 
     def _commit(self, pending: PendingPublish) -> None:
-        staged = pending.stream.staged
-        assert staged[0] is pending, "a stream's publishes commit in the order they queued"
-        staged.popleft()
+        stream = pending.stream
+        assert stream.staged[0] is pending, "a stream's publishes commit in the order they queued"
+        stream.staged.popleft()
         try:
             self._apply(pending)
         finally:
             if not pending.done.done():  # its publisher may have been cancelled meanwhile
                 pending.done.set_result(None)
+            if not stream.staged:
+                stream.notify_settled()
 
     def _fail(self, batch: list[PendingPublish], exc: Exception) -> None:
         streams = {p.stream for p in batch}
         later = [p for p in self._queue if p.stream in streams]
         self._queue = deque(p for p in self._queue if p.stream not in streams)
-        for stream in streams:
-            stream.staged.clear()
         for pending in [*batch, *later]:
             if not pending.done.done():
                 pending.done.set_exception(_failure(exc))
+                pending.done.exception()  # seen, even if its publisher is gone
+        for stream in streams:
+            stream.staged.clear()
+            stream.notify_settled()
 
 
 def _failure(exc: Exception) -> StorageUnavailable:
@@ -127,9 +130,3 @@ def _failure(exc: Exception) -> StorageUnavailable:
         failure = StorageUnavailable(f"history storage failed: {exc.__class__.__name__}: {exc}")
     failure.__cause__ = exc
     return failure
-
-
-def _retrieve(future: asyncio.Future[None]) -> None:
-    """Mark a failure seen even when its publisher is gone (no 'never retrieved' noise)."""
-    if not future.cancelled():
-        future.exception()

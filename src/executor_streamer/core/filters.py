@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import orjson
 import structlog
 
 from ..types.events import StreamEvent
@@ -85,6 +84,4 @@ def history_predicate(spec: HistoryFilter) -> Predicate | None:
 
 def data_text(event: StreamEvent) -> str:
     """The event's ``data`` as the JSON text a search matches against."""
-    return orjson.dumps(
-        event.data.model_dump(mode="json", by_alias=True, exclude_none=True)
-    ).decode()
+    return event.data.model_dump_json(by_alias=True, exclude_none=True)

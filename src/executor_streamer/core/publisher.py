@@ -10,7 +10,6 @@ was: no seq used, no command matched, nothing stored or delivered.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -22,6 +21,7 @@ from ..errors import EventTooLarge, FieldError, InvalidInput, StreamClosed, Stre
 from ..history.base import HistoryStore, StreamWrite
 from ..types.enums import SessionStatus, StreamEventType
 from ..types.events import (
+    COMMAND_EVENT_TYPES,
     CommandCompletedData,
     CommandFailedData,
     CommandStartedData,
@@ -34,7 +34,7 @@ from ..types.events import (
 from .analytics import HubCounters
 from .commands import CommandTracker
 from .committer import GroupCommitter, PendingPublish
-from .ids import new_event_id
+from .ids import new_event_ids
 from .publishing import JsonObject, PublishingMethods
 from .records import EventRecord
 from .streams import Stream, StreamManager
@@ -149,8 +149,9 @@ class StreamPublisher(PublishingMethods):
                             await self._streams.withdraw(stream)
                         raise
                 try:
-                    # Shielded: a publisher that goes away does not take its events back.
-                    await asyncio.shield(pending.done)
+                    # A publisher cancelled now cancels only its wait: the committer
+                    # still stores and delivers what it staged.
+                    await pending.done
                 except Exception:
                     if created:
                         async with stream.lock:
@@ -214,16 +215,18 @@ class StreamPublisher(PublishingMethods):
         self, stream: Stream, prepared: Sequence[PreparedEvent], tracker: CommandTracker
     ) -> list[EventRecord]:
         timestamp = stream.next_timestamp()
+        first_seq = stream.head_seq + 1
         records: list[EventRecord] = []
         errors: list[FieldError] = []
         too_large = False
+        ids = new_event_ids(len(prepared))
         for offset, item in enumerate(prepared):
             index = offset if len(prepared) > 1 else None
-            event = StreamEvent.model_construct(
-                id=new_event_id(),
+            event = StreamEvent.trusted(
+                id=ids[offset],
                 stream_id=stream.id,
                 session_id=stream.workflow_session_id,
-                seq=stream.head_seq + 1 + offset,
+                seq=first_seq + offset,
                 type=item.type,
                 timestamp=timestamp,
                 data=_stored_data(stream, item, tracker),
@@ -253,14 +256,6 @@ class StreamPublisher(PublishingMethods):
 def _stored_data(stream: Stream, item: PreparedEvent, tracker: CommandTracker) -> StreamEventData:
     """The data as stored: command ids resolved, screenshots turned into ScreenshotInfo."""
     data = item.data
-    if isinstance(data, CommandStartedData):
-        return data.model_copy(
-            update={"command_id": tracker.start(data.command_name, data.command_id)}
-        )
-    if isinstance(data, CommandCompletedData | CommandFailedData):
-        return data.model_copy(
-            update={"command_id": tracker.finish(data.command_name, data.command_id)}
-        )
     if item.screenshot is not None:
         shot = item.screenshot
         fields = shot.fields
@@ -276,5 +271,14 @@ def _stored_data(stream: Stream, item: PreparedEvent, tracker: CommandTracker) -
             command_id=fields.command_id,
             page_url=fields.page_url,
         )
-    assert not isinstance(data, ScreenshotFields), "screenshots always carry their image"
-    return cast(StreamEventData, data)
+    assert item.type is not StreamEventType.SCREENSHOT, "screenshots always carry their image"
+    if item.type not in COMMAND_EVENT_TYPES:  # most events: no model class tests
+        return cast(StreamEventData, data)
+    if isinstance(data, CommandStartedData):
+        return data.model_copy(
+            update={"command_id": tracker.start(data.command_name, data.command_id)}
+        )
+    assert isinstance(data, CommandCompletedData | CommandFailedData)
+    return data.model_copy(
+        update={"command_id": tracker.finish(data.command_name, data.command_id)}
+    )

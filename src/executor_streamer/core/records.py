@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..types.events import StreamEvent
+from .filters import data_text
 
 _to_json = StreamEvent.__pydantic_serializer__.to_json
 
@@ -24,6 +25,17 @@ class EventRecord:
     @property
     def seq(self) -> int:
         return self.event.seq
+
+    def data_text(self) -> str:
+        """The event's ``data`` as JSON text, as searches match it (``filters.data_text``).
+
+        Cut out of ``payload`` rather than serialized again: the envelope's fields before
+        ``data`` are ids, numbers, an enum and a timestamp, none of which can hold the text
+        ``,"data":``, and without metadata ``data`` is the last field."""
+        if self.event.metadata is not None:
+            return data_text(self.event)
+        start = self.payload.index(b',"data":') + len(b',"data":')
+        return self.payload[start:-1].decode()
 
     @classmethod
     def of(cls, event: StreamEvent) -> EventRecord:

@@ -89,12 +89,24 @@ class Stream:
         """Running commands as of ``last_seq``."""
         self.staged: deque[PendingPublish] = deque()
         """Publishes built and queued for commit, oldest first."""
+        self._settled: asyncio.Future[None] | None = None
         self.counters = StreamCounters()
         self.subscriptions: set[Subscription] = set()
         self.clients: dict[str, ClientSession] = {}
         self.withdrawn = False
         """Set when the publish that auto-created this stream failed and took it back."""
         self._last_timestamp = self.created_at
+
+    @property
+    def config(self) -> StreamConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: StreamConfig) -> None:
+        self._config = config
+        # Every publish stores the stream's state; dumping the config each time cost
+        # about a quarter of an in-process publish.
+        self._config_dump = config.model_dump(mode="json", by_alias=False)
 
     @property
     def is_open(self) -> bool:
@@ -114,7 +126,15 @@ class Stream:
         """Wait until every staged publish is committed or failed. With ``lock`` held,
         nothing is staged meanwhile, so afterwards ``staged`` is empty."""
         while self.staged:
-            await asyncio.wait({self.staged[-1].done})
+            if self._settled is None or self._settled.done():
+                self._settled = asyncio.get_running_loop().create_future()
+            await self._settled
+
+    def notify_settled(self) -> None:
+        """Called by the committer when ``staged`` has become empty."""
+        if self._settled is not None and not self._settled.done():
+            self._settled.set_result(None)
+        self._settled = None
 
     @contextlib.asynccontextmanager
     async def exclusive(self) -> AsyncIterator[None]:
@@ -141,7 +161,7 @@ class Stream:
             stream_id=self.id,
             workflow_session_id=self.workflow_session_id,
             status=self.status.value,
-            config=self.config.model_dump(mode="json", by_alias=False),
+            config=self._config_dump,
             metadata=self.metadata,
             epoch=self.epoch,
             created_at=self.created_at,

@@ -74,13 +74,13 @@ def prepare_batch(
 def prepare_event(
     item: EventInput | Mapping[str, Any], limits: LimitsConfig, index: int | None = None
 ) -> PreparedEvent:
-    if isinstance(item, EventInput):
-        event = item
-    elif isinstance(item, Mapping):
+    if isinstance(item, dict | Mapping):  # dict first: the Mapping test is an ABC's
         try:
             event = EventInput.model_validate(item)
         except ValidationError as exc:
             raise InvalidInput(field_errors(exc, index=index)) from None
+    elif isinstance(item, EventInput):
+        event = item
     else:
         raise InvalidInput.single("(root)", "an event must be an object", index)
     check_metadata(event.metadata, limits, index)

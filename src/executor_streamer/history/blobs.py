@@ -34,9 +34,21 @@ class BlobDirectory:
             raise ValueError(f"not a sha256 hex digest: {sha256!r}")
         return self.root / sha256[:2] / sha256
 
-    async def put(self, sha256: str, data: bytes) -> None:
-        """Store ``data`` under its digest, unless a file is already there."""
-        await asyncio.to_thread(self._put, self.path(sha256), data)
+    def write_file(self, sha256: str, data: bytes) -> None:
+        """Store ``data`` under its digest, unless a file is already there. Blocking:
+        called in the SQLite writer thread, inside the transaction's step."""
+        target = self.path(sha256)
+        if target.exists():
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
 
     async def read(self, sha256: str) -> bytes | None:
         return await asyncio.to_thread(_read, self.path(sha256))
@@ -55,20 +67,6 @@ class BlobDirectory:
         """Delete every file whose digest ``referenced`` lacks, and leftover temporary
         files; returns how many files went."""
         return await asyncio.to_thread(self._sweep, referenced)
-
-    @staticmethod
-    def _put(target: Path, data: bytes) -> None:
-        if target.exists():
-            return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                file.write(data)
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
 
     def _sweep(self, referenced: set[str]) -> int:
         removed = 0

@@ -14,17 +14,21 @@ only the reference in the table.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 from collections.abc import Callable, Collection, Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 import orjson
 from sqlalchemy import (
     BigInteger,
     Column,
+    Connection,
+    Engine,
     Index,
     Integer,
     LargeBinary,
@@ -33,6 +37,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    create_engine,
     delete,
     event,
     func,
@@ -46,9 +51,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.elements import ColumnElement
 
-from ..core.filters import Predicate, data_text
+from ..core.filters import Predicate
 from ..core.records import EventRecord
 from ..errors import StorageUnavailable
+from ..types.enums import StreamEventType
 from ..types.events import ScreenshotInfo, StreamEvent
 from ..types.filters import HistoryFilter
 from ..types.streams import StreamConfig
@@ -57,6 +63,8 @@ from .blobs import BlobDirectory
 
 P = ParamSpec("P")
 T = TypeVar("T")
+_Written = tuple[dict[str, int], dict[str, int], set[str]]
+"""What a write transaction reports: newest and oldest seq per stream, released images."""
 
 
 def _storage_errors(
@@ -169,16 +177,28 @@ class SqlHistory:
         # the pool, so the next one reconnects.
         self._engine: AsyncEngine = create_async_engine(url)
         self._capacity: dict[str, int] = {}
-        # The newest stored seq per opened stream: the hub serializes appends to a stream,
-        # so this replaces a SELECT MAX(seq) per append; updated only after a commit.
+        # The newest and oldest stored seq per stream (None: no events), where known:
+        # the hub's committer is the only writer, so these replace a SELECT MAX(seq) and
+        # a trimming DELETE per write. Updated only after a commit; anything else that
+        # deletes events forgets the oldest.
         self._last: dict[str, int | None] = {}
+        self._oldest: dict[str, int | None] = {}
         self._insert_sql = _compiled(self._engine, insert(events), events)
         self._upsert_sql = _compiled(self._engine, _stream_upsert(self._engine), streams)
         self._shot_sql = _compiled(self._engine, _screenshot_insert(self._engine), screenshots)
         self._postgres = self._engine.dialect.name == "postgresql"
         self._blobs = _blob_directory(url)
+        self._sync_engine: Engine | None = None
+        self._writer: ThreadPoolExecutor | None = None
         if self._engine.dialect.name == "sqlite":
             event.listen(self._engine.sync_engine, "connect", _sqlite_pragmas)
+            if self._blobs is not None:  # a file: writes get a thread and a connection
+                sync_url = make_url(url).set(drivername="sqlite+pysqlite")
+                self._sync_engine = create_engine(
+                    sync_url, pool_size=1, connect_args={"check_same_thread": False}
+                )
+                event.listen(self._sync_engine, "connect", _sqlite_pragmas)
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="es-sqlite-writer")
 
     @_storage_errors
     async def start(self) -> None:
@@ -208,14 +228,19 @@ class SqlHistory:
     @_storage_errors
     async def open_stream(self, stream_id: str, config: StreamConfig) -> None:
         self._capacity[stream_id] = config.max_history_size
+        self._oldest.pop(stream_id, None)
+
+        def reopen(connection: Connection) -> set[str]:
+            last = self._last[stream_id] = _last_seq(connection, stream_id)
+            return (
+                set()
+                if last is None
+                else _trim(connection, stream_id, last - config.max_history_size)
+            )
+
         async with self._files():
             async with self._engine.begin() as connection:
-                last = self._last[stream_id] = await _last_seq(connection, stream_id)
-                released = set()
-                if last is not None:
-                    released = await self._trim(
-                        connection, stream_id, last - config.max_history_size
-                    )
+                released = await connection.run_sync(reopen)
             await self._release(released)
 
     @_storage_errors
@@ -235,30 +260,65 @@ class SqlHistory:
         if not writes:
             return
         async with self._files():
-            async with self._engine.begin() as connection:
-                newest = await self._check_seqs(connection, writes)
-                await self._store_screenshots(connection, writes)
-                # Plain tuples through statements compiled once: the hot insert skips
-                # SQLAlchemy's per-row parameter processing.
-                rows = [_row(w.stream_id, record) for w in writes for record in w.records]
-                if rows:
-                    await connection.exec_driver_sql(self._insert_sql, rows)
-                states = {w.stream_id: w.state for w in writes if w.state is not None}
-                if states:
-                    await connection.exec_driver_sql(
-                        self._upsert_sql, [_state_row(state) for state in states.values()]
-                    )
-                released: set[str] = set()
-                for stream_id, last in newest.items():
-                    capacity = self._capacity.get(stream_id)
-                    if capacity is not None:
-                        released |= await self._trim(connection, stream_id, last - capacity)
+            if self._writer is not None:
+                # SQLite: the whole transaction in one hop to the writer thread, where
+                # aiosqlite would hop to its thread and back for every statement.
+                loop = asyncio.get_running_loop()
+                done = await loop.run_in_executor(self._writer, self._write_in_thread, writes)
+            else:
+                async with self._engine.begin() as connection:
+                    done = await connection.run_sync(self._write_transaction, writes)
+            newest, oldest, released = done
             self._last.update(newest)
+            self._oldest.update(oldest)
             await self._release(released)
 
-    async def _check_seqs(
-        self, connection: AsyncConnection, writes: Sequence[StreamWrite]
-    ) -> dict[str, int]:
+    def _write_in_thread(self, writes: Sequence[StreamWrite]) -> _Written:
+        assert self._sync_engine is not None
+        with self._sync_engine.begin() as connection:
+            return self._write_transaction(connection, writes)
+
+    def _write_transaction(self, connection: Connection, writes: Sequence[StreamWrite]) -> _Written:
+        """Store ``writes`` in the caller's transaction; returns each written stream's
+        newest and oldest seq and the digests of images released by trimming."""
+        newest = self._check_seqs(connection, writes)
+        self._store_screenshots(connection, writes)
+        # Plain tuples through statements compiled once: the hot insert skips
+        # SQLAlchemy's per-row parameter processing.
+        rows = [_row(w.stream_id, record) for w in writes for record in w.records]
+        if rows:
+            connection.exec_driver_sql(self._insert_sql, rows)
+        states = {w.stream_id: w.state for w in writes if w.state is not None}
+        if states:
+            connection.exec_driver_sql(
+                self._upsert_sql, [_state_row(state) for state in states.values()]
+            )
+        released, oldest = self._trim_to_capacity(connection, writes, newest)
+        return newest, oldest, released
+
+    def _trim_to_capacity(
+        self, connection: Connection, writes: Sequence[StreamWrite], newest: dict[str, int]
+    ) -> tuple[set[str], dict[str, int]]:
+        """Trim each written stream to ``maxHistorySize``, deleting only when something
+        is over it; returns the released image digests and each stream's oldest seq."""
+        released: set[str] = set()
+        oldest: dict[str, int] = {}
+        for write in writes:
+            stream_id = write.stream_id
+            if write.records and stream_id not in oldest:
+                if stream_id in self._oldest:
+                    first = self._oldest[stream_id]
+                else:
+                    first = _first_seq(connection, stream_id)
+                oldest[stream_id] = write.records[0].seq if first is None else first
+        for stream_id, last in newest.items():
+            capacity = self._capacity.get(stream_id)
+            if capacity is not None and last - capacity >= oldest[stream_id]:
+                released |= _trim(connection, stream_id, last - capacity)
+                oldest[stream_id] = last - capacity + 1
+        return released, oldest
+
+    def _check_seqs(self, connection: Connection, writes: Sequence[StreamWrite]) -> dict[str, int]:
         """The newest seq per stream after ``writes``; raises if any seq would not follow."""
         newest: dict[str, int] = {}
         for write in writes:
@@ -271,7 +331,7 @@ class SqlHistory:
             elif stream_id in self._last:
                 last = self._last[stream_id]
             else:
-                last = await _last_seq(connection, stream_id)
+                last = _last_seq(connection, stream_id)
             for record in write.records:
                 if last is not None and record.seq != last + 1:
                     raise ValueError(f"seq {record.seq} does not follow {last}")
@@ -279,18 +339,16 @@ class SqlHistory:
             newest[stream_id] = write.records[-1].seq
         return newest
 
-    async def _store_screenshots(
-        self, connection: AsyncConnection, writes: Sequence[StreamWrite]
-    ) -> None:
+    def _store_screenshots(self, connection: Connection, writes: Sequence[StreamWrite]) -> None:
         rows = []
         for write in writes:
             for screenshot_id, image in write.screenshots:
                 if self._blobs is not None:
-                    await self._blobs.put(image.sha256, image.data)
+                    self._blobs.write_file(image.sha256, image.data)
                 data = b"" if self._blobs is not None else image.data
                 rows.append((write.stream_id, screenshot_id, image.mime_type, image.sha256, data))
         if rows:
-            await connection.exec_driver_sql(self._shot_sql, rows)
+            connection.exec_driver_sql(self._shot_sql, rows)
 
     @_storage_errors
     async def query(self, stream_id: str, spec: HistoryFilter) -> HistoryPage:
@@ -339,42 +397,39 @@ class SqlHistory:
 
     @_storage_errors
     async def compact(self, stream_id: str, keep_count: int) -> int:
-        async with self._files():
-            async with self._engine.begin() as connection:
-                last = await _last_seq(connection, stream_id)
-                if last is None:
-                    return 0
-                count, released = await _delete_events(
-                    connection, stream_id, events.c.seq <= last - keep_count
-                )
-            await self._release(released)
-            return count
+        self._oldest.pop(stream_id, None)
+
+        def compact(connection: Connection) -> tuple[int, set[str]]:
+            last = _last_seq(connection, stream_id)
+            if last is None:
+                return 0, set()
+            return _delete_events(connection, stream_id, events.c.seq <= last - keep_count)
+
+        return await self._delete(compact)
 
     @_storage_errors
     async def expire(self, stream_id: str, older_than: datetime) -> int:
-        async with self._files():
-            async with self._engine.begin() as connection:
-                count, released = await _delete_events(
-                    connection, stream_id, events.c.ts_ms < _millis(older_than)
-                )
-            await self._release(released)
-            return count
+        self._oldest.pop(stream_id, None)
+        old = events.c.ts_ms < _millis(older_than)
+        return await self._delete(lambda connection: _delete_events(connection, stream_id, old))
 
     @_storage_errors
     async def drop_stream(self, stream_id: str) -> None:
         self._capacity.pop(stream_id, None)
         self._last.pop(stream_id, None)
-        async with self._files():
-            async with self._engine.begin() as connection:
-                await connection.execute(delete(events).where(events.c.stream_id == stream_id))
-                dropped = await connection.execute(
-                    delete(screenshots)
-                    .where(screenshots.c.stream_id == stream_id)
-                    .returning(screenshots.c.sha256)
-                )
-                released = {row.sha256 for row in dropped}
-                await connection.execute(delete(streams).where(streams.c.stream_id == stream_id))
-            await self._release(released)
+        self._oldest.pop(stream_id, None)
+
+        def drop(connection: Connection) -> tuple[int, set[str]]:
+            removed = connection.execute(delete(events).where(events.c.stream_id == stream_id))
+            dropped = connection.execute(
+                delete(screenshots)
+                .where(screenshots.c.stream_id == stream_id)
+                .returning(screenshots.c.sha256)
+            )
+            connection.execute(delete(streams).where(streams.c.stream_id == stream_id))
+            return removed.rowcount, {row.sha256 for row in dropped}
+
+        await self._delete(drop)
 
     @_storage_errors
     async def get_screenshot(self, stream_id: str, screenshot_id: str) -> StoredScreenshot | None:
@@ -417,18 +472,23 @@ class SqlHistory:
 
     async def close(self) -> None:
         await self._engine.dispose()
+        if self._writer is not None:
+            assert self._sync_engine is not None
+            await asyncio.get_running_loop().run_in_executor(
+                self._writer, self._sync_engine.dispose
+            )
+            self._writer.shutdown()
 
     async def _upsert_stream(self, connection: AsyncConnection, state: StreamState) -> None:
         await connection.exec_driver_sql(self._upsert_sql, _state_row(state))
 
-    async def _trim(
-        self, connection: AsyncConnection, stream_id: str, through_seq: int
-    ) -> set[str]:
-        """Delete events with seq <= ``through_seq`` and the screenshot rows left unused;
-        returns the digests of the images those rows held."""
-        if through_seq <= 0:
-            return set()
-        return (await _delete_events(connection, stream_id, events.c.seq <= through_seq))[1]
+    async def _delete(self, deletion: Callable[[Connection], tuple[int, set[str]]]) -> int:
+        """Run ``deletion`` in a transaction, then release the images it freed."""
+        async with self._files():
+            async with self._engine.begin() as connection:
+                count, released = await connection.run_sync(deletion)
+            await self._release(released)
+            return count
 
     def _files(self) -> contextlib.AbstractAsyncContextManager[Any]:
         """What a change touching screenshot files holds (nothing without files)."""
@@ -475,16 +535,30 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor.close()
 
 
-async def _last_seq(connection: AsyncConnection, stream_id: str) -> int | None:
-    result = await connection.execute(
-        select(func.max(events.c.seq)).where(events.c.stream_id == stream_id)
-    )
-    value = result.scalar()
+def _first_seq(connection: Connection, stream_id: str) -> int | None:
+    value = connection.execute(
+        select(func.min(events.c.seq)).where(events.c.stream_id == stream_id)
+    ).scalar()
     return None if value is None else int(value)
 
 
-async def _delete_events(
-    connection: AsyncConnection, stream_id: str, which: ColumnElement[bool]
+def _last_seq(connection: Connection, stream_id: str) -> int | None:
+    value = connection.execute(
+        select(func.max(events.c.seq)).where(events.c.stream_id == stream_id)
+    ).scalar()
+    return None if value is None else int(value)
+
+
+def _trim(connection: Connection, stream_id: str, through_seq: int) -> set[str]:
+    """Delete events with seq <= ``through_seq`` and the screenshot rows left unused;
+    returns the digests of the images those rows held."""
+    if through_seq <= 0:
+        return set()
+    return _delete_events(connection, stream_id, events.c.seq <= through_seq)[1]
+
+
+def _delete_events(
+    connection: Connection, stream_id: str, which: ColumnElement[bool]
 ) -> tuple[int, set[str]]:
     """Delete the stream's events ``which`` selects and the screenshot rows only they
     used; returns how many events went and the digests of the screenshot rows deleted.
@@ -492,16 +566,14 @@ async def _delete_events(
     Only the screenshot ids the deleted rows carried are looked at (through
     ``es_events_by_screenshot``), so trimming a long stream stays cheap per append."""
     mine = events.c.stream_id == stream_id
-    rows = (
-        await connection.execute(
-            delete(events).where(mine, which).returning(events.c.screenshot_id)
-        )
+    rows = connection.execute(
+        delete(events).where(mine, which).returning(events.c.screenshot_id)
     ).all()
     shots = {row.screenshot_id for row in rows if row.screenshot_id is not None}
     released: set[str] = set()
     if shots:
         still_used = select(events.c.screenshot_id).where(mine, events.c.screenshot_id.in_(shots))
-        deleted = await connection.execute(
+        deleted = connection.execute(
             delete(screenshots)
             .where(
                 screenshots.c.stream_id == stream_id,
@@ -557,15 +629,17 @@ def _stream_upsert(engine: AsyncEngine) -> Any:
 def _row(stream_id: str, record: EventRecord) -> tuple[Any, ...]:
     """An event row in column order: stream, seq, type, time, screenshot, search, payload."""
     event_ = record.event
-    shot = event_.data if isinstance(event_.data, ScreenshotInfo) else None
+    shot = None
+    if event_.type is StreamEventType.SCREENSHOT:
+        shot = cast(ScreenshotInfo, event_.data).screenshot_id
     return (
         stream_id,
         record.seq,
         event_.type.value,
         _millis(event_.timestamp),
-        None if shot is None else shot.screenshot_id,
+        shot,
         # Searches match the data's JSON text case-insensitively, as the memory backend does.
-        data_text(event_).casefold(),
+        record.data_text().casefold(),
         record.payload,
     )
 

@@ -6,6 +6,7 @@ on input. Timestamps are RFC 3339 UTC with milliseconds and ``Z``.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -15,8 +16,10 @@ from pydantic.alias_generators import to_camel, to_snake
 MAX_JSON_OBJECT_KEYS = 1000
 
 
+@functools.lru_cache(maxsize=256)
 def format_timestamp(value: datetime) -> str:
-    """``2026-01-01T10:00:00.123Z``: UTC, millisecond precision."""
+    """``2026-01-01T10:00:00.123Z``: UTC, millisecond precision. Cached: the events of a
+    batch share one stamp, and replays format the same stamps again."""
     value = value.astimezone(UTC)
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 

@@ -7,6 +7,7 @@ Enums accept their wire strings.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, ValidatorFunctionWrapHandler, field_validator
@@ -173,12 +174,13 @@ def _data_of_type(
     if event_type is None:
         return value  # ``type`` failed, and its own error says why.
     model = models[event_type]
-    if isinstance(value, WireModel) and not isinstance(value, model):
-        raise ValueError(f"{type(value).__name__} is not the data of a {event_type} event")
-    if not isinstance(value, WireModel):
-        if not isinstance(value, dict):
-            raise ValueError("Input should be an object")
+    # The dict test first: a model class test goes through ABCMeta, ~10x slower.
+    if isinstance(value, dict):
         value = model.model_validate(value)
+    elif not isinstance(value, WireModel):
+        raise ValueError("Input should be an object")
+    elif not isinstance(value, model):
+        raise ValueError(f"{type(value).__name__} is not the data of a {event_type} event")
     return handler(value)
 
 
@@ -219,3 +221,35 @@ class StreamEvent(WireModel):
         cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
     ) -> Any:
         return _data_of_type(value, handler, info, DATA_MODELS)
+
+    @classmethod
+    def trusted(
+        cls,
+        id: str,
+        stream_id: str,
+        session_id: str,
+        seq: int,
+        type: StreamEventType,
+        timestamp: datetime,
+        data: StreamEventData,
+        metadata: dict[str, Any] | None,
+    ) -> StreamEvent:
+        """An event from values the hub made and checked itself: what ``model_construct``
+        builds, without its per-field alias lookups (a third of a batched publish's
+        cost). ``tests/types`` holds it equal to ``model_construct``'s result."""
+        event = cls.__new__(cls)
+        values = {
+            "id": id,
+            "stream_id": stream_id,
+            "session_id": session_id,
+            "seq": seq,
+            "type": type,
+            "timestamp": timestamp,
+            "data": data,
+            "metadata": metadata,
+        }
+        object.__setattr__(event, "__dict__", values)
+        object.__setattr__(event, "__pydantic_fields_set__", set(values))
+        object.__setattr__(event, "__pydantic_extra__", None)
+        object.__setattr__(event, "__pydantic_private__", None)
+        return event

@@ -1,0 +1,85 @@
+"""Records: the shortcuts the hot path takes give exactly what the slow way gives."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from executor_streamer.core.filters import data_text
+from executor_streamer.core.ids import new_event_ids
+from executor_streamer.core.records import EventRecord
+from executor_streamer.types import StreamEvent
+
+from ..history.test_contract import T0
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def event(data: dict[str, Any], kind: str, metadata: dict[str, Any] | None) -> StreamEvent:
+    return StreamEvent.model_validate(
+        {
+            "id": "evt_x",
+            "streamId": "str_y",
+            "sessionId": "wf-1",
+            "seq": 7,
+            "type": kind,
+            "timestamp": T0,
+            "data": data,
+            "metadata": metadata,
+        }
+    )
+
+
+class TestDataText:
+    @given(
+        variables=st.dictionaries(st.text(), json_values, max_size=4),
+        metadata=st.none() | st.dictionaries(st.text(), json_values, max_size=3),
+    )
+    def test_cut_from_the_payload_equals_serializing_again(
+        self, variables: dict[str, Any], metadata: dict[str, Any] | None
+    ) -> None:
+        """Whatever the data holds (text like ',"data":' included) and with or without
+        metadata, the search text a record gives is the data's JSON."""
+        variables[',"data":'] = ',"metadata":{"data":1}}'  # escaped in JSON: harmless
+        variables["nested"] = {"a": 1, "data": {"b": 2}}  # a real ,"data": inside data
+        built = event({"code": "E", "message": "m", "details": variables}, "ERROR", metadata)
+        assert EventRecord.of(built).data_text() == data_text(built)
+
+    def test_every_event_type(self) -> None:
+        """Unicode, quotes and nested values: the cut is the data exactly."""
+        samples: dict[str, dict[str, Any]] = {
+            "REASONING": {"thought": "ünïcode \u2028", "confidence": 0.5, "reasoningType": "p"},
+            "COMMAND_STARTED": {"commandName": "click", "action": "CLICK", "parameters": {}},
+            "STATUS": {"statusType": "a", "status": "b", "message": '"quoted"'},
+            "ERROR": {"code": "E", "message": "m", "details": {"k": [1, 2.5]}},
+        }
+        for kind, data in samples.items():
+            built = event(data, kind, None)
+            assert EventRecord.of(built).data_text() == data_text(built), kind
+
+
+class TestTrustedEvents:
+    def test_trusted_equals_model_construct(self) -> None:
+        """StreamEvent.trusted builds what model_construct builds, and serializes alike."""
+        sample = event({"statusType": "a", "status": "b"}, "STATUS", {"m": 1})
+        values = sample.model_dump(by_alias=False)
+        values["data"] = sample.data
+        trusted = StreamEvent.trusted(**values)
+        constructed = StreamEvent.model_construct(**values)
+        assert trusted == constructed == sample
+        assert trusted.model_fields_set == constructed.model_fields_set
+        assert EventRecord.of(trusted).payload == EventRecord.of(sample).payload
+
+
+class TestEventIds:
+    def test_unique_and_shaped_like_token_urlsafe(self) -> None:
+        ids = new_event_ids(1000) + new_event_ids(1)
+        assert len(set(ids)) == 1001
+        assert all(re.fullmatch(r"evt_[A-Za-z0-9_-]{16}", i) for i in ids)
