@@ -32,7 +32,8 @@ class TestMigrations:
             for version, migrate in enumerate(MIGRATIONS[:2], start=1):
                 await migrate(connection)
                 await connection.execute(insert(sql.schema_version).values(version=version))
-            await connection.exec_driver_sql("DROP INDEX IF EXISTS es_events_by_screenshot")
+            # A version-2 schema had neither index (step 1 now creates the partial one).
+            await connection.exec_driver_sql("DROP INDEX es_events_with_screenshot")
         await old.close()
 
         for _ in range(2):  # starting twice applies nothing twice
@@ -45,7 +46,22 @@ class TestMigrations:
                 )
             await store.close()
             assert [v for (v,) in versions] == list(range(1, len(MIGRATIONS) + 1))
-            assert "es_events_by_screenshot" in indexes
+            assert "es_events_with_screenshot" in indexes
+            assert "es_events_by_screenshot" not in indexes  # replaced by the partial one
+
+    async def test_screenshot_lookups_use_the_partial_index(self, tmp_path: Path) -> None:
+        """Finding which events still use a screenshot goes through the partial index."""
+        store = SqlHistory(f"sqlite+aiosqlite:///{tmp_path / 'plan.db'}")
+        await store.start()
+        try:
+            async with store._engine.connect() as connection:
+                plan = await connection.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN SELECT screenshot_id FROM es_events WHERE stream_id = 's1'"
+                    " AND screenshot_id IS NOT NULL AND screenshot_id IN ('a', 'b')"
+                )
+                assert "es_events_with_screenshot" in " ".join(str(row) for row in plan)
+        finally:
+            await store.close()
 
     async def test_hubs_starting_together_migrate_postgres_once(self) -> None:
         """Two stores starting at once on a fresh PostgreSQL schema: the advisory lock
