@@ -282,12 +282,16 @@ class TestBadInput:
 
 class TestTransportHooks:
     async def test_on_ready_fires_for_items_and_close(self, hub: ExecutorStreamer) -> None:
-        """on_ready is called when events arrive and when the subscription closes."""
+        """on_ready is called when events arrive to an empty queue (a consumer that has
+        not drained yet was told already) and when the subscription closes."""
         await hub.create_stream("wf-1")
         sub = await hub.open_subscription("wf-1")
         calls: list[str | None] = []
         sub.on_ready = lambda s: calls.append(s.close_reason)
         await publish(hub, 2)
+        assert calls == [None]
+        sub.drain()
+        await publish(hub, 1)
         await hub.destroy_stream("wf-1")
         assert calls == [None, None, "STREAM_CLOSED"]
 

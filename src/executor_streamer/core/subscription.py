@@ -102,8 +102,9 @@ class Subscription:
         self._waiter: asyncio.Future[None] | None = None
         self._on_close = on_close
         self.on_ready: Callable[[Subscription], None] | None = None
-        """Called (synchronously) whenever items arrive or the subscription closes; lets
-        one writer task watch several subscriptions."""
+        """Called (synchronously) when items arrive with nothing queued before them, and
+        when the subscription closes; lets one writer task watch several subscriptions.
+        A consumer drains until ``pending`` is 0 before it waits again."""
         self.close_reason: CloseReason | None = None
         self.recovered = True
         """False when events this subscriber asked to resume from were no longer held."""
@@ -134,6 +135,10 @@ class Subscription:
         if self.close_reason is not None:
             return
         predicate = self._predicate
+        # A consumer only ever waits with nothing queued, so only the first item after
+        # that needs to wake it: under load (a consumer pacing its writes) the hundred
+        # subscribers of a stream take new events without a wake-up each.
+        was_empty = not self._queue and not self._backlog
         added = False
         for record in records:
             if record.seq <= self._position:
@@ -146,7 +151,7 @@ class Subscription:
                 return
             self._queue.append(record)
             added = True
-        if added:
+        if added and was_empty:
             self._wake()
 
     def push_replay(self, records: list[EventRecord], request_id: str | None = None) -> None:

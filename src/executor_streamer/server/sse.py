@@ -22,7 +22,7 @@ from ..core.hub import ExecutorStreamer
 from ..core.subscription import CloseReason, Subscription, flatten
 from ..types.base import format_timestamp, utc_now
 from .metrics import ServerMetrics
-from .transport import LiveConnections, liveness_interval
+from .transport import LiveConnections, Pacer, Ticker, liveness_interval
 from .wire import sse_event, sse_frame, sse_preamble
 
 _log = structlog.get_logger("executor_streamer.sse")
@@ -76,16 +76,24 @@ class EventStreamResponse(Response):
         self._wake = asyncio.Event()
         self._sending = False
         self._writer: asyncio.Task[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._last_write = self._loop.time()
+        self._sending_since: float | None = None
+        self._heartbeat_due = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.sub.on_ready = self._on_ready
         self.client.on_disconnect = self._on_client_ended
+        # Ticks four times per heartbeat: a heartbeat goes out 1 to 1.25 intervals after
+        # the last write, and a write stuck past the deadline is seen as quickly.
+        ticker = Ticker(self.heartbeat / 4, self._tick)
         with self.connections.track():
             self._writer = asyncio.create_task(self._write(send))
             listener = asyncio.create_task(self._listen(receive))
             try:
                 await asyncio.wait({self._writer, listener}, return_when=asyncio.FIRST_COMPLETED)
             finally:
+                ticker.stop()
                 for task in (self._writer, listener):
                     task.cancel()
                 results = await asyncio.gather(self._writer, listener, return_exceptions=True)
@@ -102,6 +110,14 @@ class EventStreamResponse(Response):
     def _on_client_ended(self, reason: CloseReason) -> None:
         self._wake.set()
         self._abort_if_stuck()
+
+    def _tick(self) -> None:
+        now = self._loop.time()
+        if self._sending_since is not None and now - self._sending_since > self.write_timeout:
+            self._abort_if_stuck()  # the client stopped reading: it vanished
+        elif now - self._last_write >= self.heartbeat:
+            self._heartbeat_due = True
+            self._wake.set()
 
     def _abort_if_stuck(self) -> None:
         # A writer blocked on a client that does not read would never see the news.
@@ -125,12 +141,14 @@ class EventStreamResponse(Response):
                 },
             )
         await self._send(send, opening)
+        pacer = Pacer()
         while True:
             if self.sub.close_reason is CloseReason.SLOW_CONSUMER:
                 await self._finish(send, CloseReason.SLOW_CONSUMER)
                 return
-            records = flatten(self.sub.drain())  # replays go out as stream_event too
-            if records:
+            if self.sub.pending:
+                await pacer.pace()
+                records = flatten(self.sub.drain())  # replays go out as stream_event too
                 await self._send(send, b"".join(sse_event(r) for r in records))
                 self.metrics.record_delivered(records)
                 continue
@@ -138,11 +156,12 @@ class EventStreamResponse(Response):
                 assert self.sub.close_reason is not None
                 await self._finish(send, self.sub.close_reason)
                 return
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.heartbeat)
-            except TimeoutError:
+            if self._heartbeat_due:
+                self._heartbeat_due = False
                 await self._send(send, self._heartbeat())
+                continue
+            self._wake.clear()
+            await self._wake.wait()
 
     def _heartbeat(self) -> bytes:
         stream = self.hub.streams.find(self.sub.stream_id)
@@ -163,14 +182,21 @@ class EventStreamResponse(Response):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _send(self, send: Send, body: bytes, seconds: float | None = None) -> None:
+        """Write ``body``; the ticker cuts a write that has not drained after the idle
+        timeout (``seconds`` instead: a deadline of its own, for the last words)."""
         self._sending = True
+        self._sending_since = self._loop.time()
+        message = {"type": "http.response.body", "body": body, "more_body": True}
         try:
-            await asyncio.wait_for(
-                send({"type": "http.response.body", "body": body, "more_body": True}),
-                self.write_timeout if seconds is None else seconds,
-            )
+            if seconds is None:
+                await send(message)
+            else:
+                async with asyncio.timeout(seconds):
+                    await send(message)
         except (TimeoutError, asyncio.CancelledError, OSError):
             raise _Aborted from None
         finally:
             self._sending = False
+            self._sending_since = None
+        self._last_write = self._loop.time()
         self.client.touch()  # a write that drained is an SSE client's sign of life

@@ -1,10 +1,11 @@
-"""Routes of the live transports; the protocols live in sse.py, polling.py, websocket.py."""
+"""Routes of SSE and long polling; the protocols live in sse.py and polling.py. ``/ws`` is
+dispatched by the app itself (``app.HubApp``)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, WebSocket
+from fastapi import APIRouter, Header, Query, Request
 
 from ..core.subscription import CloseReason
 from ..errors import HubNotRunning
@@ -14,7 +15,6 @@ from .rest import ERRORS, hub_of
 from .schemas import PollResponse
 from .sse import EventStreamResponse
 from .transport import filters_from_types, parse_seq
-from .websocket import WebSocketSession
 
 router = APIRouter()
 
@@ -69,10 +69,3 @@ async def long_poll(
     hub = hub_of(request)
     filters = filters_from_types(types)
     return await poll(hub, request.app.state.metrics, ref, since, filters, wait, client_id)
-
-
-@router.websocket("/ws")
-async def websocket(websocket: WebSocket) -> None:
-    app = websocket.app
-    session = WebSocketSession(websocket, app.state.hub, app.state.metrics, app.state.connections)
-    await session.run()

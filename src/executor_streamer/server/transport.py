@@ -1,10 +1,10 @@
-"""What every transport shares: query parsing and tracking live connections."""
+"""What every transport shares: query parsing, live connections, writer timing."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ..core.hub import ExecutorStreamer
 from ..core.subscription import CloseReason
@@ -88,3 +88,46 @@ def liveness_interval(hub: ExecutorStreamer) -> float:
     timeout, so the hub's idle sweep never races it."""
     interval, _ = ping_settings(hub)
     return min(interval, hub.config.server.idle_client_timeout / 3000)
+
+
+COALESCE_SECONDS = 0.005
+"""While events keep coming, a client that takes several per frame (SSE, batched
+WebSocket) gets at most one write per this interval: under load each write carries
+several events, which is what lets one process feed hundreds of clients thousands of
+events a second, and an idle stream's first event still goes out at once."""
+
+
+class Ticker:
+    """Calls ``tick`` every ``interval`` seconds until stopped.
+
+    One timer per connection for heartbeats and write deadlines, instead of a timeout
+    armed around every wait and every write (``asyncio.wait_for`` makes a task each
+    time: at thousands of writes a second that was the writers' largest cost)."""
+
+    def __init__(self, interval: float, tick: Callable[[], None]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._interval = interval
+        self._tick = tick
+        self._handle = self._loop.call_later(interval, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = self._loop.call_later(self._interval, self._fire)
+        self._tick()
+
+    def stop(self) -> None:
+        self._handle.cancel()
+
+
+class Pacer:
+    """Spaces a writer's sends at least ``COALESCE_SECONDS`` apart (see there)."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._last = 0.0
+
+    async def pace(self) -> None:
+        """Wait until the next send may go; call right before taking what is queued."""
+        wait = self._last + COALESCE_SECONDS - self._loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._last = self._loop.time()

@@ -47,7 +47,14 @@ from .errors import (
     CLOSE_TOO_MANY_CLIENTS,
 )
 from .metrics import ServerMetrics
-from .transport import LiveConnections, filters_from_types, liveness_interval, parse_seq
+from .transport import (
+    LiveConnections,
+    Pacer,
+    Ticker,
+    filters_from_types,
+    liveness_interval,
+    parse_seq,
+)
 from .wire import ws_event, ws_events, ws_message
 
 PROTOCOL_VERSION = 1
@@ -118,6 +125,7 @@ class WebSocketSession:
         connections: LiveConnections,
     ) -> None:
         self.ws = websocket
+        self._raw_send = websocket._send
         self.hub = hub
         self.metrics = metrics
         self.connections = connections
@@ -356,25 +364,29 @@ class WebSocketSession:
         self._wake.set()
 
     async def _write(self) -> None:
-        assert self.client is not None
-        liveness = liveness_interval(self.hub)
-        while True:
-            self._wake.clear()
-            await self._flush_outbox()
-            if self.close_with is not None:
-                return
-            for entry in list(self.subs.values()):
-                await self._send_items(entry)
+        client = self.client
+        assert client is not None
+        # uvicorn pings and closes a peer that stops answering (see ping_settings), so a
+        # connection that is still open is alive.
+        ticker = Ticker(liveness_interval(self.hub), client.touch)
+        pacer = Pacer()
+        try:
+            while True:
+                self._wake.clear()
+                await self._flush_outbox()
                 if self.close_with is not None:
                     return
-            if self.outbox:
-                continue
-            try:
-                await asyncio.wait_for(self._wake.wait(), liveness)
-            except TimeoutError:
-                # uvicorn pings and closes a peer that stops answering (see ping_settings),
-                # so a connection that is still open is alive.
-                self.client.touch()
+                if any(entry.batch and entry.sub.pending for entry in self.subs.values()):
+                    await pacer.pace()  # let a batch gather while events keep coming
+                for entry in list(self.subs.values()):
+                    await self._send_items(entry)
+                    if self.close_with is not None:
+                        return
+                if self.outbox or self._wake.is_set():
+                    continue
+                await self._wake.wait()
+        finally:
+            ticker.stop()
 
     async def _send_items(self, entry: _Sub) -> None:
         sub = entry.sub
@@ -434,7 +446,9 @@ class WebSocketSession:
     async def _send(self, frame: bytes) -> None:
         self._sending = True
         try:
-            await self.ws.send_text(frame.decode())
+            # The ASGI send itself: Starlette's WebSocket.send re-checks its state
+            # machine on every frame.
+            await self._raw_send({"type": "websocket.send", "text": frame.decode()})
         except (WebSocketDisconnect, RuntimeError, OSError):
             raise _PeerGone from None
         finally:

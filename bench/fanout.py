@@ -1,0 +1,247 @@
+"""Fan-out benchmark: the hub against what a user might pick instead, in one run.
+
+    python bench/fanout.py [--subscribers 100] [--seconds 3] [--only hub-ws-batch,...]
+
+For each target, a fresh server process and the Node load generator
+(``bench/fanout/loadgen.mjs``: N subscribers on one stream, one publisher POSTing single
+events at a fixed rate, each carrying its send time) run at rising rates. A rate passes
+when at least 95 % of it was achieved, nothing was lost and p99 latency stayed under
+100 ms; a target's capacity is the highest rate that passed. Targets: the hub over
+batched WebSocket, plain WebSocket, SSE and long polling (``executor-streamer serve``,
+memory backend), and three peers (``bench/fanout/peers``): a plain Node ``ws`` broadcast
+server, python-socketio broadcasting to a room, FastAPI + sse-starlette with a queue per
+client. The CPU seconds the server and the load generator used are read from /proc, to
+show the generator is the cheaper side.
+
+Prints a markdown table and writes ``bench/results/<date>-fanout.json``. Needs Node.js
+(``npm ci`` in bench/fanout, which ``make bench`` runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+HERE = Path(__file__).parent
+FANOUT = HERE / "fanout"
+RESULTS = HERE / "results"
+RATES = [250, 500, 1000, 2000, 3000, 4000, 6000, 8000, 12000, 16000]
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    kind: str  # the load generator's subscriber kind
+    command: list[str]
+    ready_path: str
+
+
+def targets() -> list[Target]:
+    hub = [sys.executable, "-m", "executor_streamer", "serve", "--host", "127.0.0.1", "--port"]
+    peers = FANOUT / "peers"
+    return [
+        Target("hub: WebSocket, batched", "hub-ws-batch", hub, "/readyz"),
+        Target("hub: WebSocket", "hub-ws", hub, "/readyz"),
+        Target("hub: SSE", "hub-sse", hub, "/readyz"),
+        Target("hub: long polling", "hub-poll", hub, "/readyz"),
+        Target(
+            "peer: Node ws broadcast",
+            "ws-peer",
+            ["node", str(peers / "ws-broadcast.mjs")],
+            "/healthz",
+        ),
+        Target(
+            "peer: python-socketio room",
+            "socketio-peer",
+            [sys.executable, str(peers / "socketio_peer.py")],
+            "/healthz",
+        ),
+        Target(
+            "peer: FastAPI + sse-starlette",
+            "sse-peer",
+            [sys.executable, str(peers / "sse_peer.py")],
+            "/healthz",
+        ),
+    ]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def children_cpu_seconds() -> float:
+    """CPU of the finished child processes this one has waited for (the load generators)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def start(target: Target) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "EXECUTOR_STREAMER_LOGGING__LEVEL": "ERROR",
+        # Subscribers of many runs may linger a moment on a reused server.
+        "EXECUTOR_STREAMER_DEFAULT_STREAM_CONFIG__MAX_CLIENTS": "10000",
+    }
+    process = subprocess.Popen(
+        [*target.command, str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(150):
+        try:
+            if httpx.get(base + target.ready_path).status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"{target.name} did not start: {process.stderr and process.stderr.read()}")
+
+
+def run_load(target: Target, base: str, server_pid: int, rate: int, args: Any) -> dict[str, Any]:
+    spec = {
+        "kind": target.kind,
+        "base": base,
+        "stream": f"bench-{rate}-{time.monotonic_ns()}",
+        "subscribers": args.subscribers,
+        "rate": rate,
+        "seconds": args.seconds,
+    }
+    server_before = cpu_seconds(server_pid)
+    loadgen_before = children_cpu_seconds()
+    started = time.monotonic()
+    loadgen = subprocess.Popen(
+        ["node", str(FANOUT / "loadgen.mjs"), json.dumps(spec)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    output, errors = loadgen.communicate(timeout=120)
+    wall = time.monotonic() - started
+    if loadgen.returncode != 0:
+        raise RuntimeError(f"load generator failed on {target.name} at {rate}/s: {errors}")
+    result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    result["serverCpu"] = round((cpu_seconds(server_pid) - server_before) / wall, 2)
+    result["loadgenCpu"] = round((children_cpu_seconds() - loadgen_before) / wall, 2)
+    result["passed"] = passed(result)
+    return result
+
+
+def passed(result: dict[str, Any]) -> bool:
+    return bool(
+        result["achievedRate"] >= 0.95 * result["rate"]
+        and result["lost"] == 0
+        and result["publishFailures"] == 0
+        and result["p99"] is not None
+        and result["p99"] < 100
+    )
+
+
+def measure(target: Target, args: Any) -> dict[str, Any]:
+    """Rising rates on one fresh server until a rate fails (or the list ends)."""
+    process, base = start(target)
+    runs = []
+    try:
+        for rate in RATES:
+            if args.max_rate and rate > args.max_rate:
+                break
+            result = run_load(target, base, process.pid, rate, args)
+            runs.append(result)
+            print(f"  {target.name} @ {rate}/s: {summary(result)}", flush=True)
+            if not result["passed"]:
+                break
+    finally:
+        process.terminate()
+        process.wait(15)
+    capacity = max((r["rate"] for r in runs if r["passed"]), default=0)
+    return {"target": target.name, "kind": target.kind, "capacity": capacity, "runs": runs}
+
+
+def summary(result: dict[str, Any]) -> str:
+    return (
+        f"achieved {result['achievedRate']}/s, p50 {result['p50']} p99 {result['p99']} "
+        f"max {result['max']} ms, lost {result['lost']}, out of order {result['outOfOrder']}, "
+        f"CPU server {result['serverCpu']:.0%} loadgen {result['loadgenCpu']:.0%}, "
+        f"{'pass' if result['passed'] else 'FAIL'}"
+    )
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    lines = [
+        "| target | capacity (events/s) | at 1000/s: p50 / p90 / p99 / max (ms) | lost | "
+        "out of order | CPU at 1000/s: server / load generator |",
+        "|---|---:|---|---:|---:|---|",
+    ]
+    for entry in results:
+        at = next((r for r in entry["runs"] if r["rate"] == 1000), None)
+        if at is None:
+            latency, lost, disorder, cpu = "not reached", "", "", ""
+        else:
+            latency = f"{at['p50']} / {at['p90']} / {at['p99']} / {at['max']}"
+            lost, disorder = str(at["lost"]), str(at["outOfOrder"])
+            cpu = f"{at['serverCpu']:.0%} / {at['loadgenCpu']:.0%}"
+        cells = [entry["target"], f"{entry['capacity']:,}", latency, lost, disorder, cpu]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--subscribers", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--only", default="", help="comma-separated target kinds")
+    parser.add_argument("--max-rate", type=int, default=0)
+    args = parser.parse_args()
+    chosen = [t for t in targets() if not args.only or t.kind in args.only.split(",")]
+    results = []
+    for target in chosen:
+        print(f"{target.name}:", flush=True)
+        results.append(measure(target, args))
+    print(f"\n{args.subscribers} subscribers on one stream, single-event POSTs\n")
+    print(table(results))
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    report = {
+        "benchmark": "fanout",
+        "when": stamp,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "node": subprocess.run(
+                ["node", "--version"], capture_output=True, text=True
+            ).stdout.strip(),
+            "platform": platform.platform(),
+        },
+        "subscribers": args.subscribers,
+        "seconds_per_rate": args.seconds,
+        "pass_rule": ">= 95% of the rate achieved, nothing lost, p99 < 100 ms",
+        "results": results,
+    }
+    path = RESULTS / f"{stamp}-fanout.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,322 @@
+// Fan-out load generator: N subscribers on one stream, one publisher POSTing single
+// events at a fixed rate, each event carrying its send time.
+//
+//   node loadgen.mjs '{"kind":"hub-ws-batch","base":"http://127.0.0.1:3001",
+//                      "stream":"bench-1","subscribers":100,"rate":1000,"seconds":4}'
+//
+// Prints one JSON line: achieved rate, deliveries, loss, out-of-order deliveries and
+// per-delivery latency percentiles (ms). Subscribers never parse whole events: they
+// pick `"n":<seq>,"t":<send time>` out of the text, so the generator stays far cheaper
+// than the servers it loads. Sender and receivers share one clock (this process).
+
+import http from "node:http";
+import { performance } from "node:perf_hooks";
+import { io } from "socket.io-client";
+import WebSocket from "ws";
+
+const spec = JSON.parse(process.argv[2]);
+const { kind, base, stream, subscribers, rate, seconds } = spec;
+const WARMUP = 20; // events sent slowly first, not measured: connections and JITs settle
+const DRAIN_MS = 3000;
+const MAX_IN_FLIGHT = 256;
+const wsBase = base.replace(/^http/, "ws");
+const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+const now = () => performance.timeOrigin + performance.now();
+const hub = kind.startsWith("hub-");
+const MARK = /"n":(\d+),"t":([0-9.eE+-]+)/g;
+// The hub's events carry their seq before the mark: order is checked against it.
+const HUB_MARK = /"seq":(\d+),[^]*?"n":(\d+),"t":([0-9.eE+-]+)/g;
+
+// -- what every subscriber records -------------------------------------------------------
+
+const total = WARMUP + Math.ceil(rate * seconds);
+const latencies = new Float64Array(Math.ceil(rate * seconds * 1.05 + 16) * subscribers);
+let recorded = 0;
+let outOfOrder = 0;
+let duplicates = 0;
+let delivered = 0;
+
+class Tally {
+  constructor() {
+    this.lastSeq = 0;
+    this.last = 0;
+    this.seen = new Uint8Array(total + 1);
+    this.order = new Uint32Array(total); // the marks in the order they arrived
+    this.received = 0;
+    this.count = 0; // measured events received (n > WARMUP)
+    this.ready = false;
+  }
+  receive(n, t, at, seq) {
+    if (n > total) return;
+    if (this.seen[n]) {
+      duplicates++;
+      return;
+    }
+    this.seen[n] = 1;
+    this.order[this.received++] = n;
+    if (seq !== undefined) {
+      if (seq < this.lastSeq) outOfOrder++;
+      this.lastSeq = seq;
+    }
+    this.last = Math.max(this.last, n);
+    if (n > WARMUP) {
+      this.count++;
+      delivered++;
+      if (recorded < latencies.length) latencies[recorded++] = at - t;
+    }
+  }
+  scan(text) {
+    const at = now();
+    if (hub) {
+      HUB_MARK.lastIndex = 0;
+      let match;
+      while ((match = HUB_MARK.exec(text)) !== null) this.receive(+match[2], +match[3], at, +match[1]);
+      return;
+    }
+    MARK.lastIndex = 0;
+    let match;
+    while ((match = MARK.exec(text)) !== null) this.receive(+match[1], +match[2], at);
+  }
+}
+
+// Without a server seq, order is checked against the first subscriber's: a broadcast
+// must hand every subscriber the events in one order.
+function peerOutOfOrder(tallies) {
+  const rank = new Uint32Array(total + 1);
+  const reference = tallies[0];
+  for (let i = 0; i < reference.received; i++) rank[reference.order[i]] = i + 1;
+  let count = 0;
+  for (const tally of tallies.slice(1)) {
+    let previous = 0;
+    for (let i = 0; i < tally.received; i++) {
+      const r = rank[tally.order[i]];
+      if (r && r < previous) count++;
+      previous = Math.max(previous, r);
+    }
+  }
+  return count;
+}
+
+// -- subscribers, one kind per server ------------------------------------------------------
+
+function hubWebSocket(tally, batch) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`${wsBase}/ws`, { perMessageDeflate: false, skipUTF8Validation: true });
+    ws.on("message", (data) => {
+      const text = data.toString();
+      if (tally.ready) return tally.scan(text);
+      if (text.includes('"connection_ack"')) {
+        ws.send(JSON.stringify({ type: "subscribe", streamId: stream, batch }));
+      } else if (text.includes('"subscribed"')) {
+        tally.ready = true;
+        resolve(() => ws.terminate());
+      } else {
+        tally.scan(text);
+      }
+    });
+    ws.on("error", reject);
+  });
+}
+
+function plainWebSocket(tally, url) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, { perMessageDeflate: false, skipUTF8Validation: true });
+    ws.on("open", () => {
+      tally.ready = true;
+      resolve(() => ws.terminate());
+    });
+    ws.on("message", (data) => tally.scan(data.toString()));
+    ws.on("error", reject);
+  });
+}
+
+function eventSource(tally, url) {
+  return new Promise((resolve, reject) => {
+    const request = http.get(url, { agent: false }, (response) => {
+      if (response.statusCode !== 200) return reject(new Error(`SSE ${response.statusCode}`));
+      response.setEncoding("utf8");
+      let pending = "";
+      response.on("data", (chunk) => {
+        pending += chunk;
+        const end = pending.lastIndexOf("\n\n");
+        if (end < 0) return;
+        tally.scan(pending.slice(0, end));
+        pending = pending.slice(end + 2);
+      });
+      tally.ready = true;
+      resolve(() => request.destroy());
+    });
+    request.on("error", (error) => (tally.ready ? undefined : reject(error)));
+  });
+}
+
+function longPoll(tally) {
+  let since = 0;
+  let stopped = false;
+  let clientId = "";
+  const pollAgent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const poll = () => {
+    if (stopped) return;
+    const query = `since=${since}&timeout=25${clientId ? `&clientId=${clientId}` : ""}`;
+    const request = http.get(`${base}/api/streams/${stream}/poll?${query}`, { agent: pollAgent }, (response) => {
+      let body = "";
+      response.setEncoding("utf8");
+      response.on("data", (chunk) => (body += chunk));
+      response.on("end", () => {
+        tally.scan(body);
+        const last = /"lastSeq":(\d+)/.exec(body);
+        if (last) since = +last[1];
+        const id = /"clientId":"([^"]+)"/.exec(body);
+        if (id) clientId = id[1];
+        poll();
+      });
+    });
+    request.on("error", () => setTimeout(poll, 100));
+  };
+  poll();
+  tally.ready = true;
+  return Promise.resolve(() => {
+    stopped = true;
+    pollAgent.destroy();
+  });
+}
+
+function socketIo(tally) {
+  return new Promise((resolve, reject) => {
+    const socket = io(base, { transports: ["websocket"], forceNew: true });
+    socket.on("event", (data) => tally.receive(data.n, data.t, now()));
+    socket.on("connect", () => {
+      socket.emit("join", stream, () => {
+        tally.ready = true;
+        resolve(() => socket.close());
+      });
+    });
+    socket.on("connect_error", reject);
+  });
+}
+
+const SUBSCRIBE = {
+  "hub-ws-batch": (tally) => hubWebSocket(tally, true),
+  "hub-ws": (tally) => hubWebSocket(tally, false),
+  "hub-sse": (tally) => eventSource(tally, `${base}/api/streams/${stream}/events`),
+  "hub-poll": (tally) => longPoll(tally),
+  "ws-peer": (tally) => plainWebSocket(tally, `${wsBase}/`),
+  "socketio-peer": (tally) => socketIo(tally),
+  "sse-peer": (tally) => eventSource(tally, `${base}/events`),
+};
+
+// -- the publisher ---------------------------------------------------------------------------
+
+const publishPath = hub ? `/api/streams/${stream}/events` : "/publish";
+
+function body(n) {
+  const mark = `{"n":${n},"t":${now()}}`;
+  if (!hub) return mark;
+  return `{"type":"STATUS","data":{"statusType":"bench","status":"running"},"metadata":${mark}}`;
+}
+
+function post(path, payload) {
+  return new Promise((resolve, reject) => {
+    const request = http.request(
+      `${base}${path}`,
+      { method: "POST", agent, headers: { "content-type": "application/json" } },
+      (response) => {
+        response.resume();
+        response.on("end", () =>
+          response.statusCode < 300 ? resolve() : reject(new Error(`POST ${response.statusCode}`)),
+        );
+      },
+    );
+    request.on("error", reject);
+    request.end(payload);
+  });
+}
+
+let failures = 0;
+
+async function publish(fromN, count, perSecond) {
+  const started = performance.now();
+  let sent = 0;
+  let inFlight = 0;
+  let drained = null;
+  while (sent < count) {
+    const due = Math.min(count, Math.floor(((performance.now() - started) / 1000) * perSecond) + 1);
+    while (sent < due && inFlight < MAX_IN_FLIGHT) {
+      const n = fromN + sent++;
+      inFlight++;
+      post(publishPath, body(n))
+        .catch(() => failures++)
+        .finally(() => {
+          inFlight--;
+          if (drained && inFlight === 0) drained();
+        });
+    }
+    await new Promise((resolve) => setImmediate(resolve));
+    if (sent < due) await new Promise((resolve) => setTimeout(resolve, 1));
+    else await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+  if (inFlight) await new Promise((resolve) => (drained = resolve));
+  return (performance.now() - started) / 1000;
+}
+
+function percentile(sorted, p) {
+  if (!sorted.length) return null;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+async function main() {
+  if (hub) await post("/api/streams", JSON.stringify({ workflowSessionId: stream }));
+  const tallies = Array.from({ length: subscribers }, () => new Tally());
+  const connectStarted = performance.now();
+  const closers = [];
+  for (let i = 0; i < tallies.length; i += 20) {
+    closers.push(...(await Promise.all(tallies.slice(i, i + 20).map((t) => SUBSCRIBE[kind](t)))));
+  }
+  const connectSeconds = (performance.now() - connectStarted) / 1000;
+
+  await publish(1, WARMUP, 50);
+  const warm = Date.now();
+  while (tallies.some((t) => t.last < WARMUP) && Date.now() - warm < DRAIN_MS) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+
+  const measured = total - WARMUP;
+  const elapsed = await publish(WARMUP + 1, measured, rate);
+  const drainStarted = Date.now();
+  while (tallies.some((t) => t.count < measured) && Date.now() - drainStarted < DRAIN_MS) {
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  for (const close of closers) close();
+  agent.destroy();
+  if (!hub) outOfOrder = peerOutOfOrder(tallies);
+
+  const sorted = latencies.subarray(0, recorded).sort();
+  const round = (x) => (x === null ? null : Math.round(x * 100) / 100);
+  const expected = measured * subscribers;
+  console.log(
+    JSON.stringify({
+      kind,
+      subscribers,
+      rate,
+      achievedRate: Math.round(measured / elapsed),
+      published: measured - failures,
+      publishFailures: failures,
+      expected,
+      delivered,
+      lost: expected - delivered,
+      outOfOrder,
+      duplicates,
+      p50: round(percentile(sorted, 50)),
+      p90: round(percentile(sorted, 90)),
+      p99: round(percentile(sorted, 99)),
+      max: round(sorted.length ? sorted[sorted.length - 1] : null),
+      connectSeconds: round(connectSeconds),
+    }),
+  );
+  process.exit(0);
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});
