@@ -21,7 +21,7 @@ import orjson
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from ..core.clients import ClientSession
 from ..core.hub import ExecutorStreamer
@@ -46,6 +46,7 @@ from .errors import (
     CLOSE_STREAM_NOT_FOUND,
     CLOSE_TOO_MANY_CLIENTS,
 )
+from .frames import FrameWriter, PeerGone
 from .metrics import ServerMetrics
 from .transport import (
     LiveConnections,
@@ -125,7 +126,7 @@ class WebSocketSession:
         connections: LiveConnections,
     ) -> None:
         self.ws = websocket
-        self._raw_send = websocket._send
+        self._frames = FrameWriter(websocket._send)
         self.hub = hub
         self.metrics = metrics
         self.connections = connections
@@ -206,7 +207,9 @@ class WebSocketSession:
             self._writer.cancel()
 
     def _on_ready(self, sub: Subscription) -> None:
-        self._wake.set()
+        self.connections.flusher.request(self)
+        if sub.close_reason is not None:
+            self._wake.set()
         if sub.close_reason is CloseReason.SLOW_CONSUMER:
             self.close_with = CLOSE_FOR_REASON[CloseReason.SLOW_CONSUMER]
             if self._sending and self._writer is not None:
@@ -373,40 +376,79 @@ class WebSocketSession:
         try:
             while True:
                 self._wake.clear()
-                await self._flush_outbox()
+                if any(entry.sub.pending for entry in self.subs.values()):
+                    await pacer.pace()  # let events gather while they keep coming
+                # Everything ready goes out in one write: replies first, so a
+                # ``subscribed`` precedes that subscription's events.
+                frames = list(self.outbox)
+                self.outbox.clear()
+                delivered: list[EventRecord] = []
+                if self.close_with is None:
+                    for entry in list(self.subs.values()):
+                        self._take_items(entry, frames, delivered)
+                        if self.close_with is not None:
+                            break
+                if frames:
+                    await self._send(frames)
+                    self.metrics.record_delivered(delivered)
                 if self.close_with is not None:
                     return
-                if any(entry.batch and entry.sub.pending for entry in self.subs.values()):
-                    await pacer.pace()  # let a batch gather while events keep coming
-                for entry in list(self.subs.values()):
-                    await self._send_items(entry)
-                    if self.close_with is not None:
-                        return
                 if self.outbox or self._wake.is_set():
                     continue
                 await self._wake.wait()
         finally:
             ticker.stop()
 
-    async def _send_items(self, entry: _Sub) -> None:
+    def flush(self) -> None:
+        """Write every subscription's queued events now, if that needs no waiting (see
+        ``transport.Flusher``); otherwise, or for replies and closing, the writer task
+        takes over."""
+        if (
+            self._sending
+            or self.outbox
+            or self.close_with is not None
+            or self._writer is None
+            or not self._frames.ready()
+        ):
+            self._wake.set()
+            return
+        frames: list[bytes] = []
+        delivered: list[EventRecord] = []
+        for entry in list(self.subs.values()):
+            self._take_items(entry, frames, delivered)
+            if self.close_with is not None:
+                break
+        if frames:
+            # A peer that is gone ends the session through its reader.
+            with contextlib.suppress(PeerGone):
+                self._frames.write_now(frames)
+                self.metrics.record_delivered(delivered)
+        if self.close_with is not None or self.outbox:
+            self._wake.set()
+
+    def _take_items(self, entry: _Sub, frames: list[bytes], delivered: list[EventRecord]) -> None:
+        """Turn what ``entry`` has queued into frames."""
         sub = entry.sub
         if sub.close_reason is CloseReason.SLOW_CONSUMER:
             self.close_with = CLOSE_FOR_REASON[CloseReason.SLOW_CONSUMER]
             return
-        items = sub.drain()
         live: list[EventRecord] = []
-        for item in items:
+        for item in sub.drain():
             if isinstance(item, EventRecord):
                 live.append(item)
                 continue
-            await self._send_live(live, entry.batch)
+            self._live_frames(live, entry.batch, frames)
+            delivered += live
             live = []
-            await self._send_replay(sub.stream_id, item)
-        await self._send_live(live, entry.batch)
+            frames.extend(ws_event(record, replay=True) for record in item.records)
+            delivered += item.records
+            frames.append(ws_message("replay_done", self._replay_done(sub.stream_id, item)))
+        self._live_frames(live, entry.batch, frames)
+        delivered += live
         if sub.closed and not sub.pending and self.subs.get(sub.stream_id) is entry:
             del self.subs[sub.stream_id]
             if sub.close_reason is CloseReason.STREAM_CLOSED:
-                await self._send(
+                frames.append(
                     ws_message(
                         "error",
                         {"streamId": sub.stream_id},
@@ -416,20 +458,17 @@ class WebSocketSession:
                 if entry.from_query:
                     self.close_with = (CLOSE_STREAM_CLOSED, "stream closed")
 
-    async def _send_live(self, records: list[EventRecord], batch: bool) -> None:
+    @staticmethod
+    def _live_frames(records: list[EventRecord], batch: bool, frames: list[bytes]) -> None:
         if not records:
             return
         if batch:
-            await self._send(ws_events(records))
+            frames.append(ws_events(records))
         else:
-            for record in records:
-                await self._send(ws_event(record))
-        self.metrics.record_delivered(records)
+            frames.extend(ws_event(record) for record in records)
 
-    async def _send_replay(self, stream_id: str, batch: ReplayBatch) -> None:
-        for record in batch.records:
-            await self._send(ws_event(record, replay=True))
-        self.metrics.record_delivered(batch.records)
+    @staticmethod
+    def _replay_done(stream_id: str, batch: ReplayBatch) -> dict[str, Any]:
         metadata: dict[str, Any] = {
             "streamId": stream_id,
             "count": len(batch.records),
@@ -437,23 +476,16 @@ class WebSocketSession:
         }
         if batch.request_id is not None:
             metadata["requestId"] = batch.request_id
-        await self._send(ws_message("replay_done", metadata))
+        return metadata
 
     async def _flush_outbox(self) -> None:
-        while self.outbox:
-            await self._send(self.outbox.popleft())
+        frames = list(self.outbox)
+        self.outbox.clear()
+        await self._send(frames)
 
-    async def _send(self, frame: bytes) -> None:
+    async def _send(self, frames: list[bytes]) -> None:
         self._sending = True
         try:
-            # The ASGI send itself: Starlette's WebSocket.send re-checks its state
-            # machine on every frame.
-            await self._raw_send({"type": "websocket.send", "text": frame.decode()})
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            raise _PeerGone from None
+            await self._frames.send(frames)
         finally:
             self._sending = False
-
-
-class _PeerGone(Exception):
-    """A send failed because the peer went away; the session ends."""

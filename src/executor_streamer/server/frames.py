@@ -1,0 +1,73 @@
+"""Sending WebSocket text frames, several in one write when the server allows it.
+
+Through ASGI every frame is its own ``send``: a message dict, the payload decoded to
+``str`` and encoded back, and one socket write each. Under uvicorn's websockets-sansio
+protocol (the one ``runner.build_server`` configures) the ASGI ``send`` handed to the app
+is a method of the connection's protocol object; then frames go through that protocol's
+own ``websockets`` connection (which keeps framing, state and extensions right) and the
+whole drain leaves in one transport write. With any other server, plain ASGI sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from starlette.types import Send
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
+
+
+class PeerGone(Exception):
+    """A send failed because the peer went away; the session ends."""
+
+
+class FrameWriter:
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        protocol: Any = getattr(send, "__self__", None)
+        self._protocol = protocol if isinstance(protocol, WebSocketsSansIOProtocol) else None
+
+    async def send(self, frames: Sequence[bytes]) -> None:
+        """Send ``frames`` (UTF-8 JSON) as text messages, in order; waits while the
+        peer's socket buffer is full. Raises :class:`PeerGone` if the peer is gone."""
+        protocol = self._protocol
+        if not frames:
+            return
+        if protocol is None:
+            for frame in frames:
+                await self._asgi_send(frame)
+            return
+        await protocol.writable.wait()  # uvicorn's flow control, as its own send does
+        if protocol.disconnected or protocol.close_sent:
+            raise PeerGone
+        self.write_now(frames)
+
+    def ready(self) -> bool:
+        """Whether :meth:`write_now` can write at once: under uvicorn's websockets-sansio
+        protocol, with the connection open and its socket buffer not full."""
+        protocol = self._protocol
+        return (
+            protocol is not None
+            and protocol.writable.is_set()
+            and not protocol.disconnected
+            and not protocol.close_sent
+        )
+
+    def write_now(self, frames: Sequence[bytes]) -> None:
+        """Write ``frames`` in one transport write; only when :meth:`ready`."""
+        protocol = self._protocol
+        assert protocol is not None
+        connection = protocol.conn
+        try:
+            for frame in frames:
+                connection.send_text(frame)
+        except InvalidState:
+            raise PeerGone from None
+        protocol.transport.write(b"".join(connection.data_to_send()))
+
+    async def _asgi_send(self, frame: bytes) -> None:
+        try:
+            await self._send({"type": "websocket.send", "text": frame.decode()})
+        except (RuntimeError, OSError) as exc:
+            raise PeerGone from exc
