@@ -185,6 +185,23 @@ class TestPublish:
         assert missing.status_code == 404
         assert missing.json()["error"]["code"] == "SCREENSHOT_NOT_FOUND"
 
+    async def test_cors_on_publish_and_elsewhere(self, make_server: ServerFactory) -> None:
+        """Publishing (answered ahead of the middleware stack) carries the same CORS
+        headers as every other route: the allowed origin echoed, others get none."""
+        served = await make_server(security={"corsOrigins": ["https://ui.example"]})
+        ok = {"origin": "https://ui.example"}
+        published = await served.http.post("/api/streams/wf-1/events", json=status(1), headers=ok)
+        assert published.status_code == 201
+        assert published.headers["access-control-allow-origin"] == "https://ui.example"
+        listed = await served.http.get("/api/streams", headers=ok)
+        assert listed.headers["access-control-allow-origin"] == "https://ui.example"
+        other = {"origin": "https://evil.example"}
+        refused = await served.http.post("/api/streams/wf-1/events", json=status(2), headers=other)
+        assert refused.status_code == 201 and "access-control-allow-origin" not in refused.headers
+        bad = await served.http.post("/api/streams/wf-1/events", json={"type": "X"}, headers=ok)
+        assert bad.status_code == 422 and bad.json()["error"]["code"] == "VALIDATION_ERROR"
+        assert bad.headers["access-control-allow-origin"] == "https://ui.example"
+
 
 class TestHistoryAndAnalytics:
     async def test_history_query(self, served: Served) -> None:

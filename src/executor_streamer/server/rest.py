@@ -138,11 +138,18 @@ async def delete_stream(
     },
 )
 async def publish(request: Request, ref: str) -> Response:
-    hub = hub_of(request)
+    """Documents the route; requests reach :func:`publish_response` through
+    ``app.HubApp``, which answers them ahead of the middleware stack."""
+    return await publish_response(request, ref)
+
+
+async def publish_response(request: Request, ref: str) -> Response:
+    """Publish the request's body into ``ref``: 201 with the stored events."""
+    state = request.app.state
     started = time.perf_counter()
-    document = await _json_body(request, request.app.state.max_body_bytes)
-    records = await hub.publisher.publish_wire(ref, document)
-    request.app.state.metrics.publish_latency.observe(time.perf_counter() - started)
+    document = await _json_body(request, state.max_body_bytes)
+    records = await state.hub.publisher.publish_wire(ref, document)
+    state.metrics.publish_latency.observe(time.perf_counter() - started)
     return Response(json_list("events", records), 201, media_type="application/json")
 
 
