@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..types.events import StreamEvent
 from .filters import data_text
@@ -21,10 +21,11 @@ class EventRecord:
     event: StreamEvent
     payload: bytes
     """The event as compact camelCase JSON."""
+    seq: int = field(init=False)
+    """``event.seq``, kept as a plain field: fan-out reads it per subscriber per event."""
 
-    @property
-    def seq(self) -> int:
-        return self.event.seq
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "seq", self.event.seq)
 
     def data_text(self) -> str:
         """The event's ``data`` as JSON text, as searches match it (``filters.data_text``).

@@ -135,21 +135,23 @@ class Subscription:
         if self.close_reason is not None:
             return
         predicate = self._predicate
+        queue = self._queue
         # A consumer only ever waits with nothing queued, so only the first item after
-        # that needs to wake it: under load (a consumer pacing its writes) the hundred
-        # subscribers of a stream take new events without a wake-up each.
-        was_empty = not self._queue and not self._backlog
+        # that needs to wake it: under load the hundred subscribers of a stream take new
+        # events without a wake-up each.
+        was_empty = not queue and not self._backlog
         added = False
         for record in records:
-            if record.seq <= self._position:
+            seq = record.seq
+            if seq <= self._position:
                 continue
-            self._position = record.seq
+            self._position = seq
             if predicate is not None and not predicate(record.event):
                 continue
-            if len(self._queue) >= self._buffer_size:
+            if len(queue) >= self._buffer_size:
                 self.close(CloseReason.SLOW_CONSUMER)
                 return
-            self._queue.append(record)
+            queue.append(record)
             added = True
         if added and was_empty:
             self._wake()

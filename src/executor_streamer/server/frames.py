@@ -16,6 +16,7 @@ from typing import Any
 from starlette.types import Send
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
+from websockets.protocol import State
 
 
 class PeerGone(Exception):
@@ -59,15 +60,38 @@ class FrameWriter:
         protocol = self._protocol
         assert protocol is not None
         connection = protocol.conn
-        try:
+        if (
+            connection.state is State.OPEN
+            and not connection.extensions
+            and not connection.expect_continuation_frame
+        ):
+            # Plain text frames need no more than a header: what ``send_text`` would
+            # build, without a Frame object per frame. Control frames the connection
+            # queued (a pong) go first, as they would have.
+            parts = connection.data_to_send()
             for frame in frames:
-                connection.send_text(frame)
-        except InvalidState:
-            raise PeerGone from None
-        protocol.transport.write(b"".join(connection.data_to_send()))
+                parts.append(_text_header(len(frame)))
+                parts.append(frame)
+        else:
+            try:
+                for frame in frames:
+                    connection.send_text(frame)
+            except InvalidState:
+                raise PeerGone from None
+            parts = connection.data_to_send()
+        protocol.transport.write(b"".join(parts))
 
     async def _asgi_send(self, frame: bytes) -> None:
         try:
             await self._send({"type": "websocket.send", "text": frame.decode()})
         except (RuntimeError, OSError) as exc:
             raise PeerGone from exc
+
+
+def _text_header(length: int) -> bytes:
+    """An unmasked, final text frame's header (RFC 6455 §5.2), as a server sends it."""
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 1 << 16:
+        return b"\x81\x7e" + length.to_bytes(2, "big")
+    return b"\x81\x7f" + length.to_bytes(8, "big")

@@ -156,6 +156,10 @@ class Flusher:
         self._dirty: set[Flushable] = set()
         self._handle: asyncio.Handle | None = None
         self._last = 0.0
+        self.frames: dict[tuple[int, int, bool], list[bytes]] | None = None
+        """During a pass, frames already built for a run of records, by (id of its first
+        record, length, batched): subscribers of one stream drain the same records in
+        one pass, so each frame is built once, not once per client."""
 
     def request(self, target: Flushable) -> None:
         self._dirty.add(target)
@@ -171,5 +175,9 @@ class Flusher:
         self._handle = None
         self._last = loop.time()
         dirty, self._dirty = self._dirty, set()
-        for target in dirty:
-            target.flush()
+        self.frames = {}
+        try:
+            for target in dirty:
+                target.flush()
+        finally:
+            self.frames = None  # ids are only unique while the records are held

@@ -458,14 +458,17 @@ class WebSocketSession:
                 if entry.from_query:
                     self.close_with = (CLOSE_STREAM_CLOSED, "stream closed")
 
-    @staticmethod
-    def _live_frames(records: list[EventRecord], batch: bool, frames: list[bytes]) -> None:
+    def _live_frames(self, records: list[EventRecord], batch: bool, frames: list[bytes]) -> None:
         if not records:
             return
-        if batch:
-            frames.append(ws_events(records))
-        else:
-            frames.extend(ws_event(record) for record in records)
+        cache = self.connections.flusher.frames
+        key = (id(records[0]), len(records), batch)
+        built = None if cache is None else cache.get(key)
+        if built is None:
+            built = [ws_events(records)] if batch else [ws_event(r) for r in records]
+            if cache is not None:
+                cache[key] = built
+        frames.extend(built)
 
     @staticmethod
     def _replay_done(stream_id: str, batch: ReplayBatch) -> dict[str, Any]:
