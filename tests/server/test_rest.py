@@ -186,8 +186,8 @@ class TestPublish:
         assert missing.json()["error"]["code"] == "SCREENSHOT_NOT_FOUND"
 
     async def test_cors_on_publish_and_elsewhere(self, make_server: ServerFactory) -> None:
-        """Publishing (answered ahead of the middleware stack) carries the same CORS
-        headers as every other route: the allowed origin echoed, others get none."""
+        """Publishing and SSE (answered ahead of the middleware stack) carry the same
+        CORS headers as every other route: the allowed origin echoed, others get none."""
         served = await make_server(security={"corsOrigins": ["https://ui.example"]})
         ok = {"origin": "https://ui.example"}
         published = await served.http.post("/api/streams/wf-1/events", json=status(1), headers=ok)
@@ -201,6 +201,13 @@ class TestPublish:
         bad = await served.http.post("/api/streams/wf-1/events", json={"type": "X"}, headers=ok)
         assert bad.status_code == 422 and bad.json()["error"]["code"] == "VALIDATION_ERROR"
         assert bad.headers["access-control-allow-origin"] == "https://ui.example"
+        async with served.http.stream("GET", "/api/streams/wf-1/events", headers=ok) as sse:
+            assert sse.status_code == 200
+            assert sse.headers["access-control-allow-origin"] == "https://ui.example"
+            assert sse.headers["content-type"].startswith("text/event-stream")
+        missing = await served.http.get("/api/streams/nope/events", headers=ok)
+        assert missing.status_code == 404
+        assert missing.headers["access-control-allow-origin"] == "https://ui.example"
 
 
 class TestHistoryAndAnalytics:

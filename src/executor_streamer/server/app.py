@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from starlette_compress import CompressMiddleware, remove_compress_type
@@ -23,6 +24,7 @@ from .ops import router as ops_router
 from .rest import publish_response
 from .rest import router as rest_router
 from .schemas import PublishBatch
+from .streaming import open_event_stream
 from .streaming import router as streaming_router
 from .transport import LiveConnections
 from .websocket import WebSocketSession
@@ -34,18 +36,20 @@ SHUTDOWN_GRACE_SECONDS = 5.0
 remove_compress_type("text/event-stream")
 
 
-_PUBLISH_PATH = re.compile(r"/api/streams/([^/]+)/events")
+_EVENTS_PATH = re.compile(r"/api/streams/([^/]+)/events")
 
 
 class HubApp(FastAPI):
-    """FastAPI, but the two hot routes skip the middleware stack and the router.
+    """FastAPI, but the hot routes skip the middleware stack and the router.
 
     ``GET /ws`` goes straight to the WebSocket protocol: routed through the stack, every
     frame sent passed through Starlette's exception-handling wrappers (a sixth of the
     server's time at 100 clients and thousands of events a second); CORS and compression
-    do not apply to WebSockets. ``POST /api/streams/{id}/events`` goes straight to its
-    handler, with the CORS headers and error bodies the stack would have added: the
-    ten middleware layers and the dependency solving cost more than the publish itself.
+    do not apply to WebSockets. ``POST`` and ``GET /api/streams/{id}/events`` (publish,
+    SSE) go straight to their handlers, with the CORS headers and error bodies the stack
+    would have added: its ten layers and the dependency solving cost more than a
+    publish, and an SSE response behind them could not be written to directly
+    (``frames.ChunkWriter``). The FastAPI routes stay for the API documentation.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -56,29 +60,46 @@ class HubApp(FastAPI):
             websocket = WebSocket(scope, receive, send)
             await WebSocketSession(websocket, state.hub, state.metrics, state.connections).run()
             return
-        if kind == "http" and scope["method"] == "POST":
-            target = _PUBLISH_PATH.fullmatch(scope["path"])
+        if kind == "http" and scope["method"] in ("POST", "GET"):
+            target = _EVENTS_PATH.fullmatch(scope["path"])
             if target is not None:
                 scope["app"] = self
-                await self._publish(scope, receive, send, target.group(1))
+                await self._events(scope, receive, send, target.group(1))
                 return
         await super().__call__(scope, receive, send)
 
-    async def _publish(self, scope: Scope, receive: Receive, send: Send, ref: str) -> None:
+    async def _events(self, scope: Scope, receive: Receive, send: Send, ref: str) -> None:
         request = Request(scope, receive)
+        cors = self._cors_headers(request.headers.get("origin"))
+        response: Response
         try:
-            response = await publish_response(request, ref)
+            if scope["method"] == "POST":
+                response = await publish_response(request, ref)
+                response.headers.update(cors)
+            else:
+                params = request.query_params
+                response = await open_event_stream(
+                    request,
+                    ref,
+                    params.get("types"),
+                    params.get("since"),
+                    request.headers.get("last-event-id"),
+                    [(name.encode(), value.encode()) for name, value in cors.items()],
+                )
         except StreamerError as exc:
-            response = error_response(exc)
-        origin = request.headers.get("origin")
-        if origin is not None:
-            allowed: list[str] = self.state.hub.config.security.cors_origins
-            if "*" in allowed:
-                response.headers["access-control-allow-origin"] = "*"
-            elif origin in allowed:
-                response.headers["access-control-allow-origin"] = origin
-                response.headers["vary"] = "Origin"
+            response = error_response(exc, cors)
         await response(scope, receive, send)
+
+    def _cors_headers(self, origin: str | None) -> dict[str, str]:
+        """What CORSMiddleware adds to a simple request's response from ``origin``."""
+        if origin is None:
+            return {}
+        allowed: list[str] = self.state.hub.config.security.cors_origins
+        if "*" in allowed:
+            return {"access-control-allow-origin": "*"}
+        if origin in allowed:
+            return {"access-control-allow-origin": origin, "vary": "Origin"}
+        return {}
 
 
 def create_app(hub: ExecutorStreamer) -> FastAPI:

@@ -1,4 +1,6 @@
-"""Sending WebSocket text frames, several in one write when the server allows it.
+"""Writing to live connections without an ASGI ``send`` per write, when the server allows.
+
+WebSocket text frames, several in one write:
 
 Through ASGI every frame is its own ``send``: a message dict, the payload decoded to
 ``str`` and encoded back, and one socket write each. Under uvicorn's websockets-sansio
@@ -6,6 +8,10 @@ protocol (the one ``runner.build_server`` configures) the ASGI ``send`` handed t
 is a method of the connection's protocol object; then frames go through that protocol's
 own ``websockets`` connection (which keeps framing, state and extensions right) and the
 whole drain leaves in one transport write. With any other server, plain ASGI sends.
+
+SSE chunks: under uvicorn's httptools protocol the ``send`` is a method of the request's
+response cycle; a chunk that needs no waiting is written to its transport directly,
+chunk-encoded as the cycle would.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from starlette.types import Send
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
 from websockets.protocol import State
@@ -95,3 +102,29 @@ def _text_header(length: int) -> bytes:
     if length < 1 << 16:
         return b"\x81\x7e" + length.to_bytes(2, "big")
     return b"\x81\x7f" + length.to_bytes(8, "big")
+
+
+class ChunkWriter:
+    """The fast path for a chunked HTTP response body (SSE)."""
+
+    def __init__(self, send: Send) -> None:
+        cycle: Any = getattr(send, "__self__", None)
+        self._cycle = cycle if isinstance(cycle, RequestResponseCycle) else None
+
+    def ready(self) -> bool:
+        """Whether :meth:`write_now` can write at once: the response started chunked,
+        is not complete, the peer is there and its socket buffer is not full."""
+        cycle = self._cycle
+        return (
+            cycle is not None
+            and cycle.response_started
+            and bool(cycle.chunked_encoding)
+            and not cycle.response_complete
+            and not cycle.disconnected
+            and not cycle.flow.write_paused
+        )
+
+    def write_now(self, body: bytes) -> None:
+        """Write ``body`` as one chunk; only when :meth:`ready`."""
+        assert self._cycle is not None
+        self._cycle.transport.write(b"%x\r\n%b\r\n" % (len(body), body))

@@ -21,6 +21,7 @@ from ..core.clients import ClientSession
 from ..core.hub import ExecutorStreamer
 from ..core.subscription import CloseReason, Subscription, flatten
 from ..types.base import format_timestamp, utc_now
+from .frames import ChunkWriter
 from .metrics import ServerMetrics
 from .transport import LiveConnections, Pacer, Ticker, liveness_interval
 from .wire import sse_event, sse_frame, sse_preamble
@@ -61,8 +62,10 @@ class EventStreamResponse(Response):
         sub: Subscription,
         metrics: ServerMetrics,
         connections: LiveConnections,
+        headers: list[tuple[bytes, bytes]],
     ) -> None:
         super().__init__(status_code=200)
+        self.start_headers = HEADERS + headers
         self.hub = hub
         self.client = client
         self.sub = sub
@@ -80,8 +83,11 @@ class EventStreamResponse(Response):
         self._last_write = self._loop.time()
         self._sending_since: float | None = None
         self._heartbeat_due = False
+        self._started = False
+        self._chunks: ChunkWriter | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._chunks = ChunkWriter(send)
         self.sub.on_ready = self._on_ready
         self.client.on_disconnect = self._on_client_ended
         # Ticks four times per heartbeat: a heartbeat goes out 1 to 1.25 intervals after
@@ -103,9 +109,40 @@ class EventStreamResponse(Response):
             raise error
 
     def _on_ready(self, sub: Subscription) -> None:
+        if sub.close_reason is None:
+            self.connections.flusher.request(self)
+            return
         self._wake.set()
         if sub.close_reason is CloseReason.SLOW_CONSUMER:
             self._abort_if_stuck()
+
+    def flush(self) -> None:
+        """Write what the subscription has queued now, if that needs no waiting (see
+        ``transport.Flusher``); otherwise the writer task takes over."""
+        chunks = self._chunks
+        if (
+            chunks is None
+            or self._sending
+            or not self._started
+            or self.sub.closed
+            or not chunks.ready()
+        ):
+            self._wake.set()
+            return
+        records = flatten(self.sub.drain())
+        if not records:
+            return
+        cache = self.connections.flusher.frames
+        key = (id(records[0]), len(records), "sse")
+        body = None if cache is None else cache.get(key)
+        if body is None:
+            body = [b"".join(sse_event(r) for r in records)]
+            if cache is not None:
+                cache[key] = body
+        chunks.write_now(body[0])
+        self.metrics.record_delivered(records)
+        self._last_write = self._loop.time()
+        self.client.touch()
 
     def _on_client_ended(self, reason: CloseReason) -> None:
         self._wake.set()
@@ -129,7 +166,7 @@ class EventStreamResponse(Response):
             pass
 
     async def _write(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+        await send({"type": "http.response.start", "status": 200, "headers": self.start_headers})
         opening = sse_preamble()
         if not self.sub.recovered:
             opening += sse_frame(
@@ -141,6 +178,7 @@ class EventStreamResponse(Response):
                 },
             )
         await self._send(send, opening)
+        self._started = True
         pacer = Pacer()
         while True:
             if self.sub.close_reason is CloseReason.SLOW_CONSUMER:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 
+from ..core.hub import ExecutorStreamer
 from ..core.subscription import CloseReason
 from ..errors import HubNotRunning
 from ..types.enums import ClientType
@@ -32,8 +33,23 @@ async def sse(
     since: Annotated[str | None, Query(description="Resume after this seq")] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> EventStreamResponse:
-    hub = hub_of(request)
-    connections = request.app.state.connections
+    """Documents the route; requests reach :func:`open_event_stream` through
+    ``app.HubApp``, which answers them ahead of the middleware stack."""
+    return await open_event_stream(request, ref, types, since, last_event_id)
+
+
+async def open_event_stream(
+    request: Request,
+    ref: str,
+    types: str | None,
+    since: str | None,
+    last_event_id: str | None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> EventStreamResponse:
+    """Subscribe a new SSE client to ``ref``; ``headers`` go out with the response's."""
+    state = request.app.state
+    hub: ExecutorStreamer = state.hub
+    connections = state.connections
     if connections.closing:
         raise HubNotRunning("the server is shutting down")
     filters = filters_from_types(types)
@@ -48,8 +64,7 @@ async def sse(
     except BaseException:
         hub.disconnect(client.id, CloseReason.UNSUBSCRIBED)
         raise
-    metrics = request.app.state.metrics
-    return EventStreamResponse(hub, client, sub, metrics, connections)
+    return EventStreamResponse(hub, client, sub, state.metrics, connections, headers or [])
 
 
 @router.get(

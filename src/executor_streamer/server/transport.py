@@ -156,9 +156,9 @@ class Flusher:
         self._dirty: set[Flushable] = set()
         self._handle: asyncio.Handle | None = None
         self._last = 0.0
-        self.frames: dict[tuple[int, int, bool], list[bytes]] | None = None
+        self.frames: dict[tuple[int, int, object], list[bytes]] | None = None
         """During a pass, frames already built for a run of records, by (id of its first
-        record, length, batched): subscribers of one stream drain the same records in
+        record, length, kind of frame): subscribers of one stream drain the same records in
         one pass, so each frame is built once, not once per client."""
 
     def request(self, target: Flushable) -> None:
