@@ -31,9 +31,17 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-## Measure ingest rates; prints a table and writes bench/results/<date>-ingest.json.
-bench: $(STAMP)
+## Measure ingest, fan-out against peers, idle connections and a soak; each prints a
+## table and writes bench/results/<date>-<name>.json. Fan-out needs Node.js and npm.
+bench: $(STAMP) bench/fanout/node_modules
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/connections.py
+	$(BIN)/python bench/soak.py
+
+bench/fanout/node_modules: bench/fanout/package-lock.json
+	cd bench/fanout && npm ci --no-audit --no-fund
+	touch $@
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests bench

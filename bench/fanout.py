@@ -38,7 +38,7 @@ import httpx
 HERE = Path(__file__).parent
 FANOUT = HERE / "fanout"
 RESULTS = HERE / "results"
-RATES = [250, 500, 1000, 2000, 3000, 4000, 6000, 8000, 12000, 16000]
+RATES = [100, 250, 500, 1000, 1500, 2000, 3000, 4000, 5000, 6000, 8000, 12000]
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -116,7 +116,8 @@ def start(target: Target) -> tuple[subprocess.Popen[bytes], str]:
         except httpx.TransportError:
             time.sleep(0.1)
     process.kill()
-    raise RuntimeError(f"{target.name} did not start: {process.stderr and process.stderr.read()}")
+    errors = process.stderr.read().decode() if process.stderr else ""
+    raise RuntimeError(f"{target.name} did not start: {errors}")
 
 
 def run_load(target: Target, base: str, server_pid: int, rate: int, args: Any) -> dict[str, Any]:

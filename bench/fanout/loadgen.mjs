@@ -137,11 +137,12 @@ function eventSource(tally, url) {
       response.setEncoding("utf8");
       let pending = "";
       response.on("data", (chunk) => {
+        // Marks never span lines, and servers end lines with \n or \r\n.
         pending += chunk;
-        const end = pending.lastIndexOf("\n\n");
+        const end = pending.lastIndexOf("\n");
         if (end < 0) return;
         tally.scan(pending.slice(0, end));
-        pending = pending.slice(end + 2);
+        pending = pending.slice(end + 1);
       });
       tally.ready = true;
       resolve(() => request.destroy());

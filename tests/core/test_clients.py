@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 
 from executor_streamer import ClientNotFound, ClientType, ExecutorStreamer
+from executor_streamer.core.subscription import CloseReason
 from executor_streamer.types import utc_now
 
 from ..conftest import HubFactory
@@ -82,3 +83,14 @@ class TestRegistry:
         assert reports[0].stream_ids == [hub.streams.resolve("wf-1").id]
         past = utc_now() - timedelta(hours=2)
         assert hub.analytics.get_client_activity(past, past + timedelta(minutes=1)) == []
+
+    async def test_disconnect_notifies_once_and_lets_go(self, hub: ExecutorStreamer) -> None:
+        """The transport's callback runs once with the reason, and the client kept for
+        activity reports no longer holds it (it would hold the whole connection)."""
+        client = hub.connect(ClientType.WEBSOCKET)
+        reasons: list[CloseReason] = []
+        client.on_disconnect = reasons.append
+        hub.disconnect(client.id, CloseReason.IDLE)
+        hub.disconnect(client.id, CloseReason.IDLE)
+        assert reasons == [CloseReason.IDLE]
+        assert client.on_disconnect is None

@@ -98,7 +98,9 @@ class Subscription:
         self._backlog: deque[EventRecord] = deque()  # resumed history, handed out first
         self._queue: deque[SubscriptionItem] = deque()  # live events and replays: bounded
         self._position = 0  # highest seq offered to this subscriber: the duplicate guard
-        self._replaying: deque[StreamEvent] = deque()  # a replay batch being iterated
+        # A replay batch being iterated; a list (reversed), not a deque: an empty deque
+        # is ~600 bytes, and most subscriptions are never iterated at all.
+        self._replaying: list[StreamEvent] = []
         self._waiter: asyncio.Future[None] | None = None
         self._on_close = on_close
         self.on_ready: Callable[[Subscription], None] | None = None
@@ -235,8 +237,8 @@ class Subscription:
                 raise StopAsyncIteration
             if isinstance(item, EventRecord):
                 return item.event
-            self._replaying.extend(r.event for r in item.records)
-        return self._replaying.popleft()
+            self._replaying.extend(r.event for r in reversed(item.records))
+        return self._replaying.pop()
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():

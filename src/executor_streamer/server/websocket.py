@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -132,7 +131,7 @@ class WebSocketSession:
         self.connections = connections
         self.client: ClientSession | None = None
         self.subs: dict[str, _Sub] = {}
-        self.outbox: deque[bytes] = deque()
+        self.outbox: list[bytes] = []  # a list: an empty deque costs ~600 bytes per connection
         self.close_with: tuple[int, str] | None = None
         self._wake = asyncio.Event()
         self._sending = False
@@ -378,19 +377,7 @@ class WebSocketSession:
                 self._wake.clear()
                 if any(entry.sub.pending for entry in self.subs.values()):
                     await pacer.pace()  # let events gather while they keep coming
-                # Everything ready goes out in one write: replies first, so a
-                # ``subscribed`` precedes that subscription's events.
-                frames = list(self.outbox)
-                self.outbox.clear()
-                delivered: list[EventRecord] = []
-                if self.close_with is None:
-                    for entry in list(self.subs.values()):
-                        self._take_items(entry, frames, delivered)
-                        if self.close_with is not None:
-                            break
-                if frames:
-                    await self._send(frames)
-                    self.metrics.record_delivered(delivered)
+                await self._write_ready()
                 if self.close_with is not None:
                     return
                 if self.outbox or self._wake.is_set():
@@ -398,6 +385,21 @@ class WebSocketSession:
                 await self._wake.wait()
         finally:
             ticker.stop()
+
+    async def _write_ready(self) -> None:
+        """Everything ready, in one write: replies first, so a ``subscribed`` precedes
+        that subscription's events. (A method of its own so the writer, waiting, holds
+        no frames.)"""
+        frames, self.outbox = self.outbox, []
+        delivered: list[EventRecord] = []
+        if self.close_with is None:
+            for entry in list(self.subs.values()):
+                self._take_items(entry, frames, delivered)
+                if self.close_with is not None:
+                    break
+        if frames:
+            await self._send(frames)
+            self.metrics.record_delivered(delivered)
 
     def flush(self) -> None:
         """Write every subscription's queued events now, if that needs no waiting (see
@@ -482,8 +484,7 @@ class WebSocketSession:
         return metadata
 
     async def _flush_outbox(self) -> None:
-        frames = list(self.outbox)
-        self.outbox.clear()
+        frames, self.outbox = self.outbox, []
         await self._send(frames)
 
     async def _send(self, frames: list[bytes]) -> None:

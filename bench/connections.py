@@ -1,0 +1,117 @@
+"""Memory per idle WebSocket connection: N subscribers held open on one stream.
+
+    python bench/connections.py [--connections 10000]
+
+Starts ``executor-streamer serve`` (memory backend), reads its resident memory, has
+``bench/fanout/idle.mjs`` open N WebSocket connections that each subscribe (batched) to
+one stream, waits for the process to settle and reads it again. Prints the memory per
+connection and writes ``bench/results/<date>-connections.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fanout import FANOUT, RESULTS, free_port
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--connections", type=int, default=10_000)
+    args = parser.parse_args()
+    port = free_port()
+    env = {
+        **os.environ,
+        "EXECUTOR_STREAMER_LOGGING__LEVEL": "ERROR",
+        "EXECUTOR_STREAMER_DEFAULT_STREAM_CONFIG__MAX_CLIENTS": str(args.connections + 100),
+        "EXECUTOR_STREAMER_SERVER__MAX_CONNECTIONS": str(args.connections + 100),
+    }
+    command = [sys.executable, "-m", "executor_streamer", "serve", "--host", "127.0.0.1"]
+    server = subprocess.Popen([*command, "--port", str(port)], env=env)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(base + "/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        # One connection first, so imports and first-use caches are not counted.
+        warm = subprocess.Popen(
+            [
+                "node",
+                str(FANOUT / "idle.mjs"),
+                json.dumps({"base": base, "stream": "warm", "connections": 1}),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert warm.stdout is not None and warm.stdout.readline().startswith("ready")
+        time.sleep(1)
+        before = rss_kib(server.pid)
+        spec = {"base": base, "stream": "idle", "connections": args.connections}
+        idle = subprocess.Popen(
+            ["node", str(FANOUT / "idle.mjs"), json.dumps(spec)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert idle.stdout is not None
+        line = idle.stdout.readline()
+        if not line.startswith("ready"):
+            raise RuntimeError(f"the connections did not open: {line!r}")
+        connect_seconds = float(line.split()[1])
+        time.sleep(5)
+        after = rss_kib(server.pid)
+        clients = httpx.get(f"{base}/api/streams/idle").json()["clients"]
+        for child in (idle, warm):
+            assert child.stdin is not None
+            child.stdin.close()
+            child.wait(30)
+    finally:
+        server.terminate()
+        server.wait(30)
+    per = (after - before) / args.connections
+    print(
+        f"\n| idle WebSocket connections | server RSS before | after | per connection |\n"
+        f"|---:|---:|---:|---:|\n"
+        f"| {args.connections:,} ({len(clients):,} subscribed) | {before / 1024:.0f} MiB "
+        f"| {after / 1024:.0f} MiB | {per:.1f} KiB |\n"
+    )
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    path = RESULTS / f"{stamp}-connections.json"
+    report = {
+        "benchmark": "idle-connections",
+        "when": stamp,
+        "connections": args.connections,
+        "subscribed": len(clients),
+        "connect_seconds": connect_seconds,
+        "rss_kib_before": before,
+        "rss_kib_after": after,
+        "kib_per_connection": round(per, 2),
+    }
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
