@@ -12,6 +12,8 @@ Measures, side by side in one run, the median over R repetitions of:
   package ``wrk``) when it is installed: a load generator far cheaper than the server it
   loads. Without wrk, httpx in this process drives it, and the row says so: that number
   is bound by the client.
+Every row runs with the garbage-collector thresholds ``serve`` sets
+(``tune_garbage_collector``), so in-process and HTTP rows measure the same configuration.
 Prints a markdown table and writes ``bench/results/<date>-ingest.json``. Numbers are for
 comparing runs on the same machine, not absolutes: this machine is shared and noisy.
 """
@@ -40,6 +42,7 @@ import httpx
 from executor_streamer import ExecutorStreamer, ExecutorStreamerConfig
 from executor_streamer.history import HistoryStore, MemoryHistory
 from executor_streamer.history.sql import SqlHistory
+from executor_streamer.server.runner import tune_garbage_collector
 
 RESULTS = Path(__file__).parent / "results"
 POSTGRES_URL = os.environ.get(
@@ -243,4 +246,5 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    tune_garbage_collector()
     asyncio.run(main(args.events, args.repeat))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 from ..live_server import Served, ServerFactory, reasoning, sse_stream, status
 
@@ -181,3 +182,28 @@ class TestReplayAndLimits:
                 refused = await served.http.get(path)
                 assert refused.status_code == 503, path
                 assert refused.json()["error"]["code"] == "TOO_MANY_CLIENTS"
+
+
+class TestLifetime:
+    async def test_an_ended_stream_is_freed_without_the_collector(self, served: Served) -> None:
+        """With the cyclic collector off, an SSE response that ended leaves nothing
+        behind (see the WebSocket test of the same name)."""
+        from executor_streamer.server.sse import EventStreamResponse
+
+        await served.publish("wf-1", status(0))
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(3):
+                async with sse_stream(served, "/api/streams/wf-1/events") as reader:
+                    await served.publish("wf-1", status(1))
+                    await reader.events(1)
+            for _ in range(100):
+                if not len(served.hub.clients):
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.05)
+            alive = [o for o in gc.get_objects() if type(o) is EventStreamResponse]
+            assert alive == []
+        finally:
+            gc.enable()

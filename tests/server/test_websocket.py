@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -296,3 +297,31 @@ class TestResume:
                     seen.append((await p.expect("event"))["event"]["seq"])
         await publisher
         assert seen == list(range(1, total + 1))
+
+
+class TestLifetime:
+    async def test_an_ended_session_is_freed_without_the_collector(self, served: Served) -> None:
+        """With the cyclic collector off, a WebSocket session that ended leaves nothing
+        behind: it breaks its own cycles, so its queues and socket buffers go at once
+        (the server raises the collector's thresholds; see runner.tune_garbage_collector)."""
+        from executor_streamer.server.websocket import WebSocketSession
+
+        await served.publish("wf-1", status(0))
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(3):
+                async with peer(served) as p:
+                    await p.send({"type": "subscribe", "streamId": "wf-1", "batch": True})
+                    await p.expect("subscribed")
+                    await served.publish("wf-1", status(1))
+                    await p.expect("events")
+            for _ in range(100):
+                if not len(served.hub.clients):
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.05)
+            alive = [o for o in gc.get_objects() if type(o) is WebSocketSession]
+            assert alive == []
+        finally:
+            gc.enable()

@@ -104,6 +104,10 @@ class EventStreamResponse(Response):
                     task.cancel()
                 results = await asyncio.gather(self._writer, listener, return_exceptions=True)
                 self.hub.disconnect(self.client.id, CloseReason.UNSUBSCRIBED)
+                # Break the cycles through the writer task and the subscription's
+                # callback, so the response and its queue go at once (see WebSocket).
+                self.sub.on_ready = None
+                self._writer = None
         error = results[0]
         if isinstance(error, Exception) and not isinstance(error, _Aborted):
             raise error

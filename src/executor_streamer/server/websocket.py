@@ -174,6 +174,17 @@ class WebSocketSession:
                     await self._close_now(*self.close_with)
             finally:
                 self.hub.disconnect(self.client.id, CloseReason.UNSUBSCRIBED)
+                self._release()
+
+    def _release(self) -> None:
+        """Break the session's reference cycles (tasks, callbacks, subscriptions) so
+        reference counting frees it, its queues and its socket buffers at once rather
+        than at the garbage collector's next full pass."""
+        for entry in self.subs.values():
+            entry.sub.on_ready = None
+        self.subs.clear()
+        self.outbox = []
+        self._writer = None
 
     async def _subscribe_from_query(self) -> bool:
         """``/ws?streamId=`` subscribes at once; an unknown stream closes with 4004."""
