@@ -13,7 +13,8 @@ Measures, side by side in one run, the median over R repetitions of:
   loads. Without wrk, httpx in this process drives it, and the row says so: that number
   is bound by the client.
 Every row runs with the garbage-collector thresholds ``serve`` sets
-(``tune_garbage_collector``), so in-process and HTTP rows measure the same configuration.
+(``tune_garbage_collector``), so in-process and HTTP rows measure the same configuration;
+each backend's in-process rows run in a fresh process.
 Prints a markdown table and writes ``bench/results/<date>-ingest.json``. Numbers are for
 comparing runs on the same machine, not absolutes: this machine is shared and noisy.
 """
@@ -24,6 +25,7 @@ import argparse
 import asyncio
 import functools
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -34,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -204,20 +207,36 @@ async def median_of(repeat: int, run: Callable[[], Awaitable[float]]) -> float:
     return statistics.median([await run() for _ in range(repeat)])
 
 
+async def in_process_rows(storage: str, events: int, repeat: int) -> dict[str, float]:
+    # One transaction per event is slow on SQL: fewer of them keep the run short.
+    singles = events // 4 if storage == "memory" else events // 40
+    single = functools.partial(in_process, singles, False, storage)
+    concurrent = functools.partial(in_process, singles * 4, False, storage, CONCURRENCY)
+    batched = functools.partial(in_process, events, True, storage)
+    batched_concurrent = functools.partial(in_process, events, True, storage, CONCURRENCY)
+    return {
+        f"{storage}: in-process, single": await median_of(repeat, single),
+        f"{storage}: in-process, single, 8 publishers": await median_of(repeat, concurrent),
+        f"{storage}: in-process, batch of 100": await median_of(repeat, batched),
+        f"{storage}: in-process, batch of 100, 8 publishers": await median_of(
+            repeat, batched_concurrent
+        ),
+    }
+
+
+def in_fresh_process(storage: str, events: int, repeat: int) -> dict[str, float]:
+    """The in-process rows of one backend, measured in a process of their own: what
+    an earlier backend's run left on the heap slowed later ones by a quarter."""
+    tune_garbage_collector()
+    return asyncio.run(in_process_rows(storage, events, repeat))
+
+
 async def main(events: int, repeat: int) -> None:
     rows: dict[str, float] = {}
+    spawn = multiprocessing.get_context("spawn")
     for storage in ("memory", "sqlite", "postgres"):
-        # One transaction per event is slow on SQL: fewer of them keep the run short.
-        singles = events // 4 if storage == "memory" else events // 40
-        single = functools.partial(in_process, singles, False, storage)
-        concurrent = functools.partial(in_process, singles * 4, False, storage, CONCURRENCY)
-        batched = functools.partial(in_process, events, True, storage)
-        rows[f"{storage}: in-process, single"] = await median_of(repeat, single)
-        rows[f"{storage}: in-process, single, 8 publishers"] = await median_of(repeat, concurrent)
-        rows[f"{storage}: in-process, batch of 100"] = await median_of(repeat, batched)
-        rows[f"{storage}: in-process, batch of 100, 8 publishers"] = await median_of(
-            repeat, functools.partial(in_process, events, True, storage, CONCURRENCY)
-        )
+        with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+            rows |= pool.submit(in_fresh_process, storage, events, repeat).result()
         rows |= await http_rows(storage, events, repeat)
     print(f"\n| ingest | events/s (median of {repeat}) |\n|---|---:|")
     for name, rate in rows.items():
@@ -246,5 +265,4 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    tune_garbage_collector()
     asyncio.run(main(args.events, args.repeat))
