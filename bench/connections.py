@@ -12,47 +12,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
-import sys
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).parent))
-from fanout import FANOUT, RESULTS, free_port
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+from common import rss_kib, serve_command, start_server, write_report
+from fanout import FANOUT
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=10_000)
     args = parser.parse_args()
-    port = free_port()
+    limit = str(args.connections + 100)
     env = {
-        **os.environ,
-        "EXECUTOR_STREAMER_LOGGING__LEVEL": "ERROR",
-        "EXECUTOR_STREAMER_DEFAULT_STREAM_CONFIG__MAX_CLIENTS": str(args.connections + 100),
-        "EXECUTOR_STREAMER_SERVER__MAX_CONNECTIONS": str(args.connections + 100),
+        "EXECUTOR_STREAMER_DEFAULT_STREAM_CONFIG__MAX_CLIENTS": limit,
+        "EXECUTOR_STREAMER_SERVER__MAX_CONNECTIONS": limit,
     }
-    command = [sys.executable, "-m", "executor_streamer", "serve", "--host", "127.0.0.1"]
-    server = subprocess.Popen([*command, "--port", str(port)], env=env)
-    base = f"http://127.0.0.1:{port}"
+    server, base = start_server(serve_command(), env)
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(base + "/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
         # One connection first, so imports and first-use caches are not counted.
         warm = subprocess.Popen(
             [
@@ -96,12 +75,7 @@ def main() -> None:
         f"| {args.connections:,} ({len(clients):,} subscribed) | {before / 1024:.0f} MiB "
         f"| {after / 1024:.0f} MiB | {per:.1f} KiB |\n"
     )
-    RESULTS.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
-    path = RESULTS / f"{stamp}-connections.json"
     report = {
-        "benchmark": "idle-connections",
-        "when": stamp,
         "connections": args.connections,
         "subscribed": len(clients),
         "connect_seconds": connect_seconds,
@@ -109,8 +83,7 @@ def main() -> None:
         "rss_kib_after": after,
         "kib_per_connection": round(per, 2),
     }
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_report("connections", report)
 
 
 if __name__ == "__main__":

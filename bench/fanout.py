@@ -22,22 +22,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
+from common import SERVE, start_server, write_report
 
-HERE = Path(__file__).parent
-FANOUT = HERE / "fanout"
-RESULTS = HERE / "results"
+FANOUT = Path(__file__).parent / "fanout"
 RATES = [100, 250, 500, 1000, 1500, 2000, 3000, 4000, 5000, 6000, 8000, 12000]
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -51,7 +46,7 @@ class Target:
 
 
 def targets() -> list[Target]:
-    hub = [sys.executable, "-m", "executor_streamer", "serve", "--host", "127.0.0.1", "--port"]
+    hub = [*SERVE, "--port"]
     peers = FANOUT / "peers"
     return [
         Target("hub: WebSocket, batched", "hub-ws-batch", hub, "/readyz"),
@@ -79,12 +74,6 @@ def targets() -> list[Target]:
     ]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -98,26 +87,9 @@ def children_cpu_seconds() -> float:
 
 
 def start(target: Target) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "EXECUTOR_STREAMER_LOGGING__LEVEL": "ERROR",
-        # Subscribers of many runs may linger a moment on a reused server.
-        "EXECUTOR_STREAMER_DEFAULT_STREAM_CONFIG__MAX_CLIENTS": "10000",
-    }
-    process = subprocess.Popen(
-        [*target.command, str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(150):
-        try:
-            if httpx.get(base + target.ready_path).status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    errors = process.stderr.read().decode() if process.stderr else ""
-    raise RuntimeError(f"{target.name} did not start: {errors}")
+    # Subscribers of a run may linger a moment on the server the next run reuses.
+    env = {"EXECUTOR_STREAMER_DEFAULT_STREAM_CONFIG__MAX_CLIENTS": "10000"}
+    return start_server(target.command, env, target.ready_path)
 
 
 def run_load(target: Target, base: str, server_pid: int, rate: int, args: Any) -> dict[str, Any]:
@@ -221,27 +193,15 @@ def main() -> None:
         results.append(measure(target, args))
     print(f"\n{args.subscribers} subscribers on one stream, single-event POSTs\n")
     print(table(results))
-    RESULTS.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
     report = {
-        "benchmark": "fanout",
-        "when": stamp,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "node": subprocess.run(
-                ["node", "--version"], capture_output=True, text=True
-            ).stdout.strip(),
-            "platform": platform.platform(),
-        },
+        "node": node,
         "subscribers": args.subscribers,
         "seconds_per_rate": args.seconds,
         "pass_rule": ">= 95% of the rate achieved, nothing lost, p99 < 100 ms",
         "results": results,
     }
-    path = RESULTS / f"{stamp}-fanout.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {path}")
+    write_report("fanout", report)
 
 
 if __name__ == "__main__":

@@ -27,27 +27,22 @@ import functools
 import json
 import multiprocessing
 import os
-import platform
 import shutil
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 
+from common import RESULTS, serve_command, start_server, write_report
 from executor_streamer import ExecutorStreamer, ExecutorStreamerConfig
 from executor_streamer.history import HistoryStore, MemoryHistory
 from executor_streamer.history.sql import SqlHistory
 from executor_streamer.server.runner import tune_garbage_collector
 
-RESULTS = Path(__file__).parent / "results"
 POSTGRES_URL = os.environ.get(
     "EXECUTOR_STREAMER_BENCH_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
@@ -153,37 +148,14 @@ SERVE_STORAGE = {
 }
 
 
-def start_server(storage: str) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {
-        **os.environ,
-        "EXECUTOR_STREAMER_LOGGING__LEVEL": "ERROR",
-        "EXECUTOR_STREAMER_DEFAULT_STREAM_CONFIG__MAX_HISTORY_SIZE": "1000000",
-    }
-    tmp = tempfile.mkdtemp()
-    options = [option.format(tmp=tmp) for option in SERVE_STORAGE[storage]]
-    command = [sys.executable, "-m", "executor_streamer", "serve", "--host", "127.0.0.1"]
-    process = subprocess.Popen(
-        [*command, "--port", str(port), *options],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            if httpx.get(base + "/readyz").status_code == 200:
-                return process, base
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("the hub did not start")
+def start_hub(storage: str) -> tuple[subprocess.Popen[bytes], str]:
+    options = [option.format(tmp=tempfile.mkdtemp()) for option in SERVE_STORAGE[storage]]
+    history = {"EXECUTOR_STREAMER_DEFAULT_STREAM_CONFIG__MAX_HISTORY_SIZE": "1000000"}
+    return start_server(serve_command(*options), history)
 
 
 async def http_rows(storage: str, events: int, repeat: int) -> dict[str, float]:
-    process, base = start_server(storage)
+    process, base = start_hub(storage)
     try:
         if shutil.which("wrk"):
             label = "wrk, 8 connections"
@@ -241,23 +213,7 @@ async def main(events: int, repeat: int) -> None:
     print(f"\n| ingest | events/s (median of {repeat}) |\n|---|---:|")
     for name, rate in rows.items():
         print(f"| {name} | {rate:,.0f} |")
-    RESULTS.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
-    report = {
-        "benchmark": "ingest",
-        "when": stamp,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
-        "events": events,
-        "repeat": repeat,
-        "events_per_second": rows,
-    }
-    path = RESULTS / f"{stamp}-ingest.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {path}")
+    write_report("ingest", {"events": events, "repeat": repeat, "events_per_second": rows})
 
 
 if __name__ == "__main__":

@@ -18,19 +18,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import subprocess
-import sys
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).parent))
-from connections import rss_kib
-from fanout import FANOUT, RESULTS, free_port
+from common import rss_kib, serve_command, start_server, write_report
+from fanout import FANOUT
 
 SEED_RATE = 1000
 STREAM = "soak"
@@ -72,23 +67,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=90)
     args = parser.parse_args()
-    port = free_port()
-    env = {
-        **os.environ,
-        "EXECUTOR_STREAMER_LOGGING__LEVEL": "ERROR",
-        "EXECUTOR_STREAMER_DEFAULT_STREAM_CONFIG__MAX_HISTORY_SIZE": "10000",
-    }
-    command = [sys.executable, "-m", "executor_streamer", "serve", "--host", "127.0.0.1"]
-    server = subprocess.Popen([*command, "--port", str(port)], env=env, stdout=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
+    history = {"EXECUTOR_STREAMER_DEFAULT_STREAM_CONFIG__MAX_HISTORY_SIZE": "10000"}
+    server, base = start_server(serve_command(), history)
     samples: list[tuple[float, int]] = []
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(base + "/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
         httpx.post(base + "/api/streams", json={"workflowSessionId": STREAM})
         spec = {"base": base, "stream": STREAM, "concurrent": 50, "lifeMs": 1500}
         churn = subprocess.Popen(
@@ -124,11 +106,7 @@ def main() -> None:
         f"{warm[-1][1] / 1024:.0f} MiB |\n"
         f"| growth after warm-up per hour of seed load | {per_seed_hour:+.2f} MiB |\n"
     )
-    RESULTS.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
     report = {
-        "benchmark": "soak",
-        "when": stamp,
         "seconds": args.seconds,
         "events": published,
         "seed_hours": round(seed_hours, 2),
@@ -138,9 +116,7 @@ def main() -> None:
         "growth_mib_per_seed_hour": round(per_seed_hour, 3),
         "rss_kib_samples": samples,
     }
-    path = RESULTS / f"{stamp}-soak.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_report("soak", report)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -142,3 +143,15 @@ async def sse_stream(
 ) -> AsyncIterator[SSEReader]:
     async with served.http.stream("GET", path, headers=headers, timeout=None) as response:
         yield SSEReader(response)
+
+
+async def assert_freed(served: Served, kind: type) -> None:
+    """Once every client is gone, no object of ``kind`` is left, even in a cycle the
+    collector (disabled by the caller) has not seen yet."""
+    for _ in range(100):
+        if not len(served.hub.clients):
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.05)
+    # type() rather than isinstance: gc.get_objects() holds weak proxies too.
+    assert [o for o in gc.get_objects() if type(o) is kind] == []

@@ -35,16 +35,20 @@ IMAGE = StoredScreenshot(PNG, "image/png", hashlib.sha256(PNG).hexdigest())
 
 
 def record(
-    seq: int, kind: str = "STATUS", text: str = "", seconds: float | None = None
+    seq: int,
+    kind: str = "STATUS",
+    text: str = "",
+    seconds: float | None = None,
+    screenshot_id: str = SHOT_ID,
 ) -> EventRecord:
     data: dict[str, object]
     if kind == "SCREENSHOT":
         data = {
-            "screenshotId": SHOT_ID,
+            "screenshotId": screenshot_id,
             "mimeType": "image/png",
             "sizeBytes": len(PNG),
             "sha256": hashlib.sha256(PNG).hexdigest(),
-            "url": f"/api/streams/s1/screenshots/{SHOT_ID}",
+            "url": f"/api/streams/s1/screenshots/{screenshot_id}",
         }
     elif kind == "ERROR":
         data = {"code": "E", "message": text or f"error {seq}"}

@@ -14,10 +14,10 @@ from executor_streamer.core.records import EventRecord
 from executor_streamer.errors import StorageUnavailable
 from executor_streamer.history import StoredScreenshot, StreamWrite, sql
 from executor_streamer.history.sql import MIGRATIONS, SqlHistory
-from executor_streamer.types import StreamConfig, StreamEvent
+from executor_streamer.types import StreamConfig
 
 from ..conftest import PNG
-from .test_contract import POSTGRES_URL, reset_postgres
+from .test_contract import POSTGRES_URL, record, reset_postgres
 
 
 class TestMigrations:
@@ -84,25 +84,7 @@ def shot(data: bytes) -> tuple[str, StoredScreenshot]:
 
 
 def screenshot_record(seq: int, screenshot_id: str) -> EventRecord:
-    return EventRecord.of(
-        StreamEvent.model_validate(
-            {
-                "id": f"evt_{seq}",
-                "streamId": "s1",
-                "sessionId": "wf-1",
-                "seq": seq,
-                "type": "SCREENSHOT",
-                "timestamp": "2026-01-01T12:00:00Z",
-                "data": {
-                    "screenshotId": screenshot_id,
-                    "mimeType": "image/png",
-                    "sizeBytes": 3,
-                    "sha256": "0" * 64,
-                    "url": "/x",
-                },
-            }
-        )
-    )
+    return record(seq, "SCREENSHOT", screenshot_id=screenshot_id)
 
 
 class TestScreenshotFiles:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 
-from ..live_server import Served, ServerFactory, reasoning, sse_stream, status
+from ..live_server import Served, ServerFactory, assert_freed, reasoning, sse_stream, status
 
 
 class TestFrames:
@@ -198,12 +198,6 @@ class TestLifetime:
                 async with sse_stream(served, "/api/streams/wf-1/events") as reader:
                     await served.publish("wf-1", status(1))
                     await reader.events(1)
-            for _ in range(100):
-                if not len(served.hub.clients):
-                    break
-                await asyncio.sleep(0.02)
-            await asyncio.sleep(0.05)
-            alive = [o for o in gc.get_objects() if type(o) is EventStreamResponse]
-            assert alive == []
+            await assert_freed(served, EventStreamResponse)
         finally:
             gc.enable()

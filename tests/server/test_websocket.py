@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from ..live_server import Served, ServerFactory, reasoning, status
+from ..live_server import Served, ServerFactory, assert_freed, reasoning, status
 
 
 class Peer:
@@ -316,12 +316,6 @@ class TestLifetime:
                     await p.expect("subscribed")
                     await served.publish("wf-1", status(1))
                     await p.expect("events")
-            for _ in range(100):
-                if not len(served.hub.clients):
-                    break
-                await asyncio.sleep(0.02)
-            await asyncio.sleep(0.05)
-            alive = [o for o in gc.get_objects() if type(o) is WebSocketSession]
-            assert alive == []
+            await assert_freed(served, WebSocketSession)
         finally:
             gc.enable()

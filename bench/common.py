@@ -1,0 +1,79 @@
+"""What the benchmarks share: starting servers, reading process memory, writing results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+RESULTS = Path(__file__).parent / "results"
+SERVE = [sys.executable, "-m", "executor_streamer", "serve", "--host", "127.0.0.1"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(
+    command: list[str], env: dict[str, str] | None = None, ready_path: str = "/readyz"
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Run ``command`` with a free port appended (quiet, logging at ERROR) and wait until
+    ``ready_path`` answers 200; returns the process and its base URL."""
+    port = free_port()
+    environment = {**os.environ, "EXECUTOR_STREAMER_LOGGING__LEVEL": "ERROR", **(env or {})}
+    process = subprocess.Popen(
+        [*command, str(port)],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(150):
+        try:
+            if httpx.get(base + ready_path).status_code == 200:
+                return process, base
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    errors = process.stderr.read().decode() if process.stderr else ""
+    raise RuntimeError(f"{command} did not start: {errors}")
+
+
+def serve_command(*options: str) -> list[str]:
+    """``executor-streamer serve`` with ``options``, the port to be appended."""
+    return [*SERVE, *options, "--port"]
+
+
+def rss_kib(pid: int) -> int:
+    """A process's resident memory."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def write_report(name: str, report: dict[str, Any]) -> Path:
+    """``bench/results/<date>-<name>.json``, stamped with the machine it ran on."""
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    machine = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    path = RESULTS / f"{stamp}-{name}.json"
+    document = {"benchmark": name, "when": stamp, "machine": machine, **report}
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"\nwrote {path}")
+    return path
