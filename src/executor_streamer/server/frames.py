@@ -1,9 +1,8 @@
 """Writing to live connections without an ASGI ``send`` per write, when the server allows.
 
-WebSocket text frames, several in one write:
-
-Through ASGI every frame is its own ``send``: a message dict, the payload decoded to
-``str`` and encoded back, and one socket write each. Under uvicorn's websockets-sansio
+WebSocket text frames, several in one write. Through ASGI every frame is its own
+``send``: a message dict, the payload decoded to ``str`` and encoded back, and one socket
+write each. Under uvicorn's websockets-sansio
 protocol (the one ``runner.build_server`` configures) the ASGI ``send`` handed to the app
 is a method of the connection's protocol object; then frames go through that protocol's
 own ``websockets`` connection (which keeps framing, state and extensions right) and the
@@ -60,6 +59,7 @@ class FrameWriter:
             and protocol.writable.is_set()
             and not protocol.disconnected
             and not protocol.close_sent
+            and not protocol.transport.is_closing()
         )
 
     def write_now(self, frames: Sequence[bytes]) -> None:
@@ -122,6 +122,7 @@ class ChunkWriter:
             and not cycle.response_complete
             and not cycle.disconnected
             and not cycle.flow.write_paused
+            and not cycle.transport.is_closing()
         )
 
     def write_now(self, body: bytes) -> None:

@@ -7,11 +7,15 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
+import structlog
+
 from ..core.hub import ExecutorStreamer
 from ..core.subscription import CloseReason
 from ..errors import InvalidInput
 from ..types.enums import StreamEventType
 from ..types.filters import StreamFilter
+
+_log = structlog.get_logger("executor_streamer.transport")
 
 
 def parse_event_types(types: str, path: str = "query.types") -> list[StreamEventType]:
@@ -178,6 +182,9 @@ class Flusher:
         self.frames = {}
         try:
             for target in dirty:
-                target.flush()
+                try:
+                    target.flush()
+                except Exception:  # one broken connection must not stall the others
+                    _log.exception("flush_failed")
         finally:
             self.frames = None  # ids are only unique while the records are held
