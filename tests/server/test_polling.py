@@ -40,6 +40,25 @@ class TestPolling:
         assert [e["seq"] for e in body["events"]] == [2]
         assert body["clientId"] == first["clientId"]
 
+    async def test_a_client_polling_back_to_back_is_paced(self, served: Served) -> None:
+        """Polling again at once while events keep coming: the answer waits until
+        POLL_INTERVAL after the previous one and carries what arrived meanwhile."""
+        from executor_streamer.server.polling import POLL_INTERVAL
+
+        await served.publish("wf-1", status(1))
+        first = await poll(served, "since=0")
+        await served.publish("wf-1", status(2))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        again = asyncio.create_task(
+            poll(served, f"since={first['lastSeq']}&clientId={first['clientId']}")
+        )
+        await asyncio.sleep(POLL_INTERVAL / 5)
+        await served.publish("wf-1", status(3))
+        body = await again
+        assert loop.time() - started >= POLL_INTERVAL * 0.8
+        assert [e["seq"] for e in body["events"]] == [2, 3]
+
     async def test_timeout_returns_empty(self, served: Served) -> None:
         """With nothing to say before the timeout, the poll returns no events."""
         await served.publish("wf-1", status(1))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 
 from starlette.responses import Response
 
@@ -27,6 +28,16 @@ from .wire import json_list
 MAX_EVENTS_PER_POLL = 1000
 # Touch the client this often while a poll waits, so a long poll is never "idle".
 KEEPALIVE_SLICE = 5.0
+POLL_INTERVAL = 0.05
+"""A client that polls again at once is answered at most this often, so that while
+events keep coming each answer carries several: each poll is a whole HTTP request, and
+a hundred clients answered once per event were more than one core could serve (the
+fan-out benchmark's long-polling row). A poll that waited for its events, the usual
+case on a quiet stream, is answered at once."""
+
+# When each subscription's client was last answered with events (weak: a subscription
+# that is gone takes its entry along).
+_answered: weakref.WeakKeyDictionary[Subscription, float] = weakref.WeakKeyDictionary()
 
 
 async def poll(
@@ -49,7 +60,10 @@ async def poll(
         recovered = sub.recovered
     assert sub is not None
     await _wait_for_events(sub, client, wait_seconds)
+    await _pace(sub)
     records = [item for item in sub.drain(MAX_EVENTS_PER_POLL) if isinstance(item, EventRecord)]
+    if records:
+        _answered[sub] = time.monotonic()
     metrics.record_delivered(records)
     client.touch()
     more = sub.pending > 0
@@ -63,6 +77,16 @@ async def poll(
         closed=sub.close_reason is CloseReason.STREAM_CLOSED and not more,
     )
     return Response(body, media_type="application/json", headers={"cache-control": "no-store"})
+
+
+async def _pace(sub: Subscription) -> None:
+    """Hold an answer until ``POLL_INTERVAL`` after the client's previous one."""
+    last = _answered.get(sub)
+    if last is None or sub.closed:
+        return
+    wait = last + POLL_INTERVAL - time.monotonic()
+    if wait > 0:
+        await asyncio.sleep(wait)
 
 
 def _client_for(hub: ExecutorStreamer, client_id: str | None) -> ClientSession:
