@@ -24,11 +24,17 @@ from fanout import FANOUT
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=10_000)
+    parser.add_argument(
+        "--deflate",
+        action="store_true",
+        help="clients offer permessage-deflate, as browsers do, and the hub accepts it",
+    )
     args = parser.parse_args()
     limit = str(args.connections + 100)
     env = {
         "EXECUTOR_STREAMER_DEFAULT_STREAM_CONFIG__MAX_CLIENTS": limit,
         "EXECUTOR_STREAMER_SERVER__MAX_CONNECTIONS": limit,
+        "EXECUTOR_STREAMER_COMPRESSION__WEBSOCKET": str(args.deflate).lower(),
     }
     server, base = start_server(serve_command(), env)
     try:
@@ -46,7 +52,12 @@ def main() -> None:
         assert warm.stdout is not None and warm.stdout.readline().startswith("ready")
         time.sleep(1)
         before = rss_kib(server.pid)
-        spec = {"base": base, "stream": "idle", "connections": args.connections}
+        spec = {
+            "base": base,
+            "stream": "idle",
+            "connections": args.connections,
+            "deflate": args.deflate,
+        }
         idle = subprocess.Popen(
             ["node", str(FANOUT / "idle.mjs"), json.dumps(spec)],
             stdin=subprocess.PIPE,
@@ -77,6 +88,7 @@ def main() -> None:
     )
     report = {
         "connections": args.connections,
+        "deflate": args.deflate,
         "subscribed": len(clients),
         "connect_seconds": connect_seconds,
         "rss_kib_before": before,

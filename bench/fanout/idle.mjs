@@ -2,19 +2,21 @@
 //
 //   node idle.mjs '{"base":"http://127.0.0.1:3001","stream":"idle","connections":10000}'
 //
+// With "deflate": true the clients offer permessage-deflate, as browsers do.
+//
 // Prints "ready <seconds>" once every connection is subscribed, then waits for stdin
 // to close.
 
 import http from "node:http";
 import WebSocket from "ws";
 
-const { base, stream, connections } = JSON.parse(process.argv[2]);
+const { base, stream, connections, deflate = false } = JSON.parse(process.argv[2]);
 const wsBase = base.replace(/^http/, "ws");
 const sockets = [];
 
 function subscriber() {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`${wsBase}/ws`, { perMessageDeflate: false });
+    const ws = new WebSocket(`${wsBase}/ws`, { perMessageDeflate: deflate });
     ws.on("message", (data) => {
       const text = data.toString();
       if (text.includes('"connection_ack"')) {

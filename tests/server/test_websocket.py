@@ -319,3 +319,19 @@ class TestLifetime:
             await assert_freed(served, WebSocketSession)
         finally:
             gc.enable()
+
+
+class TestCompression:
+    async def test_permessage_deflate_only_when_configured(
+        self, make_server: ServerFactory
+    ) -> None:
+        """A client offering permessage-deflate gets it only with compression.websocket:
+        by default frames go out as serialized at publish time, with no zlib state per
+        connection."""
+        for websocket, expected in ((False, None), (True, "permessage-deflate")):
+            served = await make_server(compression={"websocket": websocket})
+            async with connect(served.ws_url, compression="deflate") as ws:
+                assert ws.response is not None
+                header = ws.response.headers.get("Sec-WebSocket-Extensions")
+                accepted = header.split(";")[0] if header else None
+                assert accepted == expected

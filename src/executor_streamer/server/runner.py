@@ -76,7 +76,7 @@ def build_server(
         # timeout (DESIGN.md §9).
         ws_ping_interval=ping_interval,
         ws_ping_timeout=ping_timeout,
-        ws_per_message_deflate=config.compression.enabled,
+        ws_per_message_deflate=config.compression.enabled and config.compression.websocket,
         ws_max_size=config.limits.max_message_bytes,
         timeout_graceful_shutdown=int(SHUTDOWN_GRACE_SECONDS) + 5,
         access_log=False,
