@@ -95,7 +95,9 @@ class Subscription:
         self.filters: list[StreamFilter] = list(filters or [])
         self._predicate: Predicate | None = compile_filters(self.filters)
         self._buffer_size = buffer_size
-        self._backlog: deque[EventRecord] = deque()  # resumed history, handed out first
+        # Resumed history, handed out first; newest first, so the oldest pops off the end
+        # (a list: most subscriptions never resume, and an empty deque is ~600 bytes).
+        self._backlog: list[EventRecord] = []
         self._queue: deque[SubscriptionItem] = deque()  # live events and replays: bounded
         self._position = 0  # highest seq offered to this subscriber: the duplicate guard
         # A replay batch being iterated; a list (reversed), not a deque: an empty deque
@@ -127,9 +129,9 @@ class Subscription:
 
     def add_backlog(self, records: Sequence[EventRecord]) -> None:
         """Queue resumed history ahead of live events (which are all newer)."""
-        backlog = [r for r in records if r.seq > self.delivered_seq]
+        backlog = [r for r in reversed(records) if r.seq > self.delivered_seq]
         if backlog:
-            self._backlog.extend(backlog)
+            self._backlog[:0] = backlog  # behind what is already queued: these are newer
             self._wake()
 
     def push(self, records: Sequence[EventRecord]) -> None:
@@ -195,9 +197,11 @@ class Subscription:
     def drain(self, limit: int | None = None) -> list[SubscriptionItem]:
         """What is queued now (at most ``limit`` items), without waiting."""
         items: list[SubscriptionItem] = []
-        for source in (self._backlog, self._queue):
-            while source and (limit is None or len(items) < limit):
-                items.append(source.popleft())
+        backlog, queue = self._backlog, self._queue
+        while backlog and (limit is None or len(items) < limit):
+            items.append(backlog.pop())
+        while queue and (limit is None or len(items) < limit):
+            items.append(queue.popleft())
         self._count(items)
         return items
 
@@ -219,7 +223,7 @@ class Subscription:
                 await self._waiter
             finally:
                 self._waiter = None
-        item = self._backlog.popleft() if self._backlog else self._queue.popleft()
+        item = self._backlog.pop() if self._backlog else self._queue.popleft()
         self._count((item,))
         return item
 

@@ -23,7 +23,7 @@ from ..core.subscription import CloseReason, Subscription, flatten
 from ..types.base import format_timestamp, utc_now
 from .frames import ChunkWriter
 from .metrics import ServerMetrics
-from .transport import LiveConnections, Pacer, Ticker, liveness_interval
+from .transport import LiveConnections, Pacer, Signal, Ticker, liveness_interval
 from .wire import sse_event, sse_frame, sse_preamble
 
 _log = structlog.get_logger("executor_streamer.sse")
@@ -76,7 +76,7 @@ class EventStreamResponse(Response):
         # heartbeats well inside the idle timeout even if heartbeatInterval is longer.
         self.heartbeat = min(stream.config.heartbeat_interval / 1000, liveness_interval(hub))
         self.write_timeout = hub.config.server.idle_client_timeout / 1000
-        self._wake = asyncio.Event()
+        self._wake = Signal()
         self._sending = False
         self._writer: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()

@@ -9,6 +9,7 @@ from typing import Protocol
 
 import structlog
 
+from ..core.clients import ClientSession
 from ..core.hub import ExecutorStreamer
 from ..core.subscription import CloseReason
 from ..errors import InvalidInput
@@ -54,6 +55,26 @@ class LiveConnections:
         self._idle.set()
         self.closing = False
         self.flusher = Flusher()
+        self._kept_alive: set[ClientSession] = set()
+        self._ticker: Ticker | None = None
+
+    def keep_alive(self, client: ClientSession, interval: float) -> None:
+        """Count ``client`` alive every ``interval`` seconds until :meth:`let_go`: for
+        transports that watch liveness themselves (uvicorn pings WebSockets and closes a
+        peer that stops answering). One timer for all of them, not one per connection."""
+        self._kept_alive.add(client)
+        if self._ticker is None:
+            self._ticker = Ticker(interval, self._touch_kept_alive)
+
+    def let_go(self, client: ClientSession) -> None:
+        self._kept_alive.discard(client)
+        if not self._kept_alive and self._ticker is not None:
+            self._ticker.stop()
+            self._ticker = None
+
+    def _touch_kept_alive(self) -> None:
+        for client in self._kept_alive:
+            client.touch()
 
     @contextlib.contextmanager
     def track(self) -> Iterator[None]:
@@ -101,6 +122,39 @@ COALESCE_SECONDS = 0.005
 WebSocket) gets at most one write per this interval: under load each write carries
 several events, which is what lets one process feed hundreds of clients thousands of
 events a second, and an idle stream's first event still goes out at once."""
+
+
+class Signal:
+    """``asyncio.Event`` for one waiter, without the deque of waiters every Event keeps
+    (about 600 bytes, for each of 10,000 idle connections): a future exists only while
+    someone waits."""
+
+    __slots__ = ("_set", "_waiter")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._set = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
 
 
 class Ticker:

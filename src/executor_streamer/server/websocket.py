@@ -50,7 +50,7 @@ from .metrics import ServerMetrics
 from .transport import (
     LiveConnections,
     Pacer,
-    Ticker,
+    Signal,
     filters_from_types,
     liveness_interval,
     parse_seq,
@@ -133,7 +133,7 @@ class WebSocketSession:
         self.subs: dict[str, _Sub] = {}
         self.outbox: list[bytes] = []  # a list: an empty deque costs ~600 bytes per connection
         self.close_with: tuple[int, str] | None = None
-        self._wake = asyncio.Event()
+        self._wake = Signal()
         self._sending = False
         self._writer: asyncio.Task[None] | None = None
 
@@ -164,17 +164,37 @@ class WebSocketSession:
                 )
                 if not await self._subscribe_from_query():
                     return
-                self._writer = asyncio.create_task(self._write())
-                reader = asyncio.create_task(self._read())
-                await asyncio.wait({self._writer, reader}, return_when=asyncio.FIRST_COMPLETED)
-                for task in (self._writer, reader):
-                    task.cancel()
-                await asyncio.gather(self._writer, reader, return_exceptions=True)
+                await self._read_while_writing()
                 if self.close_with is not None:
                     await self._close_now(*self.close_with)
             finally:
                 self.hub.disconnect(self.client.id, CloseReason.UNSUBSCRIBED)
                 self._release()
+
+    async def _read_while_writing(self) -> None:
+        """Read in this task while a writer task sends; whichever ends first ends the
+        other. (Reading here rather than in a task of its own saves a task per
+        connection.)"""
+        reading = asyncio.current_task()
+        assert reading is not None
+        done = False
+
+        def writer_ended(_: asyncio.Task[None]) -> None:
+            if not done:
+                reading.cancel()
+
+        writer = self._writer = asyncio.create_task(self._write())
+        writer.add_done_callback(writer_ended)
+        try:
+            await self._read()
+        except asyncio.CancelledError:
+            # Cancelled by writer_ended: carry on closing. From outside: propagate.
+            if not writer.done() or reading.uncancel() > 0:
+                raise
+        finally:
+            done = True
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
 
     def _release(self) -> None:
         """Break the session's reference cycles (tasks, callbacks, subscriptions) so
@@ -381,7 +401,7 @@ class WebSocketSession:
         assert client is not None
         # uvicorn pings and closes a peer that stops answering (see ping_settings), so a
         # connection that is still open is alive.
-        ticker = Ticker(liveness_interval(self.hub), client.touch)
+        self.connections.keep_alive(client, liveness_interval(self.hub))
         pacer = Pacer()
         try:
             while True:
@@ -395,7 +415,7 @@ class WebSocketSession:
                     continue
                 await self._wake.wait()
         finally:
-            ticker.stop()
+            self.connections.let_go(client)
 
     async def _write_ready(self) -> None:
         """Everything ready, in one write: replies first, so a ``subscribed`` precedes
