@@ -17,7 +17,6 @@ therefore never holds the stream or anyone else back.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -98,7 +97,9 @@ class Subscription:
         # Resumed history, handed out first; newest first, so the oldest pops off the end
         # (a list: most subscriptions never resume, and an empty deque is ~600 bytes).
         self._backlog: list[EventRecord] = []
-        self._queue: deque[SubscriptionItem] = deque()  # live events and replays: bounded
+        # Live events and replays, bounded by bufferSize. A list: it is drained whole,
+        # and an empty deque costs ~600 bytes for each of thousands of idle subscribers.
+        self._queue: list[SubscriptionItem] = []
         self._position = 0  # highest seq offered to this subscriber: the duplicate guard
         # A replay batch being iterated; a list (reversed), not a deque: an empty deque
         # is ~600 bytes, and most subscriptions are never iterated at all.
@@ -197,11 +198,16 @@ class Subscription:
     def drain(self, limit: int | None = None) -> list[SubscriptionItem]:
         """What is queued now (at most ``limit`` items), without waiting."""
         items: list[SubscriptionItem] = []
-        backlog, queue = self._backlog, self._queue
+        backlog = self._backlog
         while backlog and (limit is None or len(items) < limit):
             items.append(backlog.pop())
-        while queue and (limit is None or len(items) < limit):
-            items.append(queue.popleft())
+        room = None if limit is None else limit - len(items)
+        if room is None or room >= len(self._queue):
+            items += self._queue
+            self._queue = []
+        elif room > 0:
+            items += self._queue[:room]
+            del self._queue[:room]
         self._count(items)
         return items
 
@@ -223,7 +229,7 @@ class Subscription:
                 await self._waiter
             finally:
                 self._waiter = None
-        item = self._backlog.pop() if self._backlog else self._queue.popleft()
+        item = self._backlog.pop() if self._backlog else self._queue.pop(0)
         self._count((item,))
         return item
 
