@@ -19,6 +19,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..core.clients import ClientSession
 from ..core.hub import ExecutorStreamer
+from ..core.records import EventRecord
 from ..core.subscription import CloseReason, Subscription, flatten
 from ..types.base import format_timestamp, utc_now
 from .frames import ChunkWriter
@@ -136,17 +137,22 @@ class EventStreamResponse(Response):
         records = flatten(self.sub.drain())
         if not records:
             return
-        cache = self.connections.flusher.frames
-        key = (id(records[0]), len(records), "sse")
-        body = None if cache is None else cache.get(key)
-        if body is None:
-            body = [b"".join(sse_event(r) for r in records)]
-            if cache is not None:
-                cache[key] = body
-        chunks.write_now(body[0])
+        chunks.write_now(self._body(records))
         self.metrics.record_delivered(records)
         self._last_write = self._loop.time()
         self.client.touch()
+
+    def _body(self, records: list[EventRecord]) -> bytes:
+        """The frames of ``records``; built once per flush pass for every client that
+        takes the same records (``Flusher.frames``)."""
+        cache = self.connections.flusher.frames
+        key = (id(records[0]), len(records), "sse")
+        built = None if cache is None else cache.get(key)
+        if built is None:
+            built = [b"".join(sse_event(r) for r in records)]
+            if cache is not None:
+                cache[key] = built
+        return built[0]
 
     def _on_client_ended(self, reason: CloseReason) -> None:
         self._wake.set()
@@ -191,8 +197,9 @@ class EventStreamResponse(Response):
             if self.sub.pending:
                 await pacer.pace()
                 records = flatten(self.sub.drain())  # replays go out as stream_event too
-                await self._send(send, b"".join(sse_event(r) for r in records))
-                self.metrics.record_delivered(records)
+                if records:
+                    await self._send(send, self._body(records))
+                    self.metrics.record_delivered(records)
                 continue
             if self.sub.closed:
                 assert self.sub.close_reason is not None

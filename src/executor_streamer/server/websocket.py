@@ -424,10 +424,7 @@ class WebSocketSession:
         frames, self.outbox = self.outbox, []
         delivered: list[EventRecord] = []
         if self.close_with is None:
-            for entry in list(self.subs.values()):
-                self._take_items(entry, frames, delivered)
-                if self.close_with is not None:
-                    break
+            self._collect(frames, delivered)
         if frames:
             await self._send(frames)
             self.metrics.record_delivered(delivered)
@@ -447,10 +444,7 @@ class WebSocketSession:
             return
         frames: list[bytes] = []
         delivered: list[EventRecord] = []
-        for entry in list(self.subs.values()):
-            self._take_items(entry, frames, delivered)
-            if self.close_with is not None:
-                break
+        self._collect(frames, delivered)
         if frames:
             # A peer that is gone ends the session through its reader.
             with contextlib.suppress(PeerGone):
@@ -458,6 +452,13 @@ class WebSocketSession:
                 self.metrics.record_delivered(delivered)
         if self.close_with is not None or self.outbox:
             self._wake.set()
+
+    def _collect(self, frames: list[bytes], delivered: list[EventRecord]) -> None:
+        """Frames for what every subscription has queued, until one asks to close."""
+        for entry in list(self.subs.values()):
+            self._take_items(entry, frames, delivered)
+            if self.close_with is not None:
+                return
 
     def _take_items(self, entry: _Sub, frames: list[bytes], delivered: list[EventRecord]) -> None:
         """Turn what ``entry`` has queued into frames."""
