@@ -23,9 +23,6 @@ const wsBase = base.replace(/^http/, "ws");
 const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
 const now = () => performance.timeOrigin + performance.now();
 const hub = kind.startsWith("hub-");
-const MARK = /"n":(\d+),"t":([0-9.eE+-]+)/g;
-// The hub's events carry their seq before the mark: order is checked against it.
-const HUB_MARK = /"seq":(\d+),[^]*?"n":(\d+),"t":([0-9.eE+-]+)/g;
 
 // -- what every subscriber records -------------------------------------------------------
 
@@ -65,17 +62,26 @@ class Tally {
       if (recorded < latencies.length) latencies[recorded++] = at - t;
     }
   }
+  // Finds each `"n":<seq>,"t":<time>` mark (and, in the hub's events, the `"seq":` before
+  // it) with indexOf and parseInt/parseFloat, which stop at the first non-number: far
+  // cheaper than a regular expression over the whole event.
   scan(text) {
     const at = now();
-    if (hub) {
-      HUB_MARK.lastIndex = 0;
-      let match;
-      while ((match = HUB_MARK.exec(text)) !== null) this.receive(+match[2], +match[3], at, +match[1]);
-      return;
+    let from = 0;
+    for (;;) {
+      let seq;
+      if (hub) {
+        const s = text.indexOf('"seq":', from);
+        if (s < 0) return;
+        seq = parseInt(text.slice(s + 6, s + 26), 10);
+        from = s + 6;
+      }
+      const m = text.indexOf('"n":', from);
+      if (m < 0) return;
+      const t = text.indexOf('"t":', m) + 4;
+      this.receive(parseInt(text.slice(m + 4, m + 24), 10), parseFloat(text.slice(t, t + 32)), at, seq);
+      from = t;
     }
-    MARK.lastIndex = 0;
-    let match;
-    while ((match = MARK.exec(text)) !== null) this.receive(+match[1], +match[2], at);
   }
 }
 
