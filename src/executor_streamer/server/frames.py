@@ -2,11 +2,10 @@
 
 WebSocket text frames, several in one write. Through ASGI every frame is its own
 ``send``: a message dict, the payload decoded to ``str`` and encoded back, and one socket
-write each. Under uvicorn's websockets-sansio
-protocol (the one ``runner.build_server`` configures) the ASGI ``send`` handed to the app
-is a method of the connection's protocol object; then frames go through that protocol's
-own ``websockets`` connection (which keeps framing, state and extensions right) and the
-whole drain leaves in one transport write. With any other server, plain ASGI sends.
+write each. Under the hub's own WebSocket protocol (``ws_protocol``, which
+``runner.build_server`` gives uvicorn) the ASGI ``send`` handed to the app is a method of
+the connection's protocol object; then the whole drain leaves in one transport write.
+With any other server, plain ASGI sends.
 
 SSE chunks: under uvicorn's httptools protocol the ``send`` is a method of the request's
 response cycle; a chunk that needs no waiting is written to its transport directly,
@@ -20,9 +19,9 @@ from typing import Any
 
 from starlette.types import Send
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.exceptions import InvalidState
-from websockets.protocol import State
+
+from .ws_protocol import HubWebSocketProtocol
 
 
 class PeerGone(Exception):
@@ -33,7 +32,7 @@ class FrameWriter:
     def __init__(self, send: Send) -> None:
         self._send = send
         protocol: Any = getattr(send, "__self__", None)
-        self._protocol = protocol if isinstance(protocol, WebSocketsSansIOProtocol) else None
+        self._protocol = protocol if isinstance(protocol, HubWebSocketProtocol) else None
 
     async def send(self, frames: Sequence[bytes]) -> None:
         """Send ``frames`` (UTF-8 JSON) as text messages, in order; waits while the
@@ -45,63 +44,29 @@ class FrameWriter:
             for frame in frames:
                 await self._asgi_send(frame)
             return
-        await protocol.writable.wait()  # uvicorn's flow control, as its own send does
-        if protocol.disconnected or protocol.close_sent:
+        await protocol.wait_writable()
+        if not protocol.ready():
             raise PeerGone
         self.write_now(frames)
 
     def ready(self) -> bool:
-        """Whether :meth:`write_now` can write at once: under uvicorn's websockets-sansio
-        protocol, with the connection open and its socket buffer not full."""
-        protocol = self._protocol
-        return (
-            protocol is not None
-            and protocol.writable.is_set()
-            and not protocol.disconnected
-            and not protocol.close_sent
-            and not protocol.transport.is_closing()
-        )
+        """Whether :meth:`write_now` can write at once: under the hub's protocol, with
+        the connection open and its socket buffer not full."""
+        return self._protocol is not None and self._protocol.ready()
 
     def write_now(self, frames: Sequence[bytes]) -> None:
         """Write ``frames`` in one transport write; only when :meth:`ready`."""
-        protocol = self._protocol
-        assert protocol is not None
-        connection = protocol.conn
-        if (
-            connection.state is State.OPEN
-            and not connection.extensions
-            and not connection.expect_continuation_frame
-        ):
-            # Plain text frames need no more than a header: what ``send_text`` would
-            # build, without a Frame object per frame. Control frames the connection
-            # queued (a pong) go first, as they would have.
-            parts = connection.data_to_send()
-            for frame in frames:
-                parts.append(_text_header(len(frame)))
-                parts.append(frame)
-        else:
-            try:
-                for frame in frames:
-                    connection.send_text(frame)
-            except InvalidState:
-                raise PeerGone from None
-            parts = connection.data_to_send()
-        protocol.transport.write(b"".join(parts))
+        assert self._protocol is not None
+        try:
+            self._protocol.write_text_frames(frames)
+        except InvalidState:
+            raise PeerGone from None
 
     async def _asgi_send(self, frame: bytes) -> None:
         try:
             await self._send({"type": "websocket.send", "text": frame.decode()})
         except (RuntimeError, OSError) as exc:
             raise PeerGone from exc
-
-
-def _text_header(length: int) -> bytes:
-    """An unmasked, final text frame's header (RFC 6455 §5.2), as a server sends it."""
-    if length < 126:
-        return bytes((0x81, length))
-    if length < 1 << 16:
-        return b"\x81\x7e" + length.to_bytes(2, "big")
-    return b"\x81\x7f" + length.to_bytes(8, "big")
 
 
 class ChunkWriter:

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from ..core.hub import ExecutorStreamer
 from .app import SHUTDOWN_GRACE_SECONDS, create_app
 from .transport import LiveConnections, ping_settings
+from .ws_protocol import HubWebSocketProtocol
 
 
 class HubServer(uvicorn.Server):
@@ -70,7 +71,7 @@ def build_server(
         port=config.server.port if port is None else port,
         loop="auto",
         http="httptools",
-        ws="websockets-sansio",
+        ws=HubWebSocketProtocol,  # uvicorn's websockets-sansio, leaner per connection
         lifespan="on",
         # Protocol pings; a peer that does not answer is closed within the idle
         # timeout (DESIGN.md §9).

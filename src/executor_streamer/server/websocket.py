@@ -1,12 +1,16 @@
 """The WebSocket protocol: ``GET /ws`` (DESIGN.md §5).
 
-Two tasks per connection. The reader parses client messages and turns them into core
-calls; replies are queued, never sent by the reader. The writer is the only sender: it
-sends queued replies first, then drains every subscription of the connection, so a
+One task per connection: it reads client messages, turns them into core calls and queues
+the replies. Everything goes out through :meth:`WebSocketSession.flush`, which writes the
+queued replies first and then what every subscription of the connection has queued, so a
 ``subscribed`` always precedes that subscription's events and a ``replay_done`` follows
-its replay. Protocol-level pings are uvicorn's (``heartbeatInterval``; a peer that stops
-answering is closed after the idle timeout), so a connection that is still open has
-shown a sign of life.
+its replay. The reader flushes after each message; the server's flush pass
+(``transport.Flusher``) flushes when events arrive. Only a write that has to wait (the
+peer's socket buffer is full, or the server offers nothing but ASGI sends) gets a writer
+task, for as long as it waits: an idle connection holds no task but its reader.
+Protocol-level pings are the server's (``ws_protocol``; a peer that stops answering is
+closed within the idle timeout), so a connection that is still open has shown a sign of
+life.
 """
 
 from __future__ import annotations
@@ -49,7 +53,6 @@ from .frames import FrameWriter, PeerGone
 from .metrics import ServerMetrics
 from .transport import (
     LiveConnections,
-    Pacer,
     Signal,
     filters_from_types,
     liveness_interval,
@@ -133,9 +136,11 @@ class WebSocketSession:
         self.subs: dict[str, _Sub] = {}
         self.outbox: list[bytes] = []  # a list: an empty deque costs ~600 bytes per connection
         self.close_with: tuple[int, str] | None = None
-        self._wake = Signal()
-        self._sending = False
-        self._writer: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[Any] | None = None  # the task running the session
+        self._receiving = False  # the reader is waiting for a message
+        self._cancelled = False  # _end_reading cancelled the reader
+        self._writer: asyncio.Task[None] | None = None  # only while a write has to wait
+        self._wake = Signal()  # for the writer: more to send
 
     # -- connection lifetime -----------------------------------------------------------
 
@@ -151,6 +156,10 @@ class WebSocketSession:
             return
         self.client.on_disconnect = self._on_client_ended
         heartbeat = self.hub.config.default_stream_config.heartbeat_interval
+        self._reader = asyncio.current_task()
+        # The server pings and closes a peer that stops answering (see ws_protocol), so
+        # a connection that is still open is alive.
+        self.connections.keep_alive(self.client, liveness_interval(self.hub))
         with self.connections.track():
             try:
                 self._queue(
@@ -162,39 +171,16 @@ class WebSocketSession:
                         "protocolVersion": PROTOCOL_VERSION,
                     },
                 )
-                if not await self._subscribe_from_query():
-                    return
-                await self._read_while_writing()
+                if await self._subscribe_from_query():
+                    self.flush()
+                    await self._read()
                 if self.close_with is not None:
                     await self._close_now(*self.close_with)
             finally:
+                self.connections.let_go(self.client)
                 self.hub.disconnect(self.client.id, CloseReason.UNSUBSCRIBED)
+                await self._stop_writer()
                 self._release()
-
-    async def _read_while_writing(self) -> None:
-        """Read in this task while a writer task sends; whichever ends first ends the
-        other. (Reading here rather than in a task of its own saves a task per
-        connection.)"""
-        reading = asyncio.current_task()
-        assert reading is not None
-        done = False
-
-        def writer_ended(_: asyncio.Task[None]) -> None:
-            if not done:
-                reading.cancel()
-
-        writer = self._writer = asyncio.create_task(self._write())
-        writer.add_done_callback(writer_ended)
-        try:
-            await self._read()
-        except asyncio.CancelledError:
-            # Cancelled by writer_ended: carry on closing. From outside: propagate.
-            if not writer.done() or reading.uncancel() > 0:
-                raise
-        finally:
-            done = True
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
 
     def _release(self) -> None:
         """Break the session's reference cycles (tasks, callbacks, subscriptions) so
@@ -204,7 +190,7 @@ class WebSocketSession:
             entry.sub.on_ready = None
         self.subs.clear()
         self.outbox = []
-        self._writer = None
+        self._reader = None
 
     async def _subscribe_from_query(self) -> bool:
         """``/ws?streamId=`` subscribes at once; an unknown stream closes with 4004."""
@@ -217,12 +203,10 @@ class WebSocketSession:
             since = parse_seq(params.get("since"), "query.since")
             await self._open(stream_ref, filters, since, None, batch=False, from_query=True)
         except StreamNotFound as exc:
-            await self._flush_outbox()
-            await self._close_now(CLOSE_STREAM_NOT_FOUND, exc.message)
+            self.close_with = (CLOSE_STREAM_NOT_FOUND, exc.message)
             return False
         except TooManyClients as exc:
-            await self._flush_outbox()
-            await self._close_now(CLOSE_TOO_MANY_CLIENTS, exc.message)
+            self.close_with = (CLOSE_TOO_MANY_CLIENTS, exc.message)
             return False
         except StreamerError as exc:
             self._queue_error(exc.code, exc.message, None, exc.details)
@@ -232,37 +216,60 @@ class WebSocketSession:
         """The hub ended this client (operator, idle, shutdown): close the socket."""
         if self.close_with is None:
             self.close_with = CLOSE_FOR_REASON.get(reason, (CLOSE_SHUTDOWN, reason.value))
-        self._wake.set()
-        if self._sending and self._writer is not None:
-            self._writer.cancel()
+        self._end_reading()
 
     def _on_ready(self, sub: Subscription) -> None:
-        self.connections.flusher.request(self)
-        if sub.close_reason is not None:
-            self._wake.set()
         if sub.close_reason is CloseReason.SLOW_CONSUMER:
             self.close_with = CLOSE_FOR_REASON[CloseReason.SLOW_CONSUMER]
-            if self._sending and self._writer is not None:
-                self._writer.cancel()
+            self._end_reading()
+            return
+        self.connections.flusher.request(self)
+
+    def _end_reading(self) -> None:
+        """Stop reading so that the reader closes the connection (``close_with``): a
+        reader waiting for a message is cancelled; one handling a message stops after
+        it. A writer waiting on a full socket buffer is cancelled."""
+        if self._receiving and self._reader is not None and not self._cancelled:
+            self._cancelled = True
+            self._reader.cancel()
+        if self._writer is not None:
+            self._writer.cancel()
 
     async def _close_now(self, code: int, reason: str) -> None:
+        """Close with ``code``; replies already queued go first if they can go at once."""
+        if self.outbox and self._frames.ready():
+            frames, self.outbox = self.outbox, []
+            with contextlib.suppress(PeerGone):
+                self._frames.write_now(frames)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.ws.close(code, reason), CLOSE_TIMEOUT)
 
     # -- reading -----------------------------------------------------------------------
 
     async def _read(self) -> None:
+        """Read and handle messages until the peer leaves or ``close_with`` is set."""
         assert self.client is not None
-        while True:
-            message = await self.ws.receive()
+        while self.close_with is None:
+            self._receiving = True
+            try:
+                message = await self.ws.receive()
+            except asyncio.CancelledError:
+                # Cancelled by _end_reading: go on to close. From outside: propagate.
+                task = self._reader
+                if not self._cancelled or task is None or task.uncancel() > 0:
+                    raise
+                return
+            finally:
+                self._receiving = False
             if message["type"] == "websocket.disconnect":
                 return
             self.client.touch()
             text = message.get("text")
             if text is None:
                 self._queue_error("INVALID_MESSAGE", "messages must be JSON text frames")
-                continue
-            await self._handle(text)
+            else:
+                await self._handle(text)
+            self.flush()
 
     async def _handle(self, text: str) -> None:
         try:
@@ -380,7 +387,6 @@ class WebSocketSession:
 
     def _queue(self, kind: str, metadata: dict[str, Any]) -> None:
         self.outbox.append(ws_message(kind, metadata))
-        self._wake.set()
 
     def _queue_error(
         self,
@@ -394,64 +400,63 @@ class WebSocketSession:
             error["details"] = details
         metadata = None if request_id is None else {"requestId": request_id}
         self.outbox.append(ws_message("error", metadata, error=error))
-        self._wake.set()
-
-    async def _write(self) -> None:
-        client = self.client
-        assert client is not None
-        # uvicorn pings and closes a peer that stops answering (see ping_settings), so a
-        # connection that is still open is alive.
-        self.connections.keep_alive(client, liveness_interval(self.hub))
-        pacer = Pacer()
-        try:
-            while True:
-                self._wake.clear()
-                if any(entry.sub.pending for entry in self.subs.values()):
-                    await pacer.pace()  # let events gather while they keep coming
-                await self._write_ready()
-                if self.close_with is not None:
-                    return
-                if self.outbox or self._wake.is_set():
-                    continue
-                await self._wake.wait()
-        finally:
-            self.connections.let_go(client)
-
-    async def _write_ready(self) -> None:
-        """Everything ready, in one write: replies first, so a ``subscribed`` precedes
-        that subscription's events. (A method of its own so the writer, waiting, holds
-        no frames.)"""
-        frames, self.outbox = self.outbox, []
-        delivered: list[EventRecord] = []
-        if self.close_with is None:
-            self._collect(frames, delivered)
-        if frames:
-            await self._send(frames)
-            self.metrics.record_delivered(delivered)
 
     def flush(self) -> None:
-        """Write every subscription's queued events now, if that needs no waiting (see
-        ``transport.Flusher``); otherwise, or for replies and closing, the writer task
-        takes over."""
-        if (
-            self._sending
-            or self.outbox
-            or self.close_with is not None
-            or self._writer is None
-            or not self._frames.ready()
-        ):
+        """Write the queued replies, then every subscription's queued events, now; if
+        that would have to wait, a writer task does it (see ``transport.Flusher``)."""
+        if self._writer is not None:
             self._wake.set()
             return
-        frames: list[bytes] = []
-        delivered: list[EventRecord] = []
-        self._collect(frames, delivered)
+        if self.close_with is not None:
+            self._end_reading()
+            return
+        if not self._frames.ready():
+            if self.outbox or any(entry.sub.pending for entry in self.subs.values()):
+                self._writer = asyncio.create_task(self._write())
+            return
+        frames, delivered = self._take_ready()
         if frames:
             # A peer that is gone ends the session through its reader.
             with contextlib.suppress(PeerGone):
                 self._frames.write_now(frames)
                 self.metrics.record_delivered(delivered)
-        if self.close_with is not None or self.outbox:
-            self._wake.set()
+        if self.close_with is not None:
+            self._end_reading()
+
+    async def _write(self) -> None:
+        """Send while writes have to wait; end once they can go straight out again."""
+        try:
+            while self.close_with is None:
+                self._wake.clear()
+                frames, delivered = self._take_ready()
+                if frames:
+                    await self._frames.send(frames)
+                    self.metrics.record_delivered(delivered)
+                elif self._frames.ready():
+                    return
+                elif not self._wake.is_set():
+                    await self._wake.wait()
+        except PeerGone:
+            pass  # the reader sees the disconnect
+        finally:
+            self._writer = None
+            if self.close_with is not None:
+                self._end_reading()
+
+    async def _stop_writer(self) -> None:
+        writer = self._writer
+        if writer is not None:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
+    def _take_ready(self) -> tuple[list[bytes], list[EventRecord]]:
+        """The queued replies, then frames for every subscription's queued events
+        (none once the connection is closing)."""
+        frames, self.outbox = self.outbox, []
+        delivered: list[EventRecord] = []
+        if self.close_with is None:
+            self._collect(frames, delivered)
+        return frames, delivered
 
     def _collect(self, frames: list[bytes], delivered: list[EventRecord]) -> None:
         """Frames for what every subscription has queued, until one asks to close."""
@@ -514,14 +519,3 @@ class WebSocketSession:
         if batch.request_id is not None:
             metadata["requestId"] = batch.request_id
         return metadata
-
-    async def _flush_outbox(self) -> None:
-        frames, self.outbox = self.outbox, []
-        await self._send(frames)
-
-    async def _send(self, frames: list[bytes]) -> None:
-        self._sending = True
-        try:
-            await self._frames.send(frames)
-        finally:
-            self._sending = False

@@ -1,0 +1,556 @@
+"""The WebSocket connection under uvicorn: a lean stand-in for its websockets-sansio protocol.
+
+``runner.build_server`` hands this class to uvicorn (``ws=``); uvicorn's HTTP protocol
+upgrades to it as it would to its own. The websockets library's sans-I/O
+``ServerProtocol`` still does the handshake checks, framing, the closing handshake and
+extensions, exactly as under uvicorn. What differs is what a connection holds while it
+sits idle, which for 10,000 subscribers is most of the server's memory:
+
+- ``__slots__`` instead of an instance dict (uvicorn's has ~35 attributes, too many for
+  CPython's shared-key dicts: ~1.6 KiB each);
+- messages for the app in a list, with a future only while the app waits (uvicorn keeps
+  an ``asyncio.Queue``: three deques, ~2.3 KiB);
+- a future only while the socket buffer is full, instead of an ``asyncio.Event``;
+- the handshake's request and response (two header multidicts) dropped once answered;
+- one timer per server pinging every connection (:class:`_Keepalive`), instead of a
+  timer per connection.
+
+The ASGI side is the ``websocket`` scope and messages of the ASGI spec 2.4, without the
+optional ``websocket.http.response`` extension (a denial response): the hub never sends
+one. :meth:`HubWebSocketProtocol.write_text_frames` lets ``frames.FrameWriter`` write
+several frames in one transport write, without an ASGI message per frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import struct
+import weakref
+from collections.abc import Sequence
+from typing import Any, ClassVar, cast
+from urllib.parse import unquote
+
+from uvicorn import Config
+from uvicorn._types import ASGIReceiveEvent, ASGISendEvent, WebSocketScope
+from uvicorn.protocols.utils import ClientDisconnected, get_local_addr, get_remote_addr, is_ssl
+from uvicorn.server import ServerState
+from websockets.exceptions import InvalidState
+from websockets.extensions.base import ServerExtensionFactory
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+_log = logging.getLogger("executor_streamer.ws_protocol")
+
+CLOSE_TIMEOUT = 10.0
+"""How long a connection waits for the peer's answer to its close frame (as uvicorn)."""
+
+
+class HubWebSocketProtocol(asyncio.Protocol):
+    __slots__ = (
+        "_app_state",
+        "_close_timer",
+        "_config",
+        "_fragments",
+        "_fragments_text",
+        "_inbox",
+        "_loop",
+        "_ping",
+        "_ping_sent",
+        "_read_paused",
+        "_receiver",
+        "_response",
+        "_server_state",
+        "_shared",
+        "_writable",
+        "close_sent",
+        "conn",
+        "disconnected",
+        "handshake_complete",
+        "scope",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        if not config.loaded:
+            config.load()
+        self._loop = _loop or asyncio.get_event_loop()
+        self._config = config
+        self._server_state = server_state
+        self._app_state = app_state
+        self._shared = _Shared.of(config)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.conn = ServerProtocol(
+            extensions=self._shared.extensions, max_size=config.ws_max_size, logger=_log
+        )
+        self.scope: WebSocketScope = None  # type: ignore[assignment]
+        self._response: Response | None = None  # the handshake answer, until the app accepts
+        self._inbox: list[ASGIReceiveEvent] = []
+        self._receiver: asyncio.Future[None] | None = None  # while the app waits for a message
+        self._writable: asyncio.Future[None] | None = None  # while the socket buffer is full
+        self._read_paused = False
+        self._fragments: list[bytes] = []  # the message being received, frame by frame
+        self._fragments_text = False
+        self.handshake_complete = False
+        self.close_sent = False
+        self.disconnected = False
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._ping: bytes | None = None  # the keepalive ping awaiting its pong
+        self._ping_sent = 0.0
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self._server_state.connections.add(self)  # type: ignore[arg-type]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._shared.keepalive.discard(self)
+        code = 1005 if self.handshake_complete else 1006
+        self._deliver({"type": "websocket.disconnect", "code": code})
+        self._server_state.connections.discard(self)
+        self.handshake_complete = True
+        self.disconnected = True
+        self._response = None
+        self.resume_writing()  # asyncio never resumes a transport lost while paused
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        if exc is None:
+            self.transport.close()
+
+    def eof_received(self) -> None:
+        pass
+
+    def pause_writing(self) -> None:
+        if self._writable is None:
+            self._writable = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        writable, self._writable = self._writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        conn.receive_data(data)
+        if conn.parser_exc is not None:
+            self._fail_on_parse_error()
+            return
+        for event in conn.events_received():
+            if isinstance(event, Request):
+                self._handshake(event)
+            elif isinstance(event, Frame):
+                self._frame(event)
+
+    def shutdown(self) -> None:
+        """uvicorn's server shutdown: close with 1012 (service restart)."""
+        self._shared.keepalive.discard(self)
+        if self.close_sent:
+            if self._close_timer is not None:
+                self._close_timer.cancel()
+                self._close_timer = None
+        elif self.handshake_complete:
+            self._deliver({"type": "websocket.disconnect", "code": 1012})
+            self.conn.send_close(1012)
+            self._write_pending()
+        else:
+            self._send_500()
+        self.transport.close()
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def _handshake(self, request: Request) -> None:
+        response = self.conn.accept(request)
+        if response.status_code != 101:
+            self.handshake_complete = True
+            self.close_sent = True
+            self.conn.send_response(response)
+            self._write_pending()
+            self.transport.close()
+            return
+        self._response = response
+        raw_path, _, query = request.path.partition("?")
+        root = self._config.root_path
+        subprotocols = [
+            token.strip()
+            for header in request.headers.get_all("Sec-WebSocket-Protocol")
+            for token in header.split(",")
+        ]
+        self.scope = {
+            "type": "websocket",
+            "asgi": {"version": self._config.asgi_version, "spec_version": "2.4"},
+            "http_version": "1.1",
+            "scheme": "wss" if is_ssl(self.transport) else "ws",
+            "server": get_local_addr(self.transport),
+            "client": get_remote_addr(self.transport),
+            "root_path": root,
+            "path": root + unquote(raw_path),
+            "raw_path": root.encode("ascii") + raw_path.encode("ascii"),
+            "query_string": query.encode("ascii"),
+            # websockets decodes header values as ISO-8859-1 (its documented behaviour)
+            "headers": [
+                (name.lower().encode("ascii"), value.encode("latin-1"))
+                for name, value in request.headers.raw_items()
+            ],
+            "subprotocols": subprotocols,
+            "state": self._app_state.copy(),
+            "extensions": {},
+        }
+        # The connection's parser keeps the request for the connection's whole life (a
+        # local of its generator): empty its header multidict, now copied into the scope.
+        request.headers.clear()
+        self._deliver({"type": "websocket.connect"})
+        task = self._loop.create_task(self._run_asgi())
+        tasks = self._server_state.tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def _frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY or opcode is Opcode.CONT:
+            self._data_frame(frame)
+        elif opcode is Opcode.PING:
+            self._write_pending()  # the pong the connection queued
+        elif opcode is Opcode.PONG:
+            if self._ping is not None and bytes(frame.data) == self._ping:
+                self._ping = None
+        elif opcode is Opcode.CLOSE:
+            self._close_frame()
+
+    def _data_frame(self, frame: Frame) -> None:
+        # (The connection has already refused a continuation that continues nothing.)
+        if frame.opcode is not Opcode.CONT:
+            self._fragments_text = frame.opcode is Opcode.TEXT
+        if not frame.fin:
+            self._fragments.append(bytes(frame.data))
+            return
+        data = b"".join((*self._fragments, frame.data)) if self._fragments else bytes(frame.data)
+        self._fragments = []
+        if self.close_sent:
+            # Past the app's close: drop it; reading goes on until the peer's close frame.
+            return
+        if self._fragments_text:
+            try:
+                self._deliver({"type": "websocket.receive", "text": data.decode()})
+            except UnicodeDecodeError:
+                self.conn.fail(1007)
+                self._fail_on_parse_error()
+                return
+        else:
+            self._deliver({"type": "websocket.receive", "bytes": data})
+        # One message at a time: read on once the app has taken it (see receive()).
+        if not self._read_paused:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def _close_frame(self) -> None:
+        if self.close_sent:
+            # The peer answered our close frame: the closing handshake is complete.
+            if self._close_timer is not None:
+                self._close_timer.cancel()
+                self._close_timer = None
+                self.transport.close()
+            return
+        if not self.transport.is_closing():
+            received = self.conn.close_rcvd
+            assert received is not None
+            self._deliver(
+                {"type": "websocket.disconnect", "code": received.code, "reason": received.reason}
+            )
+            self._write_pending()  # the connection's answering close frame
+            self.transport.close()
+
+    def _fail_on_parse_error(self) -> None:
+        """The peer broke the protocol: the connection has queued a close frame."""
+        sent = self.conn.close_sent
+        code, reason = (sent.code, sent.reason) if sent is not None else (1002, "")
+        self._deliver({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self._write_pending()
+        self.close_sent = True
+        self.transport.close()
+
+    def _deliver(self, message: ASGIReceiveEvent) -> None:
+        self._inbox.append(message)
+        receiver = self._receiver
+        if receiver is not None and not receiver.done():
+            receiver.set_result(None)
+
+    # -- the ASGI app ----------------------------------------------------------------------
+
+    async def _run_asgi(self) -> None:
+        try:
+            result = await self._config.loaded_app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            pass
+        except BaseException:
+            _log.exception("Exception in ASGI application")
+            self._send_500()
+        else:
+            if not self.handshake_complete:
+                _log.error("ASGI callable returned without completing the handshake")
+                self._send_500()
+            elif result is not None:
+                _log.error("ASGI callable should return None, but returned %r", result)
+        if self._close_timer is None:
+            self.transport.close()
+
+    async def receive(self) -> ASGIReceiveEvent:
+        inbox = self._inbox
+        if not inbox:
+            receiver = self._receiver = self._loop.create_future()
+            try:
+                await receiver
+            finally:
+                self._receiver = None
+        message = inbox.pop(0)
+        if self._read_paused and not inbox and not self.disconnected:
+            self._read_paused = False
+            self.transport.resume_reading()
+        return message
+
+    async def send(self, message: ASGISendEvent) -> None:
+        kind = message["type"]
+        if not self.handshake_complete:
+            if kind == "websocket.accept":
+                self._accept(cast(dict[str, Any], message))
+            elif kind == "websocket.close":
+                self._reject()
+            else:
+                raise RuntimeError(
+                    f"Expected ASGI message 'websocket.accept' or 'websocket.close', "
+                    f"but got {kind!r}."
+                )
+            return
+        if self.disconnected:
+            raise ClientDisconnected
+        if self.close_sent:
+            raise RuntimeError(f"Unexpected ASGI message {kind!r} after 'websocket.close'.")
+        try:
+            if kind == "websocket.send":
+                await self.wait_writable()
+                if self.disconnected:
+                    raise ClientDisconnected
+                data: Any = message.get("bytes")
+                if data is not None:
+                    self.conn.send_binary(data)
+                else:
+                    self.conn.send_text(cast(str, message.get("text") or "").encode())
+                self._write_pending()
+            elif kind == "websocket.close":
+                fields = cast(dict[str, Any], message)
+                self._close(int(fields.get("code") or 1000), str(fields.get("reason") or ""))
+            else:
+                raise RuntimeError(
+                    f"Expected ASGI message 'websocket.send' or 'websocket.close', "
+                    f"but got {kind!r}."
+                )
+        except InvalidState:
+            raise ClientDisconnected from None
+
+    def _accept(self, message: dict[str, Any]) -> None:
+        response = self._response
+        assert response is not None
+        self._response = None
+        headers = [
+            (name.decode("latin-1").lower(), value.decode("latin-1"))
+            for name, value in [*self._server_state.default_headers, *message.get("headers", [])]
+        ]
+        if message.get("subprotocol"):
+            headers.append(("Sec-WebSocket-Protocol", message["subprotocol"]))
+        del response.headers["Date"]
+        response.headers.update(headers)
+        if self.transport.is_closing():
+            return
+        self.handshake_complete = True
+        self.conn.send_response(response)
+        self._write_pending()
+        self._ping_sent = self._loop.time()
+        self._shared.keepalive.add(self)
+
+    def _reject(self) -> None:
+        """The app closed before accepting: 403, as the ASGI spec asks."""
+        self._response = None
+        self._deliver({"type": "websocket.disconnect", "code": 1006})
+        self.conn.send_response(self.conn.reject(403, ""))
+        self.close_sent = True
+        self.handshake_complete = True
+        self._write_pending()
+        self.transport.close()
+
+    def _close(self, code: int, reason: str) -> None:
+        """The app's close. Never waits for a full socket buffer: a close frame is a few
+        bytes, and a slow consumer must not hold its connection open."""
+        if self.transport.is_closing():
+            return
+        self._shared.keepalive.discard(self)
+        self._deliver({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.conn.send_close(code, reason)
+        self._write_pending()
+        self.close_sent = True
+        if self._read_paused:
+            self._read_paused = False
+            self.transport.resume_reading()
+        self._close_timer = self._loop.call_later(CLOSE_TIMEOUT, self.transport.close)
+
+    def _send_500(self) -> None:
+        if self.handshake_complete:
+            return
+        self.conn.send_response(self.conn.reject(500, "Internal Server Error"))
+        self._write_pending()
+
+    # -- writing -------------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        """Whether frames can be written at once: open, and the socket buffer not full."""
+        return (
+            self._writable is None
+            and self.handshake_complete
+            and not self.close_sent
+            and not self.disconnected
+            and not self.transport.is_closing()
+        )
+
+    async def wait_writable(self) -> None:
+        """Until the socket buffer has drained below its low-water mark."""
+        writable = self._writable
+        if writable is not None:
+            # Shielded: a cancelled waiter must not cancel the future others wait on.
+            await asyncio.shield(writable)
+
+    def write_text_frames(self, frames: Sequence[bytes]) -> None:
+        """Send UTF-8 ``frames`` as text messages, in one transport write; only when
+        :meth:`ready`. Raises ``InvalidState`` if the connection is no longer open."""
+        conn = self.conn
+        if conn.state is State.OPEN and not conn.extensions and not conn.expect_continuation_frame:
+            # An unfragmented, unextended server frame is a header and the payload: no
+            # Frame object per frame. Control frames the connection queued go first.
+            parts = conn.data_to_send()
+            for frame in frames:
+                parts.append(_text_header(len(frame)))
+                parts.append(frame)
+        else:
+            for frame in frames:
+                conn.send_text(frame)
+            parts = conn.data_to_send()
+        self.transport.write(b"".join(parts))
+
+    def _write_pending(self) -> None:
+        output = self.conn.data_to_send()
+        if output:
+            self.transport.write(b"".join(output))
+
+    # -- keepalive -----------------------------------------------------------------------
+
+    def keepalive(self, now: float, interval: float, timeout: float | None) -> None:
+        """Called by the server's :class:`_Keepalive` tick: ping if due; close the
+        connection if the last ping went unanswered for ``timeout``."""
+        if self.close_sent or self.transport.is_closing():
+            return
+        if self._ping is not None:
+            if timeout is not None and now - self._ping_sent >= timeout - _SLACK:
+                self._ping = None
+                self.conn.fail(1011, "keepalive ping timeout")
+                self._write_pending()
+                self.close_sent = True
+                self.transport.close()
+            return
+        if now - self._ping_sent >= interval - _SLACK:
+            self._ping = struct.pack("!I", random.getrandbits(32))
+            self._ping_sent = now
+            self.conn.send_ping(self._ping)
+            self._write_pending()
+
+
+_SLACK = 0.05
+"""Seconds a keepalive tick may come early and still count (timers are not exact)."""
+
+
+def _text_header(length: int) -> bytes:
+    """An unmasked, final text frame's header (RFC 6455 §5.2), as a server sends it."""
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 1 << 16:
+        return b"\x81\x7e" + length.to_bytes(2, "big")
+    return b"\x81\x7f" + length.to_bytes(8, "big")
+
+
+class _Keepalive:
+    """Pings every open connection of a server from one timer.
+
+    A connection gets a ping once ``interval`` has passed since its last one was
+    answered (or since it opened), and is closed with 1011 when a ping goes unanswered
+    for ``timeout``. The timer runs only while there are connections; it ticks every
+    ``min(interval, timeout)``, so a deadline is noticed at most one tick late.
+    """
+
+    def __init__(self, interval: float | None, timeout: float | None) -> None:
+        self._interval = interval if interval and interval > 0 else None
+        self._timeout = timeout
+        self._connections: set[HubWebSocketProtocol] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, connection: HubWebSocketProtocol) -> None:
+        if self._interval is None:
+            return
+        self._connections.add(connection)
+        if self._timer is None:
+            self._schedule()
+
+    def discard(self, connection: HubWebSocketProtocol) -> None:
+        self._connections.discard(connection)
+        if not self._connections and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _schedule(self) -> None:
+        assert self._interval is not None
+        tick = min(self._interval, self._timeout or self._interval)
+        self._timer = asyncio.get_running_loop().call_later(tick, self._tick)
+
+    def _tick(self) -> None:
+        assert self._interval is not None
+        now = asyncio.get_running_loop().time()
+        for connection in list(self._connections):
+            try:
+                connection.keepalive(now, self._interval, self._timeout)
+            except Exception:  # one broken connection must not stop the others' pings
+                _log.exception("keepalive failed")
+        self._schedule()
+
+
+class _Shared:
+    """What every connection of one server shares: the deflate offer and the pinger."""
+
+    _by_config: ClassVar[weakref.WeakKeyDictionary[Config, _Shared]] = weakref.WeakKeyDictionary()
+
+    def __init__(self, config: Config) -> None:
+        self.extensions: list[ServerExtensionFactory] = (
+            [
+                ServerPerMessageDeflateFactory(
+                    server_max_window_bits=12,
+                    client_max_window_bits=12,
+                    compress_settings={"memLevel": 5},
+                )
+            ]
+            if config.ws_per_message_deflate
+            else []
+        )
+        self.keepalive = _Keepalive(config.ws_ping_interval, config.ws_ping_timeout)
+
+    @classmethod
+    def of(cls, config: Config) -> _Shared:
+        shared = cls._by_config.get(config)
+        if shared is None:
+            shared = cls._by_config[config] = cls(config)
+        return shared
