@@ -321,6 +321,54 @@ class TestLifetime:
             gc.enable()
 
 
+def writer_tasks() -> list[asyncio.Task[Any]]:
+    """Sessions' writer tasks: they exist only while a write waits for the socket."""
+    return [
+        t
+        for t in asyncio.all_tasks()
+        if getattr(t.get_coro(), "__qualname__", None) == "WebSocketSession._write"
+    ]
+
+
+class TestWriting:
+    async def test_idle_connections_hold_no_writer_task(self, served: Served) -> None:
+        """Events and replies go out from the flush pass and the reader: once delivered,
+        a connection holds no task but its reader."""
+        await served.http.post("/api/streams", json={"workflowSessionId": "wf-1"})
+        async with peer(served, "?streamId=wf-1") as a, peer(served) as b:
+            await a.expect("subscribed")
+            await b.send({"type": "subscribe", "streamId": "wf-1", "batch": True})
+            await b.expect("subscribed")
+            await served.publish("wf-1", *[status(i) for i in range(5)])
+            assert [(await a.expect("event"))["event"]["seq"] for _ in range(5)] == [1, 2, 3, 4, 5]
+            assert len((await b.expect("events"))["events"]) >= 1
+            assert writer_tasks() == []
+
+    async def test_a_reader_that_pauses_gets_everything_in_order(
+        self, make_server: ServerFactory
+    ) -> None:
+        """A client that stops reading fills its socket: a writer task waits for it, and
+        once the client reads on, every event arrives in order and the task is gone."""
+        from .test_slow_consumers import TOTAL, big_event
+
+        served = await make_server(default_stream_config={"buffer_size": TOTAL * 2})
+        await served.http.post("/api/streams", json={"workflowSessionId": "wf-1"})
+        # max_queue=1: once one message is buffered the client stops reading the socket.
+        async with connect(served.ws_url + "?streamId=wf-1", max_size=None, max_queue=1) as ws:
+            p = Peer(ws)
+            await p.expect("connection_ack")
+            await p.expect("subscribed")
+            for start in range(0, TOTAL, 10):
+                await served.publish("wf-1", *[big_event(i) for i in range(start, start + 10)])
+            assert len(writer_tasks()) == 1
+            seqs = [(await p.expect("event"))["event"]["seq"] for _ in range(TOTAL)]
+            assert seqs == list(range(1, TOTAL + 1))
+            await asyncio.sleep(0.05)
+            assert writer_tasks() == []
+            await p.send({"type": "ping"})
+            await p.expect("pong")
+
+
 class TestCompression:
     async def test_permessage_deflate_only_when_configured(
         self, make_server: ServerFactory

@@ -53,7 +53,6 @@ from .frames import FrameWriter, PeerGone
 from .metrics import ServerMetrics
 from .transport import (
     LiveConnections,
-    Signal,
     filters_from_types,
     liveness_interval,
     parse_seq,
@@ -140,7 +139,6 @@ class WebSocketSession:
         self._receiving = False  # the reader is waiting for a message
         self._cancelled = False  # _end_reading cancelled the reader
         self._writer: asyncio.Task[None] | None = None  # only while a write has to wait
-        self._wake = Signal()  # for the writer: more to send
 
     # -- connection lifetime -----------------------------------------------------------
 
@@ -350,7 +348,8 @@ class WebSocketSession:
         sub = await self.hub.open_subscription(
             stream_ref, filters=filters, since=since, epoch=epoch, client=self.client
         )
-        # Queue the reply before the subscription can wake the writer with events.
+        # Queue the reply before the subscription can have events flushed (the reader
+        # flushes both once the message is handled).
         self._queue(
             "subscribed",
             {
@@ -363,7 +362,6 @@ class WebSocketSession:
         )
         self.subs[sub.stream_id] = _Sub(sub, batch, from_query)
         sub.on_ready = self._on_ready
-        self._wake.set()
         return sub
 
     async def _replay(
@@ -405,8 +403,7 @@ class WebSocketSession:
         """Write the queued replies, then every subscription's queued events, now; if
         that would have to wait, a writer task does it (see ``transport.Flusher``)."""
         if self._writer is not None:
-            self._wake.set()
-            return
+            return  # it takes what is queued on its next round
         if self.close_with is not None:
             self._end_reading()
             return
@@ -424,18 +421,15 @@ class WebSocketSession:
             self._end_reading()
 
     async def _write(self) -> None:
-        """Send while writes have to wait; end once they can go straight out again."""
+        """Send while writes have to wait, until nothing is left: what is queued
+        meanwhile goes out on the next round, then writes go straight out again."""
         try:
             while self.close_with is None:
-                self._wake.clear()
                 frames, delivered = self._take_ready()
-                if frames:
-                    await self._frames.send(frames)
-                    self.metrics.record_delivered(delivered)
-                elif self._frames.ready():
+                if not frames:
                     return
-                elif not self._wake.is_set():
-                    await self._wake.wait()
+                await self._frames.send(frames)
+                self.metrics.record_delivered(delivered)
         except PeerGone:
             pass  # the reader sees the disconnect
         finally:
