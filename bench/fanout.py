@@ -1,12 +1,14 @@
 """Fan-out benchmark: the hub against what a user might pick instead, in one run.
 
-    python bench/fanout.py [--subscribers 100] [--seconds 3] [--only hub-ws-batch,...]
+    python bench/fanout.py [--rounds 3] [--subscribers 100] [--seconds 3] [--only hub-ws-batch,...]
 
 For each target, a fresh server process and the Node load generator
 (``bench/fanout/loadgen.mjs``: N subscribers on one stream, one publisher POSTing single
 events at a fixed rate, each carrying its send time) run at rising rates. A rate passes
 when at least 95 % of it was achieved, nothing was lost and p99 latency stayed under
-100 ms; a target's capacity is the highest rate that passed. Targets: the hub over
+100 ms; a target's capacity is the highest rate that passed. The whole comparison runs
+``--rounds`` times, targets interleaved, and the table quotes medians: on a shared
+2-core machine one round's capacity can be a rate step off. Targets: the hub over
 batched WebSocket, plain WebSocket, SSE and long polling (``executor-streamer serve``,
 memory backend), and three peers (``bench/fanout/peers``): a plain Node ``ws`` broadcast
 server, python-socketio broadcasting to a room, FastAPI + sse-starlette with a queue per
@@ -28,12 +30,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median_low
 from typing import Any
 
 from common import SERVE, start_server, write_report
 
 FANOUT = Path(__file__).parent / "fanout"
-RATES = [100, 250, 500, 1000, 1500, 2000, 3000, 4000, 5000, 6000, 8000, 12000]
+RATES = [100, 250, 500, 1000, 1250, 1500, 1750, 2000, 3000, 4000, 4500, 5000, 6000, 8000, 12000]
+RATIOS = [("hub-ws-batch", "ws-peer"), ("hub-sse", "ws-peer"), ("hub-ws", "ws-peer")]
+"""(hub target, peer): capacity ratios the issue's targets are stated in."""
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -160,46 +165,76 @@ def summary(result: dict[str, Any]) -> str:
     )
 
 
-def table(results: list[dict[str, Any]]) -> str:
+def table(rounds: dict[str, list[dict[str, Any]]], names: dict[str, str]) -> str:
     lines = [
-        "| target | capacity (events/s) | at 1000/s: p50 / p90 / p99 / max (ms) | lost | "
-        "out of order | CPU at 1000/s: server / load generator |",
-        "|---|---:|---|---:|---:|---|",
+        "| target | capacity (events/s), median (rounds) | at 1000/s, medians: "
+        "p50 / p90 / p99 / max (ms) | lost | out of order | CPU at 1000/s: server / "
+        "load generator |",
+        "|---|---|---|---:|---:|---|",
     ]
-    for entry in results:
-        at = next((r for r in entry["runs"] if r["rate"] == 1000), None)
-        if at is None:
+    for kind, measured in rounds.items():
+        capacities = [m["capacity"] for m in measured]
+        capacity = f"{median_low(capacities):,} ({' / '.join(f'{c:,}' for c in capacities)})"
+        at = [r for m in measured for r in m["runs"] if r["rate"] == 1000]
+        if not at:
             latency, lost, disorder, cpu = "not reached", "", "", ""
         else:
-            latency = f"{at['p50']} / {at['p90']} / {at['p99']} / {at['max']}"
-            lost, disorder = str(at["lost"]), str(at["outOfOrder"])
-            cpu = f"{at['serverCpu']:.0%} / {at['loadgenCpu']:.0%}"
-        cells = [entry["target"], f"{entry['capacity']:,}", latency, lost, disorder, cpu]
+            latency = " / ".join(
+                str(median_low(r[key] for r in at)) for key in ("p50", "p90", "p99", "max")
+            )
+            lost = str(sum(r["lost"] for r in at))
+            disorder = str(sum(r["outOfOrder"] for r in at))
+            server = median_low(r["serverCpu"] for r in at)
+            loadgen = median_low(r["loadgenCpu"] for r in at)
+            cpu = f"{server:.0%} / {loadgen:.0%}"
+        cells = [names[kind], capacity, latency, lost, disorder, cpu]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def ratios(rounds: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Hub capacity over the peer's, round by round (side by side), and their median."""
+    found = []
+    for hub, peer in RATIOS:
+        if hub not in rounds or peer not in rounds:
+            continue
+        pairs = zip(rounds[hub], rounds[peer], strict=True)
+        each = [round(h["capacity"] / p["capacity"], 2) for h, p in pairs if p["capacity"]]
+        if each:
+            found.append({"hub": hub, "peer": peer, "median": median_low(each), "rounds": each})
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--subscribers", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--only", default="", help="comma-separated target kinds")
     parser.add_argument("--max-rate", type=int, default=0)
     args = parser.parse_args()
     chosen = [t for t in targets() if not args.only or t.kind in args.only.split(",")]
-    results = []
-    for target in chosen:
-        print(f"{target.name}:", flush=True)
-        results.append(measure(target, args))
+    rounds: dict[str, list[dict[str, Any]]] = {t.kind: [] for t in chosen}
+    for number in range(1, args.rounds + 1):
+        for target in chosen:
+            print(f"round {number}, {target.name}:", flush=True)
+            rounds[target.kind].append(measure(target, args))
     print(f"\n{args.subscribers} subscribers on one stream, single-event POSTs\n")
-    print(table(results))
+    print(table(rounds, {t.kind: t.name for t in chosen}))
+    found = ratios(rounds)
+    for ratio in found:
+        each = ", ".join(f"{r}x" for r in ratio["rounds"])
+        print(f"\n{ratio['hub']} / {ratio['peer']}: {ratio['median']}x (rounds: {each})", end="")
+    print()
     node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
     report = {
         "node": node,
         "subscribers": args.subscribers,
         "seconds_per_rate": args.seconds,
+        "rounds": args.rounds,
         "pass_rule": ">= 95% of the rate achieved, nothing lost, p99 < 100 ms",
-        "results": results,
+        "ratios": found,
+        "results": [{"target": t.name, "kind": t.kind, "rounds": rounds[t.kind]} for t in chosen],
     }
     write_report("fanout", report)
 

@@ -60,8 +60,8 @@ class LiveConnections:
 
     def keep_alive(self, client: ClientSession, interval: float) -> None:
         """Count ``client`` alive every ``interval`` seconds until :meth:`let_go`: for
-        transports that watch liveness themselves (uvicorn pings WebSockets and closes a
-        peer that stops answering). One timer for all of them, not one per connection."""
+        transports that watch liveness themselves (``ws_protocol`` pings WebSockets and
+        closes a peer that stops answering). One timer for all of them, not one per connection."""
         self._kept_alive.add(client)
         if self._ticker is None:
             self._ticker = Ticker(interval, self._touch_kept_alive)
@@ -103,8 +103,9 @@ class LiveConnections:
 
 
 def ping_settings(hub: ExecutorStreamer) -> tuple[float, float]:
-    """uvicorn's (ping interval, ping timeout) in seconds: a ping at least every
-    heartbeatInterval, and a silent peer closed within the idle timeout."""
+    """WebSocket (ping interval, ping timeout) in seconds, as uvicorn's ``ws_ping_*``
+    settings hand them to ``ws_protocol``: a ping at least every heartbeatInterval, and a
+    silent peer closed within about the idle timeout."""
     idle = hub.config.server.idle_client_timeout / 1000
     heartbeat = hub.config.default_stream_config.heartbeat_interval / 1000
     return min(heartbeat, idle / 2), idle / 2
