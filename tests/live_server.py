@@ -42,10 +42,14 @@ async def make_server() -> AsyncIterator[ServerFactory]:
     """Start hub servers with config overrides; all are shut down after the test."""
     running: list[tuple[Served, asyncio.Task[None]]] = []
 
-    async def factory(**overrides: Any) -> Served:
+    async def factory(*, ws: str | None = None, **overrides: Any) -> Served:
+        """``ws`` names another of uvicorn's WebSocket implementations, under which the
+        hub can only send through ASGI."""
         config = ExecutorStreamerConfig().with_overrides(overrides)
         hub = ExecutorStreamer(config)
         server = build_server(hub, host="127.0.0.1", port=0)
+        if ws is not None:
+            server.config.ws = ws
         task = asyncio.create_task(server.serve())
         while not server.started:
             if task.done():

@@ -369,6 +369,42 @@ class TestWriting:
             await p.expect("pong")
 
 
+class TestUnderAnotherWebSocketServer:
+    """Under uvicorn's own WebSocket protocol the hub cannot write frames directly: every
+    frame goes out as an ASGI send, from a writer task. Same protocol, same order."""
+
+    async def test_events_replies_and_endings(self, make_server: ServerFactory) -> None:
+        served = await make_server(ws="websockets-sansio")
+        await served.http.post("/api/streams", json={"workflowSessionId": "wf-1"})
+        async with peer(served, "?streamId=wf-1") as plain, peer(served) as batched:
+            await plain.expect("subscribed")
+            await batched.send({"type": "subscribe", "streamId": "wf-1", "batch": True})
+            await batched.expect("subscribed")
+            for start in range(0, 60, 20):
+                await served.publish("wf-1", *[status(i) for i in range(start, start + 20)])
+                await plain.send({"type": "ping", "requestId": start})
+            seqs, pongs = [], []
+            while len(seqs) < 60 or len(pongs) < 3:
+                message = await plain.recv()
+                if message["type"] == "event":
+                    seqs.append(message["event"]["seq"])
+                else:
+                    pongs.append(message["metadata"]["requestId"])
+            assert seqs == list(range(1, 61)) and pongs == [0, 20, 40]
+            batches: list[int] = []
+            while len(batches) < 60:
+                batches += [e["seq"] for e in (await batched.expect("events"))["events"]]
+            assert batches == list(range(1, 61))
+            await served.http.delete("/api/streams/wf-1")
+            assert (await plain.expect("error"))["error"]["code"] == "STREAM_CLOSED"
+            assert await plain.closed_with() == 4010
+            assert (await batched.expect("error"))["error"]["code"] == "STREAM_CLOSED"
+            await batched.send({"type": "ping"})
+            await batched.expect("pong")
+        async with peer(served, "?streamId=nope") as unknown:  # acknowledged, then closed
+            assert await unknown.closed_with() == 4004
+
+
 class TestCompression:
     async def test_permessage_deflate_only_when_configured(
         self, make_server: ServerFactory

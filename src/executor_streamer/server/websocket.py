@@ -234,11 +234,12 @@ class WebSocketSession:
             self._writer.cancel()
 
     async def _close_now(self, code: int, reason: str) -> None:
-        """Close with ``code``; replies already queued go first if they can go at once."""
-        if self.outbox and self._frames.ready():
+        """Close with ``code``, after the replies already queued (given ``CLOSE_TIMEOUT``
+        if they have to wait)."""
+        if self.outbox:
             frames, self.outbox = self.outbox, []
-            with contextlib.suppress(PeerGone):
-                self._frames.write_now(frames)
+            with contextlib.suppress(PeerGone, TimeoutError):
+                await asyncio.wait_for(self._frames.send(frames), CLOSE_TIMEOUT)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.ws.close(code, reason), CLOSE_TIMEOUT)
 
@@ -408,7 +409,8 @@ class WebSocketSession:
             self._end_reading()
             return
         if not self._frames.ready():
-            if self.outbox or any(entry.sub.pending for entry in self.subs.values()):
+            # (A closed subscription still has its ending to report.)
+            if self.outbox or any(e.sub.pending or e.sub.closed for e in self.subs.values()):
                 self._writer = asyncio.create_task(self._write())
             return
         frames, delivered = self._take_ready()
