@@ -383,7 +383,8 @@ class TestUnderAnotherWebSocketServer:
             for start in range(0, 60, 20):
                 await served.publish("wf-1", *[status(i) for i in range(start, start + 20)])
                 await plain.send({"type": "ping", "requestId": start})
-            seqs, pongs = [], []
+            seqs: list[int] = []
+            pongs: list[int] = []
             while len(seqs) < 60 or len(pongs) < 3:
                 message = await plain.recv()
                 if message["type"] == "event":
