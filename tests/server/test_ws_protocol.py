@@ -234,6 +234,16 @@ class TestWire:
             peer.send(Opcode.TEXT, b"\xff\xfe")
             assert await peer.close_code() == 1007
 
+    async def test_oversized_message_closes_1009(self) -> None:
+        """A message over ``ws_max_size`` (the hub's limits.maxMessageBytes) is refused
+        before it reaches the app."""
+        app = Echo()
+        async with serving(app, ws_max_size=1000) as server, raw_peer(server) as peer:
+            await peer.frame()
+            peer.send(Opcode.TEXT, b"x" * 1001)
+            assert await peer.close_code() == 1009
+        assert all(m.get("text") != "x" * 1001 for m in app.received)
+
     async def test_unanswered_pings_close_1011(self) -> None:
         """A peer that stops answering pings is closed once a ping goes unanswered for
         the timeout; one that answers (the websockets client does) stays; the shared
