@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
+import orjson
 import pytest
 
 from executor_streamer import ClientType
@@ -208,6 +210,70 @@ class TestPublish:
         missing = await served.http.get("/api/streams/nope/events", headers=ok)
         assert missing.status_code == 404
         assert missing.headers["access-control-allow-origin"] == "https://ui.example"
+
+
+async def raw_http(served: Served, requests: bytes, until_eof: bool = False) -> bytes:
+    """Send ``requests`` as they are on one connection; what came back (at EOF, or once
+    quiet for a moment)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", served.server.port)
+    try:
+        writer.write(requests)
+        received = b""
+        while True:
+            try:
+                chunk = await asyncio.wait_for(reader.read(65536), 10 if until_eof else 0.5)
+            except TimeoutError:
+                assert not until_eof, "the server did not close the connection"
+                return received
+            if not chunk:
+                return received
+            received += chunk
+    finally:
+        writer.close()
+
+
+def post(path: str, body: bytes, *extra: str) -> bytes:
+    head = [f"POST {path} HTTP/1.1", "Host: test", "Content-Type: application/json"]
+    head += [*extra, f"Content-Length: {len(body)}", "", ""]
+    return "\r\n".join(head).encode() + body
+
+
+class TestPublishOnTheWire:
+    """Publish answers are written in one piece, head and body, outside uvicorn's send:
+    what keep-alive, pipelining and ``Connection: close`` expect still holds."""
+
+    async def test_pipelined_publishes_on_one_connection(
+        self, make_server: ServerFactory
+    ) -> None:
+        served = await make_server(security={"cors_origins": ["http://x.test"]})
+        event = orjson.dumps(status(1))
+        answers = await raw_http(
+            served,
+            post("/api/streams/wf-1/events", event, "Origin: http://x.test")
+            + post("/api/streams/wf-1/events", b"{not json")
+            + post("/api/streams/wf-1/events", event),
+        )
+        responses = answers.split(b"HTTP/1.1 ")[1:]
+        assert [r[:3] for r in responses] == [b"201", b"422", b"201"]
+        for response in responses:
+            head, body = response.split(b"\r\n\r\n", 1)
+            headers = dict(line.split(b": ", 1) for line in head.lower().split(b"\r\n")[1:])
+            assert int(headers[b"content-length"]) == len(body)
+            assert headers[b"content-type"] == b"application/json"
+            assert b"server" in headers and b"date" in headers and b"connection" not in headers
+        assert b"access-control-allow-origin: http://x.test\r\n" in responses[0]
+        assert [
+            orjson.loads(r.split(b"\r\n\r\n", 1)[1])["events"][0]["seq"]
+            for r in (responses[0], responses[2])
+        ] == [1, 2]
+
+    async def test_connection_close(self, served: Served) -> None:
+        answer = await raw_http(
+            served,
+            post("/api/streams/wf-1/events", orjson.dumps(status(1)), "Connection: close"),
+            until_eof=True,
+        )
+        assert answer.startswith(b"HTTP/1.1 201") and b"connection: close\r\n" in answer
 
 
 class TestHistoryAndAnalytics:

@@ -19,6 +19,7 @@ from ..core.hub import ExecutorStreamer
 from ..errors import StreamerError
 from ..types.events import EventInput
 from .errors import error_response, install_error_handlers
+from .frames import write_whole_response
 from .metrics import ServerMetrics
 from .ops import router as ops_router
 from .rest import publish_response
@@ -88,7 +89,8 @@ class HubApp(FastAPI):
                 )
         except StreamerError as exc:
             response = error_response(exc, cors)
-        await response(scope, receive, send)
+        if scope["method"] == "GET" or not write_whole_response(send, response):
+            await response(scope, receive, send)
 
     def _cors_headers(self, origin: str | None) -> dict[str, str]:
         """What CORSMiddleware adds to a simple request's response from ``origin``."""

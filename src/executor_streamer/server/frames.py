@@ -7,9 +7,10 @@ write each. Under the hub's own WebSocket protocol (``ws_protocol``, which
 the connection's protocol object; then the whole drain leaves in one transport write.
 With any other server, plain ASGI sends.
 
-SSE chunks: under uvicorn's httptools protocol the ``send`` is a method of the request's
-response cycle; a chunk that needs no waiting is written to its transport directly,
-chunk-encoded as the cycle would.
+HTTP responses: under uvicorn's httptools protocol the ``send`` is a method of the
+request's response cycle. An SSE chunk that needs no waiting is written to its transport
+directly, chunk-encoded as the cycle would; a whole response known up front (the answer
+to a publish) goes out as one write of head and body, where the cycle makes two.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from starlette.responses import Response
 from starlette.types import Send
-from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
 from websockets.exceptions import InvalidState
 
 from .ws_protocol import HubWebSocketProtocol
@@ -94,3 +96,36 @@ class ChunkWriter:
         """Write ``body`` as one chunk; only when :meth:`ready`."""
         assert self._cycle is not None
         self._cycle.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+
+
+def write_whole_response(send: Send, response: Response) -> bool:
+    """Write ``response`` (status, headers, body: no streaming, no background task) in one
+    transport write, as uvicorn's cycle would in two; False when that cannot be done at
+    once (another server, an access log to write, a full socket buffer), and the caller
+    sends it through ASGI instead."""
+    cycle: Any = getattr(send, "__self__", None)
+    if (
+        not isinstance(cycle, RequestResponseCycle)
+        or response.background is not None
+        or cycle.response_started
+        or cycle.disconnected
+        or cycle.access_log
+        or cycle.flow.write_paused
+        or cycle.transport.is_closing()
+    ):
+        return False
+    parts = [STATUS_LINE[response.status_code]]
+    for name, value in [*cycle.default_headers, *response.raw_headers]:
+        parts += [name, b": ", value, b"\r\n"]
+    if not cycle.keep_alive:
+        parts.append(b"connection: close\r\n")
+    parts += [b"\r\n", bytes(response.body)]
+    cycle.response_started = True
+    cycle.waiting_for_100_continue = False
+    cycle.transport.write(b"".join(parts))
+    cycle.response_complete = True
+    cycle.message_event.set()
+    if not cycle.keep_alive:
+        cycle.transport.close()
+    cycle.on_response()
+    return True
