@@ -242,9 +242,7 @@ class TestPublishOnTheWire:
     """Publish answers are written in one piece, head and body, outside uvicorn's send:
     what keep-alive, pipelining and ``Connection: close`` expect still holds."""
 
-    async def test_pipelined_publishes_on_one_connection(
-        self, make_server: ServerFactory
-    ) -> None:
+    async def test_pipelined_publishes_on_one_connection(self, make_server: ServerFactory) -> None:
         served = await make_server(security={"cors_origins": ["http://x.test"]})
         event = orjson.dumps(status(1))
         answers = await raw_http(
