@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 from typing import Any
 
@@ -83,3 +84,11 @@ class TestEventIds:
         ids = new_event_ids(1000) + new_event_ids(1)
         assert len(set(ids)) == 1001
         assert all(re.fullmatch(r"evt_[A-Za-z0-9_-]{16}", i) for i in ids)
+
+    def test_a_forked_child_does_not_repeat_its_parent(self) -> None:
+        """Random bytes are read ahead; a forked child must not hand out the same."""
+        new_event_ids(1)  # the pool now holds bytes the parent will use next
+        context = multiprocessing.get_context("fork")
+        with context.Pool(1) as pool:
+            child = pool.apply(new_event_ids, (10,))
+        assert not set(child) & set(new_event_ids(10))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import datetime
@@ -157,19 +156,21 @@ class Stream:
 
     def state(self, **changes: Any) -> StreamState:
         """What the backend keeps about this stream, with ``changes`` applied."""
-        state = StreamState(
-            stream_id=self.id,
-            workflow_session_id=self.workflow_session_id,
-            status=self.status.value,
-            config=self._config_dump,
-            metadata=self.metadata,
-            epoch=self.epoch,
-            created_at=self.created_at,
-            last_activity=self.last_activity,
-            last_seq=self.last_seq,
-            running_commands=self.commands.running(),
-        )
-        return dataclasses.replace(state, **changes) if changes else state
+        fields: dict[str, Any] = {
+            "stream_id": self.id,
+            "workflow_session_id": self.workflow_session_id,
+            "status": self.status.value,
+            "config": self._config_dump,
+            "metadata": self.metadata,
+            "epoch": self.epoch,
+            "created_at": self.created_at,
+            "last_activity": self.last_activity,
+            "last_seq": self.last_seq,
+        }
+        fields.update(changes)
+        if "running_commands" not in fields:
+            fields["running_commands"] = self.commands.running()
+        return StreamState(**fields)
 
     @classmethod
     def from_state(cls, state: StreamState) -> Stream:
