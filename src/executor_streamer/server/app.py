@@ -89,7 +89,7 @@ class HubApp(FastAPI):
                 )
         except StreamerError as exc:
             response = error_response(exc, cors)
-        if scope["method"] == "GET" or not write_whole_response(send, response):
+        if not write_whole_response(send, response):
             await response(scope, receive, send)
 
     def _cors_headers(self, origin: str | None) -> dict[str, str]:

@@ -99,13 +99,14 @@ class ChunkWriter:
 
 
 def write_whole_response(send: Send, response: Response) -> bool:
-    """Write ``response`` (status, headers, body: no streaming, no background task) in one
-    transport write, as uvicorn's cycle would in two; False when that cannot be done at
-    once (another server, an access log to write, a full socket buffer), and the caller
-    sends it through ASGI instead."""
+    """Write ``response`` in one transport write, as uvicorn's cycle would in two; False
+    when that cannot be done at once (a response that sends more than head and body, or a
+    background task; another server, an access log to write, a full socket buffer), and
+    the caller sends it through ASGI instead."""
     cycle: Any = getattr(send, "__self__", None)
     if (
         not isinstance(cycle, RequestResponseCycle)
+        or type(response).__call__ is not Response.__call__
         or response.background is not None
         or cycle.response_started
         or cycle.disconnected
