@@ -261,7 +261,7 @@ class TestWire:
             await asyncio.sleep(0.1)
             assert server.config in _Shared._by_config
             keepalive = _Shared.of(server.config).keepalive
-            assert keepalive._timer is None and not keepalive._connections
+            assert keepalive._ticker is None and not keepalive._connections
 
     async def test_pings_are_answered(self) -> None:
         async with serving(Echo()) as server, raw_peer(server) as peer:

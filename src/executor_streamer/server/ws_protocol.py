@@ -44,6 +44,8 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from .transport import Ticker
+
 _log = logging.getLogger("executor_streamer.ws_protocol")
 
 CLOSE_TIMEOUT = 10.0
@@ -488,9 +490,9 @@ def _text_header(length: int) -> bytes:
 class _Keepalive:
     """Pings every open connection of a server from one timer.
 
-    A connection gets a ping once ``interval`` has passed since its last one was
-    answered (or since it opened), and is closed with 1011 when a ping goes unanswered
-    for ``timeout``. The timer runs only while there are connections; it ticks every
+    A connection gets a ping once ``interval`` has passed since its last ping (or since
+    it opened) and that ping was answered; it is closed with 1011 when a ping goes
+    unanswered for ``timeout``. The timer runs only while there are connections; it ticks every
     ``min(interval, timeout)``, so a deadline is noticed at most one tick late.
     """
 
@@ -498,25 +500,21 @@ class _Keepalive:
         self._interval = interval if interval and interval > 0 else None
         self._timeout = timeout
         self._connections: set[HubWebSocketProtocol] = set()
-        self._timer: asyncio.TimerHandle | None = None
+        self._ticker: Ticker | None = None
 
     def add(self, connection: HubWebSocketProtocol) -> None:
         if self._interval is None:
             return
         self._connections.add(connection)
-        if self._timer is None:
-            self._schedule()
+        if self._ticker is None:
+            tick = min(self._interval, self._timeout or self._interval)
+            self._ticker = Ticker(tick, self._tick)
 
     def discard(self, connection: HubWebSocketProtocol) -> None:
         self._connections.discard(connection)
-        if not self._connections and self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _schedule(self) -> None:
-        assert self._interval is not None
-        tick = min(self._interval, self._timeout or self._interval)
-        self._timer = asyncio.get_running_loop().call_later(tick, self._tick)
+        if not self._connections and self._ticker is not None:
+            self._ticker.stop()
+            self._ticker = None
 
     def _tick(self) -> None:
         assert self._interval is not None
@@ -526,7 +524,6 @@ class _Keepalive:
                 connection.keepalive(now, self._interval, self._timeout)
             except Exception:  # one broken connection must not stop the others' pings
                 _log.exception("keepalive failed")
-        self._schedule()
 
 
 class _Shared:
