@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from executor_streamer.server.transport import COALESCE_SECONDS, Flusher, Pacer, Signal, Ticker
+from executor_streamer.server.transport import (
+    COALESCE_SECONDS,
+    Flusher,
+    Pacer,
+    Rounds,
+    Signal,
+    Ticker,
+)
 
 
 class Target:
@@ -88,3 +95,27 @@ class TestTimers:
         count = len(ticks)
         await asyncio.sleep(0.03)
         assert 2 <= count == len(ticks)
+
+    async def test_rounds_visit_members_while_there_are_any(self) -> None:
+        """One timer visits every member; it runs only while there are members, and a
+        member whose visit fails does not stop the others'."""
+        visits: list[str] = []
+
+        def visit(member: str) -> None:
+            if member == "broken":
+                raise RuntimeError("boom")
+            visits.append(member)
+
+        rounds: Rounds[str] = Rounds(0.01, visit)
+        assert not rounds.running
+        for member in ("a", "broken", "b"):
+            rounds.add(member)
+        assert rounds.running and len(rounds) == 3
+        await asyncio.sleep(0.035)
+        assert visits.count("a") >= 2 and visits.count("a") == visits.count("b")
+        for member in ("a", "broken", "b"):
+            rounds.discard(member)
+        assert not rounds.running
+        count = len(visits)
+        await asyncio.sleep(0.03)
+        assert len(visits) == count

@@ -260,8 +260,8 @@ class TestWire:
                 assert await lively.recv() == "still here"
             await asyncio.sleep(0.1)
             assert server.config in _Shared._by_config
-            keepalive = _Shared.of(server.config).keepalive
-            assert keepalive._ticker is None and not keepalive._connections
+            pinged = _Shared.of(server.config).pinged
+            assert pinged is not None and not pinged.running and len(pinged) == 0
 
     async def test_pings_are_answered(self) -> None:
         async with serving(Echo()) as server, raw_peer(server) as peer:

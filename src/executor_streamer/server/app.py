@@ -27,7 +27,7 @@ from .rest import router as rest_router
 from .schemas import PublishBatch
 from .streaming import open_event_stream
 from .streaming import router as streaming_router
-from .transport import LiveConnections
+from .transport import LiveConnections, liveness_interval
 from .websocket import WebSocketSession
 
 SHUTDOWN_GRACE_SECONDS = 5.0
@@ -111,7 +111,7 @@ def create_app(hub: ExecutorStreamer) -> FastAPI:
     (WebSockets with 1001) and then stops the hub, which lets publishes in progress
     finish and flushes storage.
     """
-    connections = LiveConnections()
+    connections = LiveConnections(liveness_interval(hub))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -71,7 +71,7 @@ def build_server(
         port=config.server.port if port is None else port,
         loop="auto",
         http="httptools",
-        ws=HubWebSocketProtocol,  # uvicorn's websockets-sansio, leaner per connection
+        ws=HubWebSocketProtocol,  # instead of uvicorn's websockets-sansio: leaner per connection
         lifespan="on",
         # Protocol pings; a peer that does not answer is closed within the idle
         # timeout (DESIGN.md §9).

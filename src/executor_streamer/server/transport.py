@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import structlog
 
@@ -17,6 +17,7 @@ from ..types.enums import StreamEventType
 from ..types.filters import StreamFilter
 
 _log = structlog.get_logger("executor_streamer.transport")
+T = TypeVar("T")
 
 
 def parse_event_types(types: str, path: str = "query.types") -> list[StreamEventType]:
@@ -49,32 +50,16 @@ def parse_seq(value: str | None, path: str) -> int | None:
 class LiveConnections:
     """Streaming connections (WebSocket, SSE) the server must close before it exits."""
 
-    def __init__(self) -> None:
+    def __init__(self, liveness: float) -> None:
         self._tasks: set[asyncio.Task[object]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self.closing = False
         self.flusher = Flusher()
-        self._kept_alive: set[ClientSession] = set()
-        self._ticker: Ticker | None = None
-
-    def keep_alive(self, client: ClientSession, interval: float) -> None:
-        """Count ``client`` alive every ``interval`` seconds until :meth:`let_go`: for
+        self.kept_alive: Rounds[ClientSession] = Rounds(liveness, ClientSession.touch)
+        """Clients counted alive every ``liveness`` seconds while they are in it: those of
         transports that watch liveness themselves (``ws_protocol`` pings WebSockets and
-        closes a peer that stops answering). One timer for all of them, not one per connection."""
-        self._kept_alive.add(client)
-        if self._ticker is None:
-            self._ticker = Ticker(interval, self._touch_kept_alive)
-
-    def let_go(self, client: ClientSession) -> None:
-        self._kept_alive.discard(client)
-        if not self._kept_alive and self._ticker is not None:
-            self._ticker.stop()
-            self._ticker = None
-
-    def _touch_kept_alive(self) -> None:
-        for client in self._kept_alive:
-            client.touch()
+        closes a peer that stops answering)."""
 
     @contextlib.contextmanager
     def track(self) -> Iterator[None]:
@@ -177,6 +162,42 @@ class Ticker:
 
     def stop(self) -> None:
         self._handle.cancel()
+
+
+class Rounds(Generic[T]):
+    """Members visited together every ``interval`` seconds by one timer, which runs only
+    while there are members: one timer for thousands of connections, not one each."""
+
+    def __init__(self, interval: float, visit: Callable[[T], object]) -> None:
+        self._interval = interval
+        self._visit = visit
+        self._members: set[T] = set()
+        self._ticker: Ticker | None = None
+
+    def add(self, member: T) -> None:
+        self._members.add(member)
+        if self._ticker is None:
+            self._ticker = Ticker(self._interval, self._round)
+
+    def discard(self, member: T) -> None:
+        self._members.discard(member)
+        if not self._members and self._ticker is not None:
+            self._ticker.stop()
+            self._ticker = None
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    @property
+    def running(self) -> bool:
+        return self._ticker is not None
+
+    def _round(self) -> None:
+        for member in list(self._members):
+            try:
+                self._visit(member)
+            except Exception:  # one broken member must not stop the others' rounds
+                _log.exception("round_failed")
 
 
 class Pacer:

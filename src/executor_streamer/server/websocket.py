@@ -54,7 +54,6 @@ from .metrics import ServerMetrics
 from .transport import (
     LiveConnections,
     filters_from_types,
-    liveness_interval,
     parse_seq,
 )
 from .wire import ws_event, ws_events, ws_message
@@ -157,7 +156,7 @@ class WebSocketSession:
         self._reader = asyncio.current_task()
         # The server pings and closes a peer that stops answering (see ws_protocol), so
         # a connection that is still open is alive.
-        self.connections.keep_alive(self.client, liveness_interval(self.hub))
+        self.connections.kept_alive.add(self.client)
         with self.connections.track():
             try:
                 self._queue(
@@ -175,7 +174,7 @@ class WebSocketSession:
                 if self.close_with is not None:
                     await self._close_now(*self.close_with)
             finally:
-                self.connections.let_go(self.client)
+                self.connections.kept_alive.discard(self.client)
                 self.hub.disconnect(self.client.id, CloseReason.UNSUBSCRIBED)
                 await self._stop_writer()
                 self._release()

@@ -12,7 +12,7 @@ sits idle, which for 10,000 subscribers is most of the server's memory:
   an ``asyncio.Queue``: three deques, ~2.3 KiB);
 - a future only while the socket buffer is full, instead of an ``asyncio.Event``;
 - the handshake's request and response (two header multidicts) dropped once answered;
-- one timer per server pinging every connection (:class:`_Keepalive`), instead of a
+- one timer per server pinging every connection (``_Shared.pinged``), instead of a
   timer per connection.
 
 The ASGI side is the ``websocket`` scope and messages of the ASGI spec 2.4, without the
@@ -44,7 +44,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from .transport import Ticker
+from .transport import Rounds
 
 _log = logging.getLogger("executor_streamer.ws_protocol")
 
@@ -117,7 +117,7 @@ class HubWebSocketProtocol(asyncio.Protocol):
         self._server_state.connections.add(self)  # type: ignore[arg-type]
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._shared.keepalive.discard(self)
+        self._shared.unwatch(self)
         code = 1005 if self.handshake_complete else 1006
         self._deliver({"type": "websocket.disconnect", "code": code})
         self._server_state.connections.discard(self)
@@ -157,7 +157,7 @@ class HubWebSocketProtocol(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """uvicorn's server shutdown: close with 1012 (service restart)."""
-        self._shared.keepalive.discard(self)
+        self._shared.unwatch(self)
         if self.close_sent:
             if self._close_timer is not None:
                 self._close_timer.cancel()
@@ -378,7 +378,7 @@ class HubWebSocketProtocol(asyncio.Protocol):
         self.conn.send_response(response)
         self._write_pending()
         self._ping_sent = self._loop.time()
-        self._shared.keepalive.add(self)
+        self._shared.watch(self)
 
     def _reject(self) -> None:
         """The app closed before accepting: 403, as the ASGI spec asks."""
@@ -395,7 +395,7 @@ class HubWebSocketProtocol(asyncio.Protocol):
         bytes, and a slow consumer must not hold its connection open."""
         if self.transport.is_closing():
             return
-        self._shared.keepalive.discard(self)
+        self._shared.unwatch(self)
         self._deliver({"type": "websocket.disconnect", "code": code, "reason": reason})
         self.conn.send_close(code, reason)
         self._write_pending()
@@ -454,9 +454,10 @@ class HubWebSocketProtocol(asyncio.Protocol):
 
     # -- keepalive -----------------------------------------------------------------------
 
-    def keepalive(self, now: float, interval: float, timeout: float | None) -> None:
-        """Called by the server's :class:`_Keepalive` tick: ping if due; close the
+    def keepalive(self, interval: float, timeout: float | None) -> None:
+        """A round of the server's pinger (``_Shared.pinged``): ping if due; close the
         connection if the last ping went unanswered for ``timeout``."""
+        now = self._loop.time()
         if self.close_sent or self.transport.is_closing():
             return
         if self._ping is not None:
@@ -487,45 +488,6 @@ def _text_header(length: int) -> bytes:
     return b"\x81\x7f" + length.to_bytes(8, "big")
 
 
-class _Keepalive:
-    """Pings every open connection of a server from one timer.
-
-    A connection gets a ping once ``interval`` has passed since its last ping (or since
-    it opened) and that ping was answered; it is closed with 1011 when a ping goes
-    unanswered for ``timeout``. The timer runs only while there are connections; it ticks every
-    ``min(interval, timeout)``, so a deadline is noticed at most one tick late.
-    """
-
-    def __init__(self, interval: float | None, timeout: float | None) -> None:
-        self._interval = interval if interval and interval > 0 else None
-        self._timeout = timeout
-        self._connections: set[HubWebSocketProtocol] = set()
-        self._ticker: Ticker | None = None
-
-    def add(self, connection: HubWebSocketProtocol) -> None:
-        if self._interval is None:
-            return
-        self._connections.add(connection)
-        if self._ticker is None:
-            tick = min(self._interval, self._timeout or self._interval)
-            self._ticker = Ticker(tick, self._tick)
-
-    def discard(self, connection: HubWebSocketProtocol) -> None:
-        self._connections.discard(connection)
-        if not self._connections and self._ticker is not None:
-            self._ticker.stop()
-            self._ticker = None
-
-    def _tick(self) -> None:
-        assert self._interval is not None
-        now = asyncio.get_running_loop().time()
-        for connection in list(self._connections):
-            try:
-                connection.keepalive(now, self._interval, self._timeout)
-            except Exception:  # one broken connection must not stop the others' pings
-                _log.exception("keepalive failed")
-
-
 class _Shared:
     """What every connection of one server shares: the deflate offer and the pinger."""
 
@@ -543,7 +505,25 @@ class _Shared:
             if config.ws_per_message_deflate
             else []
         )
-        self.keepalive = _Keepalive(config.ws_ping_interval, config.ws_ping_timeout)
+        interval, timeout = config.ws_ping_interval, config.ws_ping_timeout
+        self.pinged: Rounds[HubWebSocketProtocol] | None = None
+        """Open connections, each pinged once ``interval`` has passed since its last ping
+        (or since it opened) and that ping was answered, and closed with 1011 when a ping
+        goes unanswered for ``timeout``. Rounds come every ``min(interval, timeout)``, so
+        a deadline is noticed at most one round late."""
+        if interval is not None and interval > 0:
+            self.pinged = Rounds(
+                min(interval, timeout or interval),
+                lambda connection: connection.keepalive(interval, timeout),
+            )
+
+    def watch(self, connection: HubWebSocketProtocol) -> None:
+        if self.pinged is not None:
+            self.pinged.add(connection)
+
+    def unwatch(self, connection: HubWebSocketProtocol) -> None:
+        if self.pinged is not None:
+            self.pinged.discard(connection)
 
     @classmethod
     def of(cls, config: Config) -> _Shared:
