@@ -6,8 +6,10 @@ import multiprocessing
 import re
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from executor_streamer.core.filters import data_text
 from executor_streamer.core.ids import new_event_ids
@@ -16,11 +18,18 @@ from executor_streamer.types import StreamEvent
 
 from ..history.test_contract import T0
 
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
-    max_leaves=8,
-)
+
+def json_trees(floats: st.SearchStrategy[float]) -> st.SearchStrategy[Any]:
+    return st.recursive(
+        st.none() | st.booleans() | st.integers() | floats | st.text(),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+        max_leaves=8,
+    )
+
+
+json_values = json_trees(st.floats(allow_nan=False))
+finite_json_values = json_trees(st.floats(allow_nan=False, allow_infinity=False))
+"""JSON has no infinity: pydantic writes it as null, so it cannot come back as it went in."""
 
 
 def event(data: dict[str, Any], kind: str, metadata: dict[str, Any] | None) -> StreamEvent:
@@ -92,3 +101,36 @@ class TestEventIds:
         with context.Pool(1) as pool:
             child = pool.apply(new_event_ids, (10,))
         assert not set(child) & set(new_event_ids(10))
+
+
+class TestStoredRecords:
+    """What storage hands back: seq, type and payload, with the event parsed on demand."""
+
+    @given(
+        kind=st.sampled_from(["REASONING", "COMMAND_STARTED", "STATUS", "ERROR"]),
+        variables=st.dictionaries(st.text(), finite_json_values, max_size=4),
+        metadata=st.none() | st.dictionaries(st.text(), finite_json_values, max_size=3),
+    )
+    def test_parsed_event_equals_the_published_one(
+        self, kind: str, variables: dict[str, Any], metadata: dict[str, Any] | None
+    ) -> None:
+        samples: dict[str, dict[str, Any]] = {
+            "REASONING": {"thought": "t", "confidence": 0.5, "reasoningType": "p"},
+            "COMMAND_STARTED": {"commandName": "c", "action": "CLICK", "parameters": variables},
+            "STATUS": {"statusType": "a", "status": "b"},
+            "ERROR": {"code": "E", "message": "m", "details": variables},
+        }
+        live = EventRecord.of(event(samples[kind], kind, metadata))
+        back = EventRecord.stored(live.seq, live.type, live.payload)
+        assert back.event == live.event
+        assert back.data_text() == live.data_text()
+        assert EventRecord.of(back.event).payload == live.payload
+
+    def test_delivering_a_stored_record_parses_nothing(self) -> None:
+        """Fan-out and transports read seq, type and payload only: a payload that would
+        not parse is still delivered, and fails only when its event is asked for."""
+        live = EventRecord.of(event({"statusType": "a", "status": "b"}, "STATUS", None))
+        back = EventRecord.stored(live.seq, live.type, b"not json")
+        assert (back.seq, back.type, back.payload) == (7, live.type, b"not json")
+        with pytest.raises(ValidationError):
+            _ = back.event

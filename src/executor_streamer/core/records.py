@@ -2,30 +2,59 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
+from ..types.enums import StreamEventType
 from ..types.events import StreamEvent
 from .filters import data_text
 
 _to_json = StreamEvent.__pydantic_serializer__.to_json
+_from_json = StreamEvent.model_validate_json
 
 
-@dataclass(frozen=True, slots=True)
 class EventRecord:
     """A published event, validated once and serialized once (DESIGN.md §9).
 
     Fan-out hands the same record to every subscriber; transports write ``payload``
-    as it is, so no event is serialized per client.
+    as it is, so no event is serialized per client. A record read back from storage
+    (:meth:`stored`) carries only the bytes and what fan-out reads per event; its
+    ``event`` is parsed from ``payload`` the first time a filter or caller asks for it,
+    so a replay that needs no filter parses nothing.
     """
 
-    event: StreamEvent
+    __slots__ = ("_event", "payload", "seq", "type")
+
     payload: bytes
     """The event as compact camelCase JSON."""
-    seq: int = field(init=False)
+    seq: int
     """``event.seq``, kept as a plain field: fan-out reads it per subscriber per event."""
+    type: StreamEventType
+    """``event.type``, for the same reason (delivery metrics count by type)."""
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "seq", self.event.seq)
+    def __init__(self, event: StreamEvent, payload: bytes) -> None:
+        self._event: StreamEvent | None = event
+        self.payload = payload
+        self.seq = event.seq
+        self.type = event.type
+
+    @classmethod
+    def of(cls, event: StreamEvent) -> EventRecord:
+        """Serialize ``event``; raises pydantic's serialization error for non-JSON data."""
+        return cls(event, _to_json(event, by_alias=True, exclude_none=True))
+
+    @classmethod
+    def stored(cls, seq: int, type: StreamEventType, payload: bytes) -> EventRecord:
+        """A record for ``payload`` as storage kept it; ``event`` is parsed on demand."""
+        record = cls.__new__(cls)
+        record._event = None
+        record.payload = payload
+        record.seq = seq
+        record.type = type
+        return record
+
+    @property
+    def event(self) -> StreamEvent:
+        if self._event is None:
+            self._event = _from_json(self.payload)
+        return self._event
 
     def data_text(self) -> str:
         """The event's ``data`` as JSON text, as searches match it (``filters.data_text``).
@@ -38,7 +67,5 @@ class EventRecord:
         start = self.payload.index(b',"data":') + len(b',"data":')
         return self.payload[start:-1].decode()
 
-    @classmethod
-    def of(cls, event: StreamEvent) -> EventRecord:
-        """Serialize ``event``; raises pydantic's serialization error for non-JSON data."""
-        return cls(event, _to_json(event, by_alias=True, exclude_none=True))
+    def __repr__(self) -> str:
+        return f"EventRecord(seq={self.seq}, type={self.type.value}, payload={self.payload!r})"

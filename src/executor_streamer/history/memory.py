@@ -20,7 +20,7 @@ from ..types.events import ScreenshotInfo
 from ..types.filters import HistoryFilter
 from ..types.streams import StreamConfig
 from .base import HistoryPage, ResumeRead, StoredScreenshot, StreamState, StreamWrite
-from .ring import EventRing
+from .ring import EventRing, StoredEvent, record_of, stored
 
 
 @dataclass
@@ -75,9 +75,9 @@ class MemoryHistory:
         for screenshot_id, image in write.screenshots:
             data.screenshots.setdefault(screenshot_id, image)
         for record in write.records:
-            evicted = data.ring.append(record)
-            data.event_bytes += len(record.payload)
             shot = _screenshot_id(record)
+            evicted = data.ring.append(stored(record, shot))
+            data.event_bytes += len(record.payload)
             if shot is not None:
                 data.references[shot] = data.references.get(shot, 0) + 1
             if evicted is not None:
@@ -94,12 +94,14 @@ class MemoryHistory:
         if spec.start_time is not None:
             start = max(start, ring.index_of_time(spec.start_time))
         predicate = history_predicate(spec)
-        matches = (r for r in ring.slice(start) if predicate is None or predicate(r.event))
         total = 0
         page = []
-        for record in matches:
-            if spec.end_time is not None and record.event.timestamp > spec.end_time:
+        for entry in ring.slice(start):
+            if spec.end_time is not None and entry[1] > spec.end_time:
                 break  # stamps never decrease, so nothing later can match either
+            record = record_of(entry)
+            if predicate is not None and not predicate(record.event):
+                continue
             if spec.offset <= total < spec.offset + spec.limit:
                 page.append(record)
             total += 1
@@ -115,7 +117,9 @@ class MemoryHistory:
         first = ring.first_seq
         assert first is not None
         window = ring.slice(ring.index_of_seq(after + 1), ring.index_of_seq(until + 1))
-        records = [r for r in window if predicate is None or predicate(r.event)]
+        records = [record_of(entry) for entry in window]
+        if predicate is not None:
+            records = [r for r in records if predicate(r.event)]
         return ResumeRead(records, first)
 
     async def read_tail(self, stream_id: str, count: int) -> list[EventRecord]:
@@ -123,7 +127,7 @@ class MemoryHistory:
         if data is None:
             return []
         size = len(data.ring)
-        return list(islice(data.ring, max(size - count, 0), None))
+        return [record_of(entry) for entry in islice(data.ring, max(size - count, 0), None)]
 
     async def clear(self, stream_id: str) -> int:
         return await self.compact(stream_id, 0)
@@ -168,10 +172,9 @@ class MemoryHistory:
         return data
 
     @staticmethod
-    def _forget(data: _StreamData, removed: Sequence[EventRecord]) -> None:
-        for record in removed:
-            data.event_bytes -= len(record.payload)
-            shot = _screenshot_id(record)
+    def _forget(data: _StreamData, removed: Sequence[StoredEvent]) -> None:
+        for _, _, _, payload, shot in removed:
+            data.event_bytes -= len(payload)
             if shot is None:
                 continue
             left = data.references.get(shot, 0) - 1

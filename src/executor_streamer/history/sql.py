@@ -55,7 +55,7 @@ from ..core.filters import Predicate
 from ..core.records import EventRecord
 from ..errors import StorageUnavailable
 from ..types.enums import StreamEventType
-from ..types.events import ScreenshotInfo, StreamEvent
+from ..types.events import ScreenshotInfo
 from ..types.filters import HistoryFilter
 from ..types.streams import StreamConfig
 from .base import HistoryPage, ResumeRead, StoredScreenshot, StreamState, StreamWrite
@@ -371,13 +371,13 @@ class SqlHistory:
         async with self._engine.connect() as connection:
             total = (await connection.execute(select(func.count()).where(where))).scalar() or 0
             rows = await connection.execute(
-                select(events.c.payload)
+                select(events.c.seq, events.c.type, events.c.payload)
                 .where(where)
                 .order_by(events.c.seq)
                 .limit(spec.limit)
                 .offset(spec.offset)
             )
-            return HistoryPage([_record(row.payload) for row in rows], total)
+            return HistoryPage([_record(row) for row in rows], total)
 
     @_storage_errors
     async def read_range(
@@ -387,11 +387,11 @@ class SqlHistory:
         async with self._engine.connect() as connection:
             first = (await connection.execute(select(func.min(events.c.seq)).where(mine))).scalar()
             rows = await connection.execute(
-                select(events.c.payload)
+                select(events.c.seq, events.c.type, events.c.payload)
                 .where(mine, events.c.seq > after, events.c.seq <= until)
                 .order_by(events.c.seq)
             )
-            records = [_record(row.payload) for row in rows]
+            records = [_record(row) for row in rows]
         if predicate is not None:
             records = [r for r in records if predicate(r.event)]
         return ResumeRead(records, until + 1 if first is None else first)
@@ -400,12 +400,12 @@ class SqlHistory:
     async def read_tail(self, stream_id: str, count: int) -> list[EventRecord]:
         async with self._engine.connect() as connection:
             rows = await connection.execute(
-                select(events.c.payload)
+                select(events.c.seq, events.c.type, events.c.payload)
                 .where(events.c.stream_id == stream_id)
                 .order_by(events.c.seq.desc())
                 .limit(count)
             )
-            return [_record(row.payload) for row in reversed(rows.all())]
+            return [_record(row) for row in reversed(rows.all())]
 
     async def clear(self, stream_id: str) -> int:
         return await self.compact(stream_id, 0)
@@ -692,8 +692,9 @@ def _state(row: Any) -> StreamState:
     )
 
 
-def _record(payload: bytes) -> EventRecord:
-    return EventRecord(StreamEvent.model_validate_json(payload), bytes(payload))
+def _record(row: Any) -> EventRecord:
+    """The record of an event row (seq, type, payload); its event is parsed on demand."""
+    return EventRecord.stored(int(row.seq), StreamEventType(row.type), bytes(row.payload))
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
