@@ -5,13 +5,23 @@ from __future__ import annotations
 from datetime import timedelta
 
 from executor_streamer.core.filters import compile_filters, history_predicate
-from executor_streamer.types import HistoryFilter, StreamEvent, StreamFilter, TimeRange
+from executor_streamer.core.records import EventRecord
+from executor_streamer.types import (
+    HistoryFilter,
+    StreamEvent,
+    StreamEventType,
+    StreamFilter,
+    TimeRange,
+)
 
 from ..history.test_contract import T0, record
 
 
-def event(seq: int, kind: str = "STATUS", text: str = "") -> StreamEvent:
-    return record(seq, kind, text).event
+def event(seq: int, kind: str = "STATUS", text: str = "") -> EventRecord:
+    """The record as storage hands it back: filters must parse the event when they need
+    it (live records, which carry theirs, are covered in test_properties)."""
+    live = record(seq, kind, text)
+    return EventRecord.stored(live.seq, live.type, live.payload)
 
 
 class TestCompileFilters:
@@ -39,6 +49,14 @@ class TestCompileFilters:
         """eventTypes: [] is a filter that nothing passes."""
         match = compile_filters([StreamFilter(event_types=[])])
         assert match is not None and not match(event(1))
+
+    def test_a_type_filter_parses_nothing(self) -> None:
+        """Filtering stored history by type reads the record's type, never its payload:
+        a replay filtered by type costs what an unfiltered one does."""
+        match = compile_filters([StreamFilter(event_types=["STATUS"])])
+        assert match is not None
+        unparsable = EventRecord.stored(1, StreamEventType.STATUS, b"not json")
+        assert match(unparsable)
 
     def test_time_range_is_inclusive(self) -> None:
         """A time range includes its ends."""

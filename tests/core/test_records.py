@@ -11,9 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from executor_streamer.core.filters import data_text
 from executor_streamer.core.ids import new_event_ids
-from executor_streamer.core.records import EventRecord
+from executor_streamer.core.records import EventRecord, data_text
 from executor_streamer.types import StreamEvent
 
 from ..history.test_contract import T0

@@ -13,8 +13,11 @@ import structlog
 
 from ..types.events import StreamEvent
 from ..types.filters import HistoryFilter, StreamFilter
+from .records import EventRecord
 
-Predicate = Callable[[StreamEvent], bool]
+Predicate = Callable[[EventRecord], bool]
+"""A compiled filter. It takes the record, not the event: a record read back from storage
+parses its event only when asked, and the commonest filter, by event type, never asks."""
 
 _log = structlog.get_logger("executor_streamer.filters")
 
@@ -26,33 +29,34 @@ def compile_filters(filters: Sequence[StreamFilter] | None) -> Predicate | None:
     predicates = [_compile_one(f) for f in filters]
     if len(predicates) == 1:
         return predicates[0]
-    return lambda event: any(p(event) for p in predicates)
+    return lambda record: any(p(record) for p in predicates)
 
 
 def _compile_one(spec: StreamFilter) -> Predicate:
     checks: list[Predicate] = []
     if spec.event_types is not None:
         types = frozenset(spec.event_types)
-        checks.append(lambda e: e.type in types)
+        checks.append(lambda r: r.type in types)
     if spec.session_ids is not None:
         sessions = frozenset(spec.session_ids)
-        checks.append(lambda e: e.session_id in sessions)
+        checks.append(lambda r: r.event.session_id in sessions)
     if spec.time_range is not None:
         start, end = spec.time_range.start, spec.time_range.end
-        checks.append(lambda e: start <= e.timestamp <= end)
+        checks.append(lambda r: start <= r.event.timestamp <= end)
     if spec.custom_filter is not None:
         checks.append(_guarded(spec.custom_filter))
     if not checks:
-        return lambda _event: True
+        return lambda _record: True
     if len(checks) == 1:
         return checks[0]
-    return lambda event: all(check(event) for check in checks)
+    return lambda record: all(check(record) for check in checks)
 
 
-def _guarded(custom: Predicate) -> Predicate:
+def _guarded(custom: Callable[[StreamEvent], bool]) -> Predicate:
     # A user's callable runs inside fan-out: if it raises, the event does not match
     # that subscriber, and every other subscriber still gets it.
-    def check(event: StreamEvent) -> bool:
+    def check(record: EventRecord) -> bool:
+        event = record.event
         try:
             return bool(custom(event))
         except Exception:
@@ -67,21 +71,16 @@ def history_predicate(spec: HistoryFilter) -> Predicate | None:
     checks: list[Predicate] = []
     if spec.event_types is not None:
         types = frozenset(spec.event_types)
-        checks.append(lambda e: e.type in types)
+        checks.append(lambda r: r.type in types)
     if spec.start_time is not None:
         start = spec.start_time
-        checks.append(lambda e: e.timestamp >= start)
+        checks.append(lambda r: r.event.timestamp >= start)
     if spec.end_time is not None:
         end = spec.end_time
-        checks.append(lambda e: e.timestamp <= end)
+        checks.append(lambda r: r.event.timestamp <= end)
     if spec.search_text is not None:
         needle = spec.search_text.casefold()
-        checks.append(lambda e: needle in data_text(e).casefold())
+        checks.append(lambda r: needle in r.data_text().casefold())
     if not checks:
         return None
-    return lambda event: all(check(event) for check in checks)
-
-
-def data_text(event: StreamEvent) -> str:
-    """The event's ``data`` as the JSON text a search matches against."""
-    return event.data.model_dump_json(by_alias=True, exclude_none=True)
+    return lambda record: all(check(record) for check in checks)

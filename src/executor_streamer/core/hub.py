@@ -380,7 +380,7 @@ class ExecutorStreamer:
     ) -> int:
         predicate = sub.predicate
         if predicate is not None:
-            records = [r for r in records if predicate(r.event)]
+            records = [r for r in records if predicate(r)]
         sub.push_replay(records, request_id)
         return len(records)
 

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from ..types.enums import StreamEventType
 from ..types.events import StreamEvent
-from .filters import data_text
 
 _to_json = StreamEvent.__pydantic_serializer__.to_json
 _from_json = StreamEvent.model_validate_json
+
+
+def data_text(event: StreamEvent) -> str:
+    """The event's ``data`` as the JSON text a search matches against."""
+    return event.data.model_dump_json(by_alias=True, exclude_none=True)
 
 
 class EventRecord:
@@ -57,7 +61,7 @@ class EventRecord:
         return self._event
 
     def data_text(self) -> str:
-        """The event's ``data`` as JSON text, as searches match it (``filters.data_text``).
+        """The event's ``data`` as JSON text, as searches match it (:func:`data_text`).
 
         Cut out of ``payload`` rather than serialized again: the envelope's fields before
         ``data`` are ids, numbers, an enum and a timestamp, none of which can hold the text

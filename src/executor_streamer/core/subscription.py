@@ -151,7 +151,7 @@ class Subscription:
             if seq <= self._position:
                 continue
             self._position = seq
-            if predicate is not None and not predicate(record.event):
+            if predicate is not None and not predicate(record):
                 continue
             if len(queue) >= self._buffer_size:
                 self.close(CloseReason.SLOW_CONSUMER)

@@ -100,7 +100,7 @@ class MemoryHistory:
             if spec.end_time is not None and entry[1] > spec.end_time:
                 break  # stamps never decrease, so nothing later can match either
             record = record_of(entry)
-            if predicate is not None and not predicate(record.event):
+            if predicate is not None and not predicate(record):
                 continue
             if spec.offset <= total < spec.offset + spec.limit:
                 page.append(record)
@@ -119,7 +119,7 @@ class MemoryHistory:
         window = ring.slice(ring.index_of_seq(after + 1), ring.index_of_seq(until + 1))
         records = [record_of(entry) for entry in window]
         if predicate is not None:
-            records = [r for r in records if predicate(r.event)]
+            records = [r for r in records if predicate(r)]
         return ResumeRead(records, first)
 
     async def read_tail(self, stream_id: str, count: int) -> list[EventRecord]:

@@ -393,7 +393,7 @@ class SqlHistory:
             )
             records = [_record(row) for row in rows]
         if predicate is not None:
-            records = [r for r in records if predicate(r.event)]
+            records = [r for r in records if predicate(r)]
         return ResumeRead(records, until + 1 if first is None else first)
 
     @_storage_errors
