@@ -35,6 +35,7 @@ lint: $(STAMP)
 ## table and writes bench/results/<date>-<name>.json. Fan-out needs Node.js and npm.
 bench: $(STAMP) bench/fanout/node_modules
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/collector.py
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/connections.py
 	$(BIN)/python bench/soak.py
