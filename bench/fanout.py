@@ -36,7 +36,24 @@ from typing import Any
 from common import SERVE, start_server, write_report
 
 FANOUT = Path(__file__).parent / "fanout"
-RATES = [100, 250, 500, 1000, 1250, 1500, 1750, 2000, 3000, 4000, 4500, 5000, 6000, 7000, 8000, 10000]
+RATES = [
+    100,
+    250,
+    500,
+    1000,
+    1250,
+    1500,
+    1750,
+    2000,
+    3000,
+    4000,
+    4500,
+    5000,
+    6000,
+    7000,
+    8000,
+    10000,
+]
 RATIOS = [("hub-ws-batch", "ws-peer"), ("hub-sse", "ws-peer"), ("hub-ws", "ws-peer")]
 """(hub target, peer): capacity ratios the issue's targets are stated in."""
 TICKS = os.sysconf("SC_CLK_TCK")
