@@ -13,6 +13,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from executor_streamer.core import records
+from executor_streamer.types import StreamEvent
+
 from ..live_server import Served, ServerFactory, assert_freed, reasoning, status
 
 
@@ -93,6 +96,25 @@ class TestProtocol:
         async with peer(served, "?streamId=wf-1&since=0&types=REASONING") as p:
             assert (await p.expect("subscribed"))["metadata"]["lastSeq"] == 3
             assert (await p.expect("event"))["event"]["seq"] == 2
+
+    async def test_replay_parses_no_stored_event(
+        self, served: Served, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Replaying history, filtered by type, sends the stored bytes as they are: no
+        event is parsed back from them (not for the filter, not for the metrics)."""
+        await served.publish("wf-1", *[status(i) for i in range(20)], reasoning())
+        parsed: list[bytes] = []
+        parse = records._from_json
+
+        def counting(payload: bytes) -> StreamEvent:
+            parsed.append(payload)
+            return parse(payload)
+
+        monkeypatch.setattr(records, "_from_json", counting)
+        async with peer(served, "?streamId=wf-1&since=0&types=REASONING") as p:
+            await p.expect("subscribed")
+            assert (await p.expect("event"))["event"]["seq"] == 21
+        assert parsed == []
 
     async def test_query_subscribe_to_unknown_stream_closes_4004(self, served: Served) -> None:
         """An unknown ?streamId= closes the connection with 4004."""

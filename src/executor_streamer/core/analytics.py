@@ -96,8 +96,8 @@ class HubCounters:
             bucket = self._by_minute[minute] = dict.fromkeys(StreamEventType, 0)
             self._forget_old_minutes(minute)
         for record in records:
-            bucket[record.event.type] += 1
-            self.published_by_type[record.event.type] += 1
+            bucket[record.type] += 1
+            self.published_by_type[record.type] += 1
 
     def record_rejected(self) -> None:
         self.publish_attempts += 1

@@ -35,7 +35,7 @@ class ServerMetrics:
 
     def record_delivered(self, records: Sequence[EventRecord]) -> None:
         for record in records:
-            self.delivered[record.event.type] += 1
+            self.delivered[record.type] += 1
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
