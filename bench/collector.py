@@ -5,8 +5,9 @@
 CPython's cyclic collector stops every client while it walks the objects it tracks; a
 full collection walks all of them. For each size, an in-process hub (memory backend)
 retains that many events (statuses with metadata, published in batches of 100) and the
-script reports the objects the collector tracks per retained event and how long a full
-collection takes (median of 5). Prints a markdown table and writes
+script reports the objects the collector tracks per retained event, the bytes of Python
+objects each retained event takes (tracemalloc), and how long a full collection takes
+(median of 5, with tracemalloc off). Prints a markdown table and writes
 ``bench/results/<date>-collector.json``.
 """
 
@@ -17,6 +18,7 @@ import asyncio
 import gc
 import statistics
 import time
+import tracemalloc
 from typing import Any
 
 from common import write_report
@@ -34,6 +36,8 @@ async def measure(events: int) -> dict[str, Any]:
         await hub.create_stream(session)
         gc.collect()
         before = len(gc.get_objects())
+        tracemalloc.start()
+        allocated = tracemalloc.get_traced_memory()[0]
         for start in range(0, events, BATCH):
             batch = [
                 {
@@ -45,6 +49,8 @@ async def measure(events: int) -> dict[str, Any]:
             ]
             await hub.publisher.publish_batch(session, batch)
         gc.collect()
+        retained = tracemalloc.get_traced_memory()[0] - allocated
+        tracemalloc.stop()
         tracked = len(gc.get_objects()) - before
         pauses = []
         for _ in range(5):
@@ -54,6 +60,7 @@ async def measure(events: int) -> dict[str, Any]:
         return {
             "events": events,
             "tracked_per_event": round(tracked / events, 2),
+            "bytes_per_event": round(retained / events),
             "full_collection_ms": round(statistics.median(pauses), 1),
         }
 
@@ -63,10 +70,15 @@ def main() -> None:
     parser.add_argument("--events", default="10000,100000,500000")
     args = parser.parse_args()
     rows = [asyncio.run(measure(int(n))) for n in args.events.split(",")]
-    print("| retained events | tracked objects per event | full collection (ms) |")
-    print("|---:|---:|---:|")
+    print(
+        "| retained events | tracked objects per event | bytes per event | full collection (ms) |"
+    )
+    print("|---:|---:|---:|---:|")
     for row in rows:
-        print(f"| {row['events']:,} | {row['tracked_per_event']} | {row['full_collection_ms']} |")
+        print(
+            f"| {row['events']:,} | {row['tracked_per_event']} | {row['bytes_per_event']} "
+            f"| {row['full_collection_ms']} |"
+        )
     write_report("collector", {"results": rows})
 
 
