@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 
@@ -13,8 +14,16 @@ from executor_streamer import (
     StreamFilter,
     StreamNotFound,
 )
+from executor_streamer.core.records import EventRecord
+from executor_streamer.core.subscription import (
+    CloseReason,
+    ReplayBatch,
+    Subscription,
+    SubscriptionItem,
+)
 
 from ..conftest import HubFactory, drain_events, seqs
+from ..history.test_contract import record
 
 
 async def publish(hub: ExecutorStreamer, count: int, session: str = "wf-1") -> None:
@@ -315,3 +324,76 @@ class TestTransportHooks:
         client.on_disconnect = reasons.append
         hub.disconnect(client.id)
         assert reasons == [CloseReason.DISCONNECTED]
+
+
+def queue(buffer_size: int = 10, position: int = 0) -> Subscription:
+    sub = Subscription("s1", "wf-1", None, buffer_size)
+    sub.begin(0, position)
+    return sub
+
+
+def seqs_of(items: Sequence[SubscriptionItem] | None) -> list[int | str]:
+    assert items is not None
+    return [i.seq if isinstance(i, EventRecord) else "replay" for i in items]
+
+
+class TestQueue:
+    """The subscription's queue as transports drain it on every flush."""
+
+    def test_each_seq_once_in_order(self) -> None:
+        """A push of new, unfiltered events that fit is taken whole; one that repeats
+        seqs goes event by event: either way each seq is queued once, in order."""
+        sub = queue()
+        sub.push([record(1), record(2)])
+        sub.push([record(2), record(3)])
+        sub.push([record(4)])
+        assert seqs_of(sub.drain_live()) == [1, 2, 3, 4]
+        assert sub.delivered_seq == 4
+
+    def test_a_push_past_the_buffer_closes_slow_consumer(self) -> None:
+        """A push that would overflow queues what fits, then closes the subscription."""
+        sub = queue(buffer_size=3)
+        sub.push([record(1), record(2)])
+        sub.push([record(3), record(4)])
+        assert sub.close_reason is CloseReason.SLOW_CONSUMER
+        assert seqs_of(sub.drain_records()) == [1, 2, 3]
+
+    def test_resumed_history_comes_first(self) -> None:
+        sub = queue(position=2)
+        sub.add_backlog([record(1), record(2)])
+        sub.push([record(3)])
+        assert seqs_of(sub.drain_live()) == [1, 2, 3] and sub.pending == 0
+
+    def test_drain_live_defers_to_drain_while_a_replay_is_queued(self) -> None:
+        """With a replay batch queued, drain_live takes nothing and drain gives the batch
+        in its place; once it is taken, by any of drain, drain(limit) or next_item,
+        drain_live takes events again."""
+        sub = queue()
+        sub.push([record(1)])
+        sub.push_replay([record(1)])
+        sub.push([record(2)])
+        assert sub.drain_live() is None
+        assert seqs_of(sub.drain()) == [1, "replay", 2]
+        assert seqs_of(sub.drain_live()) == []
+
+        sub.push([record(3)])
+        sub.push_replay([record(1)])
+        assert seqs_of(sub.drain(1)) == [3]
+        assert sub.drain_live() is None  # the batch is still queued
+        assert seqs_of(sub.drain(1)) == ["replay"]
+        sub.push([record(4)])
+        assert seqs_of(sub.drain_live()) == [4]
+
+    async def test_next_item_takes_a_replay_too(self) -> None:
+        sub = queue()
+        sub.push_replay([record(1)])
+        sub.push([record(2)])
+        assert isinstance(await sub.next_item(), ReplayBatch)
+        assert seqs_of(sub.drain_live()) == [2]
+
+    def test_drain_records_expands_replays_in_place(self) -> None:
+        sub = queue()
+        sub.push([record(2)])
+        sub.push_replay([record(1), record(2)])
+        sub.push([record(3)])
+        assert seqs_of(sub.drain_records()) == [2, 1, 2, 3]

@@ -116,6 +116,17 @@ class TestProtocol:
             assert (await p.expect("event"))["event"]["seq"] == 21
         assert parsed == []
 
+    async def test_deliveries_are_counted_by_type(self, served: Served) -> None:
+        """/metrics counts every event sent, resumed and live, by type."""
+        await served.publish("wf-1", status(1), reasoning())
+        async with peer(served, "?streamId=wf-1&since=0") as p:
+            await p.expect("subscribed")
+            await served.publish("wf-1", status(2))
+            assert [(await p.expect("event"))["event"]["seq"] for _ in range(3)] == [1, 2, 3]
+        text = (await served.http.get("/metrics")).text
+        assert 'executor_streamer_events_delivered_total{type="STATUS"} 2.0' in text
+        assert 'executor_streamer_events_delivered_total{type="REASONING"} 1.0' in text
+
     async def test_query_subscribe_to_unknown_stream_closes_4004(self, served: Served) -> None:
         """An unknown ?streamId= closes the connection with 4004."""
         async with peer(served, "?streamId=nope") as p:

@@ -20,7 +20,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Self, cast
 
 from ..errors import SlowConsumer
 from ..types.events import StreamEvent
@@ -100,6 +100,7 @@ class Subscription:
         # Live events and replays, bounded by bufferSize. A list: it is drained whole,
         # and an empty deque costs ~600 bytes for each of thousands of idle subscribers.
         self._queue: list[SubscriptionItem] = []
+        self._replays = 0  # replay batches in _queue: with none, it holds only records
         self._position = 0  # highest seq offered to this subscriber: the duplicate guard
         # A replay batch being iterated; a list (reversed), not a deque: an empty deque
         # is ~600 bytes, and most subscriptions are never iterated at all.
@@ -145,6 +146,18 @@ class Subscription:
         # that needs to wake it: under load the hundred subscribers of a stream take new
         # events without a wake-up each.
         was_empty = not queue and not self._backlog
+        if (
+            predicate is None
+            and records
+            and records[0].seq > self._position
+            and len(queue) + len(records) <= self._buffer_size
+        ):
+            # Under load, nearly every push: all new, unfiltered, with room for all.
+            queue.extend(records)
+            self._position = records[-1].seq
+            if was_empty:
+                self._wake()
+            return
         added = False
         for record in records:
             seq = record.seq
@@ -164,6 +177,7 @@ class Subscription:
     def push_replay(self, records: list[EventRecord], request_id: str | None = None) -> None:
         if self.close_reason is None:
             self._queue.append(ReplayBatch(records, request_id))
+            self._replays += 1
             self._wake()
 
     def close(self, reason: CloseReason) -> None:
@@ -195,6 +209,30 @@ class Subscription:
     def pending(self) -> int:
         return len(self._backlog) + len(self._queue)
 
+    def drain_live(self) -> list[EventRecord] | None:
+        """Everything queued now, if it is all events (no replay batch among them), taken
+        without looking at each one; None when a replay batch is queued (use
+        :meth:`drain`). Transports call it for every client on every flush."""
+        if self._replays:
+            return None
+        if self._backlog:
+            items = self._backlog[::-1] + self._queue
+            self._backlog = []
+        else:
+            items = self._queue
+        self._queue = []
+        records = cast(list[EventRecord], items)
+        if records:
+            self.delivered_seq = records[-1].seq
+            if self.client is not None:
+                self.client.events_received += len(records)
+        return records
+
+    def drain_records(self) -> list[EventRecord]:
+        """Everything queued now as records, replay batches expanded in place."""
+        live = self.drain_live()
+        return live if live is not None else flatten(self.drain())
+
     def drain(self, limit: int | None = None) -> list[SubscriptionItem]:
         """What is queued now (at most ``limit`` items), without waiting."""
         items: list[SubscriptionItem] = []
@@ -208,6 +246,8 @@ class Subscription:
         elif room > 0:
             items += self._queue[:room]
             del self._queue[:room]
+        if self._replays:
+            self._replays = sum(isinstance(item, ReplayBatch) for item in self._queue)
         self._count(items)
         return items
 
@@ -230,6 +270,8 @@ class Subscription:
             finally:
                 self._waiter = None
         item = self._backlog.pop() if self._backlog else self._queue.pop(0)
+        if isinstance(item, ReplayBatch):
+            self._replays -= 1
         self._count((item,))
         return item
 

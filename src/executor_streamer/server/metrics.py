@@ -7,7 +7,9 @@ and fan-out never pay for prometheus-client's locks.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
+from operator import attrgetter
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -19,12 +21,14 @@ from ..types.enums import StreamEventType
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+_type_of = attrgetter("type")
+
 
 class ServerMetrics:
     def __init__(self, hub: ExecutorStreamer) -> None:
         self.hub = hub
         self.registry = CollectorRegistry(auto_describe=True)
-        self.delivered = dict.fromkeys(StreamEventType, 0)
+        self.delivered: Counter[StreamEventType] = Counter(dict.fromkeys(StreamEventType, 0))
         self.publish_latency = Histogram(
             "executor_streamer_publish_latency_seconds",
             "Time from receiving a publish request to acknowledging it (stored and fanned out).",
@@ -34,8 +38,8 @@ class ServerMetrics:
         self.registry.register(_HubCollector(self))
 
     def record_delivered(self, records: Sequence[EventRecord]) -> None:
-        for record in records:
-            self.delivered[record.type] += 1
+        # Counter.update counts in C: this runs for every client on every flush.
+        self.delivered.update(map(_type_of, records))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

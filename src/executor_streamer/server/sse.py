@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 from ..core.clients import ClientSession
 from ..core.hub import ExecutorStreamer
 from ..core.records import EventRecord
-from ..core.subscription import CloseReason, Subscription, flatten
+from ..core.subscription import CloseReason, Subscription
 from ..types.base import format_timestamp, utc_now
 from .frames import ChunkWriter
 from .metrics import ServerMetrics
@@ -134,7 +134,7 @@ class EventStreamResponse(Response):
         ):
             self._wake.set()
             return
-        records = flatten(self.sub.drain())
+        records = self.sub.drain_records()
         if not records:
             return
         chunks.write_now(self._body(records))
@@ -196,7 +196,7 @@ class EventStreamResponse(Response):
                 return
             if self.sub.pending:
                 await pacer.pace()
-                records = flatten(self.sub.drain())  # replays go out as stream_event too
+                records = self.sub.drain_records()  # replays go out as stream_event too
                 if records:
                     await self._send(send, self._body(records))
                     self.metrics.record_delivered(records)

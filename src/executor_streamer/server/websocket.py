@@ -466,17 +466,19 @@ class WebSocketSession:
         if sub.close_reason is CloseReason.SLOW_CONSUMER:
             self.close_with = CLOSE_FOR_REASON[CloseReason.SLOW_CONSUMER]
             return
-        live: list[EventRecord] = []
-        for item in sub.drain():
-            if isinstance(item, EventRecord):
-                live.append(item)
-                continue
-            self._live_frames(live, entry.batch, frames)
-            delivered += live
+        live = sub.drain_live()
+        if live is None:  # a replay batch is queued: frame what comes before and after it
             live = []
-            frames.extend(ws_event(record, replay=True) for record in item.records)
-            delivered += item.records
-            frames.append(ws_message("replay_done", self._replay_done(sub.stream_id, item)))
+            for item in sub.drain():
+                if isinstance(item, EventRecord):
+                    live.append(item)
+                    continue
+                self._live_frames(live, entry.batch, frames)
+                delivered += live
+                live = []
+                frames.extend(ws_event(record, replay=True) for record in item.records)
+                delivered += item.records
+                frames.append(ws_message("replay_done", self._replay_done(sub.stream_id, item)))
         self._live_frames(live, entry.batch, frames)
         delivered += live
         if sub.closed and not sub.pending and self.subs.get(sub.stream_id) is entry:
