@@ -36,6 +36,7 @@ lint: $(STAMP)
 bench: $(STAMP) bench/fanout/node_modules
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/collector.py
+	$(BIN)/python bench/fanout_core.py
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/connections.py
 	$(BIN)/python bench/soak.py

@@ -52,6 +52,7 @@ RATES = [
     6000,
     7000,
     8000,
+    9000,
     10000,
 ]
 RATIOS = [("hub-ws-batch", "ws-peer"), ("hub-sse", "ws-peer"), ("hub-ws", "ws-peer")]
