@@ -79,8 +79,10 @@ class TestCompileFilters:
 
 class TestHistoryPredicate:
     def test_no_constraints(self) -> None:
-        """Paging fields alone need no predicate."""
+        """Paging fields and time bounds (answered by position) need no predicate."""
         assert history_predicate(HistoryFilter(limit=5, offset=2, after_seq=3)) is None
+        bounds = HistoryFilter(start_time=T0, end_time=T0 + timedelta(seconds=3))
+        assert history_predicate(bounds) is None
 
     def test_search_text_ignores_case(self) -> None:
         """searchText matches the data's JSON text case-insensitively."""

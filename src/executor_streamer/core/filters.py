@@ -67,17 +67,14 @@ def _guarded(custom: Callable[[StreamEvent], bool]) -> Predicate:
 
 
 def history_predicate(spec: HistoryFilter) -> Predicate | None:
-    """The predicate of a history query, ignoring ``limit``, ``offset`` and ``after_seq``."""
+    """The predicate of a history query over events in seq order, ignoring ``limit``,
+    ``offset``, ``after_seq`` and the time bounds: stamps never decrease along seqs, so
+    the caller answers those by position (a record read back from storage would parse
+    its event to be checked against them)."""
     checks: list[Predicate] = []
     if spec.event_types is not None:
         types = frozenset(spec.event_types)
         checks.append(lambda r: r.type in types)
-    if spec.start_time is not None:
-        start = spec.start_time
-        checks.append(lambda r: r.event.timestamp >= start)
-    if spec.end_time is not None:
-        end = spec.end_time
-        checks.append(lambda r: r.event.timestamp <= end)
     if spec.search_text is not None:
         needle = spec.search_text.casefold()
         checks.append(lambda r: needle in r.data_text().casefold())
