@@ -223,9 +223,7 @@ class Subscription:
         self._queue = []
         records = cast(list[EventRecord], items)
         if records:
-            self.delivered_seq = records[-1].seq
-            if self.client is not None:
-                self.client.events_received += len(records)
+            self._handed_out(records[-1].seq, len(records))
         return records
 
     def drain_records(self) -> list[EventRecord]:
@@ -299,12 +297,20 @@ class Subscription:
             self.on_ready(self)
 
     def _count(self, items: Sequence[SubscriptionItem]) -> None:
+        last_live: int | None = None
         received = 0
         for item in items:
             if isinstance(item, EventRecord):
-                self.delivered_seq = item.seq
+                last_live = item.seq
                 received += 1
             else:
                 received += len(item.records)
+        self._handed_out(last_live, received)
+
+    def _handed_out(self, last_live: int | None, received: int) -> None:
+        """Book events handed to the consumer: resumed and live ones move the resume
+        position (requested replays do not); all count as received by the client."""
+        if last_live is not None:
+            self.delivered_seq = last_live
         if self.client is not None:
             self.client.events_received += received
