@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from executor_streamer import ExecutorStreamer, ExecutorStreamerConfig, StreamEvent, Subscription
-from executor_streamer.core.filters import Predicate
 from executor_streamer.core.subscription import flatten
 from executor_streamer.demo import render_png
 from executor_streamer.history import MemoryHistory, ResumeRead, StreamWrite
+from executor_streamer.history.records import Predicate
 from executor_streamer.types import StreamConfig
 
 PNG = render_png(8, 6, 0.5, 3)

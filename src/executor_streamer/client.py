@@ -20,7 +20,7 @@ from typing import Any, Self
 import httpx
 import orjson
 
-from .core.publishing import PublishingMethods
+from .core.publish_api import PublishApi
 from .errors import StreamerError
 from .types.events import StreamEvent
 from .types.streams import StreamSession
@@ -44,7 +44,7 @@ class ServerSentEvent:
     id: str | None
 
 
-class HubClient(PublishingMethods):
+class HubClient(PublishApi):
     def __init__(self, base_url: str = "http://localhost:3001", timeout: float = 30.0) -> None:
         self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout)
 

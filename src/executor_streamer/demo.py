@@ -14,7 +14,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-from .core.publishing import PublishingMethods
+from .core.publish_api import PublishApi
 from .types.enums import CommandAction
 from .types.events import CommandStartedData
 
@@ -54,7 +54,7 @@ class SimulatedAgent:
     ``publisher`` is the in-process ``hub.publisher`` or a ``HubClient`` over HTTP.
     """
 
-    publisher: PublishingMethods
+    publisher: PublishApi
     session_id: str
     pace: float = 0.3
     seed: int | None = None

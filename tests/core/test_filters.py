@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from executor_streamer.core.filters import compile_filters, history_predicate
-from executor_streamer.core.records import EventRecord
+from executor_streamer.core.filters import compile_filters
+from executor_streamer.history.records import EventRecord, history_predicate
 from executor_streamer.types import (
     HistoryFilter,
     StreamEvent,

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from executor_streamer import ExecutorStreamer, ExecutorStreamerConfig, InvalidInput, StreamFilter
 from executor_streamer.core.filters import compile_filters
-from executor_streamer.core.records import EventRecord
 from executor_streamer.core.subscription import Subscription
+from executor_streamer.history.records import EventRecord
 from executor_streamer.types import StreamEvent, StreamEventType, TimeRange
 
 from ..conftest import YieldingHistory

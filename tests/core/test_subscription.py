@@ -14,13 +14,13 @@ from executor_streamer import (
     StreamFilter,
     StreamNotFound,
 )
-from executor_streamer.core.records import EventRecord
 from executor_streamer.core.subscription import (
     CloseReason,
     ReplayBatch,
     Subscription,
     SubscriptionItem,
 )
+from executor_streamer.history.records import EventRecord
 
 from ..conftest import HubFactory, drain_events, seqs
 from ..history.test_contract import record

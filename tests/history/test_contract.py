@@ -16,7 +16,6 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from executor_streamer.core.records import EventRecord
 from executor_streamer.history import (
     HistoryStore,
     MemoryHistory,
@@ -24,6 +23,7 @@ from executor_streamer.history import (
     StreamState,
     StreamWrite,
 )
+from executor_streamer.history.records import EventRecord
 from executor_streamer.history.sql import SqlHistory
 from executor_streamer.types import HistoryFilter, StreamConfig, StreamEvent
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, inspect, select
 
-from executor_streamer.core.records import EventRecord
 from executor_streamer.errors import StorageUnavailable
 from executor_streamer.history import StoredScreenshot, StreamWrite, sql
+from executor_streamer.history.records import EventRecord
 from executor_streamer.history.sql import MIGRATIONS, SqlHistory
 from executor_streamer.types import StreamConfig
 

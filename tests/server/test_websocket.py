@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from executor_streamer.core import records
+from executor_streamer.history import records
 from executor_streamer.types import StreamEvent
 
 from ..live_server import Served, ServerFactory, assert_freed, reasoning, status

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 
 from ..errors import StorageUnavailable
 from ..history.base import HistoryStore, StreamWrite
+from ..history.records import EventRecord
 from .commands import CommandTracker
-from .records import EventRecord
 
 if TYPE_CHECKING:
     from .streams import Stream

@@ -11,13 +11,9 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
+from ..history.records import EventRecord, Predicate
 from ..types.events import StreamEvent
-from ..types.filters import HistoryFilter, StreamFilter
-from .records import EventRecord
-
-Predicate = Callable[[EventRecord], bool]
-"""A compiled filter. It takes the record, not the event: a record read back from storage
-parses its event only when asked, and the commonest filter, by event type, never asks."""
+from ..types.filters import StreamFilter
 
 _log = structlog.get_logger("executor_streamer.filters")
 
@@ -64,20 +60,3 @@ def _guarded(custom: Callable[[StreamEvent], bool]) -> Predicate:
             return False
 
     return check
-
-
-def history_predicate(spec: HistoryFilter) -> Predicate | None:
-    """The predicate of a history query over events in seq order, ignoring ``limit``,
-    ``offset``, ``after_seq`` and the time bounds: stamps never decrease along seqs, so
-    the caller answers those by position (a record read back from storage would parse
-    its event to be checked against them)."""
-    checks: list[Predicate] = []
-    if spec.event_types is not None:
-        types = frozenset(spec.event_types)
-        checks.append(lambda r: r.type in types)
-    if spec.search_text is not None:
-        needle = spec.search_text.casefold()
-        checks.append(lambda r: needle in r.data_text().casefold())
-    if not checks:
-        return None
-    return lambda record: all(check(record) for check in checks)

@@ -34,18 +34,18 @@ from ..errors import (
 )
 from ..history.base import HistoryStore
 from ..history.memory import MemoryHistory
+from ..history.records import EventRecord
 from ..types.base import utc_now
 from ..types.enums import ClientType, SessionStatus
 from ..types.events import ErrorContext
 from ..types.filters import MAX_HISTORY_LIMIT, HistoryFilter, StreamFilter
 from ..types.streams import ManagerHealth, ModuleSessionInfo, StreamConfig, StreamSession
-from .analytics import HubCounters
+from .analytics import StreamAnalytics
 from .clients import ClientRegistry, ClientSession
-from .history import StreamHistory
+from .counters import HubCounters
 from .lifecycle import LifecycleCallbacks, LifecycleNotifier
 from .publisher import StreamPublisher
-from .records import EventRecord
-from .reports import StreamAnalytics
+from .stream_history import StreamHistory
 from .streams import Stream, StreamManager
 from .subscription import CloseReason, Subscription
 

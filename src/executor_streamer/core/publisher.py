@@ -19,6 +19,7 @@ from pydantic_core import PydanticSerializationError
 from ..config import ExecutorStreamerConfig
 from ..errors import EventTooLarge, FieldError, InvalidInput, StreamClosed, StreamNotFound
 from ..history.base import HistoryStore, StreamWrite
+from ..history.records import EventRecord
 from ..types.enums import SessionStatus, StreamEventType
 from ..types.events import (
     COMMAND_EVENT_TYPES,
@@ -31,12 +32,11 @@ from ..types.events import (
     StreamEvent,
     StreamEventData,
 )
-from .analytics import HubCounters
 from .commands import CommandTracker
 from .committer import GroupCommitter, PendingPublish
+from .counters import HubCounters
 from .ids import new_event_ids
-from .publishing import JsonObject, PublishingMethods
-from .records import EventRecord
+from .publish_api import JsonObject, PublishApi
 from .streams import Stream, StreamManager
 from .validation import (
     PreparedEvent,
@@ -47,7 +47,7 @@ from .validation import (
 )
 
 
-class StreamPublisher(PublishingMethods):
+class StreamPublisher(PublishApi):
     """Publishes into streams, creating them on first use when auto-create is on.
 
     Every method returns the stored event(s), so the caller learns ``id``, ``seq``,

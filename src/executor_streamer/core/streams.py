@@ -34,16 +34,16 @@ from ..errors import (
     TooManyClients,
 )
 from ..history.base import HistoryStore, StreamState
+from ..history.records import EventRecord
 from ..types.base import utc_now
 from ..types.enums import SessionStatus
 from ..types.events import ErrorContext
 from ..types.streams import ModuleSessionInfo, StreamConfig, StreamSession
-from .analytics import StreamCounters
 from .clients import ClientSession
 from .commands import CommandTracker
+from .counters import StreamCounters
 from .ids import RESERVED_WORKFLOW_SESSION_IDS, WORKFLOW_SESSION_ID, new_epoch, new_stream_id
 from .lifecycle import LifecycleNotifier
-from .records import EventRecord
 from .subscription import CloseReason, Subscription
 
 if TYPE_CHECKING:

@@ -23,10 +23,10 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Self, cast
 
 from ..errors import SlowConsumer
+from ..history.records import EventRecord, Predicate
 from ..types.events import StreamEvent
 from ..types.filters import StreamFilter
-from .filters import Predicate, compile_filters
-from .records import EventRecord
+from .filters import compile_filters
 
 if TYPE_CHECKING:
     from .clients import ClientSession

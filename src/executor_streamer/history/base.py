@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from ..core.filters import Predicate
-from ..core.records import EventRecord
 from ..types.events import StreamEvent
 from ..types.filters import HistoryFilter
 from ..types.streams import StreamConfig
+from .records import EventRecord, Predicate
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
 
-from ..core.filters import Predicate, history_predicate
-from ..core.records import EventRecord
 from ..types.enums import StreamEventType
 from ..types.events import ScreenshotInfo
 from ..types.filters import HistoryFilter
 from ..types.streams import StreamConfig
 from .base import HistoryPage, ResumeRead, StoredScreenshot, StreamState, StreamWrite
+from .records import EventRecord, Predicate, history_predicate
 from .ring import EventRing, StoredEvent, record_of, stored
 
 

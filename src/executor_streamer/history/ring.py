@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime
 
-from ..core.records import EventRecord
 from ..types.enums import StreamEventType
+from .records import EventRecord
 
 StoredEvent = tuple[int, datetime, str, bytes, str | None]
 """seq, timestamp, type, payload and screenshot id of one retained event.

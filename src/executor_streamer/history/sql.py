@@ -51,8 +51,6 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.elements import ColumnElement
 
-from ..core.filters import Predicate
-from ..core.records import EventRecord
 from ..errors import StorageUnavailable
 from ..types.enums import StreamEventType
 from ..types.events import ScreenshotInfo
@@ -60,6 +58,7 @@ from ..types.filters import HistoryFilter
 from ..types.streams import StreamConfig
 from .base import HistoryPage, ResumeRead, StoredScreenshot, StreamState, StreamWrite
 from .blobs import BlobDirectory
+from .records import EventRecord, Predicate
 
 P = ParamSpec("P")
 T = TypeVar("T")

@@ -18,8 +18,8 @@ from starlette_compress import CompressMiddleware, remove_compress_type
 from ..core.hub import ExecutorStreamer
 from ..errors import StreamerError
 from ..types.events import EventInput
+from .connections import LiveConnections, liveness_interval
 from .errors import error_response, install_error_handlers
-from .frames import write_whole_response
 from .metrics import ServerMetrics
 from .ops import router as ops_router
 from .rest import publish_response
@@ -27,8 +27,8 @@ from .rest import router as rest_router
 from .schemas import PublishBatch
 from .streaming import open_event_stream
 from .streaming import router as streaming_router
-from .transport import LiveConnections, liveness_interval
 from .websocket import WebSocketSession
+from .writers import write_whole_response
 
 SHUTDOWN_GRACE_SECONDS = 5.0
 
@@ -50,7 +50,7 @@ class HubApp(FastAPI):
     SSE) go straight to their handlers, with the CORS headers and error bodies the stack
     would have added: its ten layers and the dependency solving cost more than a
     publish, and an SSE response behind them could not be written to directly
-    (``frames.ChunkWriter``). The FastAPI routes stay for the API documentation.
+    (``writers.ChunkWriter``). The FastAPI routes stay for the API documentation.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from ..core.hub import ExecutorStreamer
-from ..core.records import EventRecord
+from ..history.records import EventRecord
 from ..types.enums import StreamEventType
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -18,12 +18,12 @@ from starlette.responses import Response
 
 from ..core.clients import ClientSession
 from ..core.hub import ExecutorStreamer
-from ..core.records import EventRecord
 from ..core.subscription import CloseReason, Subscription
+from ..history.records import EventRecord
 from ..types.enums import ClientType
 from ..types.filters import StreamFilter
+from .frames import json_list
 from .metrics import ServerMetrics
-from .wire import json_list
 
 MAX_EVENTS_PER_POLL = 1000
 # Touch the client this often while a poll waits, so a long poll is never "idle".

@@ -17,6 +17,8 @@ from ..types.analytics import ClientActivityReport, StreamMetrics, StreamStats
 from ..types.enums import StreamEventType
 from ..types.filters import HistoryFilter
 from ..types.streams import StreamClientInfo, StreamSession
+from .frames import json_list
+from .query import parse_event_types
 from .schemas import (
     CreateStreamRequest,
     ErrorBody,
@@ -24,8 +26,6 @@ from .schemas import (
     PublishResponse,
     ReplayAccepted,
 )
-from .transport import parse_event_types
-from .wire import json_list
 
 router = APIRouter(prefix="/api")
 ERRORS: dict[int | str, dict[str, Any]] = {

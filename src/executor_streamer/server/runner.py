@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from ..core.hub import ExecutorStreamer
 from .app import SHUTDOWN_GRACE_SECONDS, create_app
-from .transport import LiveConnections, ping_settings
+from .connections import LiveConnections, ping_settings
 from .ws_protocol import HubWebSocketProtocol
 
 

@@ -19,13 +19,15 @@ from starlette.types import Receive, Scope, Send
 
 from ..core.clients import ClientSession
 from ..core.hub import ExecutorStreamer
-from ..core.records import EventRecord
 from ..core.subscription import CloseReason, Subscription
+from ..history.records import EventRecord
 from ..types.base import format_timestamp, utc_now
-from .frames import ChunkWriter
+from .connections import LiveConnections, liveness_interval
+from .flush import Pacer
+from .frames import sse_event, sse_frame, sse_preamble
 from .metrics import ServerMetrics
-from .transport import LiveConnections, Pacer, Signal, Ticker, liveness_interval
-from .wire import sse_event, sse_frame, sse_preamble
+from .timers import Signal, Ticker
+from .writers import ChunkWriter
 
 _log = structlog.get_logger("executor_streamer.sse")
 
@@ -123,7 +125,7 @@ class EventStreamResponse(Response):
 
     def flush(self) -> None:
         """Write what the subscription has queued now, if that needs no waiting (see
-        ``transport.Flusher``); otherwise the writer task takes over."""
+        ``flush.Flusher``); otherwise the writer task takes over."""
         chunks = self._chunks
         if (
             chunks is None

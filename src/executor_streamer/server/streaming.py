@@ -12,10 +12,10 @@ from ..core.subscription import CloseReason
 from ..errors import HubNotRunning
 from ..types.enums import ClientType
 from .polling import poll
+from .query import filters_from_types, parse_seq
 from .rest import ERRORS, hub_of
 from .schemas import PollResponse
 from .sse import EventStreamResponse
-from .transport import filters_from_types, parse_seq
 
 router = APIRouter()
 

@@ -5,7 +5,7 @@ the replies. Everything goes out through :meth:`WebSocketSession.flush`, which w
 queued replies first and then what every subscription of the connection has queued, so a
 ``subscribed`` always precedes that subscription's events and a ``replay_done`` follows
 its replay. The reader flushes after each message; the server's flush pass
-(``transport.Flusher``) flushes when events arrive. Only a write that has to wait (the
+(``flush.Flusher``) flushes when events arrive. Only a write that has to wait (the
 peer's socket buffer is full, or the server offers nothing but ASGI sends) gets a writer
 task, for as long as it waits: an idle connection holds no task but its reader.
 Protocol-level pings are the server's (``ws_protocol``; a peer that stops answering is
@@ -28,7 +28,6 @@ from starlette.websockets import WebSocket
 
 from ..core.clients import ClientSession
 from ..core.hub import ExecutorStreamer
-from ..core.records import EventRecord
 from ..core.subscription import CloseReason, ReplayBatch, Subscription
 from ..errors import (
     ClientNotFound,
@@ -39,9 +38,11 @@ from ..errors import (
     TooManyClients,
     field_errors,
 )
+from ..history.records import EventRecord
 from ..types.base import format_timestamp, utc_now
 from ..types.enums import ClientType
 from ..types.filters import HistoryFilter, StreamFilter
+from .connections import LiveConnections
 from .errors import (
     CLOSE_FOR_REASON,
     CLOSE_SHUTDOWN,
@@ -49,14 +50,10 @@ from .errors import (
     CLOSE_STREAM_NOT_FOUND,
     CLOSE_TOO_MANY_CLIENTS,
 )
-from .frames import FrameWriter, PeerGone
+from .frames import ws_event, ws_events, ws_message
 from .metrics import ServerMetrics
-from .transport import (
-    LiveConnections,
-    filters_from_types,
-    parse_seq,
-)
-from .wire import ws_event, ws_events, ws_message
+from .query import filters_from_types, parse_seq
+from .writers import FrameWriter, PeerGone
 
 PROTOCOL_VERSION = 1
 CLOSE_TIMEOUT = 2.0
@@ -401,7 +398,7 @@ class WebSocketSession:
 
     def flush(self) -> None:
         """Write the queued replies, then every subscription's queued events, now; if
-        that would have to wait, a writer task does it (see ``transport.Flusher``)."""
+        that would have to wait, a writer task does it (see ``flush.Flusher``)."""
         if self._writer is not None:
             return  # it takes what is queued on its next round
         if self.close_with is not None:

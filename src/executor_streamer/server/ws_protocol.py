@@ -17,7 +17,7 @@ sits idle, which for 10,000 subscribers is most of the server's memory:
 
 The ASGI side is the ``websocket`` scope and messages of the ASGI spec 2.4, without the
 optional ``websocket.http.response`` extension (a denial response): the hub never sends
-one. :meth:`HubWebSocketProtocol.write_text_frames` lets ``frames.FrameWriter`` write
+one. :meth:`HubWebSocketProtocol.write_text_frames` lets ``writers.FrameWriter`` write
 several frames in one transport write, without an ASGI message per frame.
 """
 
@@ -44,7 +44,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from .transport import Rounds
+from .timers import Rounds
 
 _log = logging.getLogger("executor_streamer.ws_protocol")
 

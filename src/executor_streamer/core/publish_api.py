@@ -18,7 +18,7 @@ from ..types.events import ErrorContext, StreamEvent
 JsonObject = dict[str, Any]
 
 
-class PublishingMethods(ABC):
+class PublishApi(ABC):
     @abstractmethod
     async def publish_event(self, session_id: str, event: Mapping[str, Any]) -> StreamEvent:
         """Publish ``{type, data, metadata?}``; returns the stored event."""

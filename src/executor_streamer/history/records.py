@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..types.enums import StreamEventType
 from ..types.events import StreamEvent
+from ..types.filters import HistoryFilter
 
 _to_json = StreamEvent.__pydantic_serializer__.to_json
 _from_json = StreamEvent.model_validate_json
@@ -73,3 +76,25 @@ class EventRecord:
 
     def __repr__(self) -> str:
         return f"EventRecord(seq={self.seq}, type={self.type.value}, payload={self.payload!r})"
+
+
+Predicate = Callable[[EventRecord], bool]
+"""A compiled filter. It takes the record, not the event: a record read back from storage
+parses its event only when asked, and the commonest filter, by event type, never asks."""
+
+
+def history_predicate(spec: HistoryFilter) -> Predicate | None:
+    """The predicate of a history query over events in seq order, ignoring ``limit``,
+    ``offset``, ``after_seq`` and the time bounds: stamps never decrease along seqs, so
+    the caller answers those by position (a record read back from storage would parse
+    its event to be checked against them)."""
+    checks: list[Predicate] = []
+    if spec.event_types is not None:
+        types = frozenset(spec.event_types)
+        checks.append(lambda r: r.type in types)
+    if spec.search_text is not None:
+        needle = spec.search_text.casefold()
+        checks.append(lambda r: needle in r.data_text().casefold())
+    if not checks:
+        return None
+    return lambda record: all(check(record) for check in checks)

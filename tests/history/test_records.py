@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from executor_streamer.core.ids import new_event_ids
-from executor_streamer.core.records import EventRecord, data_text
+from executor_streamer.history.records import EventRecord, data_text
 from executor_streamer.types import StreamEvent
 
 from ..history.test_contract import T0

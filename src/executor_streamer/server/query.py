@@ -1,0 +1,34 @@
+"""Resume positions, event types and filters as transports read them from URLs and headers."""
+
+from __future__ import annotations
+
+from ..errors import InvalidInput
+from ..types.enums import StreamEventType
+from ..types.filters import StreamFilter
+
+
+def parse_event_types(types: str, path: str = "query.types") -> list[StreamEventType]:
+    """``REASONING,STATUS`` as event types; unknown or missing names are an error."""
+    names = [name.strip() for name in types.split(",") if name.strip()]
+    unknown = [n for n in names if n not in StreamEventType.__members__]
+    if unknown or not names:
+        raise InvalidInput.single(
+            path, f"unknown event types: {', '.join(unknown) or '(none given)'}"
+        )
+    return [StreamEventType(n) for n in names]
+
+
+def filters_from_types(types: str | None, path: str = "query.types") -> list[StreamFilter] | None:
+    """The ``types=`` shorthand as a filter list; None when not given."""
+    if types is None:
+        return None
+    return [StreamFilter(event_types=parse_event_types(types, path))]
+
+
+def parse_seq(value: str | None, path: str) -> int | None:
+    """A resume position from a query string or header."""
+    if value is None or value == "":
+        return None
+    if not value.isdigit():
+        raise InvalidInput.single(path, "must be a non-negative integer")
+    return int(value)
