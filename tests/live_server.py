@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator, Awaitable, Callable
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,3 +161,32 @@ async def assert_freed(served: Served, kind: type) -> None:
     await asyncio.sleep(0.05)
     # type() rather than isinstance: gc.get_objects() holds weak proxies too.
     assert [o for o in gc.get_objects() if type(o) is kind] == []
+
+
+@dataclass
+class ThreadedServer:
+    """A hub served by uvicorn on its own event loop in a thread: one server for every
+    example of a hypothesis test, each example a client program run with ``asyncio.run``."""
+
+    hub: ExecutorStreamer
+    base_url: str
+    ws_url: str
+
+
+@contextlib.contextmanager
+def server_in_thread(**overrides: Any) -> Iterator[ThreadedServer]:
+    config = ExecutorStreamerConfig().with_overrides(overrides)
+    hub = ExecutorStreamer(config)
+    server = build_server(hub, host="127.0.0.1", port=0)
+    thread = threading.Thread(target=asyncio.run, args=(server.serve(),), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        yield ThreadedServer(hub, base, f"ws://127.0.0.1:{server.port}/ws")
+    finally:
+        server.should_exit = True
+        thread.join(15)

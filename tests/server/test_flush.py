@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
-from executor_streamer.server.flush import COALESCE_SECONDS, Flusher, Pacer
+from hypothesis import given
+from hypothesis import strategies as st
+
+from executor_streamer.history.records import EventRecord
+from executor_streamer.server.flush import COALESCE_SECONDS, Flusher, FrameCache, Pacer
+from executor_streamer.server.frames import ws_events
+
+from ..history.test_contract import record
 
 
 class Target:
@@ -55,7 +63,7 @@ class TestFlusher:
         await asyncio.sleep(0)
         await asyncio.sleep(0)
         assert len(broken.flushes) == 1 and all(len(t.flushes) == 1 for t in fine)
-        assert flusher.frames is None  # the per-pass frame cache never outlives a pass
+        assert not flusher.in_pass  # the per-pass frame cache never outlives a pass
 
 
 class TestPacer:
@@ -66,3 +74,49 @@ class TestPacer:
         started = loop.time()
         await pacer.pace()
         assert loop.time() - started >= COALESCE_SECONDS * 0.9
+
+
+def _frame(records: Sequence[EventRecord]) -> list[bytes]:
+    return [ws_events(records)]
+
+
+def _seqs(records: Sequence[EventRecord]) -> list[bytes]:
+    return [b",".join(b"%d" % r.seq for r in records)]
+
+
+class TestFrameCache:
+    @given(
+        requests=st.lists(
+            st.tuples(
+                st.sampled_from(["events", "seqs"]),
+                st.lists(st.integers(0, 5), min_size=1, max_size=6, unique=True).map(sorted),
+            ),
+            max_size=30,
+        )
+    )
+    def test_reuses_frames_only_for_the_same_records(
+        self, requests: list[tuple[str, list[int]]]
+    ) -> None:
+        """Whatever runs of records the clients of a pass drain (different filters drain
+        different subsets of one batch), each gets exactly the frames built for its own
+        run, as if nothing were cached."""
+        pool = [record(seq) for seq in range(1, 7)]
+        builders = {"events": _frame, "seqs": _seqs}
+        cache = FrameCache()
+        for kind, picked in requests:
+            run = [pool[i] for i in picked]
+            assert cache.frames(kind, run, builders[kind]) == builders[kind](run)
+
+    def test_builds_once_per_run(self) -> None:
+        """Clients draining the same records share one build."""
+        pool = [record(seq) for seq in range(1, 4)]
+        built: list[int] = []
+
+        def build(records: Sequence[EventRecord]) -> list[bytes]:
+            built.append(len(records))
+            return _frame(records)
+
+        cache = FrameCache()
+        for _ in range(5):
+            cache.frames("events", list(pool), build)
+        assert built == [3]

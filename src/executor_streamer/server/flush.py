@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Hashable, Sequence
 from typing import Protocol
 
 import structlog
+
+from ..history.records import EventRecord
 
 _log = structlog.get_logger("executor_streamer.flush")
 
@@ -53,10 +56,22 @@ class Flusher:
         self._dirty: set[Flushable] = set()
         self._handle: asyncio.Handle | None = None
         self._last = 0.0
-        self.frames: dict[tuple[int, int, object], list[bytes]] | None = None
-        """During a pass, frames already built for a run of records, by (id of its first
-        record, length, kind of frame): subscribers of one stream drain the same records in
-        one pass, so each frame is built once, not once per client."""
+        self._cache: FrameCache | None = None  # only during a pass
+
+    def frames(
+        self,
+        kind: Hashable,
+        records: Sequence[EventRecord],
+        build: Callable[[Sequence[EventRecord]], list[bytes]],
+    ) -> list[bytes]:
+        """``build(records)``, built once per pass for every client that takes the same
+        records in the same ``kind`` of frame (see :class:`FrameCache`)."""
+        cache = self._cache
+        return build(records) if cache is None else cache.frames(kind, records, build)
+
+    @property
+    def in_pass(self) -> bool:
+        return self._cache is not None
 
     def request(self, target: Flushable) -> None:
         self._dirty.add(target)
@@ -72,7 +87,7 @@ class Flusher:
         self._handle = None
         self._last = loop.time()
         dirty, self._dirty = self._dirty, set()
-        self.frames = {}
+        self._cache = FrameCache()
         try:
             for target in dirty:
                 try:
@@ -80,4 +95,33 @@ class Flusher:
                 except Exception:  # one broken connection must not stall the others
                     _log.exception("flush_failed")
         finally:
-            self.frames = None  # ids are only unique while the records are held
+            self._cache = None
+
+
+class FrameCache:
+    """Frames built during one flush pass, reused only for *the same records*.
+
+    The subscribers of a stream mostly drain the same new records in a pass, so a frame is
+    built once, not once per client. The key is the whole input: the kind of frame and the
+    identity of every record, in order. A shorter key is wrong: clients with different
+    filters drain runs of one batch that can start with the same record and have the same
+    length (a key of first record and length once sent one client another's events). The
+    records are held with their frames, so no id is reused while the cache lives.
+    """
+
+    __slots__ = ("_built",)
+
+    def __init__(self) -> None:
+        self._built: dict[tuple[object, ...], tuple[tuple[EventRecord, ...], list[bytes]]] = {}
+
+    def frames(
+        self,
+        kind: Hashable,
+        records: Sequence[EventRecord],
+        build: Callable[[Sequence[EventRecord]], list[bytes]],
+    ) -> list[bytes]:
+        key = (kind, *map(id, records))
+        hit = self._built.get(key)
+        if hit is None:
+            hit = self._built[key] = (tuple(records), build(records))
+        return hit[1]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
@@ -145,16 +146,9 @@ class EventStreamResponse(Response):
         self.client.touch()
 
     def _body(self, records: list[EventRecord]) -> bytes:
-        """The frames of ``records``; built once per flush pass for every client that
-        takes the same records (``Flusher.frames``)."""
-        cache = self.connections.flusher.frames
-        key = (id(records[0]), len(records), "sse")
-        built = None if cache is None else cache.get(key)
-        if built is None:
-            built = [b"".join(sse_event(r) for r in records)]
-            if cache is not None:
-                cache[key] = built
-        return built[0]
+        """The frames of ``records``, built once per flush pass for every client that
+        takes the same records (``flush.FrameCache``)."""
+        return self.connections.flusher.frames("sse", records, _sse_chunk)[0]
 
     def _on_client_ended(self, reason: CloseReason) -> None:
         self._wake.set()
@@ -251,3 +245,7 @@ class EventStreamResponse(Response):
             self._sending_since = None
         self._last_write = self._loop.time()
         self.client.touch()  # a write that drained is an SSE client's sign of life
+
+
+def _sse_chunk(records: Sequence[EventRecord]) -> list[bytes]:
+    return [b"".join(sse_event(r) for r in records)]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -492,16 +493,9 @@ class WebSocketSession:
                     self.close_with = (CLOSE_STREAM_CLOSED, "stream closed")
 
     def _live_frames(self, records: list[EventRecord], batch: bool, frames: list[bytes]) -> None:
-        if not records:
-            return
-        cache = self.connections.flusher.frames
-        key = (id(records[0]), len(records), batch)
-        built = None if cache is None else cache.get(key)
-        if built is None:
-            built = [ws_events(records)] if batch else [ws_event(r) for r in records]
-            if cache is not None:
-                cache[key] = built
-        frames.extend(built)
+        if records:
+            build = _batch_frame if batch else _event_frames
+            frames.extend(self.connections.flusher.frames(build, records, build))
 
     @staticmethod
     def _replay_done(stream_id: str, batch: ReplayBatch) -> dict[str, Any]:
@@ -513,3 +507,11 @@ class WebSocketSession:
         if batch.request_id is not None:
             metadata["requestId"] = batch.request_id
         return metadata
+
+
+def _batch_frame(records: Sequence[EventRecord]) -> list[bytes]:
+    return [ws_events(records)]
+
+
+def _event_frames(records: Sequence[EventRecord]) -> list[bytes]:
+    return [ws_event(record) for record in records]
