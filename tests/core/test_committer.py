@@ -10,12 +10,16 @@ from pathlib import Path
 import pytest
 
 from executor_streamer import ExecutorStreamer, ExecutorStreamerConfig
+from executor_streamer.core.commands import CommandTracker
+from executor_streamer.core.committer import GroupCommitter, PendingPublish
+from executor_streamer.core.streams import Stream
 from executor_streamer.errors import StorageUnavailable
-from executor_streamer.history import StreamWrite
+from executor_streamer.history import MemoryHistory, StreamWrite
 from executor_streamer.history.sql import SqlHistory
-from executor_streamer.types import SessionStatus
+from executor_streamer.types import SessionStatus, StreamConfig
 
 from ..conftest import YieldingHistory, drain_events, seqs
+from ..history.test_contract import record
 
 
 class GatedHistory(YieldingHistory):
@@ -237,3 +241,27 @@ class TestFailure:
             await hub.publisher.publish_status("wf-new", "n", "x")
         assert hub.get_stream("wf-new") is None
         assert (await hub.publisher.publish_status("wf-new", "n", "x")).seq == 1
+
+    async def test_a_failure_applying_a_stored_publish_still_acknowledges_it(self) -> None:
+        """Stored is stored: if applying a committed publish raises, its publisher is
+        acknowledged anyway and the committer goes on with the next ones."""
+        storage = MemoryHistory()
+        stream = Stream("wf-1", StreamConfig(), {})
+        await storage.open_stream(stream.id, stream.config)
+        applied: list[int] = []
+
+        def apply(pending: PendingPublish) -> None:
+            applied.append(pending.records[0].seq)
+            if len(applied) == 1:
+                raise RuntimeError("a bug while delivering")
+
+        committer = GroupCommitter(storage, apply)
+        pendings = [
+            PendingPublish(stream, [r], StreamWrite(stream.id, [r]), CommandTracker())
+            for r in (record(1), record(2), record(3))
+        ]
+        for pending in pendings:
+            committer.submit(pending)
+        await asyncio.wait_for(asyncio.gather(*(p.done for p in pendings)), 5)
+        assert applied == [1, 2, 3] and not stream.staged
+        assert [r.seq for r in (await storage.read_tail(stream.id, 5))] == [1, 2, 3]

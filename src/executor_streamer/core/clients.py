@@ -12,6 +12,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
+import structlog
+
 from ..errors import ClientNotFound, TooManyClients
 from ..types.analytics import ClientActivityReport
 from ..types.base import utc_now
@@ -19,6 +21,8 @@ from ..types.enums import ClientType
 from ..types.streams import StreamClientInfo
 from .ids import new_client_id
 from .subscription import CloseReason, Subscription
+
+_log = structlog.get_logger("executor_streamer.clients")
 
 # Disconnected clients stay in the activity report for a while, up to this many.
 DISCONNECTED_HISTORY = 10_000
@@ -39,7 +43,9 @@ class ClientSession:
         self.stream_ids: set[str] = set()
         self.on_disconnect: Callable[[CloseReason], None] | None = None
         """Set by the transport: called when the hub ends this client (idle, operator,
-        shutdown), so the connection itself can be closed."""
+        shutdown, a failure), so the connection itself can be closed. It may run inside
+        fan-out: it must not block, and if it raises the error is logged and nothing else
+        is affected."""
 
     @property
     def is_active(self) -> bool:
@@ -123,7 +129,10 @@ class ClientRegistry:
         notify, client.on_disconnect = client.on_disconnect, None
         self._gone.append(client)
         if notify is not None:
-            notify(reason)
+            try:
+                notify(reason)
+            except Exception:  # transport code: contained (see on_disconnect)
+                _log.exception("disconnect_callback_failed", client_id=client_id)
 
     def idle(self, timeout_seconds: float, now: float | None = None) -> list[ClientSession]:
         """Clients with no sign of life for longer than ``timeout_seconds``.

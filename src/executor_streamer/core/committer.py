@@ -13,6 +13,10 @@ acknowledged. If a write fails, nothing in it was stored: its publishes fail, an
 the later ones already queued for the same streams, since their seqs follow seqs that
 now do not exist. The streams' staged state then falls back to what was committed, and
 the next publish reuses those seqs.
+
+Applying a stored publish never fails its publisher or stops the committer: fan-out calls
+into transport code (``Subscription.on_ready``), which contains its own failures, and
+anything else that raises while applying is logged, the publish still acknowledged.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import structlog
+
 from ..errors import StorageUnavailable
 from ..history.base import HistoryStore, StreamWrite
 from ..history.records import EventRecord
@@ -30,6 +36,8 @@ from .commands import CommandTracker
 
 if TYPE_CHECKING:
     from .streams import Stream
+
+_log = structlog.get_logger("executor_streamer.committer")
 
 
 @dataclass(eq=False, slots=True)
@@ -102,11 +110,15 @@ class GroupCommitter:
         stream.staged.popleft()
         try:
             self._apply(pending)
-        finally:
-            if not pending.done.done():  # its publisher may have been cancelled meanwhile
-                pending.done.set_result(None)
-            if not stream.staged:
-                stream.notify_settled()
+        except Exception:
+            # The events are stored: their publisher is acknowledged and the committer
+            # goes on whatever went wrong in delivering them. (Subscribers contain their
+            # transports' failures themselves; this is the last line.)
+            _log.exception("apply_failed", stream_id=stream.id)
+        if not pending.done.done():  # its publisher may have been cancelled meanwhile
+            pending.done.set_result(None)
+        if not stream.staged:
+            stream.notify_settled()
 
     def _fail(self, batch: list[PendingPublish], exc: Exception) -> None:
         streams = {p.stream for p in batch}

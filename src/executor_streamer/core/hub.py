@@ -329,6 +329,10 @@ class ExecutorStreamer:
 
     def _subscription_closed(self, sub: Subscription) -> None:
         self.streams.detach(sub)
+        if sub.close_reason is CloseReason.FAILED and sub.client is not None:
+            # Its transport failed: end the whole connection, which the client notices
+            # and resumes from, rather than leave it open and silently missing a stream.
+            self.clients.disconnect(sub.client.id, CloseReason.FAILED)
         if sub.close_reason is CloseReason.SLOW_CONSUMER:
             self.counters.slow_consumers += 1
             _log.warning(

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Self, cast
 
+import structlog
+
 from ..errors import SlowConsumer
 from ..history.records import EventRecord, Predicate
 from ..types.events import StreamEvent
@@ -30,6 +32,8 @@ from .filters import compile_filters
 
 if TYPE_CHECKING:
     from .clients import ClientSession
+
+_log = structlog.get_logger("executor_streamer.subscription")
 
 
 class CloseReason(StrEnum):
@@ -42,6 +46,9 @@ class CloseReason(StrEnum):
     IDLE = "IDLE"
     """The client showed no sign of life for ``server.idleClientTimeout``."""
     SHUTDOWN = "SHUTDOWN"
+    FAILED = "FAILED"
+    """The transport's code raised while the hub called it (``on_ready``, ``on_disconnect``):
+    the hub ends that client rather than let the fault reach publishers or other clients."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +117,13 @@ class Subscription:
         self.on_ready: Callable[[Subscription], None] | None = None
         """Called (synchronously) when items arrive with nothing queued before them, and
         when the subscription closes; lets one writer task watch several subscriptions.
-        A consumer drains until ``pending`` is 0 before it waits again."""
+        A consumer drains until ``pending`` is 0 before it waits again.
+
+        It runs inside fan-out, in the middle of delivering a commit to every subscriber
+        of the stream: it must not block, and it should not raise. If it raises, the
+        error is logged, the callback is dropped and the subscription ends with
+        ``FAILED`` (the hub then disconnects its client); publishing, acknowledgements
+        and every other subscriber go on."""
         self.close_reason: CloseReason | None = None
         self.recovered = True
         """False when events this subscriber asked to resume from were no longer held."""
@@ -293,8 +306,16 @@ class Subscription:
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
-        if self.on_ready is not None:
-            self.on_ready(self)
+        callback = self.on_ready
+        if callback is None:
+            return
+        try:
+            callback(self)
+        except Exception:
+            # Transport code failed: contain it to its own client (see ``on_ready``).
+            _log.exception("subscriber_callback_failed", stream_id=self.stream_id)
+            self.on_ready = None
+            self.close(CloseReason.FAILED)
 
     def _count(self, items: Sequence[SubscriptionItem]) -> None:
         last_live: int | None = None

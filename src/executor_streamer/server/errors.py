@@ -45,6 +45,7 @@ CLOSE_STREAM_CLOSED = 4010
 CLOSE_RATE_LIMITED = 4029
 CLOSE_TOO_MANY_CLIENTS = 1013
 CLOSE_SHUTDOWN = 1001
+CLOSE_INTERNAL_ERROR = 1011
 
 CLOSE_FOR_REASON: dict[CloseReason, tuple[int, str]] = {
     CloseReason.DISCONNECTED: (CLOSE_OPERATOR, "disconnected by an operator"),
@@ -53,6 +54,7 @@ CLOSE_FOR_REASON: dict[CloseReason, tuple[int, str]] = {
     CloseReason.STREAM_CLOSED: (CLOSE_STREAM_CLOSED, "stream closed"),
     CloseReason.SHUTDOWN: (CLOSE_SHUTDOWN, "server shutting down"),
     CloseReason.UNSUBSCRIBED: (1000, "closed"),
+    CloseReason.FAILED: (CLOSE_INTERNAL_ERROR, "the server failed: reconnect to resume"),
 }
 
 

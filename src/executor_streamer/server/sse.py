@@ -47,6 +47,7 @@ _FINAL_ERROR = {
     CloseReason.DISCONNECTED: ("DISCONNECTED", "disconnected by an operator"),
     CloseReason.IDLE: ("DISCONNECTED", "no sign of life within the idle timeout"),
     CloseReason.SHUTDOWN: ("SHUTTING_DOWN", "the server is shutting down"),
+    CloseReason.FAILED: ("INTERNAL_ERROR", "the server failed; reconnect to resume"),
 }
 
 
