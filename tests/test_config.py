@@ -67,18 +67,18 @@ class TestLoading:
     def test_json_file_with_snake_case(self, tmp_path: Path) -> None:
         """A JSON file in snake_case loads too."""
         path = tmp_path / "hub.json"
-        path.write_text('{"server": {"max_connections": 5}, "limits": {"max_filters": 3}}')
+        path.write_text('{"server": {"max_connections": 500}, "limits": {"max_filters": 3}}')
         c = ExecutorStreamerConfig.load(path, use_environment=False)
-        assert (c.server.max_connections, c.limits.max_filters) == (5, 3)
+        assert (c.server.max_connections, c.limits.max_filters) == (500, 3)
 
     def test_later_sources_win(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """File < environment < explicit overrides, key by key."""
         path = tmp_path / "hub.toml"
-        path.write_text('[server]\nport = 1\nhost = "file"\nmaxConnections = 7\n')
+        path.write_text('[server]\nport = 1\nhost = "file"\nmaxConnections = 700\n')
         monkeypatch.setenv("EXECUTOR_STREAMER_SERVER__PORT", "2")
         monkeypatch.setenv("EXECUTOR_STREAMER_SERVER__HOST", "env")
         c = ExecutorStreamerConfig.load(path, overrides={"server": {"port": 3}})
-        assert (c.server.port, c.server.host, c.server.max_connections) == (3, "env", 7)
+        assert (c.server.port, c.server.host, c.server.max_connections) == (3, "env", 700)
 
     def test_environment_lists_and_nested_sections(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Environment variables reach nested sections and take JSON for lists."""

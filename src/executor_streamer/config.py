@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 import orjson
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, SettingsError
 
 from .errors import ConfigError
@@ -110,6 +110,14 @@ class LimitsConfig(WireModel):
     max_filters: Annotated[int, Field(ge=1, le=1000)] = 20
     max_screenshot_bytes: Positive = 10 << 20
     max_metadata_bytes: Positive = 16 << 10
+    max_history_size: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
+    """The most events a stream may keep (its ``maxHistorySize``)."""
+    max_buffer_size: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    """The largest ``bufferSize`` a stream may give its subscribers."""
+    max_queued_bytes: Annotated[int, Field(ge=64 << 10)] = 16 << 20
+    """Bytes that may wait for one client: events and replays queued for each of its
+    subscriptions, and on a WebSocket also the replies not yet written and what its
+    socket has not taken. A client past it is dropped as a slow consumer (4008)."""
 
 
 class ExecutorStreamerConfig(WireModel):
@@ -125,6 +133,14 @@ class ExecutorStreamerConfig(WireModel):
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
     timeouts: TimeoutConfig = Field(default_factory=TimeoutConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+
+    @model_validator(mode="after")
+    def _default_stream_within_limits(self) -> Self:
+        problems = stream_config_problems(self, self.default_stream_config)
+        if problems:
+            key, message = problems[0]
+            raise ValueError(f"defaultStreamConfig.{key} {message}")
+        return self
 
     @classmethod
     def load(
@@ -157,6 +173,27 @@ class ExecutorStreamerConfig(WireModel):
             return self.model_validate(merged, by_alias=False, by_name=True)
         except ValidationError as exc:
             raise ConfigError(_describe(exc)) from None
+
+
+def stream_config_problems(
+    config: ExecutorStreamerConfig, stream: StreamConfig
+) -> list[tuple[str, str]]:
+    """What in a stream's config exceeds the hub's limits: (camelCase key, why)."""
+    bounds = [
+        (
+            "maxHistorySize",
+            stream.max_history_size,
+            config.limits.max_history_size,
+            "limits.maxHistorySize",
+        ),
+        ("bufferSize", stream.buffer_size, config.limits.max_buffer_size, "limits.maxBufferSize"),
+        ("maxClients", stream.max_clients, config.server.max_connections, "server.maxConnections"),
+    ]
+    return [
+        (key, f"is {value}; this hub allows at most {limit} ({source})")
+        for key, value, limit, source in bounds
+        if value > limit
+    ]
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ transports map codes to HTTP statuses and close codes in one table.
     │   ├── EventTooLarge            EVENT_TOO_LARGE    over limits.maxEventBytes
     │   └── BatchTooLarge            BATCH_TOO_LARGE    over limits.maxBatchSize
     ├── BodyTooLarge                 BODY_TOO_LARGE     a request body over the limit
+    ├── UnsupportedMediaType         UNSUPPORTED_MEDIA_TYPE a body that is not JSON
     ├── ConfigError                  CONFIG_ERROR       an invalid configuration value
     ├── StreamNotFound               STREAM_NOT_FOUND
     ├── StreamClosed                 STREAM_CLOSED      publish to a closed stream
@@ -104,6 +105,16 @@ class BodyTooLarge(StreamerError):
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"request body over {limit} bytes", {"limit": limit})
+
+
+class UnsupportedMediaType(StreamerError):
+    code = "UNSUPPORTED_MEDIA_TYPE"
+
+    def __init__(self, content_type: str | None) -> None:
+        super().__init__(
+            f"request bodies must be application/json, not {content_type or 'untyped'}",
+            {"contentType": content_type},
+        )
 
 
 class ConfigError(StreamerError):
@@ -224,5 +235,6 @@ __all__ = [
     "StreamNotFound",
     "StreamerError",
     "TooManyClients",
+    "UnsupportedMediaType",
     "field_errors",
 ]

@@ -70,7 +70,10 @@ async def run_program(
     """Run ``program``; returns what history holds, the last seq, and what each
     subscriber received."""
     config = ExecutorStreamerConfig().with_overrides(
-        {"defaultStreamConfig": {"maxHistorySize": history_size, "bufferSize": 100_000}}
+        {
+            "defaultStreamConfig": {"maxHistorySize": history_size, "bufferSize": 100_000},
+            "limits": {"maxBufferSize": 100_000},
+        }
     )
     hub = ExecutorStreamer(config, storage=YieldingHistory(yields))
     await hub.start()

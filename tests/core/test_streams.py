@@ -295,13 +295,32 @@ class TestClientLimits:
 
     async def test_max_connections(self, make_hub: HubFactory) -> None:
         """The hub refuses connections past server.maxConnections until one leaves."""
-        hub = await make_hub(server={"max_connections": 2})
+        hub = await make_hub(
+            server={"max_connections": 2}, default_stream_config={"max_clients": 2}
+        )
         first = hub.connect(ClientType.WEBSOCKET)
-        hub.connect(ClientType.HTTP_POLLING)
+        hub.connect(ClientType.SERVER_SENT_EVENTS)
         with pytest.raises(TooManyClients):
             hub.connect(ClientType.WEBSOCKET)
         hub.disconnect(first.id)
         hub.connect(ClientType.WEBSOCKET)
+
+    async def test_a_parked_poller_gives_its_place(self, make_hub: HubFactory) -> None:
+        """A polling client between polls is disconnected (EVICTED) to make room for a
+        new client, the longest parked first; one in the middle of a poll is not."""
+        hub = await make_hub(
+            server={"max_connections": 3}, default_stream_config={"max_clients": 3}
+        )
+        older, newer, polling = (hub.connect(ClientType.HTTP_POLLING) for _ in range(3))
+        polling.polls_in_progress = 1
+        newer.touch()
+        hub.connect(ClientType.WEBSOCKET)
+        assert hub.clients.find(older.id) is None
+        hub.connect(ClientType.WEBSOCKET)
+        assert hub.clients.find(newer.id) is None
+        with pytest.raises(TooManyClients):
+            hub.connect(ClientType.WEBSOCKET)
+        assert hub.clients.find(polling.id) is polling
 
     async def test_attach_and_detach_client(self, hub: ExecutorStreamer) -> None:
         """The seed's attach/detach: the client is listed with its filters, then gone."""

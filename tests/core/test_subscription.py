@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from executor_streamer import (
     ExecutorStreamer,
@@ -397,3 +399,61 @@ class TestQueue:
         sub.push_replay([record(1), record(2)])
         sub.push([record(3)])
         assert seqs_of(sub.drain_records()) == [2, 1, 2, 3]
+
+
+class TestQueuedBytes:
+    @given(
+        operations=st.lists(
+            st.one_of(
+                st.tuples(st.just("push"), st.integers(1, 4), st.booleans()),
+                st.tuples(st.just("replay"), st.integers(0, 3), st.booleans()),
+                st.tuples(st.just("drain_live"), st.just(0), st.booleans()),
+                st.tuples(st.just("drain"), st.integers(1, 4), st.booleans()),
+                st.tuples(st.just("next"), st.just(0), st.booleans()),
+            ),
+            max_size=30,
+        ),
+        budget=st.integers(200, 3000),
+    )
+    def test_the_running_count_equals_what_is_queued(
+        self, operations: list[tuple[str, int, bool]], budget: int
+    ) -> None:
+        """``queued_bytes``, kept up as items come and go, always equals the payloads of
+        the live events and replays queued, counted the slow way; past the budget the
+        subscription ends as a slow consumer."""
+
+        async def run() -> None:
+            sub = Subscription("s1", "wf-1", None, 1000, max_queued_bytes=budget)
+            filtered = Subscription(
+                "s1", "wf-1", [StreamFilter(event_types=["ERROR"])], 1000, max_queued_bytes=budget
+            )
+            seq = 0
+            for kind, count, error in operations:
+                for target in (sub, filtered):
+                    if kind == "push":
+                        batch = [
+                            record(seq + i, "ERROR" if error else "STATUS")
+                            for i in range(1, count + 1)
+                        ]
+                        target.push(batch)
+                    elif kind == "replay":
+                        target.push_replay([record(i + 1) for i in range(count)])
+                    elif kind == "drain_live":
+                        target.drain_live()
+                    elif kind == "drain":
+                        target.drain(count)
+                    elif target.pending and not target._backlog:
+                        await target.next_item()
+                    queued = sum(_payloads(item) for item in target._queue)
+                    assert target.queued_bytes == queued
+                    if queued > budget:
+                        raise AssertionError("over budget and still open")
+                if kind == "push":
+                    seq += count
+
+        asyncio.run(run())
+
+
+def _payloads(item: SubscriptionItem) -> int:
+    records = [item] if isinstance(item, EventRecord) else item.records
+    return sum(len(r.payload) for r in records)

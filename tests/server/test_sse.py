@@ -174,7 +174,9 @@ class TestReplayAndLimits:
 
     async def test_global_connection_limit(self, make_server: ServerFactory) -> None:
         """Past server.maxConnections, SSE and long polling answer 503 TOO_MANY_CLIENTS."""
-        served = await make_server(server={"max_connections": 1})
+        served = await make_server(
+            server={"max_connections": 1}, default_stream_config={"max_clients": 1}
+        )
         await served.publish("wf-1", status(1))
         async with sse_stream(served, "/api/streams/wf-1/events"):
             await asyncio.sleep(0.05)

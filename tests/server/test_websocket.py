@@ -384,7 +384,9 @@ class TestWriting:
         once the client reads on, every event arrives in order and the task is gone."""
         from .test_slow_consumers import TOTAL, big_event
 
-        served = await make_server(default_stream_config={"buffer_size": TOTAL * 2})
+        served = await make_server(
+            default_stream_config={"buffer_size": TOTAL * 2}, limits={"maxQueuedBytes": 64 << 20}
+        )
         await served.http.post("/api/streams", json={"workflowSessionId": "wf-1"})
         # max_queue=1: once one message is buffered the client stops reading the socket.
         async with connect(served.ws_url + "?streamId=wf-1", max_size=None, max_queue=1) as ws:

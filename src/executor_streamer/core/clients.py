@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
 import structlog
@@ -41,6 +41,8 @@ class ClientSession:
         self.events_received = 0
         self.subscriptions: dict[str, Subscription] = {}
         self.stream_ids: set[str] = set()
+        self.polls_in_progress = 0
+        """Polls of this (long-polling) client being answered now."""
         self.on_disconnect: Callable[[CloseReason], None] | None = None
         """Set by the transport: called when the hub ends this client (idle, operator,
         shutdown, a failure), so the connection itself can be closed. It may run inside
@@ -51,10 +53,22 @@ class ClientSession:
     def is_active(self) -> bool:
         return self.disconnected_at is None
 
+    @property
+    def parked(self) -> bool:
+        """A polling client between two polls: it holds a place (and its subscriptions
+        keep events for its next poll) but no connection. When the hub is full it gives
+        its place to a new client; its next poll then resumes from its ``since``."""
+        return self.type is ClientType.HTTP_POLLING and not self.polls_in_progress
+
     def touch(self) -> None:
         """Record a sign of life (a pong, a message, a poll)."""
         self.last_ping = utc_now()
         self._last_seen = time.monotonic()
+
+    @property
+    def last_seen(self) -> float:
+        """``time.monotonic()`` at the last sign of life."""
+        return self._last_seen
 
     def idle_seconds(self, now: float | None = None) -> float:
         return (time.monotonic() if now is None else now) - self._last_seen
@@ -99,9 +113,12 @@ class ClientRegistry:
 
     def connect(self, client_type: ClientType, client_id: str | None = None) -> ClientSession:
         if len(self._clients) >= self.max_connections:
-            raise TooManyClients(
-                f"the hub already has {self.max_connections} clients (server.maxConnections)"
-            )
+            parked = longest_parked(self._clients.values())
+            if parked is None:
+                raise TooManyClients(
+                    f"the hub already has {self.max_connections} clients (server.maxConnections)"
+                )
+            self.disconnect(parked.id, CloseReason.EVICTED)
         client = ClientSession(client_type, client_id)
         self._clients[client.id] = client
         return client
@@ -162,3 +179,9 @@ class ClientRegistry:
         """Drop reports of clients that left before ``cutoff``."""
         while self._gone and (self._gone[0].disconnected_at or cutoff) < cutoff:
             self._gone.popleft()
+
+
+def longest_parked(clients: Iterable[ClientSession]) -> ClientSession | None:
+    """Of ``clients``, the parked poller that has waited longest since its last poll."""
+    parked = [client for client in clients if client.parked]
+    return min(parked, key=lambda client: client.last_seen) if parked else None

@@ -38,7 +38,7 @@ from ..history.records import EventRecord
 from ..types.base import utc_now
 from ..types.enums import ClientType, SessionStatus
 from ..types.events import ErrorContext
-from ..types.filters import MAX_HISTORY_LIMIT, HistoryFilter, StreamFilter
+from ..types.filters import MAX_HISTORY_LIMIT, MAX_SEQ, HistoryFilter, StreamFilter
 from ..types.streams import ManagerHealth, ModuleSessionInfo, StreamConfig, StreamSession
 from .analytics import StreamAnalytics
 from .clients import ClientRegistry, ClientSession
@@ -71,9 +71,7 @@ class ExecutorStreamer:
         self._notifier = LifecycleNotifier()
         if callbacks is not None:
             self._notifier.callbacks = callbacks
-        self.streams = StreamManager(
-            self.config.default_stream_config, self.storage, self._notifier
-        )
+        self.streams = StreamManager(self.config, self.storage, self._notifier)
         self.clients = ClientRegistry(self.config.server.max_connections)
         self.publisher = StreamPublisher(self.config, self.streams, self.storage, self.counters)
         self.history = StreamHistory(self.streams, self.storage)
@@ -271,9 +269,9 @@ class ExecutorStreamer:
         self._check_running()
         checked = self._check_filters(filters)
         if since is not None and (
-            not isinstance(since, int) or isinstance(since, bool) or since < 0
+            not isinstance(since, int) or isinstance(since, bool) or not 0 <= since <= MAX_SEQ
         ):
-            raise InvalidInput.single("since", "must be a non-negative integer")
+            raise InvalidInput.single("since", f"must be an integer from 0 to {MAX_SEQ}")
         stream = self.streams.resolve(ref)
         if checked is None and stream.config.event_filters:
             checked = list(stream.config.event_filters)
@@ -284,6 +282,7 @@ class ExecutorStreamer:
             stream.config.buffer_size,
             client,
             on_close=self._subscription_closed,
+            max_queued_bytes=self.config.limits.max_queued_bytes,
         )
         self.streams.attach(stream, sub)
         # From here, every event published is pushed to ``sub``; history is read only up

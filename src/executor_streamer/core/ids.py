@@ -9,8 +9,13 @@ WORKFLOW_SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 RESERVED_WORKFLOW_SESSION_IDS = frozenset({"metrics"})
 
 
+STREAM_ID_PREFIX = "str_"
+"""Marks the hub's stream ids; no workflow session id starts with it, so the two kinds of
+reference to a stream never collide."""
+
+
 def new_stream_id() -> str:
-    return "str_" + secrets.token_urlsafe(16)
+    return STREAM_ID_PREFIX + secrets.token_urlsafe(16)
 
 
 class _RandomPool:

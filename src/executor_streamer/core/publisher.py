@@ -35,7 +35,7 @@ from ..types.events import (
 from .commands import CommandTracker
 from .committer import GroupCommitter, PendingPublish
 from .counters import HubCounters
-from .ids import new_event_ids
+from .ids import STREAM_ID_PREFIX, new_event_ids
 from .publish_api import JsonObject, PublishApi
 from .streams import Stream, StreamManager
 from .validation import (
@@ -207,8 +207,8 @@ class StreamPublisher(PublishApi):
         stream = self._streams.find(session_id)
         if stream is not None:
             return stream, False
-        if not self._config.server.auto_create_streams:
-            raise StreamNotFound(session_id)
+        if not self._config.server.auto_create_streams or session_id.startswith(STREAM_ID_PREFIX):
+            raise StreamNotFound(session_id)  # a stream id names an existing stream or none
         return await self._streams.ensure_stream(session_id)
 
     def _build_records(

@@ -24,9 +24,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
+from ..config import ExecutorStreamerConfig, stream_config_problems
 from ..errors import (
+    FieldError,
     HubNotRunning,
     InvalidInput,
     InvalidStatusTransition,
@@ -38,19 +40,28 @@ from ..history.records import EventRecord
 from ..types.base import utc_now
 from ..types.enums import SessionStatus
 from ..types.events import ErrorContext
+from ..types.json_values import JsonObject
 from ..types.streams import ModuleSessionInfo, StreamConfig, StreamSession
-from .clients import ClientSession
+from .clients import ClientSession, longest_parked
 from .commands import CommandTracker
 from .counters import StreamCounters
-from .ids import RESERVED_WORKFLOW_SESSION_IDS, WORKFLOW_SESSION_ID, new_epoch, new_stream_id
+from .ids import (
+    RESERVED_WORKFLOW_SESSION_IDS,
+    STREAM_ID_PREFIX,
+    WORKFLOW_SESSION_ID,
+    new_epoch,
+    new_stream_id,
+)
 from .lifecycle import LifecycleNotifier
 from .subscription import CloseReason, Subscription
+from .validation import check_metadata
 
 if TYPE_CHECKING:
     from .committer import PendingPublish
 
 _log = structlog.get_logger("executor_streamer.streams")
 
+_metadata_adapter = TypeAdapter(JsonObject)
 _OPEN = frozenset({SessionStatus.INITIALIZING, SessionStatus.ACTIVE, SessionStatus.ERROR})
 _ALLOWED = {
     SessionStatus.INITIALIZING: {SessionStatus.ACTIVE, SessionStatus.ERROR, SessionStatus.CLOSED},
@@ -151,8 +162,9 @@ class Stream:
         """Mark ``records`` stored and hand them to every subscriber, synchronously."""
         self.last_seq = records[-1].seq
         self.last_activity = records[-1].event.timestamp
+        size = sum(len(r.payload) for r in records)
         for sub in list(self.subscriptions):
-            sub.push(records)
+            sub.push(records, size)
 
     def state(self, **changes: Any) -> StreamState:
         """What the backend keeps about this stream, with ``changes`` applied."""
@@ -217,9 +229,10 @@ class StreamManager:
     """Creates, finds, closes and purges streams; attaches clients within limits."""
 
     def __init__(
-        self, default_config: StreamConfig, storage: HistoryStore, notifier: LifecycleNotifier
+        self, config: ExecutorStreamerConfig, storage: HistoryStore, notifier: LifecycleNotifier
     ) -> None:
-        self.default_config = default_config
+        self._hub_config = config
+        self.default_config = config.default_stream_config
         self._storage = storage
         self._notifier = notifier
         self._by_id: dict[str, Stream] = {}
@@ -268,6 +281,8 @@ class StreamManager:
         its seq continuing (``config`` and ``metadata`` then apply to it).
         """
         validate_workflow_session_id(workflow_session_id)
+        if metadata is not None:
+            metadata = self._checked_metadata(metadata)
         stream = self._by_session.get(workflow_session_id)
         if stream is not None and stream.is_open:
             return stream, False
@@ -376,11 +391,14 @@ class StreamManager:
         client = sub.client
         if client is not None:
             if client.id not in stream.clients and len(stream.clients) >= stream.config.max_clients:
-                raise TooManyClients(
-                    f"stream {stream.workflow_session_id!r} already has "
-                    f"{stream.config.max_clients} clients (maxClients)",
-                    {"stream": stream.id},
-                )
+                parked = longest_parked(stream.clients.values())
+                if parked is None:
+                    raise TooManyClients(
+                        f"stream {stream.workflow_session_id!r} already has "
+                        f"{stream.config.max_clients} clients (maxClients)",
+                        {"stream": stream.id},
+                    )
+                parked.subscriptions[stream.id].close(CloseReason.EVICTED)
             previous = client.subscriptions.get(stream.id)
             if previous is not None:
                 previous.close(CloseReason.UNSUBSCRIBED)
@@ -404,11 +422,24 @@ class StreamManager:
 
     def _resolve_config(self, config: StreamConfig | dict[str, Any] | None) -> StreamConfig:
         if isinstance(config, StreamConfig):
-            return config
+            resolved = config
+        else:
+            try:
+                resolved = self.default_config.merged(config)
+            except ValidationError as exc:
+                raise InvalidInput.from_pydantic(exc, prefix="config") from None
+        problems = stream_config_problems(self._hub_config, resolved)
+        if problems:
+            raise InvalidInput([FieldError(f"config.{key}", why) for key, why in problems])
+        return resolved
+
+    def _checked_metadata(self, metadata: dict[str, Any]) -> dict[str, Any]:
         try:
-            return self.default_config.merged(config)
+            checked: dict[str, Any] = _metadata_adapter.validate_python(metadata)
         except ValidationError as exc:
-            raise InvalidInput.from_pydantic(exc, prefix="config") from None
+            raise InvalidInput.from_pydantic(exc, prefix="metadata") from None
+        check_metadata(checked, self._hub_config.limits)
+        return checked
 
     def _set_status(self, stream: Stream, status: SessionStatus) -> None:
         old = stream.status
@@ -433,4 +464,8 @@ def validate_workflow_session_id(value: object) -> str:
         )
     if value in RESERVED_WORKFLOW_SESSION_IDS:
         raise InvalidInput.single("workflowSessionId", f"{value!r} is reserved")
+    if value.startswith(STREAM_ID_PREFIX):
+        raise InvalidInput.single(
+            "workflowSessionId", f"must not start with {STREAM_ID_PREFIX!r}, which marks stream ids"
+        )
     return value

@@ -46,6 +46,9 @@ class CloseReason(StrEnum):
     IDLE = "IDLE"
     """The client showed no sign of life for ``server.idleClientTimeout``."""
     SHUTDOWN = "SHUTDOWN"
+    EVICTED = "EVICTED"
+    """A polling client between polls gave its place to a new client (``maxClients``,
+    ``maxConnections``); its next poll resumes from its ``since`` as usual."""
     FAILED = "FAILED"
     """The transport's code raised while the hub called it (``on_ready``, ``on_disconnect``):
     the hub ends that client rather than let the fault reach publishers or other clients."""
@@ -65,6 +68,12 @@ class ReplayBatch:
 
 
 SubscriptionItem = EventRecord | ReplayBatch
+
+
+def _item_bytes(item: SubscriptionItem) -> int:
+    if isinstance(item, EventRecord):
+        return len(item.payload)
+    return sum(len(r.payload) for r in item.records)
 
 
 def flatten(items: Sequence[SubscriptionItem]) -> list[EventRecord]:
@@ -94,6 +103,7 @@ class Subscription:
         buffer_size: int,
         client: ClientSession | None = None,
         on_close: Callable[[Subscription], None] | None = None,
+        max_queued_bytes: int | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.workflow_session_id = workflow_session_id
@@ -108,6 +118,11 @@ class Subscription:
         # and an empty deque costs ~600 bytes for each of thousands of idle subscribers.
         self._queue: list[SubscriptionItem] = []
         self._replays = 0  # replay batches in _queue: with none, it holds only records
+        self._max_bytes = max_queued_bytes
+        self.queued_bytes = 0
+        """Payload bytes of the live events and replays queued now (resumed history is
+        bounded by the history itself and does not count). Past ``max_queued_bytes`` the
+        subscription ends as a slow consumer, like one past ``bufferSize`` events."""
         self._position = 0  # highest seq offered to this subscriber: the duplicate guard
         # A replay batch being iterated; a list (reversed), not a deque: an empty deque
         # is ~600 bytes, and most subscriptions are never iterated at all.
@@ -149,8 +164,9 @@ class Subscription:
             self._backlog[:0] = backlog  # behind what is already queued: these are newer
             self._wake()
 
-    def push(self, records: Sequence[EventRecord]) -> None:
-        """Offer newly published records; called synchronously by fan-out."""
+    def push(self, records: Sequence[EventRecord], size: int | None = None) -> None:
+        """Offer newly published records; called synchronously by fan-out. ``size`` is
+        their payloads' total length, when the caller has it (fan-out counts it once)."""
         if self.close_reason is not None:
             return
         predicate = self._predicate
@@ -166,7 +182,12 @@ class Subscription:
             and len(queue) + len(records) <= self._buffer_size
         ):
             # Under load, nearly every push: all new, unfiltered, with room for all.
+            if size is None:
+                size = sum(len(r.payload) for r in records)
+            if not self._room_for(size):
+                return
             queue.extend(records)
+            self.queued_bytes += size
             self._position = records[-1].seq
             if was_empty:
                 self._wake()
@@ -179,19 +200,33 @@ class Subscription:
             self._position = seq
             if predicate is not None and not predicate(record):
                 continue
-            if len(queue) >= self._buffer_size:
+            if len(queue) >= self._buffer_size or not self._room_for(len(record.payload)):
                 self.close(CloseReason.SLOW_CONSUMER)
                 return
             queue.append(record)
+            self.queued_bytes += len(record.payload)
             added = True
         if added and was_empty:
             self._wake()
 
     def push_replay(self, records: list[EventRecord], request_id: str | None = None) -> None:
-        if self.close_reason is None:
-            self._queue.append(ReplayBatch(records, request_id))
-            self._replays += 1
-            self._wake()
+        """Queue a replay; it counts against ``max_queued_bytes`` like live events."""
+        if self.close_reason is not None:
+            return
+        size = sum(len(r.payload) for r in records)
+        if not self._room_for(size):
+            return
+        self._queue.append(ReplayBatch(records, request_id))
+        self.queued_bytes += size
+        self._replays += 1
+        self._wake()
+
+    def _room_for(self, size: int) -> bool:
+        """Whether ``size`` more bytes fit the budget; if not, the subscription ends."""
+        if self._max_bytes is not None and self.queued_bytes + size > self._max_bytes:
+            self.close(CloseReason.SLOW_CONSUMER)
+            return False
+        return True
 
     def close(self, reason: CloseReason) -> None:
         """End the subscription; queued items are still handed out, then iteration stops."""
@@ -234,6 +269,7 @@ class Subscription:
         else:
             items = self._queue
         self._queue = []
+        self.queued_bytes = 0
         records = cast(list[EventRecord], items)
         if records:
             self._handed_out(records[-1].seq, len(records))
@@ -254,9 +290,12 @@ class Subscription:
         if room is None or room >= len(self._queue):
             items += self._queue
             self._queue = []
+            self.queued_bytes = 0
         elif room > 0:
-            items += self._queue[:room]
+            taken = self._queue[:room]
             del self._queue[:room]
+            items += taken
+            self.queued_bytes -= sum(map(_item_bytes, taken))
         if self._replays:
             self._replays = sum(isinstance(item, ReplayBatch) for item in self._queue)
         self._count(items)
@@ -280,7 +319,11 @@ class Subscription:
                 await self._waiter
             finally:
                 self._waiter = None
-        item = self._backlog.pop() if self._backlog else self._queue.pop(0)
+        if self._backlog:
+            item: SubscriptionItem = self._backlog.pop()
+        else:
+            item = self._queue.pop(0)
+            self.queued_bytes -= _item_bytes(item)
         if isinstance(item, ReplayBatch):
             self._replays -= 1
         self._count((item,))

@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from ..core.clients import ClientSession
 from ..core.hub import ExecutorStreamer
+from ..core.streams import Stream
 from ..core.subscription import CloseReason, Subscription
 from ..history.records import EventRecord
 from ..types.enums import ClientType
@@ -51,6 +52,22 @@ async def poll(
 ) -> Response:
     stream = hub.streams.resolve(ref)
     client = _client_for(hub, client_id)
+    client.polls_in_progress += 1
+    try:
+        return await _answer(hub, metrics, stream, client, since, filters, wait_seconds)
+    finally:
+        client.polls_in_progress -= 1
+
+
+async def _answer(
+    hub: ExecutorStreamer,
+    metrics: ServerMetrics,
+    stream: Stream,
+    client: ClientSession,
+    since: int,
+    filters: list[StreamFilter] | None,
+    wait_seconds: float,
+) -> Response:
     client.touch()
     sub = client.subscriptions.get(stream.id)
     recovered = True

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 from ..errors import InvalidInput
 from ..types.enums import StreamEventType
-from ..types.filters import StreamFilter
+from ..types.filters import MAX_SEQ, StreamFilter
 
 
 def parse_event_types(types: str, path: str = "query.types") -> list[StreamEventType]:
@@ -25,10 +27,16 @@ def filters_from_types(types: str | None, path: str = "query.types") -> list[Str
     return [StreamFilter(event_types=parse_event_types(types, path))]
 
 
+SEQ = "^[0-9]{1,19}$"
+"""A seq in a URL or header: ASCII digits only (``str.isdigit()`` admits "²"), and at
+most ``MAX_SEQ``, which :func:`parse_seq` checks."""
+_DIGITS = re.compile(SEQ)
+
+
 def parse_seq(value: str | None, path: str) -> int | None:
     """A resume position from a query string or header."""
     if value is None or value == "":
         return None
-    if not value.isdigit():
-        raise InvalidInput.single(path, "must be a non-negative integer")
+    if not _DIGITS.fullmatch(value) or int(value) > MAX_SEQ:
+        raise InvalidInput.single(path, f"must be an integer from 0 to {MAX_SEQ}")
     return int(value)

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from starlette.responses import Response
 
 from ..core.hub import ExecutorStreamer
 from ..core.subscription import CloseReason
-from ..errors import BodyTooLarge, ClientNotFound, InvalidInput
+from ..errors import ClientNotFound, InvalidInput
 from ..types.analytics import ClientActivityReport, StreamMetrics, StreamStats
+from ..types.base import Timestamp
 from ..types.enums import StreamEventType
-from ..types.filters import HistoryFilter
+from ..types.filters import MAX_SEQ, HistoryFilter
 from ..types.streams import StreamClientInfo, StreamSession
+from .bodies import json_body, json_content
 from .frames import json_list
 from .query import parse_event_types
 from .schemas import (
@@ -55,6 +56,7 @@ async def list_streams(request: Request) -> Response:
 
 @router.post(
     "/streams",
+    dependencies=[Depends(json_content)],
     status_code=201,
     response_model=StreamSession,
     responses={200: {"model": StreamSession, "description": "Already existed"}, **ERRORS},
@@ -147,7 +149,7 @@ async def publish_response(request: Request, ref: str) -> Response:
     """Publish the request's body into ``ref``: 201 with the stored events."""
     state = request.app.state
     started = time.perf_counter()
-    document = await _json_body(request, state.max_body_bytes)
+    document = await json_body(request, state.max_body_bytes)
     records = await state.hub.publisher.publish_wire(ref, document)
     state.metrics.publish_latency.observe(time.perf_counter() - started)
     return Response(json_list("events", records), 201, media_type="application/json")
@@ -161,11 +163,11 @@ async def history(
     ref: str,
     types: Annotated[str | None, Query(description="Comma-separated event types")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
-    start_time: Annotated[datetime | None, Query(alias="startTime")] = None,
-    end_time: Annotated[datetime | None, Query(alias="endTime")] = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
+    start_time: Annotated[Timestamp | None, Query(alias="startTime")] = None,
+    end_time: Annotated[Timestamp | None, Query(alias="endTime")] = None,
     search: Annotated[str | None, Query(min_length=1, max_length=1000)] = None,
-    after_seq: Annotated[int | None, Query(alias="afterSeq", ge=0)] = None,
+    after_seq: Annotated[int | None, Query(alias="afterSeq", ge=0, le=MAX_SEQ)] = None,
 ) -> Response:
     try:
         spec = HistoryFilter(
@@ -203,6 +205,7 @@ async def disconnect_client(request: Request, ref: str, client_id: str) -> Respo
 
 @router.post(
     "/streams/{ref}/replay/{client_id}",
+    dependencies=[Depends(json_content)],
     status_code=202,
     response_model=ReplayAccepted,
     responses=ERRORS,
@@ -238,32 +241,15 @@ async def stats(request: Request, ref: str) -> Response:
 
 
 @router.get("/analytics/events", response_model=dict[StreamEventType, int])
-async def event_distribution(request: Request, start: datetime, end: datetime) -> Response:
-    return json(hub_of(request).analytics.get_event_distribution(_aware(start), _aware(end)))
+async def event_distribution(
+    request: Request, start: Annotated[Timestamp, Query()], end: Annotated[Timestamp, Query()]
+) -> Response:
+    return json(hub_of(request).analytics.get_event_distribution(start, end))
 
 
 @router.get("/analytics/clients", response_model=list[ClientActivityReport])
-async def client_activity(request: Request, start: datetime, end: datetime) -> Response:
-    reports = hub_of(request).analytics.get_client_activity(_aware(start), _aware(end))
+async def client_activity(
+    request: Request, start: Annotated[Timestamp, Query()], end: Annotated[Timestamp, Query()]
+) -> Response:
+    reports = hub_of(request).analytics.get_client_activity(start, end)
     return json([r.to_wire() for r in reports])
-
-
-async def _json_body(request: Request, limit: int) -> Any:
-    """The request body parsed as JSON, refusing bodies over ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(limit)
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(limit)
-        chunks.append(chunk)
-    try:
-        return orjson.loads(b"".join(chunks))
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput.single("(body)", f"not valid JSON: {exc}") from None
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

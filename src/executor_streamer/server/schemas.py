@@ -8,6 +8,7 @@ from pydantic import Field
 
 from ..types.base import WireModel
 from ..types.events import EventInput, StreamEvent
+from ..types.json_values import JsonObject
 
 
 class CreateStreamRequest(WireModel):
@@ -17,7 +18,7 @@ class CreateStreamRequest(WireModel):
         description="A partial StreamConfig laid over the defaults.",
         examples=[{"maxHistorySize": 5000, "persistence": {"retentionPeriod": 3600000}}],
     )
-    metadata: dict[str, Any] | None = None
+    metadata: JsonObject | None = None
 
 
 class PublishBatch(WireModel):

@@ -12,7 +12,7 @@ from ..core.subscription import CloseReason
 from ..errors import HubNotRunning
 from ..types.enums import ClientType
 from .polling import poll
-from .query import filters_from_types, parse_seq
+from .query import SEQ, filters_from_types, parse_seq
 from .rest import ERRORS, hub_of
 from .schemas import PollResponse
 from .sse import EventStreamResponse
@@ -30,8 +30,8 @@ async def sse(
     request: Request,
     ref: str,
     types: Annotated[str | None, Query(description="e.g. REASONING,STATUS")] = None,
-    since: Annotated[str | None, Query(description="Resume after this seq")] = None,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    since: Annotated[str | None, Query(description="Resume after this seq", pattern=SEQ)] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", pattern=SEQ)] = None,
 ) -> EventStreamResponse:
     """Documents the route; requests reach :func:`open_event_stream` through
     ``app.HubApp``, which answers them ahead of the middleware stack."""
@@ -76,11 +76,12 @@ async def open_event_stream(
 async def long_poll(
     request: Request,
     ref: str,
-    since: Annotated[int, Query(ge=0)] = 0,
+    since: Annotated[str, Query(description="Return events after this seq", pattern=SEQ)] = "0",
     types: Annotated[str | None, Query()] = None,
     wait: Annotated[float, Query(alias="timeout", ge=0, le=60, description="Seconds")] = 25,
     client_id: Annotated[str | None, Query(alias="clientId")] = None,
 ) -> object:
     hub = hub_of(request)
     filters = filters_from_types(types)
-    return await poll(hub, request.app.state.metrics, ref, since, filters, wait, client_id)
+    position = parse_seq(since, "query.since") or 0
+    return await poll(hub, request.app.state.metrics, ref, position, filters, wait, client_id)

@@ -19,11 +19,11 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
 from starlette.websockets import WebSocket
 
@@ -42,7 +42,7 @@ from ..errors import (
 from ..history.records import EventRecord
 from ..types.base import format_timestamp, utc_now
 from ..types.enums import ClientType
-from ..types.filters import HistoryFilter, StreamFilter
+from ..types.filters import HistoryFilter, Seq, StreamFilter
 from .connections import LiveConnections
 from .errors import (
     CLOSE_FOR_REASON,
@@ -61,10 +61,25 @@ CLOSE_TIMEOUT = 2.0
 _log = structlog.get_logger("executor_streamer.websocket")
 
 
+RequestId = Annotated[str, Field(max_length=128)] | Annotated[int, Field(ge=-(2**63), lt=2**63)]
+"""Echoed in the reply: bounded, so that a small request cannot ask for a large answer."""
+
+
+_request_ids: TypeAdapter[str | int] = TypeAdapter(RequestId)
+
+
+def _echoable(value: object) -> str | int | None:
+    """A malformed message's requestId, if it is one that may be echoed."""
+    try:
+        return _request_ids.validate_python(value, strict=True)
+    except ValidationError:
+        return None
+
+
 class _Message(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, extra="forbid")
     type: str
-    request_id: str | int | None = None
+    request_id: RequestId | None = None
     token: str | None = None  # accepted here for DESIGN.md §10; checked once auth lands
 
 
@@ -73,7 +88,7 @@ class _Subscribe(_Message):
     stream_id: str = Field(min_length=1)
     filters: list[StreamFilter] | None = None
     replay_options: HistoryFilter | None = None
-    since: int | None = Field(default=None, ge=0)
+    since: Seq | None = None
     epoch: str | None = None
     batch: bool = False
 
@@ -131,6 +146,8 @@ class WebSocketSession:
         self.client: ClientSession | None = None
         self.subs: dict[str, _Sub] = {}
         self.outbox: list[bytes] = []  # a list: an empty deque costs ~600 bytes per connection
+        self._outbox_bytes = 0
+        self._budget = hub.config.limits.max_queued_bytes
         self.close_with: tuple[int, str] | None = None
         self._reader: asyncio.Task[Any] | None = None  # the task running the session
         self._receiving = False  # the reader is waiting for a message
@@ -184,7 +201,7 @@ class WebSocketSession:
         for entry in self.subs.values():
             entry.sub.on_ready = None
         self.subs.clear()
-        self.outbox = []
+        self.outbox, self._outbox_bytes = [], 0
         self._reader = None
 
     async def _subscribe_from_query(self) -> bool:
@@ -234,7 +251,7 @@ class WebSocketSession:
         """Close with ``code``, after the replies already queued (given ``CLOSE_TIMEOUT``
         if they have to wait)."""
         if self.outbox:
-            frames, self.outbox = self.outbox, []
+            frames, self.outbox, self._outbox_bytes = self.outbox, [], 0
             with contextlib.suppress(PeerGone, TimeoutError):
                 await asyncio.wait_for(self._frames.send(frames), CLOSE_TIMEOUT)
         with contextlib.suppress(Exception):
@@ -273,7 +290,7 @@ class WebSocketSession:
         except orjson.JSONDecodeError:
             self._queue_error("INVALID_MESSAGE", "not valid JSON")
             return
-        request_id = raw.get("requestId") if isinstance(raw, dict) else None
+        request_id = _echoable(raw.get("requestId")) if isinstance(raw, dict) else None
         kind = raw.get("type") if isinstance(raw, dict) else None
         model = _MESSAGES.get(kind) if isinstance(kind, str) else None
         if model is None:
@@ -382,7 +399,7 @@ class WebSocketSession:
     # -- writing -----------------------------------------------------------------------
 
     def _queue(self, kind: str, metadata: dict[str, Any]) -> None:
-        self.outbox.append(ws_message(kind, metadata))
+        self._put(ws_message(kind, metadata))
 
     def _queue_error(
         self,
@@ -395,16 +412,33 @@ class WebSocketSession:
         if details:
             error["details"] = details
         metadata = None if request_id is None else {"requestId": request_id}
-        self.outbox.append(ws_message("error", metadata, error=error))
+        self._put(ws_message("error", metadata, error=error))
+
+    def _put(self, frame: bytes) -> None:
+        self.outbox.append(frame)
+        self._outbox_bytes += len(frame)
+
+    def _over_budget(self) -> bool:
+        """Whether more than ``limits.maxQueuedBytes`` waits for this client: replies not
+        yet written, what its socket has not taken, events queued for its subscriptions.
+        A client that sends requests and never reads their answers gets here."""
+        waiting = self._outbox_bytes + self._frames.buffered()
+        waiting += sum(entry.sub.queued_bytes for entry in self.subs.values())
+        return waiting > self._budget
 
     def flush(self) -> None:
         """Write the queued replies, then every subscription's queued events, now; if
-        that would have to wait, a writer task does it (see ``flush.Flusher``)."""
-        if self._writer is not None:
-            return  # it takes what is queued on its next round
+        that would have to wait, a writer task does it (see ``flush.Flusher``). A client
+        over its byte budget is closed as a slow consumer instead."""
+        if self.close_with is None and self._over_budget():
+            self.close_with = CLOSE_FOR_REASON[CloseReason.SLOW_CONSUMER]
+            self.outbox, self._outbox_bytes = [], 0  # it would not read them anyway
+            _log.info("websocket_over_budget", client_id=self.client and self.client.id)
         if self.close_with is not None:
             self._end_reading()
             return
+        if self._writer is not None:
+            return  # it takes what is queued on its next round
         if not self._frames.ready():
             # (A closed subscription still has its ending to report.)
             if self.outbox or any(e.sub.pending or e.sub.closed for e in self.subs.values()):
@@ -445,7 +479,7 @@ class WebSocketSession:
     def _take_ready(self) -> tuple[list[bytes], list[EventRecord]]:
         """The queued replies, then frames for every subscription's queued events
         (none once the connection is closing)."""
-        frames, self.outbox = self.outbox, []
+        frames, self.outbox, self._outbox_bytes = self.outbox, [], 0
         delivered: list[EventRecord] = []
         if self.close_with is None:
             self._collect(frames, delivered)

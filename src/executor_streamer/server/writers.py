@@ -56,6 +56,10 @@ class FrameWriter:
         the connection open and its socket buffer not full."""
         return self._protocol is not None and self._protocol.ready()
 
+    def buffered(self) -> int:
+        """Bytes written that the peer's socket has not taken yet (0 if unknown)."""
+        return 0 if self._protocol is None else self._protocol.transport.get_write_buffer_size()
+
     def write_now(self, frames: Sequence[bytes]) -> None:
         """Write ``frames`` in one transport write; only when :meth:`ready`."""
         assert self._protocol is not None

@@ -403,7 +403,9 @@ class HubWebSocketProtocol(asyncio.Protocol):
         if self._read_paused:
             self._read_paused = False
             self.transport.resume_reading()
-        self._close_timer = self._loop.call_later(CLOSE_TIMEOUT, self.transport.close)
+        # Abort, not close: close would wait to flush what a peer that stopped reading
+        # never takes, holding its buffer for good.
+        self._close_timer = self._loop.call_later(CLOSE_TIMEOUT, self.transport.abort)
 
     def _send_500(self) -> None:
         if self.handshake_complete:

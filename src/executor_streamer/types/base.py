@@ -29,7 +29,10 @@ def _as_utc(value: datetime) -> datetime:
     # the hub runs in containers whose local zone is arbitrary.
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is in year 0 in UTC
+        raise ValueError("is outside the range of UTC dates (years 1 to 9999)") from None
 
 
 Timestamp = Annotated[

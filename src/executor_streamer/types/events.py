@@ -14,13 +14,13 @@ from pydantic import Field, ValidationInfo, ValidatorFunctionWrapHandler, field_
 
 from .base import Timestamp, WireModel
 from .enums import CommandAction, StreamEventType
+from .json_values import JsonObject, JsonValue
 
 Text = Annotated[str, Field(strict=True)]
 Name = Annotated[str, Field(strict=True, min_length=1, max_length=256)]
 Identifier = Annotated[str, Field(strict=True, min_length=1, max_length=128)]
 Duration = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
 Dimension = Annotated[int, Field(strict=True, ge=1, le=100_000)]
-JsonObject = dict[str, Any]
 
 ImageMimeType = Literal["image/png", "image/jpeg", "image/webp"]
 
@@ -85,7 +85,7 @@ class CommandStartedData(WireModel):
 class CommandCompletedData(WireModel):
     command_id: Identifier | None = None
     command_name: Name
-    result: Any = None
+    result: JsonValue = None
     duration: Duration
     status: Literal["COMPLETED"] = "COMPLETED"
 

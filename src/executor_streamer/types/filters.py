@@ -12,6 +12,9 @@ from .enums import StreamEventType
 from .events import StreamEvent
 
 MAX_HISTORY_LIMIT = 10_000
+MAX_SEQ = 2**63 - 1
+"""The largest seq, resume position or offset: a signed 64-bit integer, as SQL keeps seqs."""
+Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
 
 
 class TimeRange(WireModel):
@@ -47,14 +50,14 @@ class HistoryFilter(WireModel):
 
     event_types: list[StreamEventType] | None = None
     limit: Annotated[int, Field(ge=1, le=MAX_HISTORY_LIMIT)] = 100
-    offset: Annotated[int, Field(ge=0)] = 0
+    offset: Seq = 0
     start_time: Timestamp | None = None
     """Inclusive."""
     end_time: Timestamp | None = None
     """Inclusive."""
     search_text: Annotated[str, Field(min_length=1, max_length=1000)] | None = None
     """Case-insensitive substring of the event's ``data`` as JSON text."""
-    after_seq: Annotated[int, Field(ge=0)] | None = None
+    after_seq: Seq | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
