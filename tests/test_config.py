@@ -33,7 +33,7 @@ class TestDefaults:
         assert c.limits.max_filters == 20
         assert c.limits.max_screenshot_bytes == 10 << 20
         assert c.logging.prefix == "[ExecutorStreamer]"
-        assert c.timeouts.workflow_timeout_ms == 1_800_000
+        assert c.performance.metrics_enabled is True
 
     def test_constructor_ignores_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """ExecutorStreamerConfig() is the defaults only; load() reads the environment."""
@@ -42,10 +42,10 @@ class TestDefaults:
         assert ExecutorStreamerConfig.load().server.port == 9999
 
     def test_serializes_with_the_seeds_key_names(self) -> None:
-        """The camelCase dump uses the seed's spelling, cacheTTLMs included."""
+        """The camelCase dump uses the seed's spelling."""
         dumped = ExecutorStreamerConfig().model_dump(by_alias=True)
         assert dumped["defaultStreamConfig"]["maxHistorySize"] == 10_000
-        assert dumped["performance"]["cacheTTLMs"] == 300_000
+        assert dumped["performance"]["metricsEnabled"] is True
 
 
 class TestLoading:
@@ -55,14 +55,13 @@ class TestLoading:
         path.write_text(
             "[server]\nport = 8080\n[defaultStreamConfig]\nmaxHistorySize = 50\n"
             "[defaultStreamConfig.persistence]\nretentionPeriod = 60000\n"
-            "[performance]\ncacheTTLMs = 5\n"
+            "[performance]\nmetricsEnabled = false\n"
         )
         c = ExecutorStreamerConfig.load(path, use_environment=False)
         assert c.server.port == 8080
         assert c.default_stream_config.max_history_size == 50
         assert c.default_stream_config.persistence.retention_period == 60_000
-        assert c.default_stream_config.persistence.storage_type == "memory"
-        assert c.performance.cache_ttl_ms == 5
+        assert c.performance.metrics_enabled is False
 
     def test_json_file_with_snake_case(self, tmp_path: Path) -> None:
         """A JSON file in snake_case loads too."""

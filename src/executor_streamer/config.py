@@ -13,10 +13,10 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import orjson
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, SettingsError
 
 from .errors import ConfigError
@@ -28,7 +28,6 @@ ENV_NESTED_DELIMITER = "__"
 
 Port = Annotated[int, Field(ge=0, le=65_535)]
 Positive = Annotated[int, Field(ge=1)]
-Millis = Annotated[int, Field(ge=0)]
 StorageBackend = Literal["memory", "file", "database", "redis"]
 
 
@@ -55,11 +54,29 @@ class SecurityConfig(WireModel):
     authentication_required: bool = False
     rate_limiting: RateLimitingConfig = Field(default_factory=RateLimitingConfig)
 
+    @field_validator("authentication_required")
+    @classmethod
+    def _no_false_sense_of_security(cls, required: bool) -> bool:
+        # Until credentials are checked, a hub that says it requires them would be as
+        # open as one that does not: refuse rather than pretend.
+        if required:
+            raise ValueError("authentication is not implemented in this version of the hub")
+        return required
+
 
 class PersistenceConfig(WireModel):
-    enabled: bool = True
+    unsupported: ClassVar[dict[str, str]] = {
+        "enabled": "history is always kept; storageBackend 'memory' keeps it in the process only",
+    }
+
     storage_backend: StorageBackend = "memory"
     connection_string: str | None = None
+
+    @model_validator(mode="after")
+    def _connection_string_has_a_use(self) -> Self:
+        if self.storage_backend == "memory" and self.connection_string is not None:
+            raise ValueError("connectionString has no effect with storageBackend 'memory'")
+        return self
 
 
 class CompressionConfig(WireModel):
@@ -85,21 +102,14 @@ class LoggingConfig(WireModel):
 
 
 class PerformanceConfig(WireModel):
-    max_concurrent_operations: Positive = 100
-    cache_enabled: bool = True
-    cache_ttl_ms: Annotated[Millis, Field(alias="cacheTTLMs")] = 300_000
+    unsupported: ClassVar[dict[str, str]] = {
+        "maxConcurrentOperations": "publishes are grouped by the committer, not throttled",
+        "cacheEnabled": "the hub has no cache to turn on or off",
+        "cacheTTLMs": "the hub has no cache",
+    }
+
     metrics_enabled: bool = True
-
-
-class TimeoutConfig(WireModel):
-    workflow_timeout_ms: Millis = 1_800_000
-    step_timeout_ms: Millis = 300_000
-    request_timeout_ms: Millis = 30_000
-    connection_timeout_ms: Millis = 10_000
-    default_operation_timeout_ms: Millis = 30_000
-    max_retry_attempts: Annotated[int, Field(ge=0)] = 3
-    retry_delay_ms: Millis = 1000
-    exponential_backoff: bool = True
+    """Serve Prometheus metrics at ``/metrics``; off, that route answers 404."""
 
 
 class LimitsConfig(WireModel):
@@ -121,9 +131,16 @@ class LimitsConfig(WireModel):
 
 
 class ExecutorStreamerConfig(WireModel):
+    unsupported: ClassVar[dict[str, str]] = {
+        "timeouts": "the hub bounds waits with server.idleClientTimeout, heartbeats and "
+        "the poll timeout; workflow, step and retry timeouts belong to the executor",
+    }
+
     module_id: Literal["executor-streamer"] = MODULE_ID
-    version: str = "1.0.0"
-    enabled: bool = True
+    version: Literal["1.0.0"] = "1.0.0"
+    """The version of this configuration's format."""
+    enabled: Literal[True] = True
+    """A hub is enabled by running it: ``false`` is refused rather than ignored."""
     server: ServerConfig = Field(default_factory=ServerConfig)
     default_stream_config: StreamConfig = Field(default_factory=StreamConfig)
     security: SecurityConfig = Field(default_factory=SecurityConfig)
@@ -131,7 +148,6 @@ class ExecutorStreamerConfig(WireModel):
     compression: CompressionConfig = Field(default_factory=CompressionConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
-    timeouts: TimeoutConfig = Field(default_factory=TimeoutConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     @model_validator(mode="after")
@@ -255,5 +271,4 @@ __all__ = [
     "RateLimitingConfig",
     "SecurityConfig",
     "ServerConfig",
-    "TimeoutConfig",
 ]

@@ -88,7 +88,6 @@ class TestCreate:
         assert session is not None
         assert session.config.max_history_size == 5
         assert session.config.persistence.retention_period == 5000
-        assert session.config.persistence.enabled is True
         assert session.config.buffer_size == 1000
 
     async def test_invalid_config_names_the_field(self, hub: ExecutorStreamer) -> None:

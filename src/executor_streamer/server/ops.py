@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
+from .errors import error_body
 from .metrics import CONTENT_TYPE
 from .rest import hub_of, json
 
@@ -27,6 +28,12 @@ async def readyz(request: Request) -> Response:
 
 @router.get("/metrics", summary="Prometheus text exposition", include_in_schema=True)
 async def prometheus(request: Request) -> Response:
+    if not hub_of(request).config.performance.metrics_enabled:
+        return Response(
+            error_body("NOT_FOUND", "metrics are off (performance.metricsEnabled)"),
+            status_code=404,
+            media_type="application/json",
+        )
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import functools
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer, model_validator
 from pydantic.alias_generators import to_camel, to_snake
 
 MAX_JSON_OBJECT_KEYS = 1000
@@ -61,6 +61,19 @@ class WireModel(BaseModel):
         extra="forbid",
         use_enum_values=False,
     )
+
+    unsupported: ClassVar[dict[str, str]] = {}
+    """camelCase keys the seed names here that this hub does not implement, and why:
+    refused with that reason rather than accepted and ignored."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unsupported(cls, data: Any) -> Any:
+        if cls.unsupported and isinstance(data, dict):
+            for key, reason in cls.unsupported.items():
+                if key in data or to_snake(key) in data:
+                    raise ValueError(f"{key} is not supported: {reason}")
+        return data
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON-ready camelCase dict, without unset optional fields."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -14,8 +14,11 @@ MODULE_ID: Literal["executor-streamer"] = "executor-streamer"
 
 
 class StreamPersistence(WireModel):
-    enabled: bool = True
-    storage_type: Literal["memory", "file", "database", "redis"] = "memory"
+    unsupported: ClassVar[dict[str, str]] = {
+        "enabled": "every stream keeps history (maxHistorySize, retentionPeriod)",
+        "storageType": "every stream is stored by the hub's persistence.storageBackend",
+    }
+
     retention_period: Annotated[int, Field(ge=1000)] = 86_400_000
     """Events older than this many milliseconds are removed by the retention task."""
 
@@ -23,11 +26,15 @@ class StreamPersistence(WireModel):
 class StreamConfig(WireModel):
     """Per-stream settings; ``defaultStreamConfig`` in the hub config is the default."""
 
+    unsupported: ClassVar[dict[str, str]] = {
+        "compressionEnabled": "HTTP compression is the hub's (compression.*); events are "
+        "serialized once and sent to every client alike",
+    }
+
     max_history_size: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
     buffer_size: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
     """Bound of each subscriber's queue; a subscriber that falls further behind is dropped."""
     enable_replay: bool = True
-    compression_enabled: bool = True
     heartbeat_interval: Annotated[int, Field(ge=100, le=3_600_000)] = 30_000
     max_clients: Annotated[int, Field(ge=1, le=1_000_000)] = 100
     event_filters: list[StreamFilter] = Field(default_factory=list)
