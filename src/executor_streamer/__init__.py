@@ -1,8 +1,11 @@
 """Executor Streamer: a real-time event hub for AI-agent and browser-automation runs.
 
-The public API is what this module exports; see DESIGN.md §4 for a tour.
+The public API is what this module exports: the in-process hub and its types, the ASGI
+app over it (``create_app``), the HTTP client (``HubClient``) and every error, which the
+client raises as the hub does in-process. docs/architecture.md gives a tour.
 """
 
+from .client import HubClient
 from .config import ExecutorStreamerConfig
 from .core.clients import ClientSession
 from .core.hub import ExecutorStreamer
@@ -10,6 +13,7 @@ from .core.lifecycle import LifecycleCallbacks
 from .core.subscription import CloseReason, Subscription
 from .errors import (
     BatchTooLarge,
+    BodyTooLarge,
     ClientNotFound,
     ConfigError,
     EventTooLarge,
@@ -17,16 +21,21 @@ from .errors import (
     HubNotRunning,
     InvalidInput,
     InvalidStatusTransition,
+    NotSubscribed,
+    RemoteError,
     ReplayNotAllowed,
     ScreenshotNotFound,
     SlowConsumer,
+    StorageUnavailable,
     StreamClosed,
     StreamerError,
     StreamNotFound,
     TooManyClients,
+    UnsupportedMediaType,
 )
 from .history.base import HistoryPage
 from .logs import configure_logging
+from .server import create_app
 from .types import (
     ClientActivityReport,
     ClientType,
@@ -51,6 +60,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BatchTooLarge",
+    "BodyTooLarge",
     "ClientActivityReport",
     "ClientNotFound",
     "ClientSession",
@@ -67,15 +77,19 @@ __all__ = [
     "FieldError",
     "HistoryFilter",
     "HistoryPage",
+    "HubClient",
     "HubNotRunning",
     "InvalidInput",
     "InvalidStatusTransition",
     "LifecycleCallbacks",
+    "NotSubscribed",
+    "RemoteError",
     "ReplayNotAllowed",
     "ScreenshotInfo",
     "ScreenshotNotFound",
     "SessionStatus",
     "SlowConsumer",
+    "StorageUnavailable",
     "StreamClosed",
     "StreamConfig",
     "StreamEvent",
@@ -89,6 +103,8 @@ __all__ = [
     "Subscription",
     "TimeRange",
     "TooManyClients",
+    "UnsupportedMediaType",
     "__version__",
     "configure_logging",
+    "create_app",
 ]

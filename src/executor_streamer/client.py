@@ -21,20 +21,11 @@ import httpx
 import orjson
 
 from .core.publish_api import PublishApi
-from .errors import StreamerError
+from .errors import error_from_wire
 from .types.events import StreamEvent
 from .types.streams import StreamSession
 
 RECONNECT_DELAY = 1.0
-
-
-class HubError(StreamerError):
-    """An error answer from the hub; ``code`` and ``details`` are the server's."""
-
-    def __init__(self, status: int, code: str, message: str, details: dict[str, Any]) -> None:
-        super().__init__(message, details)
-        self.status = status
-        self.code = code  # type: ignore[misc]  # the server's code, per instance
 
 
 @dataclass(frozen=True)
@@ -120,16 +111,23 @@ class HubClient(PublishApi):
 
     @staticmethod
     def _json(response: httpx.Response) -> Any:
+        """The answer's JSON; an error answer raises the class the hub raises in-process
+        for its code (``errors.error_from_wire``)."""
         if response.status_code == 204:
             return None
-        body = response.json()
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
         if response.is_error:
-            error = body.get("error", {}) if isinstance(body, dict) else {}
-            raise HubError(
-                response.status_code,
+            error = body.get("error") if isinstance(body, dict) else None
+            if not isinstance(error, dict):
+                error = {"code": "HTTP_ERROR", "message": response.reason_phrase}
+            raise error_from_wire(
                 str(error.get("code", "HTTP_ERROR")),
                 str(error.get("message", response.reason_phrase)),
-                error.get("details") or {},
+                error.get("details") if isinstance(error.get("details"), dict) else None,
+                response.status_code,
             )
         return body
 

@@ -21,7 +21,11 @@ transports map codes to HTTP statuses and close codes in one table.
     ├── ReplayNotAllowed             REPLAY_NOT_ALLOWED disabled, or asked of a poller
     ├── ScreenshotNotFound           SCREENSHOT_NOT_FOUND
     ├── StorageUnavailable           STORAGE_UNAVAILABLE the history backend failed
-    └── HubNotRunning                HUB_NOT_RUNNING    used before start() or after stop()
+    ├── HubNotRunning                HUB_NOT_RUNNING    used before start() or after stop()
+    └── RemoteError                  (the server's)     an answer whose code has no class here
+
+Over the wire, ``HubClient`` raises these same classes, rebuilt from the server's code
+(:func:`error_from_wire`): ``StreamNotFound`` is ``StreamNotFound`` in-process and over HTTP.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ class StreamerError(Exception):
     """Base of every error the hub raises on purpose."""
 
     code: ClassVar[str] = "INTERNAL_ERROR"
+    status: int | None = None
+    """The HTTP status, when the error came from a server's answer."""
 
     def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -190,6 +196,48 @@ class HubNotRunning(StreamerError):
     code = "HUB_NOT_RUNNING"
 
 
+class RemoteError(StreamerError):
+    """A server's error answer whose code names no class here: an HTTP-level one
+    (``NOT_FOUND`` for an unknown route, ``METHOD_NOT_ALLOWED``) or a newer hub's."""
+
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details)
+        self.remote_code = code
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "code": self.remote_code}
+
+
+def error_from_wire(
+    code: str, message: str, details: dict[str, Any] | None, status: int | None = None
+) -> StreamerError:
+    """The error a server answered with ``{"error": {code, message, details}}``, as the
+    class the hub raises in-process for that code."""
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        error: StreamerError = RemoteError(code, message, details)
+    else:
+        error = cls.__new__(cls)
+        StreamerError.__init__(error, message, details)
+        if isinstance(error, InvalidInput):
+            error.errors = [
+                FieldError(str(e.get("path", "")), str(e.get("message", "")), e.get("index"))
+                for e in error.details.get("errors", [])
+                if isinstance(e, dict)
+            ]
+        elif isinstance(error, SlowConsumer):
+            error.last_seq = int(error.details.get("lastSeq", 0))
+    error.status = status
+    return error
+
+
+def _with_codes(cls: type[StreamerError]) -> list[type[StreamerError]]:
+    found = [cls]
+    for sub in cls.__subclasses__():
+        found += _with_codes(sub)
+    return found
+
+
 def field_errors(
     exc: ValidationError, prefix: str = "", index: int | None = None
 ) -> list[FieldError]:
@@ -227,6 +275,7 @@ __all__ = [
     "InvalidInput",
     "InvalidStatusTransition",
     "NotSubscribed",
+    "RemoteError",
     "ReplayNotAllowed",
     "ScreenshotNotFound",
     "SlowConsumer",
@@ -236,5 +285,11 @@ __all__ = [
     "StreamerError",
     "TooManyClients",
     "UnsupportedMediaType",
+    "error_from_wire",
     "field_errors",
 ]
+
+
+_BY_CODE: dict[str, type[StreamerError]] = {
+    cls.code: cls for cls in _with_codes(StreamerError) if cls is not RemoteError
+}

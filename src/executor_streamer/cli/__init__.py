@@ -10,12 +10,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from ..client import HubClient, HubError
+from ..client import HubClient
 from ..config import ExecutorStreamerConfig, StorageBackend
 from ..core.hub import ExecutorStreamer, storage_for
 from ..core.subscription import Subscription
 from ..demo import SimulatedAgent
-from ..errors import ConfigError, StorageUnavailable
+from ..errors import ConfigError, StorageUnavailable, StreamerError
 from ..logs import configure_logging
 from ..server.runner import build_server
 from .render import event_line
@@ -126,8 +126,8 @@ async def _tail(url: str, stream: str, types: list[str] | None, since: int | Non
         try:
             async for event in hub.watch(stream, since=since, types=types):
                 console.print(event_line(event))
-        except HubError as exc:
-            console.print(f"[bold red]error:[/] {exc.code}: {exc.message}")
+        except StreamerError as exc:
+            console.print(f"[bold red]error:[/] {exc.to_dict()['code']}: {exc.message}")
             raise typer.Exit(1) from None
     console.print("[dim]stream closed[/]")
 
@@ -138,8 +138,8 @@ async def _demo_over_http(url: str, runs: int, pace: float, session: str) -> Non
             session_id = f"{session}-{number}"
             try:
                 created = await hub.create_stream(session_id)
-            except HubError as exc:
-                console.print(f"[bold red]error:[/] {exc.code}: {exc.message}")
+            except StreamerError as exc:
+                console.print(f"[bold red]error:[/] {exc.to_dict()['code']}: {exc.message}")
                 raise typer.Exit(1) from None
             console.print(
                 f"publishing [bold]{session_id}[/] ({created.stream_id}); watch it with\n"
