@@ -8,44 +8,88 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, inspect, select
+from sqlalchemy import Connection, inspect, select
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from executor_streamer.errors import StorageUnavailable
 from executor_streamer.history import StoredScreenshot, StreamWrite, sql
+from executor_streamer.history.migrations import STEPS, migrate, schema_version
 from executor_streamer.history.records import EventRecord
-from executor_streamer.history.sql import MIGRATIONS, SqlHistory
+from executor_streamer.history.sql import SqlHistory
 from executor_streamer.types import StreamConfig
 
 from ..conftest import PNG
 from .test_contract import POSTGRES_URL, record, reset_postgres
 
 
+def schema(sync: Connection) -> dict[str, object]:
+    """Tables with their columns and indexes, as the database reports them."""
+    inspector = inspect(sync)
+    out: dict[str, object] = {}
+    for table in sorted(inspector.get_table_names()):
+        columns = [
+            (c["name"], str(c["type"]).split("(")[0], c["nullable"])
+            for c in inspector.get_columns(table)
+        ]
+        indexes = sorted(
+            (i["name"], tuple(i["column_names"]), bool(i["unique"]))
+            for i in inspector.get_indexes(table)
+        )
+        out[table] = (columns, indexes)
+    return out
+
+
 class TestMigrations:
+    @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+    async def test_the_steps_end_where_the_query_definitions_say(
+        self, backend: str, tmp_path: Path
+    ) -> None:
+        """Migrating an empty database step by step gives exactly the tables, columns and
+        indexes that sql.py's definitions describe (the steps are snapshots; sql.py is
+        what the queries expect)."""
+        schemas = []
+        for name, build in (("steps", migrate), ("definitions", sql.metadata.create_all)):
+            if backend == "sqlite":
+                url = f"sqlite+aiosqlite:///{tmp_path / name}.db"
+            else:
+                await reset_postgres()
+                url = POSTGRES_URL
+            engine = create_async_engine(url)
+            try:
+                async with engine.connect() as connection:
+                    await connection.run_sync(build)
+                    await connection.commit()
+                    schemas.append(await connection.run_sync(schema))
+            finally:
+                await engine.dispose()
+        steps, definitions = schemas
+        assert isinstance(steps, dict) and isinstance(definitions, dict)
+        steps.pop("es_schema_version")
+        assert steps == definitions
+
     async def test_an_older_schema_is_migrated_forward(self, tmp_path: Path) -> None:
-        """A database left at an earlier version gets the later steps at start, once."""
+        """A database a version-2 release left gets the later steps at start, once; step
+        1 as it shipped made no partial index (it is not built from today's tables)."""
         url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
-        old = SqlHistory(url)
-        async with old._engine.begin() as connection:
-            await connection.run_sync(
-                lambda sync: sql.metadata.create_all(sync, tables=[sql.schema_version])
+        engine = create_async_engine(url)
+        async with engine.connect() as connection:
+            await connection.run_sync(lambda sync: migrate(sync, STEPS[:2]))
+            indexes = await connection.run_sync(
+                lambda sync: {i["name"] for i in inspect(sync).get_indexes("es_events")}
             )
-            for version, migrate in enumerate(MIGRATIONS[:2], start=1):
-                await migrate(connection)
-                await connection.execute(insert(sql.schema_version).values(version=version))
-            # A version-2 schema had neither index (step 1 now creates the partial one).
-            await connection.exec_driver_sql("DROP INDEX es_events_with_screenshot")
-        await old.close()
+        await engine.dispose()
+        assert indexes == {"es_events_by_time", "es_events_by_type"}
 
         for _ in range(2):  # starting twice applies nothing twice
             store = SqlHistory(url)
             await store.start()
             async with store._engine.connect() as connection:
-                versions = (await connection.execute(select(sql.schema_version.c.version))).all()
+                versions = (await connection.execute(select(schema_version.c.version))).all()
                 indexes = await connection.run_sync(
                     lambda sync: {i["name"] for i in inspect(sync).get_indexes("es_events")}
                 )
             await store.close()
-            assert [v for (v,) in versions] == list(range(1, len(MIGRATIONS) + 1))
+            assert [v for (v,) in versions] == list(range(1, len(STEPS) + 1))
             assert "es_events_with_screenshot" in indexes
             assert "es_events_by_screenshot" not in indexes  # replaced by the partial one
 
@@ -71,8 +115,8 @@ class TestMigrations:
         try:
             await asyncio.gather(*(store.start() for store in stores))
             async with stores[0]._engine.connect() as connection:
-                versions = (await connection.execute(select(sql.schema_version.c.version))).all()
-            assert sorted(v for (v,) in versions) == list(range(1, len(MIGRATIONS) + 1))
+                versions = (await connection.execute(select(schema_version.c.version))).all()
+            assert sorted(v for (v,) in versions) == list(range(1, len(STEPS) + 1))
         finally:
             for store in stores:
                 await store.close()

@@ -30,7 +30,6 @@ from sqlalchemy import (
     Connection,
     Engine,
     Index,
-    Integer,
     LargeBinary,
     MetaData,
     String,
@@ -58,6 +57,7 @@ from ..types.filters import HistoryFilter
 from ..types.streams import StreamConfig
 from .base import HistoryPage, ResumeRead, StoredScreenshot, StreamState, StreamWrite
 from .blobs import BlobDirectory
+from .migrations import migrate
 from .records import EventRecord, Predicate
 
 P = ParamSpec("P")
@@ -110,9 +110,9 @@ screenshots = Table(
     Column("data", LargeBinary, nullable=False),
 )
 
-# Which events use a screenshot. Only screenshot events are indexed (a partial index):
-# indexing every other event's NULL cost each insert a b-tree update. Created by
-# migration 4, or at step 1 of a fresh schema, since the table carries it.
+# The tables as the queries below see them. The schema itself is made by the steps of
+# ``migrations`` (tests hold the two equal); these definitions never create anything.
+# Which events use a screenshot: only screenshot events are indexed (migration 4).
 with_screenshot = Index(
     "es_events_with_screenshot",
     events.c.stream_id,
@@ -120,6 +120,9 @@ with_screenshot = Index(
     sqlite_where=events.c.screenshot_id.is_not(None),
     postgresql_where=events.c.screenshot_id.is_not(None),
 )
+
+# Which screenshot rows still use an image file (migration 4).
+by_digest = Index("es_screenshots_by_sha256", screenshots.c.sha256)
 
 streams = Table(
     "es_streams",
@@ -135,45 +138,6 @@ streams = Table(
     Column("last_seq", BigInteger, nullable=False),
     Column("running_commands", Text, nullable=False),
 )
-
-schema_version = Table("es_schema_version", metadata, Column("version", Integer, primary_key=True))
-
-
-async def _create_v1(connection: AsyncConnection) -> None:
-    await connection.run_sync(lambda sync: metadata.create_all(sync, tables=[events, screenshots]))
-
-
-async def _create_v2(connection: AsyncConnection) -> None:
-    await connection.run_sync(lambda sync: metadata.create_all(sync, tables=[streams]))
-
-
-# Added by migration 4: which screenshot rows still use an image file.
-by_digest = Index("es_screenshots_by_sha256", screenshots.c.sha256)
-
-
-async def _create_v3(connection: AsyncConnection) -> None:
-    await connection.exec_driver_sql(
-        "CREATE INDEX IF NOT EXISTS es_events_by_screenshot ON es_events (stream_id, screenshot_id)"
-    )
-
-
-async def _create_v4(connection: AsyncConnection) -> None:
-    def migrate(sync: Connection) -> None:
-        by_digest.create(sync, checkfirst=True)
-        with_screenshot.create(sync, checkfirst=True)
-        sync.exec_driver_sql("DROP INDEX IF EXISTS es_events_by_screenshot")
-
-    await connection.run_sync(migrate)
-
-
-# Migrations run in order at start, each in its own transaction; the version table says
-# which have run. Append new steps; never edit one that has shipped.
-MIGRATIONS: list[Callable[[AsyncConnection], Any]] = [
-    _create_v1,
-    _create_v2,
-    _create_v3,
-    _create_v4,
-]
 
 # PostgreSQL advisory lock held while migrating, so hubs starting together on one
 # database migrate it once (an arbitrary constant: "es" + schema).
@@ -222,7 +186,7 @@ class SqlHistory:
                 await connection.exec_driver_sql(f"SELECT pg_advisory_lock({_MIGRATION_LOCK})")
                 await connection.commit()
             try:
-                await _migrate(connection)
+                await connection.run_sync(migrate)
             finally:
                 if self._postgres:
                     await connection.exec_driver_sql(
@@ -518,16 +482,6 @@ class SqlHistory:
                 select(screenshots.c.sha256).where(screenshots.c.sha256.in_(digests)).distinct()
             )
             await self._blobs.remove(set(digests) - {row.sha256 for row in used})
-
-
-async def _migrate(connection: AsyncConnection) -> None:
-    async with connection.begin():
-        await connection.run_sync(lambda sync: metadata.create_all(sync, tables=[schema_version]))
-        done = (await connection.execute(select(func.max(schema_version.c.version)))).scalar()
-    for version, migrate in enumerate(MIGRATIONS[done or 0 :], start=(done or 0) + 1):
-        async with connection.begin():
-            await migrate(connection)
-            await connection.execute(insert(schema_version).values(version=version))
 
 
 def _blob_directory(url: str) -> BlobDirectory | None:
