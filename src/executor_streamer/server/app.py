@@ -13,13 +13,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
-from starlette_compress import CompressMiddleware, remove_compress_type
+from starlette_compress import CompressMiddleware
 
 from ..core.hub import ExecutorStreamer
 from ..errors import StreamerError
 from ..types.events import EventInput
 from .connections import LiveConnections, liveness_interval
 from .errors import error_response, install_error_handlers
+from .internals import never_compress, write_whole_response
 from .metrics import ServerMetrics
 from .ops import router as ops_router
 from .rest import publish_response
@@ -28,13 +29,12 @@ from .schemas import PublishBatch
 from .streaming import open_event_stream
 from .streaming import router as streaming_router
 from .websocket import WebSocketSession
-from .writers import write_whole_response
 
 SHUTDOWN_GRACE_SECONDS = 5.0
 
 # SSE is never compressed: no frame waits in a compressor, and an open stream holds no
 # compressor state (DESIGN.md §9).
-remove_compress_type("text/event-stream")
+never_compress("text/event-stream")
 
 
 _EVENTS_PATH = re.compile(r"/api/streams/([^/]+)/events")

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from ..core.hub import ExecutorStreamer
 from .app import SHUTDOWN_GRACE_SECONDS, create_app
 from .connections import LiveConnections, ping_settings
+from .internals import verify as verify_internals
 from .ws_protocol import HubWebSocketProtocol
 
 
@@ -62,6 +63,7 @@ class HubServer(uvicorn.Server):
 def build_server(
     hub: ExecutorStreamer, host: str | None = None, port: int | None = None
 ) -> HubServer:
+    verify_internals()  # loud now, rather than a slow fall back later
     config = hub.config
     app: FastAPI = create_app(hub)
     ping_interval, ping_timeout = ping_settings(hub)

@@ -26,9 +26,9 @@ from ..types.base import format_timestamp, utc_now
 from .connections import LiveConnections, liveness_interval
 from .flush import Pacer
 from .frames import sse_event, sse_frame, sse_preamble
+from .internals import ChunkWriter
 from .metrics import ServerMetrics
 from .timers import Signal, Ticker
-from .writers import ChunkWriter
 
 _log = structlog.get_logger("executor_streamer.sse")
 

@@ -52,6 +52,7 @@ from .errors import (
     CLOSE_TOO_MANY_CLIENTS,
 )
 from .frames import ws_event, ws_events, ws_message
+from .internals import asgi_send_of
 from .metrics import ServerMetrics
 from .query import filters_from_types, parse_seq
 from .writers import FrameWriter, PeerGone
@@ -139,7 +140,7 @@ class WebSocketSession:
         connections: LiveConnections,
     ) -> None:
         self.ws = websocket
-        self._frames = FrameWriter(websocket._send)
+        self._frames = FrameWriter(asgi_send_of(websocket))
         self.hub = hub
         self.metrics = metrics
         self.connections = connections

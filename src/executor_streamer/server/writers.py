@@ -7,22 +7,18 @@ write each. Under the hub's own WebSocket protocol (``ws_protocol``, which
 the connection's protocol object; then the whole drain leaves in one transport write.
 With any other server, plain ASGI sends.
 
-HTTP responses: under uvicorn's httptools protocol the ``send`` is a method of the
-request's response cycle. An SSE chunk that needs no waiting is written to its transport
-directly, chunk-encoded as the cycle would; a whole response known up front (the answer
-to a publish) goes out as one write of head and body, where the cycle makes two.
+The HTTP responses' direct writes (SSE chunks, a publish's whole answer) reach into
+uvicorn's private parts, and live with every other such access in ``internals``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from starlette.responses import Response
 from starlette.types import Send
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
 from websockets.exceptions import InvalidState
 
+from .internals import owner_of_send
 from .ws_protocol import HubWebSocketProtocol
 
 
@@ -33,7 +29,7 @@ class PeerGone(Exception):
 class FrameWriter:
     def __init__(self, send: Send) -> None:
         self._send = send
-        protocol: Any = getattr(send, "__self__", None)
+        protocol = owner_of_send(send)
         self._protocol = protocol if isinstance(protocol, HubWebSocketProtocol) else None
 
     async def send(self, frames: Sequence[bytes]) -> None:
@@ -73,64 +69,3 @@ class FrameWriter:
             await self._send({"type": "websocket.send", "text": frame.decode()})
         except (RuntimeError, OSError) as exc:
             raise PeerGone from exc
-
-
-class ChunkWriter:
-    """The fast path for a chunked HTTP response body (SSE)."""
-
-    def __init__(self, send: Send) -> None:
-        cycle: Any = getattr(send, "__self__", None)
-        self._cycle = cycle if isinstance(cycle, RequestResponseCycle) else None
-
-    def ready(self) -> bool:
-        """Whether :meth:`write_now` can write at once: the response started chunked,
-        is not complete, the peer is there and its socket buffer is not full."""
-        cycle = self._cycle
-        return (
-            cycle is not None
-            and cycle.response_started
-            and bool(cycle.chunked_encoding)
-            and not cycle.response_complete
-            and not cycle.disconnected
-            and not cycle.flow.write_paused
-            and not cycle.transport.is_closing()
-        )
-
-    def write_now(self, body: bytes) -> None:
-        """Write ``body`` as one chunk; only when :meth:`ready`."""
-        assert self._cycle is not None
-        self._cycle.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
-
-
-def write_whole_response(send: Send, response: Response) -> bool:
-    """Write ``response`` in one transport write, as uvicorn's cycle would in two; False
-    when that cannot be done at once (a response that sends more than head and body, or a
-    background task; another server, an access log to write, a full socket buffer), and
-    the caller sends it through ASGI instead."""
-    cycle: Any = getattr(send, "__self__", None)
-    if (
-        not isinstance(cycle, RequestResponseCycle)
-        or type(response).__call__ is not Response.__call__
-        or response.background is not None
-        or cycle.response_started
-        or cycle.disconnected
-        or cycle.access_log
-        or cycle.flow.write_paused
-        or cycle.transport.is_closing()
-    ):
-        return False
-    parts = [STATUS_LINE[response.status_code]]
-    for name, value in [*cycle.default_headers, *response.raw_headers]:
-        parts += [name, b": ", value, b"\r\n"]
-    if not cycle.keep_alive:
-        parts.append(b"connection: close\r\n")
-    parts += [b"\r\n", bytes(response.body)]
-    cycle.response_started = True
-    cycle.waiting_for_100_continue = False
-    cycle.transport.write(b"".join(parts))
-    cycle.response_complete = True
-    cycle.message_event.set()
-    if not cycle.keep_alive:
-        cycle.transport.close()
-    cycle.on_response()
-    return True

@@ -28,14 +28,11 @@ import logging
 import random
 import struct
 import weakref
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Any, ClassVar, cast
 from urllib.parse import unquote
 
 from uvicorn import Config
-from uvicorn._types import ASGIReceiveEvent, ASGISendEvent, WebSocketScope
-from uvicorn.protocols.utils import ClientDisconnected, get_local_addr, get_remote_addr, is_ssl
-from uvicorn.server import ServerState
 from websockets.exceptions import InvalidState
 from websockets.extensions.base import ServerExtensionFactory
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
@@ -44,7 +41,20 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from .internals import (
+    ClientDisconnected,
+    ServerState,
+    expects_continuation,
+    get_local_addr,
+    get_remote_addr,
+    is_ssl,
+    parser_failed,
+)
 from .timers import Rounds
+
+ASGIReceiveEvent = dict[str, Any]
+ASGISendEvent = MutableMapping[str, Any]
+WebSocketScope = dict[str, Any]
 
 _log = logging.getLogger("executor_streamer.ws_protocol")
 
@@ -146,7 +156,7 @@ class HubWebSocketProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         conn = self.conn
         conn.receive_data(data)
-        if conn.parser_exc is not None:
+        if parser_failed(conn):
             self._fail_on_parse_error()
             return
         for event in conn.events_received():
@@ -436,7 +446,7 @@ class HubWebSocketProtocol(asyncio.Protocol):
         """Send UTF-8 ``frames`` as text messages, in one transport write; only when
         :meth:`ready`. Raises ``InvalidState`` if the connection is no longer open."""
         conn = self.conn
-        if conn.state is State.OPEN and not conn.extensions and not conn.expect_continuation_frame:
+        if conn.state is State.OPEN and not conn.extensions and not expects_continuation(conn):
             # An unfragmented, unextended server frame is a header and the payload: no
             # Frame object per frame. Control frames the connection queued go first.
             parts = conn.data_to_send()
