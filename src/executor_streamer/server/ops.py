@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
 from .errors import error_body
 from .metrics import CONTENT_TYPE
 from .rest import hub_of, json
+from .schemas import ErrorBody
 
 router = APIRouter()
 
@@ -26,7 +27,12 @@ async def readyz(request: Request) -> Response:
     return json(health, 200 if health.is_healthy else 503)
 
 
-@router.get("/metrics", summary="Prometheus text exposition", include_in_schema=True)
+@router.get(
+    "/metrics",
+    summary="Prometheus text exposition",
+    response_class=PlainTextResponse,
+    responses={404: {"model": ErrorBody, "description": "performance.metricsEnabled is off"}},
+)
 async def prometheus(request: Request) -> Response:
     if not hub_of(request).config.performance.metrics_enabled:
         return Response(
