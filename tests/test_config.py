@@ -1,4 +1,4 @@
-"""Configuration (DESIGN.md §7): seed defaults, files, environment, overrides."""
+"""Configuration (docs/configuration.md): seed defaults, files, environment, overrides."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Hub configuration (DESIGN.md §7): the seed's ExecutorStreamerConfig and defaults.
+"""Hub configuration (docs/configuration.md): the seed's ExecutorStreamerConfig and defaults.
 
 ``ExecutorStreamerConfig()`` is the seed's defaults and nothing else.
 ``ExecutorStreamerConfig.load(...)`` layers, later winning:
@@ -88,7 +88,7 @@ class CompressionConfig(WireModel):
     """Offer permessage-deflate to WebSocket clients (when ``enabled``). Off by default:
     every connection that takes it keeps zlib state (idle connections measured 72 KiB
     each instead of 30, bench/connections.py), and each frame is compressed once per
-    client instead of being written as serialized at publish time (DESIGN.md §9)."""
+    client instead of being written as serialized at publish time (docs/architecture.md)."""
 
 
 class LoggingConfig(WireModel):

@@ -77,7 +77,7 @@ class StreamerError(Exception):
 
 
 class InvalidInput(StreamerError):
-    """Input that breaks a rule of DESIGN.md §3; ``errors`` names every offending field."""
+    """Input that breaks a rule of docs/protocol.md; ``errors`` names every offending field."""
 
     code = "VALIDATION_ERROR"
 

@@ -1,4 +1,4 @@
-"""Compiled filters (DESIGN.md §5)."""
+"""Compiled filters (docs/protocol.md)."""
 
 from __future__ import annotations
 

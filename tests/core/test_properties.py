@@ -198,7 +198,7 @@ def reference_match(filters: list[StreamFilter], event: StreamEvent) -> bool:
 def test_compiled_filters_match_the_definition(
     filters: list[StreamFilter], events: list[tuple[int, str]]
 ) -> None:
-    """The compiled predicate agrees with DESIGN.md's any-of-all-of definition."""
+    """The compiled predicate agrees with the any-of-all-of definition of docs/protocol.md."""
     predicate = compile_filters(filters)
     for seq, kind in events:
         live = record(seq, kind)

@@ -1,4 +1,4 @@
-"""Publishing (DESIGN.md §3, §4): every method, command matching, screenshots, limits."""
+"""Publishing (docs/rest.md): every method, command matching, screenshots, limits."""
 
 from __future__ import annotations
 

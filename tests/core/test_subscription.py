@@ -1,4 +1,4 @@
-"""Subscribing (DESIGN.md §5, §9): resume without gap or duplicate, recovery, slow consumers."""
+"""Subscribing (docs/protocol.md): resume without gap or duplicate, recovery, slow consumers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""HTTP long polling (DESIGN.md §5)."""
+"""HTTP long polling (docs/protocol.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The REST API (DESIGN.md §6) against a real server with httpx."""
+"""The REST API (docs/rest.md) against a real server with httpx."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One slow client never harms the others (DESIGN.md §9), over real sockets."""
+"""One slow client never harms the others (docs/architecture.md), over real sockets."""
 
 from __future__ import annotations
 

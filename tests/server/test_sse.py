@@ -1,4 +1,4 @@
-"""Server-Sent Events (DESIGN.md §5) with a real HTTP client parsing the stream."""
+"""Server-Sent Events (docs/protocol.md) with a real HTTP client parsing the stream."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The WebSocket protocol (DESIGN.md §5) with the `websockets` client."""
+"""The WebSocket protocol (docs/protocol.md) with the `websockets` client."""
 
 from __future__ import annotations
 

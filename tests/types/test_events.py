@@ -1,4 +1,4 @@
-"""The event types of DESIGN.md §3: what they accept, what they refuse, how they look."""
+"""The event types of docs/protocol.md: what they accept, what they refuse, how they look."""
 
 from __future__ import annotations
 

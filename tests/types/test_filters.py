@@ -1,4 +1,4 @@
-"""StreamFilter and HistoryFilter models (DESIGN.md §5)."""
+"""StreamFilter and HistoryFilter models (docs/protocol.md)."""
 
 from __future__ import annotations
 

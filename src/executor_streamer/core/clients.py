@@ -1,4 +1,4 @@
-"""Connected consumers: WebSocket, SSE and long-polling clients (DESIGN.md §2, §6).
+"""Connected consumers: WebSocket, SSE and long-polling clients (docs/protocol.md, docs/rest.md).
 
 A client is one connection. It may hold subscriptions on several streams and is
 listed among each of those streams' clients. In-process subscribers that are not

@@ -1,4 +1,4 @@
-"""Matching command completions to the commands they finish (DESIGN.md §3)."""
+"""Matching command completions to the commands they finish (docs/protocol.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Filters compiled once into predicates (DESIGN.md §5).
+"""Filters compiled once into predicates (docs/protocol.md).
 
 A list of filters matches an event if any filter matches; the fields inside one
 filter must all match; no filter at all matches everything. An empty list inside a

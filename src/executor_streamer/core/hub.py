@@ -1,4 +1,4 @@
-"""The hub: every part of the core wired together, usable in-process (DESIGN.md §4).
+"""The hub: every part of the core wired together, usable in-process (docs/rest.md).
 
     hub = ExecutorStreamer(ExecutorStreamerConfig())
     await hub.start()
@@ -261,7 +261,7 @@ class ExecutorStreamer:
 
         Without ``since`` the subscription is live-only. With it, every retained event
         with seq > since that matches the filters comes first, then live events, with
-        no gap and no duplicate (DESIGN.md §5). ``recovered`` is False when some of the
+        no gap and no duplicate (docs/protocol.md). ``recovered`` is False when some of the
         events asked for are no longer held, or ``epoch`` names another epoch (then the
         whole retained history is replayed). Subscribing to a closed stream hands out
         the requested history and then ends.
@@ -422,7 +422,7 @@ class ExecutorStreamer:
 
 
 def storage_for(config: ExecutorStreamerConfig) -> HistoryStore:
-    """A new store of the backend ``persistence`` names (DESIGN.md §8), not yet started."""
+    """A new store of the backend ``persistence`` names (docs/architecture.md), not yet started."""
     persistence = config.persistence
     backend = persistence.storage_backend
     if backend == "memory":

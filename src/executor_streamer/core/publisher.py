@@ -1,4 +1,4 @@
-"""Publishing (the seed's IStreamPublisher, DESIGN.md §4).
+"""Publishing (the seed's IStreamPublisher, docs/rest.md).
 
 A publish goes: validate (outside any lock) → take the stream's lock → assign seqs,
 resolve command ids, stamp, serialize once and check sizes → queue the records, their

@@ -1,4 +1,4 @@
-"""One subscriber's view of one stream (DESIGN.md §5, §9).
+"""One subscriber's view of one stream (docs/protocol.md, docs/architecture.md).
 
 A subscription is registered with its stream *before* the history it resumes from is
 read, and the read is bounded by the stream's last delivered seq at that moment.

@@ -1,4 +1,4 @@
-"""Checking what producers publish, before anything is stored (DESIGN.md §3, §4).
+"""Checking what producers publish, before anything is stored (docs/protocol.md, docs/rest.md).
 
 Every input is validated here exactly once. A batch is checked whole: if any event is
 invalid, the error lists every problem with its index and nothing is published.

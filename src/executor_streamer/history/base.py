@@ -1,4 +1,4 @@
-"""What a history backend must provide (DESIGN.md §8).
+"""What a history backend must provide (docs/architecture.md).
 
 The memory and SQL backends implement it and pass the same contract tests. Every
 method takes the hub's stream id. New events arrive only through :meth:`HistoryStore.write`,

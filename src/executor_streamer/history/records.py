@@ -18,7 +18,7 @@ def data_text(event: StreamEvent) -> str:
 
 
 class EventRecord:
-    """A published event, validated once and serialized once (DESIGN.md §9).
+    """A published event, validated once and serialized once (docs/architecture.md).
 
     Fan-out hands the same record to every subscriber; transports write ``payload``
     as it is, so no event is serialized per client. A record read back from storage

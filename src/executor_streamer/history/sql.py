@@ -495,7 +495,7 @@ def _blob_directory(url: str) -> BlobDirectory | None:
 
 def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     # WAL lets readers go on while one writer commits; NORMAL is durable across a process
-    # crash in WAL mode (an OS crash may lose the last commits, DESIGN's SIGKILL may not).
+    # crash in WAL mode (an OS crash may lose the last commits, a SIGKILL of the process may not).
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")

@@ -33,7 +33,7 @@ from .websocket import WebSocketSession
 SHUTDOWN_GRACE_SECONDS = 5.0
 
 # SSE is never compressed: no frame waits in a compressor, and an open stream holds no
-# compressor state (DESIGN.md §9).
+# compressor state (docs/architecture.md).
 never_compress("text/event-stream")
 
 

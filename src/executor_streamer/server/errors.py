@@ -37,7 +37,7 @@ HTTP_STATUS: dict[str, int] = {
     "INTERNAL_ERROR": 500,
 }
 
-# WebSocket close codes (DESIGN.md §5).
+# WebSocket close codes (docs/protocol.md).
 CLOSE_OPERATOR = 4000
 CLOSE_UNAUTHORIZED = 4001
 CLOSE_FORBIDDEN = 4003

@@ -1,4 +1,4 @@
-"""HTTP long polling: ``GET /api/streams/{id}/poll`` (DESIGN.md §5).
+"""HTTP long polling: ``GET /api/streams/{id}/poll`` (docs/protocol.md).
 
 A polling client keeps one subscription per stream between polls, so events published
 between two polls wait for it (up to ``bufferSize``) instead of being looked up again.

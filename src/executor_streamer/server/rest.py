@@ -1,4 +1,4 @@
-"""The REST API of DESIGN.md §6: thin handlers over the hub."""
+"""The REST API of docs/rest.md: thin handlers over the hub."""
 
 from __future__ import annotations
 

@@ -76,7 +76,7 @@ def build_server(
         ws=HubWebSocketProtocol,  # instead of uvicorn's websockets-sansio: leaner per connection
         lifespan="on",
         # Protocol pings; a peer that does not answer is closed within the idle
-        # timeout (DESIGN.md §9).
+        # timeout (docs/architecture.md).
         ws_ping_interval=ping_interval,
         ws_ping_timeout=ping_timeout,
         ws_per_message_deflate=config.compression.enabled and config.compression.websocket,

@@ -1,4 +1,4 @@
-"""Server-Sent Events: ``GET /api/streams/{id}/events`` (DESIGN.md §5).
+"""Server-Sent Events: ``GET /api/streams/{id}/events`` (docs/protocol.md).
 
 One writer per connection drains the client's subscription and sends everything queued
 as one write (several frames in one chunk). Heartbeats go out after ``heartbeatInterval``

@@ -1,4 +1,4 @@
-"""The WebSocket protocol: ``GET /ws`` (DESIGN.md §5).
+"""The WebSocket protocol: ``GET /ws`` (docs/protocol.md).
 
 One task per connection: it reads client messages, turns them into core calls and queues
 the replies. Everything goes out through :meth:`WebSocketSession.flush`, which writes the
@@ -81,7 +81,6 @@ class _Message(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, extra="forbid")
     type: str
     request_id: RequestId | None = None
-    token: str | None = None  # accepted here for DESIGN.md §10; checked once auth lands
 
 
 class _Subscribe(_Message):

@@ -1,4 +1,4 @@
-"""The shared types of DESIGN.md §3 as pydantic models (camelCase on the wire)."""
+"""The shared types of docs/protocol.md as pydantic models (camelCase on the wire)."""
 
 from .analytics import ClientActivityReport, StreamMetrics, StreamStats
 from .base import Timestamp, WireModel, format_timestamp, utc_now

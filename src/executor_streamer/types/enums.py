@@ -1,4 +1,4 @@
-"""Enumerations of DESIGN.md §3. Values are the wire strings."""
+"""Enumerations of docs/protocol.md. Values are the wire strings."""
 
 from enum import StrEnum
 

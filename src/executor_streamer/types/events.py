@@ -1,4 +1,4 @@
-"""Stream events and their data, one model per event type (DESIGN.md §3).
+"""Stream events and their data, one model per event type (docs/protocol.md).
 
 Scalar fields are strict: ``"confidence": "0.5"`` is a wrong type, not a number.
 Enums accept their wire strings.

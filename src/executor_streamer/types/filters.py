@@ -1,4 +1,4 @@
-"""Subscription and history filters (DESIGN.md §5)."""
+"""Subscription and history filters (docs/protocol.md)."""
 
 from __future__ import annotations
 

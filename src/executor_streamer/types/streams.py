@@ -1,4 +1,4 @@
-"""Stream configuration, sessions and clients (DESIGN.md §2, §3; the seed's StreamConfig)."""
+"""Stream configuration, sessions and clients (docs/protocol.md; the seed's StreamConfig)."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ class ModuleSessionInfo(WireModel):
 
 
 class StreamSession(ModuleSessionInfo):
-    """A stream as the API shows it. ``sessionId`` is the stream id (DESIGN.md §2)."""
+    """A stream as the API shows it. ``sessionId`` is the stream id (docs/protocol.md)."""
 
     module_id: Literal["executor-streamer"] = MODULE_ID
     stream_id: str
