@@ -29,7 +29,11 @@ BATCH = 100
 
 async def measure(events: int) -> dict[str, Any]:
     config = ExecutorStreamerConfig().with_overrides(
-        {"logging": {"level": "ERROR"}, "defaultStreamConfig": {"maxHistorySize": events}}
+        {
+            "logging": {"level": "ERROR"},
+            "defaultStreamConfig": {"maxHistorySize": events},
+            "limits": {"maxHistorySize": max(events, 100_000)},
+        }
     )
     async with ExecutorStreamer(config) as hub:
         session = f"collector-{events}"

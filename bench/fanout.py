@@ -15,6 +15,12 @@ server, python-socketio broadcasting to a room, FastAPI + sse-starlette with a q
 client. The CPU seconds the server and the load generator used are read from /proc, to
 show the generator is the cheaper side.
 
+Server and load generator run pinned to separate cores (``taskset``: the server on
+``--server-cpu``, the load generator on ``--loadgen-cpu``), so neither steals the other's
+core and a run on another machine of the same kind compares alike. Beside capacity, each
+target's server CPU per delivered event (microseconds) is reported at fixed rates: a
+measure of the server's own cost, whatever limits its capacity.
+
 Prints a markdown table and writes ``bench/results/<date>-fanout.json``. Needs Node.js
 (``npm ci`` in bench/fanout, which ``make bench`` runs).
 """
@@ -109,10 +115,21 @@ def children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def start(target: Target) -> tuple[subprocess.Popen[bytes], str]:
+FIXED_RATES = (1000, 2000)
+"""Rates at which every target's CPU per delivered event is compared."""
+
+
+def pinned(command: list[str], cpu: str) -> list[str]:
+    return ["taskset", "-c", cpu, *command] if cpu else command
+
+
+def start(target: Target, args: Any) -> tuple[subprocess.Popen[bytes], str]:
     # Subscribers of a run may linger a moment on the server the next run reuses.
-    env = {"EXECUTOR_STREAMER_DEFAULT_STREAM_CONFIG__MAX_CLIENTS": "10000"}
-    return start_server(target.command, env, target.ready_path)
+    env = {
+        "EXECUTOR_STREAMER_DEFAULT_STREAM_CONFIG__MAX_CLIENTS": "10000",
+        "EXECUTOR_STREAMER_SERVER__MAX_CONNECTIONS": "10000",
+    }
+    return start_server(pinned(target.command, args.server_cpu), env, target.ready_path)
 
 
 def run_load(target: Target, base: str, server_pid: int, rate: int, args: Any) -> dict[str, Any]:
@@ -128,7 +145,7 @@ def run_load(target: Target, base: str, server_pid: int, rate: int, args: Any) -
     loadgen_before = children_cpu_seconds()
     started = time.monotonic()
     loadgen = subprocess.Popen(
-        ["node", str(FANOUT / "loadgen.mjs"), json.dumps(spec)],
+        pinned(["node", str(FANOUT / "loadgen.mjs"), json.dumps(spec)], args.loadgen_cpu),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -138,8 +155,14 @@ def run_load(target: Target, base: str, server_pid: int, rate: int, args: Any) -
     if loadgen.returncode != 0:
         raise RuntimeError(f"load generator failed on {target.name} at {rate}/s: {errors}")
     result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
-    result["serverCpu"] = round((cpu_seconds(server_pid) - server_before) / wall, 2)
-    result["loadgenCpu"] = round((children_cpu_seconds() - loadgen_before) / wall, 2)
+    server_cpu = cpu_seconds(server_pid) - server_before
+    loadgen_cpu = children_cpu_seconds() - loadgen_before
+    result["serverCpu"] = round(server_cpu / wall, 2)
+    result["loadgenCpu"] = round(loadgen_cpu / wall, 2)
+    # Warm-up and set-up deliveries are not counted, so this slightly overstates the cost.
+    delivered = max(result["delivered"], 1)
+    result["serverUsPerDelivery"] = round(server_cpu * 1e6 / delivered, 2)
+    result["loadgenUsPerDelivery"] = round(loadgen_cpu * 1e6 / delivered, 2)
     result["passed"] = passed(result)
     return result
 
@@ -156,7 +179,7 @@ def passed(result: dict[str, Any]) -> bool:
 
 def measure(target: Target, args: Any) -> dict[str, Any]:
     """Rising rates on one fresh server until a rate fails (or the list ends)."""
-    process, base = start(target)
+    process, base = start(target, args)
     runs = []
     try:
         for rate in RATES:
@@ -165,12 +188,18 @@ def measure(target: Target, args: Any) -> dict[str, Any]:
             result = run_load(target, base, process.pid, rate, args)
             runs.append(result)
             print(f"  {target.name} @ {rate}/s: {summary(result)}", flush=True)
-            if not result["passed"]:
+            if not result["passed"] and rate >= max(FIXED_RATES):
                 break
     finally:
         process.terminate()
         process.wait(15)
-    capacity = max((r["rate"] for r in runs if r["passed"]), default=0)
+    # Capacity: the highest rate below the first failing one (rates past a failure run
+    # only to measure the cost per delivery at the fixed rates).
+    capacity = 0
+    for run in runs:
+        if not run["passed"]:
+            break
+        capacity = run["rate"]
     return {"target": target.name, "kind": target.kind, "capacity": capacity, "runs": runs}
 
 
@@ -179,6 +208,7 @@ def summary(result: dict[str, Any]) -> str:
         f"achieved {result['achievedRate']}/s, p50 {result['p50']} p99 {result['p99']} "
         f"max {result['max']} ms, lost {result['lost']}, out of order {result['outOfOrder']}, "
         f"CPU server {result['serverCpu']:.0%} loadgen {result['loadgenCpu']:.0%}, "
+        f"server {result['serverUsPerDelivery']} us/delivery, "
         f"{'pass' if result['passed'] else 'FAIL'}"
     )
 
@@ -210,6 +240,25 @@ def table(rounds: dict[str, list[dict[str, Any]]], names: dict[str, str]) -> str
     return "\n".join(lines)
 
 
+def cost_table(rounds: dict[str, list[dict[str, Any]]], names: dict[str, str]) -> str:
+    """CPU microseconds per delivered event at fixed rates, medians over rounds."""
+    header = " | ".join(f"server / load generator at {rate:,}/s" for rate in FIXED_RATES)
+    lines = [f"| target | {header} |", "|---|" + "---|" * len(FIXED_RATES)]
+    for kind, measured in rounds.items():
+        cells = [names[kind]]
+        for rate in FIXED_RATES:
+            at = [r for m in measured for r in m["runs"] if r["rate"] == rate]
+            if not at:
+                cells.append("not run")
+                continue
+            server = median_low(r["serverUsPerDelivery"] for r in at)
+            loadgen = median_low(r["loadgenUsPerDelivery"] for r in at)
+            failed = "" if all(r["passed"] for r in at) else " (rate not held)"
+            cells.append(f"{server} / {loadgen}{failed}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def ratios(rounds: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Hub capacity over the peer's, round by round (side by side), and their median."""
     found = []
@@ -230,6 +279,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--only", default="", help="comma-separated target kinds")
     parser.add_argument("--max-rate", type=int, default=0)
+    parser.add_argument("--server-cpu", default="0", help="core for the server ('' unpinned)")
+    parser.add_argument("--loadgen-cpu", default="1", help="core for the load generator")
     args = parser.parse_args()
     chosen = [t for t in targets() if not args.only or t.kind in args.only.split(",")]
     rounds: dict[str, list[dict[str, Any]]] = {t.kind: [] for t in chosen}
@@ -238,7 +289,10 @@ def main() -> None:
             print(f"round {number}, {target.name}:", flush=True)
             rounds[target.kind].append(measure(target, args))
     print(f"\n{args.subscribers} subscribers on one stream, single-event POSTs\n")
-    print(table(rounds, {t.kind: t.name for t in chosen}))
+    names = {t.kind: t.name for t in chosen}
+    print(table(rounds, names))
+    print("\nCPU per delivered event (microseconds), medians\n")
+    print(cost_table(rounds, names))
     found = ratios(rounds)
     for ratio in found:
         each = ", ".join(f"{r}x" for r in ratio["rounds"])
@@ -251,6 +305,7 @@ def main() -> None:
         "seconds_per_rate": args.seconds,
         "rounds": args.rounds,
         "pass_rule": ">= 95% of the rate achieved, nothing lost, p99 < 100 ms",
+        "pinning": {"server": args.server_cpu, "loadgen": args.loadgen_cpu},
         "ratios": found,
         "results": [{"target": t.name, "kind": t.kind, "rounds": rounds[t.kind]} for t in chosen],
     }

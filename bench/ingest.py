@@ -56,7 +56,11 @@ def event(n: int) -> dict[str, object]:
 
 async def in_process(events: int, batched: bool, storage: str, publishers: int = 1) -> float:
     config = ExecutorStreamerConfig().with_overrides(
-        {"logging": {"level": "ERROR"}, "defaultStreamConfig": {"maxHistorySize": 1_000_000}}
+        {
+            "logging": {"level": "ERROR"},
+            "defaultStreamConfig": {"maxHistorySize": 1_000_000},
+            "limits": {"maxHistorySize": 1_000_000},
+        }
     )
     async with ExecutorStreamer(config, storage=make_storage(storage)) as hub:
         session = f"bench-{time.monotonic_ns()}"
@@ -150,7 +154,10 @@ SERVE_STORAGE = {
 
 def start_hub(storage: str) -> tuple[subprocess.Popen[bytes], str]:
     options = [option.format(tmp=tempfile.mkdtemp()) for option in SERVE_STORAGE[storage]]
-    history = {"EXECUTOR_STREAMER_DEFAULT_STREAM_CONFIG__MAX_HISTORY_SIZE": "1000000"}
+    history = {
+        "EXECUTOR_STREAMER_DEFAULT_STREAM_CONFIG__MAX_HISTORY_SIZE": "1000000",
+        "EXECUTOR_STREAMER_LIMITS__MAX_HISTORY_SIZE": "1000000",
+    }
     return start_server(serve_command(*options), history)
 
 

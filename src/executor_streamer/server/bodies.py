@@ -40,8 +40,9 @@ _LONG_NUMBER = re.compile(rb"[0-9]{19,}")
 """Nineteen digits in a row: a body that may hold an integer beyond orjson's 64 bits."""
 
 
-def json_content(request: Request) -> None:
-    """Routes with a JSON body: a body that is there must say it is JSON."""
+async def json_content(request: Request) -> None:
+    """Routes with a JSON body: a body that is there must say it is JSON. (Async: FastAPI
+    runs a plain function dependency in a worker thread, a hop per request.)"""
     if request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers:
         require_json(request)
 
