@@ -35,7 +35,7 @@ from executor_streamer.logs import configure_logging
 from executor_streamer.server import create_app
 from executor_streamer.server.connections import ping_settings
 from executor_streamer.server.runner import build_server
-from executor_streamer.types.base import WireModel, utc_now
+from executor_streamer.types.base import WireModel, deep_merge, utc_now
 
 from .conftest import PNG
 
@@ -374,19 +374,9 @@ async def test_each_key_changes_behaviour_or_is_refused(key: tuple[str, ...]) ->
             load(nested(key, probe.value))
         return
     default = await probe.observe(load(probe.base))
-    changed_config = _merge(_merge(probe.base, probe.also), nested(key, probe.value))
+    changed_config = deep_merge(deep_merge(probe.base, probe.also), nested(key, probe.value))
     changed = await probe.observe(load(changed_config))
     assert default != changed, (default, changed)
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for name, value in over.items():
-        if isinstance(value, dict) and isinstance(out.get(name), dict):
-            out[name] = _merge(out[name], value)
-        else:
-            out[name] = value
-    return out
 
 
 def _unsupported() -> Iterator[tuple[str, str]]:
