@@ -18,6 +18,7 @@ from .errors import (
     ConfigError,
     EventTooLarge,
     FieldError,
+    Forbidden,
     HubNotRunning,
     InvalidInput,
     InvalidStatusTransition,
@@ -31,6 +32,7 @@ from .errors import (
     StreamerError,
     StreamNotFound,
     TooManyClients,
+    Unauthorized,
     UnsupportedMediaType,
 )
 from .history.base import HistoryPage
@@ -75,6 +77,7 @@ __all__ = [
     "ExecutorStreamer",
     "ExecutorStreamerConfig",
     "FieldError",
+    "Forbidden",
     "HistoryFilter",
     "HistoryPage",
     "HubClient",
@@ -103,6 +106,7 @@ __all__ = [
     "Subscription",
     "TimeRange",
     "TooManyClients",
+    "Unauthorized",
     "UnsupportedMediaType",
     "__version__",
     "configure_logging",

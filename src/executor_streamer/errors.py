@@ -11,6 +11,8 @@ transports map codes to HTTP statuses and close codes in one table.
     ├── BodyTooLarge                 BODY_TOO_LARGE     a request body over the limit
     ├── UnsupportedMediaType         UNSUPPORTED_MEDIA_TYPE a body that is not JSON
     ├── ConfigError                  CONFIG_ERROR       an invalid configuration value
+    ├── Unauthorized                 UNAUTHORIZED       no credential, or a bad one
+    ├── Forbidden                    FORBIDDEN          a good credential, not allowed this
     ├── StreamNotFound               STREAM_NOT_FOUND
     ├── StreamClosed                 STREAM_CLOSED      publish to a closed stream
     ├── InvalidStatusTransition      INVALID_STATUS_TRANSITION
@@ -127,6 +129,27 @@ class ConfigError(StreamerError):
     """An invalid configuration value; the message names the key."""
 
     code = "CONFIG_ERROR"
+
+
+class Unauthorized(StreamerError):
+    """No credential, or one that is not valid. The message never says which check
+    failed; ``reason`` does, for the server's log only."""
+
+    code = "UNAUTHORIZED"
+    reason = ""
+
+    def __init__(
+        self, message: str = "a valid credential is required", *, reason: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
+class Forbidden(StreamerError):
+    code = "FORBIDDEN"
+
+    def __init__(self, message: str = "this credential does not allow that") -> None:
+        super().__init__(message)
 
 
 class StreamNotFound(StreamerError):
@@ -271,6 +294,7 @@ __all__ = [
     "ConfigError",
     "EventTooLarge",
     "FieldError",
+    "Forbidden",
     "HubNotRunning",
     "InvalidInput",
     "InvalidStatusTransition",
@@ -284,6 +308,7 @@ __all__ = [
     "StreamNotFound",
     "StreamerError",
     "TooManyClients",
+    "Unauthorized",
     "UnsupportedMediaType",
     "error_from_wire",
     "field_errors",

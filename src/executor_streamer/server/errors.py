@@ -15,6 +15,8 @@ from ..errors import FieldError, InvalidInput, StreamerError
 
 HTTP_STATUS: dict[str, int] = {
     "VALIDATION_ERROR": 422,
+    "UNAUTHORIZED": 401,
+    "FORBIDDEN": 403,
     "EVENT_TOO_LARGE": 413,
     "BATCH_TOO_LARGE": 413,
     "BODY_TOO_LARGE": 413,
