@@ -361,3 +361,26 @@ class TestStreamConfigBounds:
         assert response.status_code == 422
         assert response.json()["error"]["details"]["errors"][0]["path"] == key
         assert (await served.http.get("/api/streams/wf-big")).status_code == 404
+
+
+class TestIdentifiers:
+    @pytest.mark.parametrize("command_id", ["a\u0000b", "line\nbreak", "tab\there", "\u007f"])
+    async def test_control_characters_in_ids_are_refused(
+        self, served: Served, command_id: str
+    ) -> None:
+        """Ids end up in logs, URLs and headers: NUL and other control characters are a
+        422 and nothing is stored (lone surrogates are refused by the JSON parser)."""
+        await served.publish("wf-1", status(1))
+        event = {"type": "COMMAND_STARTED", "data": {"commandName": "c", "action": "CLICK"}}
+        event["data"]["commandId"] = command_id  # type: ignore[index]
+        response = await served.http.post("/api/streams/wf-1/events", json=event)
+        assert response.status_code == 422
+        assert response.json()["error"]["details"]["errors"][0]["path"] == "data.commandId"
+        surrogate = b'{"type":"STATUS","data":{"statusType":"a","status":"\\ud800"}}'
+        response = await served.http.post(
+            "/api/streams/wf-1/events",
+            content=surrogate,
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code == 422
+        assert await history_total(served) == 1

@@ -18,7 +18,11 @@ from .json_values import JsonObject, JsonValue
 
 Text = Annotated[str, Field(strict=True)]
 Name = Annotated[str, Field(strict=True, min_length=1, max_length=256)]
-Identifier = Annotated[str, Field(strict=True, min_length=1, max_length=128)]
+Identifier = Annotated[
+    str, Field(strict=True, min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+"""An id (command, screenshot, event): no NUL or other control characters, which ids end
+up in logs, URLs and headers where they do harm."""
 Duration = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
 Dimension = Annotated[int, Field(strict=True, ge=1, le=100_000)]
 
