@@ -384,3 +384,17 @@ class TestIdentifiers:
         )
         assert response.status_code == 422
         assert await history_total(served) == 1
+
+
+async def test_a_deep_body_with_a_long_number_is_a_422(served: Served) -> None:
+    """A body orjson reads (up to 1024 levels) that also holds a long number goes through
+    the standard parser, whose recursion stops sooner: a 422, not a 500."""
+    depth = 1000
+    body = (
+        b'{"type":"STATUS","data":{"statusType":"a","status":"b"},'
+        b'"metadata":{"n":12345678901234567890,"x":' + b"[" * depth + b"]" * depth + b"}}"
+    )
+    response = await served.http.post(
+        "/api/streams/wf-1/events", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 422

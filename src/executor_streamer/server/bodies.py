@@ -32,7 +32,10 @@ async def json_body(request: Request, limit: int) -> Any:
     if _LONG_NUMBER.search(body):
         # orjson reads an integer beyond 64 bits as a float, silently losing digits; the
         # standard parser keeps it whole, so validation can refuse it (types.json_values).
-        document = stdlib_json.loads(body)
+        try:
+            document = stdlib_json.loads(body)
+        except RecursionError:  # orjson takes 1024 levels, the standard parser fewer
+            raise InvalidInput.single("(body)", "nested too deeply") from None
     return document
 
 
