@@ -434,11 +434,13 @@ class WebSocketSession:
             self.close_with = CLOSE_FOR_REASON[CloseReason.SLOW_CONSUMER]
             self.outbox, self._outbox_bytes = [], 0  # it would not read them anyway
             _log.info("websocket_over_budget", client_id=self.client and self.client.id)
-        if self.close_with is not None:
-            self._end_reading()
+            self._end_reading()  # a writer waiting on its full socket is cancelled too
             return
         if self._writer is not None:
             return  # it takes what is queued on its next round
+        if self.close_with is not None:
+            self._end_reading()
+            return
         if not self._frames.ready():
             # (A closed subscription still has its ending to report.)
             if self.outbox or any(e.sub.pending or e.sub.closed for e in self.subs.values()):
