@@ -16,7 +16,7 @@ async def json_body(request: Request, limit: int) -> Any:
     """The request body parsed as JSON, refusing bodies over ``limit`` bytes."""
     require_json(request)
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(limit)
     chunks, size = [], 0
     async for chunk in request.stream():
