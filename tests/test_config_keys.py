@@ -15,7 +15,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -290,11 +289,10 @@ async def byte_budget(config: ExecutorStreamerConfig) -> object:
         return sub.close_reason
 
 
-def _file(tmp: Path) -> dict[str, Any]:
-    return {"persistence": {"storageBackend": "file", "connectionString": str(tmp / "a.db")}}
-
-
-TMP = Path(__file__).parent / ".probe-data"  # never created: the SQL engine connects lazily
+# SQLite URLs, not paths: for a path the hub makes the folder, and a probe only builds the
+# store (its engine connects lazily), so with URLs nothing is created on disk.
+DB_A = "sqlite+aiosqlite:///probe-a.db"
+DB_B = "sqlite+aiosqlite:///probe-b.db"
 
 PROBES: dict[tuple[str, ...], Effect | Refused] = {
     ("module_id",): Refused("another-module"),
@@ -321,9 +319,11 @@ PROBES: dict[tuple[str, ...], Effect | Refused] = {
     ("security", "cors_origins"): Effect(["http://app.example"], cors_answer),
     ("security", "authentication_required"): Refused(True),
     ("persistence", "storage_backend"): Effect(
-        "file", storage_url, also={"persistence": {"connectionString": str(TMP / "a.db")}}
+        "file", storage_url, also={"persistence": {"connectionString": DB_A}}
     ),
-    ("persistence", "connection_string"): Effect(str(TMP / "b.db"), storage_url, _file(TMP)),
+    ("persistence", "connection_string"): Effect(
+        DB_B, storage_url, {"persistence": {"storageBackend": "file", "connectionString": DB_A}}
+    ),
     ("compression", "enabled"): Effect(False, openapi_encoding),
     ("compression", "threshold"): Effect(1 << 30, openapi_encoding),
     ("compression", "algorithm"): Effect("brotli", openapi_encoding),
