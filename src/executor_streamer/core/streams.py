@@ -162,7 +162,9 @@ class Stream:
         """Mark ``records`` stored and hand them to every subscriber, synchronously."""
         self.last_seq = records[-1].seq
         self.last_activity = records[-1].event.timestamp
-        size = sum(len(r.payload) for r in records)
+        if not self.subscriptions:
+            return
+        size = sum(len(r.payload) for r in records)  # once for every subscriber's budget
         for sub in list(self.subscriptions):
             sub.push(records, size)
 
