@@ -34,7 +34,7 @@ from executor_streamer.logs import configure_logging
 from executor_streamer.server import create_app
 from executor_streamer.server.connections import ping_settings
 from executor_streamer.server.runner import build_server
-from executor_streamer.types.base import WireModel, deep_merge, utc_now
+from executor_streamer.types.base import ConfigModel, WireModel, deep_merge, utc_now
 
 from .conftest import PNG
 
@@ -379,25 +379,18 @@ async def test_each_key_changes_behaviour_or_is_refused(key: tuple[str, ...]) ->
     assert default != changed, (default, changed)
 
 
-def _unsupported() -> Iterator[tuple[str, str]]:
-    """(dotted wire path of the section, key) for every key a section refuses."""
-    sections = {
-        "": ExecutorStreamerConfig,
-        "persistence": ExecutorStreamerConfig.model_fields["persistence"].annotation,
-        "performance": ExecutorStreamerConfig.model_fields["performance"].annotation,
-        "defaultStreamConfig": ExecutorStreamerConfig.model_fields[
-            "default_stream_config"
-        ].annotation,
-        "defaultStreamConfig.persistence": ExecutorStreamerConfig.model_fields[
-            "default_stream_config"
-        ]
-        .annotation.model_fields["persistence"]  # type: ignore[union-attr]
-        .annotation,
-    }
-    for section, model in sections.items():
-        assert isinstance(model, type) and issubclass(model, WireModel)
+def _unsupported(
+    model: type[BaseModel] = ExecutorStreamerConfig, section: str = ""
+) -> Iterator[tuple[str, str]]:
+    """(dotted wire path of the section, key) for every key any section refuses."""
+    if issubclass(model, ConfigModel):
         for key in model.unsupported:
             yield section, key
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, WireModel):
+            alias = info.alias or name
+            yield from _unsupported(annotation, f"{section}.{alias}" if section else alias)
 
 
 @pytest.mark.parametrize(("section", "key"), list(_unsupported()))

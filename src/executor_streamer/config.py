@@ -20,7 +20,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, SettingsError
 
 from .errors import ConfigError
-from .types.base import WireModel, deep_merge, normalize_keys
+from .types.base import ConfigModel, WireModel, deep_merge, normalize_keys
 from .types.streams import MODULE_ID, StreamConfig
 
 ENV_PREFIX = "EXECUTOR_STREAMER_"
@@ -64,7 +64,7 @@ class SecurityConfig(WireModel):
         return required
 
 
-class PersistenceConfig(WireModel):
+class PersistenceConfig(ConfigModel):
     unsupported: ClassVar[dict[str, str]] = {
         "enabled": "history is always kept; storageBackend 'memory' keeps it in the process only",
     }
@@ -101,7 +101,7 @@ class LoggingConfig(WireModel):
     """JSON lines instead of human-readable console lines."""
 
 
-class PerformanceConfig(WireModel):
+class PerformanceConfig(ConfigModel):
     unsupported: ClassVar[dict[str, str]] = {
         "maxConcurrentOperations": "publishes are grouped by the committer, not throttled",
         "cacheEnabled": "the hub has no cache to turn on or off",
@@ -130,7 +130,7 @@ class LimitsConfig(WireModel):
     socket has not taken. A client past it is dropped as a slow consumer (4008)."""
 
 
-class ExecutorStreamerConfig(WireModel):
+class ExecutorStreamerConfig(ConfigModel):
     unsupported: ClassVar[dict[str, str]] = {
         "timeouts": "the hub bounds waits with server.idleClientTimeout, heartbeats and "
         "the poll timeout; workflow, step and retry timeouts belong to the executor",

@@ -62,19 +62,6 @@ class WireModel(BaseModel):
         use_enum_values=False,
     )
 
-    unsupported: ClassVar[dict[str, str]] = {}
-    """camelCase keys the seed names here that this hub does not implement, and why:
-    refused with that reason rather than accepted and ignored."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _refuse_unsupported(cls, data: Any) -> Any:
-        if cls.unsupported and isinstance(data, dict):
-            for key, reason in cls.unsupported.items():
-                if key in data or to_snake(key) in data:
-                    raise ValueError(f"{key} is not supported: {reason}")
-        return data
-
     def to_wire(self) -> dict[str, Any]:
         """The JSON-ready camelCase dict, without unset optional fields."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
@@ -102,3 +89,22 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+class ConfigModel(WireModel):
+    """A configuration section: it may refuse keys the seed names but this hub does not
+    implement. (Only configuration models carry the check: on every model it cost each
+    published event a Python call per validation.)"""
+
+    unsupported: ClassVar[dict[str, str]] = {}
+    """camelCase keys the seed names here that this hub does not implement, and why:
+    refused with that reason rather than accepted and ignored."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unsupported(cls, data: Any) -> Any:
+        if cls.unsupported and isinstance(data, dict):
+            for key, reason in cls.unsupported.items():
+                if key in data or to_snake(key) in data:
+                    raise ValueError(f"{key} is not supported: {reason}")
+        return data

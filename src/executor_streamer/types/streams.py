@@ -6,14 +6,14 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from .base import Timestamp, WireModel, deep_merge, normalize_keys
+from .base import ConfigModel, Timestamp, WireModel, deep_merge, normalize_keys
 from .enums import ClientType, SessionStatus
 from .filters import StreamFilter
 
 MODULE_ID: Literal["executor-streamer"] = "executor-streamer"
 
 
-class StreamPersistence(WireModel):
+class StreamPersistence(ConfigModel):
     unsupported: ClassVar[dict[str, str]] = {
         "enabled": "every stream keeps history (maxHistorySize, retentionPeriod)",
         "storageType": "every stream is stored by the hub's persistence.storageBackend",
@@ -23,7 +23,7 @@ class StreamPersistence(WireModel):
     """Events older than this many milliseconds are removed by the retention task."""
 
 
-class StreamConfig(WireModel):
+class StreamConfig(ConfigModel):
     """Per-stream settings; ``defaultStreamConfig`` in the hub config is the default."""
 
     unsupported: ClassVar[dict[str, str]] = {
