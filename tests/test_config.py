@@ -73,11 +73,11 @@ class TestLoading:
     def test_later_sources_win(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """File < environment < explicit overrides, key by key."""
         path = tmp_path / "hub.toml"
-        path.write_text('[server]\nport = 1\nhost = "file"\nmaxConnections = 700\n')
+        path.write_text('[server]\nport = 1\nhost = "127.0.0.1"\nmaxConnections = 700\n')
         monkeypatch.setenv("EXECUTOR_STREAMER_SERVER__PORT", "2")
-        monkeypatch.setenv("EXECUTOR_STREAMER_SERVER__HOST", "env")
+        monkeypatch.setenv("EXECUTOR_STREAMER_SERVER__HOST", "::1")
         c = ExecutorStreamerConfig.load(path, overrides={"server": {"port": 3}})
-        assert (c.server.port, c.server.host, c.server.max_connections) == (3, "env", 700)
+        assert (c.server.port, c.server.host, c.server.max_connections) == (3, "::1", 700)
 
     def test_environment_lists_and_nested_sections(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Environment variables reach nested sections and take JSON for lists."""

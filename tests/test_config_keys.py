@@ -3,13 +3,13 @@
 The test walks the config model, so a key added later without a probe here fails it.
 Each probe observes behaviour (what a hub, its server or its app does) under the default
 and under another value, and the two must differ; a refused key must stop loading with
-a message naming it. The security keys that the security work will enforce are listed
-apart, each refused or pending by name, so none can hide.
+a message naming it; a key that only permits something is shown to permit it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -21,6 +21,7 @@ import httpx
 import pytest
 import structlog
 from pydantic import BaseModel
+from pydantic.alias_generators import to_camel
 
 from executor_streamer import (
     ClientType,
@@ -31,6 +32,7 @@ from executor_streamer import (
 )
 from executor_streamer.core.hub import storage_for
 from executor_streamer.logs import configure_logging
+from executor_streamer.security import Scope, mint_token
 from executor_streamer.server import create_app
 from executor_streamer.server.connections import ping_settings
 from executor_streamer.server.runner import build_server
@@ -57,6 +59,15 @@ class Refused:
     """Setting the key to ``value`` stops loading with a message naming the key."""
 
     value: Any
+
+
+@dataclass(frozen=True)
+class Permits:
+    """``other`` alone stops loading with a message naming the key; with the key set to
+    ``value`` it loads."""
+
+    value: Any
+    other: dict[str, Any]
 
 
 def leaf_keys(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
@@ -100,11 +111,36 @@ async def outcome(action: Awaitable[object]) -> object:
 async def http_get(
     config: ExecutorStreamerConfig, path: str, headers: dict[str, str] | None = None
 ) -> httpx.Response:
+    return (await http_gets(config, path, 1, headers))[0]
+
+
+async def http_gets(
+    config: ExecutorStreamerConfig, path: str, times: int, headers: dict[str, str] | None = None
+) -> list[httpx.Response]:
     async with running(config) as hub:
         app = create_app(hub)
         transport = httpx.ASGITransport(app)
         async with httpx.AsyncClient(transport=transport, base_url="http://hub") as http:
-            return await http.get(path, headers=headers)
+            return [await http.get(path, headers=headers) for _ in range(times)]
+
+
+SECRET = "probe-secret-" + "s" * 32
+API_KEY = "probe-api-key"
+API_KEY_CONFIG = {
+    "name": "probe",
+    "keySha256": hashlib.sha256(API_KEY.encode()).hexdigest(),
+    "scope": {"admin": True},
+}
+JWT_AUTH = {"security": {"authenticationRequired": True, "jwt": {"secret": SECRET}}}
+KEY_AUTH = {"security": {"authenticationRequired": True, "apiKeys": [API_KEY_CONFIG]}}
+
+
+def bearer(credential: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {credential}"}
+
+
+def admin_token() -> str:
+    return mint_token(SECRET, "probe", Scope(admin=True), 60)
 
 
 # -- probes ------------------------------------------------------------------------------
@@ -226,6 +262,50 @@ async def metrics_status(config: ExecutorStreamerConfig) -> object:
     return (await http_get(config, "/metrics")).status_code
 
 
+async def streams_status(config: ExecutorStreamerConfig) -> object:
+    return (await http_get(config, "/api/streams")).status_code
+
+
+async def status_with_token(config: ExecutorStreamerConfig) -> object:
+    return (await http_get(config, "/api/streams", bearer(admin_token()))).status_code
+
+
+async def status_with_api_key(config: ExecutorStreamerConfig) -> object:
+    return (await http_get(config, "/api/streams", bearer(API_KEY))).status_code
+
+
+async def five_requests(config: ExecutorStreamerConfig) -> object:
+    return [r.status_code for r in await http_gets(config, "/api/streams", 5)]
+
+
+async def three_events_published(config: ExecutorStreamerConfig) -> object:
+    async with running(config) as hub:
+        transport = httpx.ASGITransport(create_app(hub))
+        async with httpx.AsyncClient(transport=transport, base_url="http://hub") as http:
+            statuses = []
+            for i in range(3):
+                event = {"type": "STATUS", "data": {"statusType": "a", "status": str(i)}}
+                response = await http.post("/api/streams/wf-1/events", json=event)
+                statuses.append(response.status_code)
+            return statuses
+
+
+async def connections_held(config: ExecutorStreamerConfig) -> object:
+    async with running(config) as hub:
+        rate = create_app(hub).state.gate.rate
+        for count in range(200):
+            try:
+                rate.hold_connection("ip:127.0.0.1")
+            except StreamerError:
+                return count
+    return None
+
+
+async def forwarded_for(config: ExecutorStreamerConfig) -> object:
+    server = build_server(ExecutorStreamer(config))
+    return server.config.proxy_headers, server.config.forwarded_allow_ips
+
+
 async def publish_outcome(config: ExecutorStreamerConfig, event: dict[str, Any]) -> object:
     async with running(config) as hub:
         return await outcome(hub.publisher.publish_event("wf-1", event))
@@ -294,7 +374,7 @@ async def byte_budget(config: ExecutorStreamerConfig) -> object:
 DB_A = "sqlite+aiosqlite:///probe-a.db"
 DB_B = "sqlite+aiosqlite:///probe-b.db"
 
-PROBES: dict[tuple[str, ...], Effect | Refused] = {
+PROBES: dict[tuple[str, ...], Effect | Refused | Permits] = {
     ("module_id",): Refused("another-module"),
     ("version",): Refused("2.0.0"),
     ("enabled",): Refused(False),
@@ -316,8 +396,23 @@ PROBES: dict[tuple[str, ...], Effect | Refused] = {
     ("default_stream_config", "persistence", "retention_period"): Effect(
         1000, retained_after_five_seconds
     ),
+    ("server", "trusted_proxies"): Effect(["10.0.0.0/8"], forwarded_for),
     ("security", "cors_origins"): Effect(["http://app.example"], cors_answer),
-    ("security", "authentication_required"): Refused(True),
+    ("security", "authentication_required"): Effect(
+        True, streams_status, also={"security": {"jwt": {"secret": SECRET}}}
+    ),
+    ("security", "allow_insecure"): Permits(True, {"server": {"host": "0.0.0.0"}}),
+    ("security", "metrics_public"): Effect(True, metrics_status, JWT_AUTH),
+    ("security", "jwt"): Effect({"secret": SECRET}, status_with_token, KEY_AUTH),
+    ("security", "api_keys"): Effect([API_KEY_CONFIG], status_with_api_key, JWT_AUTH),
+    ("security", "rate_limiting", "enabled"): Effect(
+        False, five_requests, {"security": {"rateLimiting": {"maxRequestsPerMinute": 3}}}
+    ),
+    ("security", "rate_limiting", "max_requests_per_minute"): Effect(2, five_requests),
+    ("security", "rate_limiting", "max_events_per_second"): Effect(
+        2, three_events_published, {"defaultStreamConfig": {"bufferSize": 1}}
+    ),
+    ("security", "rate_limiting", "max_connections_per_subject"): Effect(3, connections_held),
     ("persistence", "storage_backend"): Effect(
         "file", storage_url, also={"persistence": {"connectionString": DB_A}}
     ),
@@ -346,24 +441,14 @@ PROBES: dict[tuple[str, ...], Effect | Refused] = {
     ("limits", "max_queued_bytes"): Effect(64 << 10, byte_budget),
 }
 
-PENDING_SECURITY = {
-    ("security", "rate_limiting", "enabled"),
-    ("security", "rate_limiting", "max_requests_per_minute"),
-    ("security", "rate_limiting", "max_events_per_second"),
-}
-"""Rate limits arrive with the security work (they are part of it, as is authentication,
-which is refused until then). Named here one by one, so that no other key can be left
-without an effect."""
-
-
 KEYS = sorted(leaf_keys(ExecutorStreamerConfig))
 
 
 def test_every_key_has_a_probe() -> None:
     """A key without a probe is a key nobody has shown to do anything."""
-    missing = [".".join(k) for k in KEYS if k not in PROBES and k not in PENDING_SECURITY]
+    missing = [".".join(k) for k in KEYS if k not in PROBES]
     assert missing == []
-    assert set(PROBES) | PENDING_SECURITY == set(KEYS)
+    assert set(PROBES) == set(KEYS)
 
 
 @pytest.mark.parametrize("key", [k for k in KEYS if k in PROBES], ids=".".join)
@@ -372,6 +457,11 @@ async def test_each_key_changes_behaviour_or_is_refused(key: tuple[str, ...]) ->
     if isinstance(probe, Refused):
         with pytest.raises(ConfigError, match=key[-1]):
             load(nested(key, probe.value))
+        return
+    if isinstance(probe, Permits):
+        with pytest.raises(ConfigError, match=to_camel(key[-1])):
+            load(probe.other)
+        load(deep_merge(probe.other, nested(key, probe.value)))
         return
     default = await probe.observe(load(probe.base))
     changed_config = deep_merge(deep_merge(probe.base, probe.also), nested(key, probe.value))

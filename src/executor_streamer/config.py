@@ -10,16 +10,25 @@ camelCase and snake_case keys both load; an unknown key or invalid value raises
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 import orjson
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, SettingsError
 
-from .errors import ConfigError
+from .errors import ConfigError, InvalidInput
+from .security.scope import Scope
 from .types.base import ConfigModel, WireModel, deep_merge, normalize_keys
 from .types.streams import MODULE_ID, StreamConfig
 
@@ -31,37 +40,134 @@ Positive = Annotated[int, Field(ge=1)]
 StorageBackend = Literal["memory", "file", "database", "redis"]
 
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "ip6-localhost")
+
+
 class ServerConfig(WireModel):
     port: Port = 3001
     host: str = "localhost"
+    """Loopback unless ``security.allowInsecure`` or authentication is on
+    (docs/configuration.md, "Safe defaults")."""
     max_connections: Positive = 1000
     """Global limit of connected clients."""
     auto_create_streams: bool = True
     """Publishing to an unknown workflow session creates its stream."""
     idle_client_timeout: Annotated[int, Field(ge=1000)] = 30_000
     """Milliseconds without a sign of life after which a client is removed."""
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
+    """Addresses or networks of proxies whose ``X-Forwarded-For`` names the client (for
+    per-IP rate limits); any other peer's forwarded headers are ignored."""
 
 
 class RateLimitingConfig(WireModel):
     enabled: bool = True
     max_requests_per_minute: Positive = 1000
+    """Per credential subject (per client IP without authentication), over every HTTP
+    request and WebSocket message except publishes."""
     max_events_per_second: Positive = 1000
-    """Per stream. The seed said 100, below its own 1000 events/s requirement."""
+    """Per stream, over published events; bursts up to the stream's ``bufferSize``.
+    The seed said 100, below its own 1000 events/s requirement."""
+    max_connections_per_subject: Positive = 100
+    """Concurrent WebSocket and SSE connections of one subject (client IP without
+    authentication)."""
+
+
+JwtAlgorithm = Literal["HS256", "RS256", "ES256"]
+MIN_SECRET_BYTES = 32
+"""RFC 7518 §3.2: an HS256 key at least as long as the hash."""
+
+
+class JwtConfig(WireModel):
+    algorithm: JwtAlgorithm = "HS256"
+    """The only algorithm accepted; a token's own ``alg`` header is never trusted."""
+    secret: SecretStr | None = None
+    """The HS256 key (at least 32 bytes)."""
+    public_key: str | None = None
+    """The PEM public key for RS256 or ES256."""
+    jwks_url: str | None = None
+    """Where RS256/ES256 keys are published (a JWKS document, fetched and cached)."""
+    audience: str | None = None
+    issuer: str | None = None
+    leeway_seconds: Annotated[int, Field(ge=0, le=300)] = 30
+
+    @model_validator(mode="after")
+    def _one_key_that_fits(self) -> Self:
+        sources = [self.secret is not None, self.public_key is not None, self.jwks_url is not None]
+        if sum(sources) != 1:
+            raise ValueError("give exactly one of secret (HS256), publicKey or jwksUrl")
+        if self.algorithm == "HS256":
+            if self.secret is None:
+                raise ValueError("HS256 needs secret (publicKey and jwksUrl are for RS256/ES256)")
+            if len(self.secret.get_secret_value().encode()) < MIN_SECRET_BYTES:
+                raise ValueError(f"secret must be at least {MIN_SECRET_BYTES} bytes")
+        elif self.secret is not None:
+            raise ValueError(f"{self.algorithm} needs publicKey or jwksUrl, not a secret")
+        if self.jwks_url is not None and not self.jwks_url.startswith(("https://", "http://")):
+            raise ValueError("jwksUrl must be an http(s) URL")
+        return self
+
+
+class ApiKeyConfig(WireModel):
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    """The subject the key acts as (in logs, rate limits and connection caps)."""
+    key_sha_256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    """The hex SHA-256 of the key; the key itself is never in config."""
+    scope: dict[str, Any]
+    """``{"subscribe": [pattern...], "publish": [pattern...], "admin": bool}``."""
+
+    @field_validator("scope")
+    @classmethod
+    def _valid_scope(cls, scope: dict[str, Any]) -> dict[str, Any]:
+        try:
+            Scope.from_claim(scope)
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from None
+        return scope
 
 
 class SecurityConfig(WireModel):
     cors_origins: list[str] = Field(default_factory=lambda: ["http://localhost:3000"])
+    """Origins (``scheme://host[:port]``) whose pages may call the API, open WebSockets
+    and SSE streams; the hub's own origin always may. ``*`` only with authentication."""
     authentication_required: bool = False
+    allow_insecure: bool = False
+    """Without authentication, allow binding ``server.host`` to a non-loopback address."""
+    metrics_public: bool = False
+    """With authentication, serve ``/metrics`` without an admin credential."""
+    jwt: JwtConfig | None = None
+    api_keys: list[ApiKeyConfig] = Field(default_factory=list)
     rate_limiting: RateLimitingConfig = Field(default_factory=RateLimitingConfig)
 
-    @field_validator("authentication_required")
+    @field_validator("cors_origins")
     @classmethod
-    def _no_false_sense_of_security(cls, required: bool) -> bool:
-        # Until credentials are checked, a hub that says it requires them would be as
-        # open as one that does not: refuse rather than pretend.
-        if required:
-            raise ValueError("authentication is not implemented in this version of the hub")
-        return required
+    def _exact_origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port]) or '*'")
+        return [origin.lower() for origin in origins]
+
+    @model_validator(mode="after")
+    def _credentials_have_a_use(self) -> Self:
+        has_credentials = self.jwt is not None or bool(self.api_keys)
+        if self.authentication_required and not has_credentials:
+            raise ValueError(
+                "authenticationRequired needs security.jwt (secret, publicKey or jwksUrl) "
+                "or security.apiKeys"
+            )
+        if has_credentials and not self.authentication_required:
+            raise ValueError(
+                "security.jwt and security.apiKeys are only checked with "
+                "authenticationRequired: true; set it, or remove them"
+            )
+        if "*" in self.cors_origins and not self.authentication_required:
+            raise ValueError("corsOrigins '*' is allowed only with authenticationRequired")
+        names = [key.name for key in self.api_keys]
+        if len(names) != len(set(names)):
+            raise ValueError("apiKeys names must be unique")
+        return self
+
+
+_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#\s]+")
 
 
 class PersistenceConfig(ConfigModel):
@@ -149,6 +255,23 @@ class ExecutorStreamerConfig(ConfigModel):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+
+    @model_validator(mode="after")
+    def _safe_bind(self) -> Self:
+        security = self.security
+        if (
+            not security.authentication_required
+            and not security.allow_insecure
+            and self.server.host not in LOOPBACK_HOSTS
+        ):
+            raise ValueError(
+                f"server.host {self.server.host!r} is not loopback and authentication is off: "
+                "anyone who can reach the port could publish and read every stream. Turn "
+                "authentication on (security.authenticationRequired with security.jwt or "
+                "security.apiKeys; see the README, 'Securing a hub'), or set "
+                "security.allowInsecure to accept an open hub"
+            )
+        return self
 
     @model_validator(mode="after")
     def _default_stream_within_limits(self) -> Self:
@@ -262,8 +385,10 @@ def _describe(exc: ValidationError) -> str:
 
 
 __all__ = [
+    "ApiKeyConfig",
     "CompressionConfig",
     "ExecutorStreamerConfig",
+    "JwtConfig",
     "LimitsConfig",
     "LoggingConfig",
     "PerformanceConfig",

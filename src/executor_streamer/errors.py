@@ -13,6 +13,7 @@ transports map codes to HTTP statuses and close codes in one table.
     ├── ConfigError                  CONFIG_ERROR       an invalid configuration value
     ├── Unauthorized                 UNAUTHORIZED       no credential, or a bad one
     ├── Forbidden                    FORBIDDEN          a good credential, not allowed this
+    ├── RateLimited                  RATE_LIMITED       over a rate limit; retry after a while
     ├── StreamNotFound               STREAM_NOT_FOUND
     ├── StreamClosed                 STREAM_CLOSED      publish to a closed stream
     ├── InvalidStatusTransition      INVALID_STATUS_TRANSITION
@@ -152,6 +153,18 @@ class Forbidden(StreamerError):
         super().__init__(message)
 
 
+class RateLimited(StreamerError):
+    """Over a rate limit (docs/configuration.md, ``security.rateLimiting``); try again in
+    ``retry_after`` seconds (HTTP ``Retry-After``)."""
+
+    code = "RATE_LIMITED"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        retry_after = max(1, retry_after)
+        super().__init__(message, {"retryAfter": retry_after})
+        self.retry_after = retry_after
+
+
 class StreamNotFound(StreamerError):
     code = "STREAM_NOT_FOUND"
 
@@ -250,6 +263,10 @@ def error_from_wire(
             ]
         elif isinstance(error, SlowConsumer):
             error.last_seq = int(error.details.get("lastSeq", 0))
+        elif isinstance(error, RateLimited):
+            error.retry_after = int(error.details.get("retryAfter", 1))
+        elif isinstance(error, Unauthorized):
+            error.reason = message
     error.status = status
     return error
 
@@ -299,6 +316,7 @@ __all__ = [
     "InvalidInput",
     "InvalidStatusTransition",
     "NotSubscribed",
+    "RateLimited",
     "RemoteError",
     "ReplayNotAllowed",
     "ScreenshotNotFound",

@@ -322,7 +322,8 @@ async def run_program(
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ThreadedServer]:
-    with server_in_thread() as running:
+    # Many examples against one server from one address: rate limits have tests of their own.
+    with server_in_thread(security={"rateLimiting": {"enabled": False}}) as running:
         yield running
 
 

@@ -96,7 +96,10 @@ messages = (
 
 @pytest.fixture(scope="module")
 def hub_server() -> Iterator[ThreadedServer]:
-    with server_in_thread(logging={"level": "ERROR"}) as server:
+    # Many examples against one server from one address: rate limits have tests of their own.
+    with server_in_thread(
+        logging={"level": "ERROR"}, security={"rateLimiting": {"enabled": False}}
+    ) as server:
         with httpx.Client(base_url=server.base_url) as http:
             for stream in ("wf-1", "wf-2"):
                 status = {"type": "STATUS", "data": {"statusType": "a", "status": "b"}}

@@ -49,6 +49,8 @@ class CloseReason(StrEnum):
     EVICTED = "EVICTED"
     """A polling client between polls gave its place to a new client (``maxClients``,
     ``maxConnections``); its next poll resumes from its ``since`` as usual."""
+    EXPIRED = "EXPIRED"
+    """The client's credential expired and was not refreshed (docs/security.md)."""
     FAILED = "FAILED"
     """The transport's code raised while the hub called it (``on_ready``, ``on_disconnect``):
     the hub ends that client rather than let the fault reach publishers or other clients."""

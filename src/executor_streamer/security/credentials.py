@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import jwt
+from jwt import PyJWKClient
 
 from ..errors import InvalidInput, Unauthorized
 from .scope import Scope
@@ -42,13 +43,16 @@ class JwtVerifier:
     def __init__(
         self,
         algorithm: Algorithm,
-        key: str | bytes,
+        key: str | bytes | PyJWKClient,
         *,
         audience: str | None = None,
         issuer: str | None = None,
         leeway_seconds: float = 30,
     ) -> None:
-        """``key`` is the HS256 secret, or the PEM public key for RS256 and ES256."""
+        """``key`` is the HS256 secret, the PEM public key for RS256 and ES256, or a
+        ``PyJWKClient`` over a JWKS URL, which fetches and caches the keys. Its
+        :meth:`verify` then may block on the network (the first time, and when a token
+        names an unknown ``kid``): call it in a thread."""
         self._algorithm = algorithm
         self._key = key
         self._audience = audience
@@ -61,11 +65,18 @@ class JwtVerifier:
             required.append("iss")
         self._options: Any = {"require": required, "verify_aud": audience is not None}
 
+    @property
+    def may_block(self) -> bool:
+        return isinstance(self._key, PyJWKClient)
+
     def verify(self, token: str) -> Principal:
         try:
+            key = self._key
+            if isinstance(key, PyJWKClient):
+                key = key.get_signing_key_from_jwt(token).key
             claims = jwt.decode(
                 token,
-                self._key,
+                key,
                 algorithms=[self._algorithm],
                 audience=self._audience,
                 issuer=self._issuer,

@@ -18,6 +18,7 @@ from starlette_compress import CompressMiddleware
 from ..core.hub import ExecutorStreamer
 from ..errors import StreamerError
 from ..types.events import EventInput
+from .auth import Gate
 from .connections import LiveConnections, liveness_interval
 from .errors import error_response, install_error_handlers
 from .internals import never_compress, write_whole_response
@@ -59,7 +60,9 @@ class HubApp(FastAPI):
             scope["app"] = self
             state = self.state
             websocket = WebSocket(scope, receive, send)
-            await WebSocketSession(websocket, state.hub, state.metrics, state.connections).run()
+            await WebSocketSession(
+                websocket, state.hub, state.metrics, state.connections, state.gate
+            ).run()
             return
         if kind == "http" and scope["method"] in ("POST", "GET"):
             target = _EVENTS_PATH.fullmatch(scope["path"])
@@ -99,7 +102,7 @@ class HubApp(FastAPI):
         allowed: list[str] = self.state.hub.config.security.cors_origins
         if "*" in allowed:
             return {"access-control-allow-origin": "*"}
-        if origin in allowed:
+        if origin.lower() in allowed:
             return {"access-control-allow-origin": origin, "vary": "Origin"}
         return {}
 
@@ -129,6 +132,7 @@ def create_app(hub: ExecutorStreamer) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.hub = hub
+    app.state.gate = Gate(hub.config)
     app.state.metrics = ServerMetrics(hub)
     app.state.connections = connections
     limits = hub.config.limits
@@ -154,13 +158,14 @@ def create_app(hub: ExecutorStreamer) -> FastAPI:
     app.include_router(rest_router)
     app.include_router(streaming_router)
     app.include_router(ops_router)
-    _document_publish_body(app)
+    _document_publish_body(app, hub.config.security.authentication_required)
     return app
 
 
-def _document_publish_body(app: FastAPI) -> None:
+def _document_publish_body(app: FastAPI, authentication: bool) -> None:
     """The publish body is parsed by hand (for batch error reporting); give OpenAPI its
-    two shapes anyway."""
+    two shapes anyway. Without authentication no operation needs a credential: the
+    schema says so, so that it describes this hub."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -174,6 +179,13 @@ def _document_publish_body(app: FastAPI) -> None:
             )
             components.update(extra.pop("$defs", {}))
             components[model.__name__] = extra
+        if not authentication:
+            schema["components"].pop("securitySchemes", None)
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    operation.pop("security", None)
+                    for status in ("401", "403"):
+                        operation.get("responses", {}).pop(status, None)
         app.openapi_schema = schema
         return schema
 

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from ..core.subscription import CloseReason
-from ..errors import FieldError, InvalidInput, StreamerError
+from ..errors import FieldError, InvalidInput, RateLimited, StreamerError, Unauthorized
 
 HTTP_STATUS: dict[str, int] = {
     "VALIDATION_ERROR": 422,
@@ -59,6 +59,7 @@ CLOSE_FOR_REASON: dict[CloseReason, tuple[int, str]] = {
     CloseReason.SHUTDOWN: (CLOSE_SHUTDOWN, "server shutting down"),
     CloseReason.UNSUBSCRIBED: (1000, "closed"),
     CloseReason.FAILED: (CLOSE_INTERNAL_ERROR, "the server failed: reconnect to resume"),
+    CloseReason.EXPIRED: (CLOSE_UNAUTHORIZED, "credential expired: reconnect with a new one"),
 }
 
 
@@ -74,8 +75,17 @@ def error_response(exc: StreamerError, headers: dict[str, str] | None = None) ->
         error_body(exc.code, exc.message, exc.details),
         status_code=HTTP_STATUS.get(exc.code, 500),
         media_type="application/json",
-        headers=headers,
+        headers={**(headers or {}), **error_headers(exc)},
     )
+
+
+def error_headers(exc: StreamerError) -> dict[str, str]:
+    """What an HTTP answer to ``exc`` must say besides its body (RFC 6750, RFC 9110)."""
+    if isinstance(exc, Unauthorized):
+        return {"www-authenticate": "Bearer"}
+    if isinstance(exc, RateLimited):
+        return {"retry-after": str(exc.retry_after)}
+    return {}
 
 
 def install_error_handlers(app: FastAPI) -> None:

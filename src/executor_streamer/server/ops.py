@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
+from .auth import BEARER, Gate, gate_of
 from .errors import error_body
 from .metrics import CONTENT_TYPE
 from .rest import hub_of, json
@@ -31,9 +35,21 @@ async def readyz(request: Request) -> Response:
     "/metrics",
     summary="Prometheus text exposition",
     response_class=PlainTextResponse,
-    responses={404: {"model": ErrorBody, "description": "performance.metricsEnabled is off"}},
+    responses={
+        401: {"model": ErrorBody},
+        403: {"model": ErrorBody},
+        404: {"model": ErrorBody, "description": "performance.metricsEnabled is off"},
+        429: {"model": ErrorBody},
+    },
 )
-async def prometheus(request: Request) -> Response:
+async def prometheus(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+) -> Response:
+    gate = gate_of(request)
+    if gate.metrics_public:
+        await gate.count_anonymous(request)
+    else:
+        Gate.must_be_admin(await gate.principal(request))
     if not hub_of(request).config.performance.metrics_enabled:
         return Response(
             error_body("NOT_FOUND", "metrics are off (performance.metricsEnabled)"),

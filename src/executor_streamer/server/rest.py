@@ -6,7 +6,7 @@ import time
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request, Security
 from starlette.responses import Response
 
 from ..core.hub import ExecutorStreamer
@@ -17,6 +17,7 @@ from ..types.base import Timestamp
 from ..types.enums import StreamEventType
 from ..types.filters import MAX_SEQ, HistoryFilter
 from ..types.streams import StreamClientInfo, StreamSession
+from .auth import BEARER, Admin, Caller, Gate
 from .bodies import json_body, json_content
 from .frames import json_list
 from .query import parse_event_types
@@ -26,11 +27,12 @@ from .schemas import (
     HistoryResponse,
     PublishResponse,
     ReplayAccepted,
+    TicketResponse,
 )
 
 router = APIRouter(prefix="/api")
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (404, 409, 413, 422, 503)
+    code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 422, 429, 503)
 }
 
 
@@ -48,9 +50,15 @@ def json(payload: Any, status: int = 200) -> Response:
 
 
 @router.get("/streams", response_model=list[StreamSession], summary="Active streams")
-async def list_streams(request: Request) -> Response:
+async def list_streams(request: Request, caller: Caller) -> Response:
     hub = hub_of(request)
-    sessions = [s.session().to_wire() for s in hub.streams if s.is_open]
+    scope = caller.scope
+    sessions = [
+        s.session().to_wire()
+        for s in hub.streams
+        if s.is_open
+        and (scope.may_subscribe(s.workflow_session_id) or scope.may_publish(s.workflow_session_id))
+    ]
     return json(sessions)
 
 
@@ -62,7 +70,7 @@ async def list_streams(request: Request) -> Response:
     responses={200: {"model": StreamSession, "description": "Already existed"}, **ERRORS},
     summary="Create a stream (idempotent per workflow session)",
 )
-async def create_stream(request: Request, body: CreateStreamRequest) -> Response:
+async def create_stream(request: Request, _: Admin, body: CreateStreamRequest) -> Response:
     hub = hub_of(request)
     hub.streams.check_running()
     stream, created = await hub.streams.ensure_stream(
@@ -72,19 +80,22 @@ async def create_stream(request: Request, body: CreateStreamRequest) -> Response
 
 
 @router.get("/streams/metrics", response_model=StreamMetrics, summary="Hub metrics")
-async def metrics(request: Request) -> Response:
+async def metrics(request: Request, _: Admin) -> Response:
     return json(hub_of(request).analytics.get_metrics())
 
 
 @router.get("/streams/{ref}", response_model=StreamSession, responses=ERRORS)
-async def get_stream(request: Request, ref: str) -> Response:
-    return json(hub_of(request).streams.resolve(ref).session())
+async def get_stream(request: Request, ref: str, caller: Caller) -> Response:
+    hub = hub_of(request)
+    Gate.may_read(caller, hub, ref)
+    return json(hub.streams.resolve(ref).session())
 
 
 @router.delete("/streams/{ref}", status_code=204, responses=ERRORS)
 async def delete_stream(
     request: Request,
     ref: str,
+    _: Admin,
     purge: Annotated[bool, Query(description="Remove the stream and its history")] = False,
 ) -> Response:
     await hub_of(request).destroy_stream(ref, purge=purge)
@@ -97,6 +108,7 @@ async def delete_stream(
     response_model=PublishResponse,
     responses=ERRORS,
     summary="Publish one event or a batch",
+    dependencies=[Security(BEARER)],
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -149,10 +161,28 @@ async def publish_response(request: Request, ref: str) -> Response:
     """Publish the request's body into ``ref``: 201 with the stored events."""
     state = request.app.state
     started = time.perf_counter()
+    gate: Gate = state.gate
+    # Publishes count against the stream's events per second, not the caller's requests.
+    principal = await gate.principal(request, count=False)
+    hub: ExecutorStreamer = state.hub
+    workflow = gate.may_publish(principal, hub, ref)
     document = await json_body(request, state.max_body_bytes)
+    if gate.rate is not None:
+        stream = hub.streams.find(ref)
+        burst = (stream.config if stream else hub.config.default_stream_config).buffer_size
+        await gate.rate.events(workflow, _event_count(document), burst)
     records = await state.hub.publisher.publish_wire(ref, document)
     state.metrics.publish_latency.observe(time.perf_counter() - started)
     return Response(json_list("events", records), 201, media_type="application/json")
+
+
+def _event_count(document: object) -> int:
+    """How many events a publish body holds (a malformed one is refused later)."""
+    if isinstance(document, dict):
+        events = document.get("events")
+        if isinstance(events, list) and "type" not in document:
+            return max(1, len(events))
+    return 1
 
 
 @router.get(
@@ -161,6 +191,7 @@ async def publish_response(request: Request, ref: str) -> Response:
 async def history(
     request: Request,
     ref: str,
+    caller: Caller,
     types: Annotated[str | None, Query(description="Comma-separated event types")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
@@ -181,20 +212,24 @@ async def history(
         )
     except ValueError as exc:
         raise InvalidInput.single("query", str(exc)) from None
-    page = await hub_of(request).history.get_events(ref, spec)
+    hub = hub_of(request)
+    Gate.may_subscribe(caller, hub, ref)
+    page = await hub.history.get_events(ref, spec)
     return Response(
         json_list("events", page.records, total=page.total), media_type="application/json"
     )
 
 
 @router.get("/streams/{ref}/clients", response_model=list[StreamClientInfo], responses=ERRORS)
-async def clients(request: Request, ref: str) -> Response:
-    stream = hub_of(request).streams.resolve(ref)
+async def clients(request: Request, ref: str, caller: Caller) -> Response:
+    hub = hub_of(request)
+    Gate.may_subscribe(caller, hub, ref)
+    stream = hub.streams.resolve(ref)
     return json([client.info(stream.id).to_wire() for client in stream.clients.values()])
 
 
 @router.delete("/streams/{ref}/clients/{client_id}", status_code=204, responses=ERRORS)
-async def disconnect_client(request: Request, ref: str, client_id: str) -> Response:
+async def disconnect_client(request: Request, ref: str, client_id: str, _: Admin) -> Response:
     hub = hub_of(request)
     stream = hub.streams.resolve(ref)
     if client_id not in stream.clients:
@@ -215,6 +250,7 @@ async def replay(
     request: Request,
     ref: str,
     client_id: str,
+    _: Admin,
     spec: Annotated[HistoryFilter | None, Body()] = None,
 ) -> Response:
     count = await hub_of(request).replay_to_client(ref, client_id, spec)
@@ -226,8 +262,10 @@ async def replay(
     responses={200: {"content": {"image/png": {}}}, 304: {}, **ERRORS},
     summary="Screenshot bytes",
 )
-async def screenshot(request: Request, ref: str, screenshot_id: str) -> Response:
-    image = await hub_of(request).history.get_screenshot(ref, screenshot_id)
+async def screenshot(request: Request, ref: str, screenshot_id: str, caller: Caller) -> Response:
+    hub = hub_of(request)
+    Gate.may_subscribe(caller, hub, ref)
+    image = await hub.history.get_screenshot(ref, screenshot_id)
     etag = f'"{image.sha256}"'
     headers = {"etag": etag, "cache-control": "public, max-age=31536000, immutable"}
     if etag in request.headers.get("if-none-match", ""):
@@ -236,20 +274,41 @@ async def screenshot(request: Request, ref: str, screenshot_id: str) -> Response
 
 
 @router.get("/streams/{ref}/stats", response_model=StreamStats, responses=ERRORS)
-async def stats(request: Request, ref: str) -> Response:
-    return json(await hub_of(request).analytics.get_stream_stats(ref))
+async def stats(request: Request, ref: str, caller: Caller) -> Response:
+    hub = hub_of(request)
+    Gate.may_subscribe(caller, hub, ref)
+    return json(await hub.analytics.get_stream_stats(ref))
 
 
 @router.get("/analytics/events", response_model=dict[StreamEventType, int])
 async def event_distribution(
-    request: Request, start: Annotated[Timestamp, Query()], end: Annotated[Timestamp, Query()]
+    request: Request,
+    _: Admin,
+    start: Annotated[Timestamp, Query()],
+    end: Annotated[Timestamp, Query()],
 ) -> Response:
     return json(hub_of(request).analytics.get_event_distribution(start, end))
 
 
 @router.get("/analytics/clients", response_model=list[ClientActivityReport])
 async def client_activity(
-    request: Request, start: Annotated[Timestamp, Query()], end: Annotated[Timestamp, Query()]
+    request: Request,
+    _: Admin,
+    start: Annotated[Timestamp, Query()],
+    end: Annotated[Timestamp, Query()],
 ) -> Response:
     reports = hub_of(request).analytics.get_client_activity(start, end)
     return json([r.to_wire() for r in reports])
+
+
+@router.post(
+    "/auth/tickets",
+    status_code=201,
+    response_model=TicketResponse,
+    responses=ERRORS,
+    summary="A single-use ticket for a browser's EventSource or WebSocket URL",
+)
+async def issue_ticket(request: Request, caller: Caller) -> Response:
+    gate: Gate = request.app.state.gate
+    ticket = gate.tickets.issue(caller)
+    return json({"ticket": ticket, "expiresIn": int(gate.tickets.ttl)}, 201)

@@ -65,6 +65,8 @@ def build_server(
 ) -> HubServer:
     verify_internals()  # loud now, rather than a slow fall back later
     config = hub.config
+    if host is not None:
+        config.with_overrides({"server": {"host": host}})  # refuses an open non-loopback bind
     app: FastAPI = create_app(hub)
     ping_interval, ping_timeout = ping_settings(hub)
     uvicorn_config = uvicorn.Config(
@@ -84,6 +86,10 @@ def build_server(
         timeout_graceful_shutdown=int(SHUTDOWN_GRACE_SECONDS) + 5,
         access_log=False,
         log_config=None,
+        # X-Forwarded-For is believed from the configured proxies only; from anyone else
+        # it would let a client pick its own address (and rate-limit key).
+        proxy_headers=bool(config.server.trusted_proxies),
+        forwarded_allow_ips=[str(network) for network in config.server.trusted_proxies],
     )
     return HubServer(uvicorn_config, hub, app.state.connections)
 

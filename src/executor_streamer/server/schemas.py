@@ -48,6 +48,12 @@ class ReplayAccepted(WireModel):
     count: int
 
 
+class TicketResponse(WireModel):
+    ticket: str
+    expires_in: int
+    """Seconds the ticket stays good for one use."""
+
+
 class ErrorBody(WireModel):
     error: dict[str, Any] = Field(
         examples=[{"code": "STREAM_NOT_FOUND", "message": "stream 'wf-9' does not exist"}]

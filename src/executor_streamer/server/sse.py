@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -48,6 +49,7 @@ _FINAL_ERROR = {
     CloseReason.IDLE: ("DISCONNECTED", "no sign of life within the idle timeout"),
     CloseReason.SHUTDOWN: ("SHUTTING_DOWN", "the server is shutting down"),
     CloseReason.FAILED: ("INTERNAL_ERROR", "the server failed; reconnect to resume"),
+    CloseReason.EXPIRED: ("TOKEN_EXPIRED", "the credential expired; reconnect with a new one"),
 }
 
 
@@ -68,8 +70,15 @@ class EventStreamResponse(Response):
         metrics: ServerMetrics,
         connections: LiveConnections,
         headers: list[tuple[bytes, bytes]],
+        *,
+        expires_at: datetime | None = None,
+        release: Callable[[], None] | None = None,
     ) -> None:
+        """The response ends with ``TOKEN_EXPIRED`` at ``expires_at`` (the client's
+        credential's), and calls ``release`` when it ends however it does."""
         super().__init__(status_code=200)
+        self.expires_at = expires_at
+        self.release = release
         self.start_headers = HEADERS + headers
         self.hub = hub
         self.client = client
@@ -98,6 +107,12 @@ class EventStreamResponse(Response):
         # Ticks four times per heartbeat: a heartbeat goes out 1 to 1.25 intervals after
         # the last write, and a write stuck past the deadline is seen as quickly.
         ticker = Ticker(self.heartbeat / 4, self._tick)
+        expiry = None
+        if self.expires_at is not None:
+            seconds = max(0.0, (self.expires_at - utc_now()).total_seconds())
+            expiry = self._loop.call_later(
+                seconds, self.hub.disconnect, self.client.id, CloseReason.EXPIRED
+            )
         with self.connections.track():
             self._writer = asyncio.create_task(self._write(send))
             listener = asyncio.create_task(self._listen(receive))
@@ -105,6 +120,10 @@ class EventStreamResponse(Response):
                 await asyncio.wait({self._writer, listener}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 ticker.stop()
+                if expiry is not None:
+                    expiry.cancel()
+                if self.release is not None:
+                    self.release()
                 for task in (self._writer, listener):
                     task.cancel()
                 results = await asyncio.gather(self._writer, listener, return_exceptions=True)

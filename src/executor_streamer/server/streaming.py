@@ -10,7 +10,9 @@ from fastapi import APIRouter, Header, Query, Request
 from ..core.hub import ExecutorStreamer
 from ..core.subscription import CloseReason
 from ..errors import HubNotRunning
+from ..types.base import utc_now
 from ..types.enums import ClientType
+from .auth import Gate, TicketCaller
 from .polling import poll
 from .query import SEQ, filters_from_types, parse_seq
 from .rest import ERRORS, hub_of
@@ -29,6 +31,7 @@ router = APIRouter()
 async def sse(
     request: Request,
     ref: str,
+    _: TicketCaller,
     types: Annotated[str | None, Query(description="e.g. REASONING,STATUS")] = None,
     since: Annotated[str | None, Query(description="Resume after this seq", pattern=SEQ)] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", pattern=SEQ)] = None,
@@ -49,22 +52,46 @@ async def open_event_stream(
     """Subscribe a new SSE client to ``ref``; ``headers`` go out with the response's."""
     state = request.app.state
     hub: ExecutorStreamer = state.hub
+    gate: Gate = state.gate
     connections = state.connections
+    gate.check_origin(request)
+    principal = await gate.principal(request, ticket=True)
     if connections.closing:
         raise HubNotRunning("the server is shutting down")
+    gate.may_subscribe(principal, hub, ref)
     filters = filters_from_types(types)
     # A browser's EventSource resends Last-Event-ID when it reconnects: it wins.
     resume = parse_seq(last_event_id, "header.Last-Event-ID")
     if resume is None:
         resume = parse_seq(since, "query.since")
     stream = hub.streams.resolve(ref)
-    client = hub.connect(ClientType.SERVER_SENT_EVENTS)
+    release = gate.rate.hold_connection(gate.subject_key(principal)) if gate.rate else _nothing
     try:
-        sub = await hub.open_subscription(stream.id, filters=filters, since=resume, client=client)
+        client = hub.connect(ClientType.SERVER_SENT_EVENTS)
+        try:
+            sub = await hub.open_subscription(
+                stream.id, filters=filters, since=resume, client=client
+            )
+        except BaseException:
+            hub.disconnect(client.id, CloseReason.UNSUBSCRIBED)
+            raise
     except BaseException:
-        hub.disconnect(client.id, CloseReason.UNSUBSCRIBED)
+        release()
         raise
-    return EventStreamResponse(hub, client, sub, state.metrics, connections, headers or [])
+    return EventStreamResponse(
+        hub,
+        client,
+        sub,
+        state.metrics,
+        connections,
+        headers or [],
+        expires_at=principal.expires_at,
+        release=release,
+    )
+
+
+def _nothing() -> None:
+    pass
 
 
 @router.get(
@@ -76,12 +103,16 @@ async def open_event_stream(
 async def long_poll(
     request: Request,
     ref: str,
+    caller: TicketCaller,
     since: Annotated[str, Query(description="Return events after this seq", pattern=SEQ)] = "0",
     types: Annotated[str | None, Query()] = None,
     wait: Annotated[float, Query(alias="timeout", ge=0, le=60, description="Seconds")] = 25,
     client_id: Annotated[str | None, Query(alias="clientId")] = None,
 ) -> object:
     hub = hub_of(request)
+    Gate.may_subscribe(caller, hub, ref)
     filters = filters_from_types(types)
     position = parse_seq(since, "query.since") or 0
+    if caller.expires_at is not None:  # a poll never waits past its credential
+        wait = max(0.0, min(wait, (caller.expires_at - utc_now()).total_seconds()))
     return await poll(hub, request.app.state.metrics, ref, position, filters, wait, client_id)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -32,24 +32,34 @@ from ..core.hub import ExecutorStreamer
 from ..core.subscription import CloseReason, ReplayBatch, Subscription
 from ..errors import (
     ClientNotFound,
+    Forbidden,
     InvalidInput,
     NotSubscribed,
+    RateLimited,
     StreamerError,
     StreamNotFound,
     TooManyClients,
+    Unauthorized,
     field_errors,
 )
 from ..history.records import EventRecord
+from ..security import Principal
+from ..security.authenticator import MAX_CREDENTIAL_CHARS
 from ..types.base import format_timestamp, utc_now
 from ..types.enums import ClientType
 from ..types.filters import HistoryFilter, Seq, StreamFilter
+from .auth import Gate
 from .connections import LiveConnections
 from .errors import (
     CLOSE_FOR_REASON,
+    CLOSE_FORBIDDEN,
+    CLOSE_RATE_LIMITED,
     CLOSE_SHUTDOWN,
     CLOSE_STREAM_CLOSED,
     CLOSE_STREAM_NOT_FOUND,
     CLOSE_TOO_MANY_CLIENTS,
+    CLOSE_UNAUTHORIZED,
+    error_response,
 )
 from .frames import ws_event, ws_events, ws_message
 from .internals import asgi_send_of
@@ -59,6 +69,13 @@ from .writers import FrameWriter, PeerGone
 
 PROTOCOL_VERSION = 1
 CLOSE_TIMEOUT = 2.0
+AUTH_TIMEOUT = 10.0
+"""Seconds a connection without a credential has to send its ``auth`` message."""
+EXPIRY_GRACE = 25.0
+"""Seconds past its credential's expiry a connection has to refresh it (docs/security.md)."""
+RATE_LIMITED_MESSAGES_BEFORE_CLOSE = 10
+"""Messages refused for the rate limit, one after another, before the connection is
+closed with 4029: a client that heeds the first errors keeps its connection."""
 _log = structlog.get_logger("executor_streamer.websocket")
 
 
@@ -114,12 +131,18 @@ class _Ping(_Message):
     type: Literal["ping"]
 
 
+class _Auth(_Message):
+    type: Literal["auth"]
+    token: str = Field(min_length=1, max_length=MAX_CREDENTIAL_CHARS)
+
+
 _MESSAGES: dict[str, type[_Message]] = {
     "subscribe": _Subscribe,
     "unsubscribe": _StreamMessage,
     "replay": _Replay,
     "filter": _Filter,
     "ping": _Ping,
+    "auth": _Auth,
 }
 
 
@@ -137,8 +160,13 @@ class WebSocketSession:
         hub: ExecutorStreamer,
         metrics: ServerMetrics,
         connections: LiveConnections,
+        gate: Gate,
     ) -> None:
         self.ws = websocket
+        self.gate = gate
+        self.principal: Principal | None = None
+        self._expiry: asyncio.TimerHandle | None = None
+        self._refused_in_a_row = 0  # messages over the rate limit, one after another
         self._frames = FrameWriter(asgi_send_of(websocket))
         self.hub = hub
         self.metrics = metrics
@@ -157,15 +185,98 @@ class WebSocketSession:
     # -- connection lifetime -----------------------------------------------------------
 
     async def run(self) -> None:
+        release = None
+        try:
+            # Checked before the upgrade, answered with an HTTP status: the origin, and a
+            # credential sent in the header or as a ticket (else it must come first thing).
+            self.gate.check_origin(self.ws)
+            params = self.ws.query_params
+            if not self.gate.required or "authorization" in self.ws.headers or "ticket" in params:
+                self.principal = await self.gate.principal(self.ws, ticket=True)
+                release = self._hold_connection()
+        except StreamerError as exc:
+            await self._deny(exc)
+            return
+        try:
+            await self._run()
+        finally:
+            if release is not None:
+                release()
+            if self._expiry is not None:
+                self._expiry.cancel()
+
+    async def _deny(self, exc: StreamerError) -> None:
+        """Refuse the upgrade with the HTTP answer to ``exc`` (401, 403, 429)."""
+        if "websocket.http.response" in self.ws.scope.get("extensions", {}):
+            await self.ws.send_denial_response(error_response(exc))
+        else:
+            await self.ws.close()  # 403 is all an ASGI server without the extension can say
+
+    def _hold_connection(self) -> Callable[[], None] | None:
+        assert self.principal is not None
+        rate = self.gate.rate
+        return None if rate is None else rate.hold_connection(self.gate.subject_key(self.principal))
+
+    async def _run(self) -> None:
         await self.ws.accept()
         if self.connections.closing:
             await self._close_now(CLOSE_SHUTDOWN, "server shutting down")
             return
+        release = None
+        if self.principal is None:
+            try:
+                self.principal = await self._first_auth()
+                release = self._hold_connection()
+            except RateLimited as exc:
+                await self._close_now(CLOSE_RATE_LIMITED, exc.message)
+                return
+            except Unauthorized as exc:
+                await self._close_now(CLOSE_UNAUTHORIZED, exc.message)
+                return
+        try:
+            await self._serve()
+        finally:
+            if release is not None:
+                release()
+
+    async def _first_auth(self) -> Principal:
+        """Wait up to ``AUTH_TIMEOUT`` for ``{type: "auth", token}``, answering pings;
+        any other message gets an ``UNAUTHORIZED`` error. The peer leaving, a bad token or
+        the time running out is ``Unauthorized``."""
+        try:
+            async with asyncio.timeout(AUTH_TIMEOUT):
+                while True:
+                    message = await self.ws.receive()
+                    if message["type"] == "websocket.disconnect":
+                        raise Unauthorized(reason="left before authenticating")
+                    await self.gate.count_anonymous(self.ws)
+                    parsed = _parse(message.get("text"))
+                    if isinstance(parsed, _Auth):
+                        return await self.gate.credential(self.ws, parsed.token)
+                    if isinstance(parsed, _Ping):
+                        reply = ws_message("pong", {"serverTime": format_timestamp(utc_now())})
+                    else:
+                        request_id = parsed.request_id if isinstance(parsed, _Message) else None
+                        reply = ws_message(
+                            "error",
+                            None if request_id is None else {"requestId": request_id},
+                            error={
+                                "code": "UNAUTHORIZED",
+                                "message": 'send {"type": "auth", "token": ...} first',
+                            },
+                        )
+                    with contextlib.suppress(PeerGone):
+                        await self._frames.send([reply])
+        except TimeoutError:
+            raise Unauthorized(reason="no auth message in time") from None
+
+    async def _serve(self) -> None:
         try:
             self.client = self.hub.connect(ClientType.WEBSOCKET)
         except TooManyClients as exc:
             await self._close_now(CLOSE_TOO_MANY_CLIENTS, exc.message)
             return
+        self._schedule_expiry()
         self.client.on_disconnect = self._on_client_ended
         heartbeat = self.hub.config.default_stream_config.heartbeat_interval
         self._reader = asyncio.current_task()
@@ -181,6 +292,7 @@ class WebSocketSession:
                         "serverTime": format_timestamp(utc_now()),
                         "heartbeatInterval": heartbeat,
                         "protocolVersion": PROTOCOL_VERSION,
+                        **self._expires_at(),
                     },
                 )
                 if await self._subscribe_from_query():
@@ -216,6 +328,9 @@ class WebSocketSession:
             await self._open(stream_ref, filters, since, None, batch=False, from_query=True)
         except StreamNotFound as exc:
             self.close_with = (CLOSE_STREAM_NOT_FOUND, exc.message)
+            return False
+        except Forbidden as exc:
+            self.close_with = (CLOSE_FORBIDDEN, exc.message)
             return False
         except TooManyClients as exc:
             self.close_with = (CLOSE_TOO_MANY_CLIENTS, exc.message)
@@ -277,32 +392,41 @@ class WebSocketSession:
             if message["type"] == "websocket.disconnect":
                 return
             self.client.touch()
-            text = message.get("text")
-            if text is None:
-                self._queue_error("INVALID_MESSAGE", "messages must be JSON text frames")
-            else:
-                await self._handle(text)
+            if await self._within_rate():
+                text = message.get("text")
+                if text is None:
+                    self._queue_error("INVALID_MESSAGE", "messages must be JSON text frames")
+                else:
+                    await self._handle(text)
             self.flush()
 
+    async def _within_rate(self) -> bool:
+        """Count a message against the subject's requests: over the limit it gets an
+        ``error`` RATE_LIMITED, and a client that keeps going is closed with 4029."""
+        rate = self.gate.rate
+        if rate is None:
+            return True
+        assert self.principal is not None
+        try:
+            await rate.request(self.gate.subject_key(self.principal))
+        except RateLimited as exc:
+            self._refused_in_a_row += 1
+            if self._refused_in_a_row > RATE_LIMITED_MESSAGES_BEFORE_CLOSE:
+                self.close_with = (CLOSE_RATE_LIMITED, exc.message)
+            else:
+                self._queue_error(exc.code, exc.message, None, exc.details)
+            return False
+        self._refused_in_a_row = 0
+        return True
+
     async def _handle(self, text: str) -> None:
-        try:
-            raw = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            self._queue_error("INVALID_MESSAGE", "not valid JSON")
+        message = _parse(text)
+        if isinstance(message, _Invalid):
+            self._queue_error(
+                "INVALID_MESSAGE", message.message, message.request_id, message.details
+            )
             return
-        request_id = _echoable(raw.get("requestId")) if isinstance(raw, dict) else None
-        kind = raw.get("type") if isinstance(raw, dict) else None
-        model = _MESSAGES.get(kind) if isinstance(kind, str) else None
-        if model is None:
-            known = ", ".join(_MESSAGES)
-            self._queue_error("INVALID_MESSAGE", f"type must be one of: {known}", request_id)
-            return
-        try:
-            message = model.model_validate(raw)
-        except ValidationError as exc:
-            error = InvalidInput(field_errors(exc))
-            self._queue_error("INVALID_MESSAGE", error.message, request_id, error.details)
-            return
+        request_id = message.request_id
         try:
             await self._dispatch(message)
         except StreamerError as exc:
@@ -310,7 +434,9 @@ class WebSocketSession:
 
     async def _dispatch(self, message: _Message) -> None:
         echo = {} if message.request_id is None else {"requestId": message.request_id}
-        if isinstance(message, _Ping):
+        if isinstance(message, _Auth):
+            await self._refresh(message.token, echo)
+        elif isinstance(message, _Ping):
             self._queue("pong", {"serverTime": format_timestamp(utc_now()), **echo})
         elif isinstance(message, _Subscribe):
             sub = await self._open(
@@ -360,6 +486,8 @@ class WebSocketSession:
         from_query: bool,
         echo: dict[str, Any] | None = None,
     ) -> Subscription:
+        assert self.principal is not None
+        Gate.may_subscribe(self.principal, self.hub, stream_ref)
         sub = await self.hub.open_subscription(
             stream_ref, filters=filters, since=since, epoch=epoch, client=self.client
         )
@@ -372,6 +500,7 @@ class WebSocketSession:
                 "lastSeq": sub.last_seq,
                 "epoch": sub.epoch,
                 "recovered": sub.recovered,
+                **self._expires_at(),
                 **(echo or {}),
             },
         )
@@ -388,6 +517,58 @@ class WebSocketSession:
             await self.hub.replay_to_client(stream_id, self.client.id, spec, tag)
         except ClientNotFound:
             raise NotSubscribed(stream_id) from None
+
+    # -- credentials -----------------------------------------------------------------------
+
+    async def _refresh(self, token: str, echo: dict[str, Any]) -> None:
+        """A new credential for the same subject: it sets the new expiry, and ends the
+        subscriptions its scope no longer covers. Another subject, or a bad token, ends
+        the connection (4001)."""
+        assert self.principal is not None
+        if not self.gate.required:
+            raise InvalidInput.single("token", "this hub does not use credentials")
+        try:
+            principal = await self.gate.credential(self.ws, token)
+            if principal.subject != self.principal.subject:
+                raise Unauthorized(reason="a refresh must keep the subject")
+        except Unauthorized as exc:
+            self.close_with = (CLOSE_UNAUTHORIZED, exc.message)
+            return
+        self.principal = principal
+        self._schedule_expiry()
+        self._queue("auth_ack", {**self._expires_at(), **echo})
+        for stream_id, entry in list(self.subs.items()):
+            if principal.scope.may_subscribe(entry.sub.workflow_session_id):
+                continue
+            del self.subs[stream_id]
+            entry.sub.close(CloseReason.UNSUBSCRIBED)
+            self._put(
+                ws_message(
+                    "error",
+                    {"streamId": stream_id},
+                    error={"code": "FORBIDDEN", "message": "the new credential does not cover it"},
+                )
+            )
+            if entry.from_query:
+                self.close_with = (CLOSE_FORBIDDEN, "the new credential does not cover the stream")
+
+    def _expires_at(self) -> dict[str, str]:
+        expires = self.principal.expires_at if self.principal is not None else None
+        return {} if expires is None else {"expiresAt": format_timestamp(expires)}
+
+    def _schedule_expiry(self) -> None:
+        """Close with 4001 ``EXPIRY_GRACE`` seconds after the credential expires, unless a
+        refresh comes first."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        expires = self.principal.expires_at if self.principal is not None else None
+        if expires is None or self.client is None:
+            return
+        seconds = (expires - utc_now()).total_seconds() + EXPIRY_GRACE
+        self._expiry = asyncio.get_running_loop().call_later(
+            max(0.0, seconds), self.hub.disconnect, self.client.id, CloseReason.EXPIRED
+        )
 
     def _find(self, stream_ref: str) -> _Sub:
         stream = self.hub.streams.find(stream_ref)
@@ -543,6 +724,33 @@ class WebSocketSession:
         if batch.request_id is not None:
             metadata["requestId"] = batch.request_id
         return metadata
+
+
+@dataclass(frozen=True, slots=True)
+class _Invalid:
+    message: str
+    request_id: str | int | None = None
+    details: dict[str, Any] | None = None
+
+
+def _parse(text: str | None) -> _Message | _Invalid:
+    """A client message, validated, or why it is not one."""
+    if text is None:
+        return _Invalid("messages must be JSON text frames")
+    try:
+        raw = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return _Invalid("not valid JSON")
+    request_id = _echoable(raw.get("requestId")) if isinstance(raw, dict) else None
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    model = _MESSAGES.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        return _Invalid(f"type must be one of: {', '.join(_MESSAGES)}", request_id)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        error = InvalidInput(field_errors(exc))
+        return _Invalid(error.message, request_id, error.details)
 
 
 def _batch_frame(records: Sequence[EventRecord]) -> list[bytes]:

@@ -15,9 +15,10 @@ sits idle, which for 10,000 subscribers is most of the server's memory:
 - one timer per server pinging every connection (``_Shared.pinged``), instead of a
   timer per connection.
 
-The ASGI side is the ``websocket`` scope and messages of the ASGI spec 2.4, without the
-optional ``websocket.http.response`` extension (a denial response): the hub never sends
-one. :meth:`HubWebSocketProtocol.write_text_frames` lets ``writers.FrameWriter`` write
+The ASGI side is the ``websocket`` scope and messages of the ASGI spec 2.4, with the
+``websocket.http.response`` extension: the hub refuses an upgrade without a credential
+(401), from a foreign origin (403) or over a connection cap (429) with an HTTP answer.
+:meth:`HubWebSocketProtocol.write_text_frames` lets ``writers.FrameWriter`` write
 several frames in one transport write, without an ASGI message per frame.
 """
 
@@ -29,10 +30,12 @@ import random
 import struct
 import weakref
 from collections.abc import MutableMapping, Sequence
+from http import HTTPStatus
 from typing import Any, ClassVar, cast
 from urllib.parse import unquote
 
 from uvicorn import Config
+from websockets.datastructures import Headers
 from websockets.exceptions import InvalidState
 from websockets.extensions.base import ServerExtensionFactory
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
@@ -67,6 +70,7 @@ class HubWebSocketProtocol(asyncio.Protocol):
         "_app_state",
         "_close_timer",
         "_config",
+        "_denial",
         "_fragments",
         "_fragments_text",
         "_inbox",
@@ -107,6 +111,7 @@ class HubWebSocketProtocol(asyncio.Protocol):
         )
         self.scope: WebSocketScope = None  # type: ignore[assignment]
         self._response: Response | None = None  # the handshake answer, until the app accepts
+        self._denial: tuple[int, list[tuple[str, str]], bytes] | None = None  # being sent
         self._inbox: list[ASGIReceiveEvent] = []
         self._receiver: asyncio.Future[None] | None = None  # while the app waits for a message
         self._writable: asyncio.Future[None] | None = None  # while the socket buffer is full
@@ -217,7 +222,7 @@ class HubWebSocketProtocol(asyncio.Protocol):
             ],
             "subprotocols": subprotocols,
             "state": self._app_state.copy(),
-            "extensions": {},
+            "extensions": {"websocket.http.response": {}},
         }
         # The connection's parser keeps the request for the connection's whole life (a
         # local of its generator): empty its header multidict, now copied into the scope.
@@ -333,15 +338,29 @@ class HubWebSocketProtocol(asyncio.Protocol):
 
     async def send(self, message: ASGISendEvent) -> None:
         kind = message["type"]
+        if self._denial is not None:
+            if kind != "websocket.http.response.body":
+                raise RuntimeError(f"Expected 'websocket.http.response.body', got {kind!r}.")
+            self._deny_more(cast(dict[str, Any], message))
+            return
         if not self.handshake_complete:
             if kind == "websocket.accept":
                 self._accept(cast(dict[str, Any], message))
             elif kind == "websocket.close":
                 self._reject()
+            elif kind == "websocket.http.response.start":
+                self._denial = (
+                    int(message["status"]),
+                    [
+                        (name.decode("latin-1"), value.decode("latin-1"))
+                        for name, value in message.get("headers", [])
+                    ],
+                    b"",
+                )
             else:
                 raise RuntimeError(
-                    f"Expected ASGI message 'websocket.accept' or 'websocket.close', "
-                    f"but got {kind!r}."
+                    f"Expected ASGI message 'websocket.accept', 'websocket.close' or "
+                    f"'websocket.http.response.start', but got {kind!r}."
                 )
             return
         if self.disconnected:
@@ -389,6 +408,30 @@ class HubWebSocketProtocol(asyncio.Protocol):
         self._write_pending()
         self._ping_sent = self._loop.time()
         self._shared.watch(self)
+
+    def _deny_more(self, message: dict[str, Any]) -> None:
+        """A part of the app's HTTP answer instead of the upgrade; sent when complete."""
+        assert self._denial is not None
+        status, headers, body = self._denial
+        body += bytes(message.get("body", b""))
+        if message.get("more_body", False):
+            self._denial = (status, headers, body)
+            return
+        self._response = None
+        self._deliver({"type": "websocket.disconnect", "code": 1006})
+        fields = Headers(headers)
+        fields.setdefault("Content-Length", str(len(body)))
+        fields.setdefault("Connection", "close")
+        try:
+            reason = HTTPStatus(status).phrase
+        except ValueError:
+            reason = ""
+        self.conn.send_response(Response(status, reason, fields, body))
+        self._denial = None
+        self.close_sent = True
+        self.handshake_complete = True
+        self._write_pending()
+        self.transport.close()
 
     def _reject(self) -> None:
         """The app closed before accepting: 403, as the ASGI spec asks."""

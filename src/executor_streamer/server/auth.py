@@ -1,0 +1,240 @@
+"""The hub's security settings applied to HTTP requests and WebSocket connections
+(docs/security.md): who is calling, whether they may, from which origin, how often.
+
+Credentials are checked once per request, connection or subscription, never per
+delivered event. Answers never say which check failed: ``Unauthorized`` carries its
+``reason`` to the log only.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import structlog
+from fastapi import Request, Security
+from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
+from jwt import PyJWKClient
+from starlette.requests import HTTPConnection
+
+from ..config import ExecutorStreamerConfig, JwtConfig
+from ..core.hub import ExecutorStreamer
+from ..core.ids import STREAM_ID_PREFIX
+from ..errors import Forbidden, StreamNotFound, Unauthorized
+from ..security import ApiKey, ApiKeys, Authenticator, JwtVerifier, Principal, RateLimits, Tickets
+from ..security.scope import Scope
+
+_log = structlog.get_logger("executor_streamer.auth")
+
+
+class Gate:
+    def __init__(self, config: ExecutorStreamerConfig) -> None:
+        security = config.security
+        self.required = security.authentication_required
+        self.authenticator = Authenticator(
+            required=self.required,
+            jwt=None if security.jwt is None else _jwt_verifier(security.jwt),
+            api_keys=ApiKeys(
+                [ApiKey(k.name, k.key_sha_256, Scope.from_claim(k.scope)) for k in security.api_keys]
+            )
+            if security.api_keys
+            else None,
+        )
+        self.tickets = Tickets()
+        limits = security.rate_limiting
+        self.rate: RateLimits | None = (
+            RateLimits(
+                requests_per_minute=limits.max_requests_per_minute,
+                events_per_second=limits.max_events_per_second,
+                connections_per_subject=limits.max_connections_per_subject,
+            )
+            if limits.enabled
+            else None
+        )
+        self._origins = frozenset(security.cors_origins)
+        self.metrics_public = security.metrics_public or not self.required
+        if "*" in self._origins:
+            _log.warning("cors_any_origin", detail="security.corsOrigins allows any origin")
+
+    # -- who -----------------------------------------------------------------------------
+
+    async def principal(
+        self, conn: HTTPConnection, *, ticket: bool = False, count: bool = True
+    ) -> Principal:
+        """Who makes this request: from ``Authorization: Bearer``, or (``ticket``) a
+        ``?ticket=``. ``count`` it against the caller's requests per minute."""
+        if not self.required:
+            principal = Authenticator.anonymous(peer_of(conn))
+        else:
+            principal = await self._authenticate(conn, ticket)
+        if count and self.rate is not None:
+            await self.rate.request(self.subject_key(principal))
+        return principal
+
+    async def count_anonymous(self, conn: HTTPConnection) -> None:
+        """Count a request that needs no credential against its address."""
+        if self.rate is not None:
+            await self.rate.request("ip:" + peer_of(conn))
+
+    async def credential(self, conn: HTTPConnection, credential: str) -> Principal:
+        """The principal of a credential sent other than in a header (a WebSocket's
+        ``auth`` message)."""
+        try:
+            return await self.authenticator.verify(credential)
+        except Unauthorized as exc:
+            await self._refused(conn, exc)
+            raise
+
+    async def _authenticate(self, conn: HTTPConnection, ticket: bool) -> Principal:
+        try:
+            header = conn.headers.get("authorization")
+            if header is not None:
+                scheme, _, credential = header.partition(" ")
+                if scheme.lower() != "bearer":
+                    raise Unauthorized(reason="Authorization is not a Bearer credential")
+                return await self.authenticator.verify(credential.strip())
+            presented = conn.query_params.get("ticket") if ticket else None
+            if presented:
+                return self.tickets.redeem(presented)
+            raise Unauthorized(reason="no credential")
+        except Unauthorized as exc:
+            await self._refused(conn, exc)
+            raise
+
+    async def _refused(self, conn: HTTPConnection, exc: Unauthorized) -> None:
+        _log.info("unauthorized", reason=exc.reason, peer=peer_of(conn))
+        # Guessing credentials costs the guesser's address its requests.
+        await self.count_anonymous(conn)
+
+    def subject_key(self, principal: Principal) -> str:
+        """Whose requests and connections a principal's count toward."""
+        return ("sub:" if self.required else "ip:") + principal.subject
+
+    # -- may they ------------------------------------------------------------------------
+
+    @staticmethod
+    def may_subscribe(principal: Principal, hub: ExecutorStreamer, ref: str) -> None:
+        if not principal.scope.may_subscribe(workflow_of(hub, ref)):
+            raise Forbidden()
+
+    @staticmethod
+    def may_publish(principal: Principal, hub: ExecutorStreamer, ref: str) -> str:
+        """The workflow session ``ref`` names, if ``principal`` may publish into it."""
+        workflow = workflow_of(hub, ref)
+        if not principal.scope.may_publish(workflow):
+            raise Forbidden()
+        return workflow
+
+    @staticmethod
+    def may_read(principal: Principal, hub: ExecutorStreamer, ref: str) -> None:
+        """Read a stream's description: subscribers and publishers may."""
+        workflow = workflow_of(hub, ref)
+        scope = principal.scope
+        if not (scope.may_subscribe(workflow) or scope.may_publish(workflow)):
+            raise Forbidden()
+
+    @staticmethod
+    def must_be_admin(principal: Principal) -> None:
+        if not principal.scope.admin:
+            raise Forbidden()
+
+    def check_origin(self, conn: HTTPConnection) -> None:
+        """A WebSocket upgrade or SSE request from a page of another origin than the
+        hub's own or ``corsOrigins`` is refused. No ``Origin`` (a program, not a
+        browser) passes; ``null`` never does."""
+        origin = conn.headers.get("origin")
+        if origin is None:
+            return
+        origin = origin.lower()
+        if origin == "null":
+            raise Forbidden("this origin may not connect")
+        if origin in self._origins or "*" in self._origins or origin == own_origin(conn):
+            return
+        raise Forbidden("this origin may not connect")
+
+
+def workflow_of(hub: ExecutorStreamer, ref: str) -> str:
+    """The workflow session a stream reference names (scopes are in those terms)."""
+    if ref.startswith(STREAM_ID_PREFIX):
+        stream = hub.streams.find(ref)
+        if stream is None:
+            raise StreamNotFound(ref)
+        return stream.workflow_session_id
+    return ref
+
+
+def peer_of(conn: HTTPConnection) -> str:
+    """The client's address: the peer's, or what a trusted proxy forwarded
+    (``server.trustedProxies``, applied by uvicorn before the app sees the request)."""
+    client = conn.client
+    return client.host if client is not None else "unknown"
+
+
+def own_origin(conn: HTTPConnection) -> str:
+    scheme = {"ws": "http", "wss": "https"}.get(conn.url.scheme, conn.url.scheme)
+    return f"{scheme}://{conn.headers.get('host', '').lower()}"
+
+
+def _jwt_verifier(config: JwtConfig) -> JwtVerifier:
+    key: str | PyJWKClient
+    if config.secret is not None:
+        key = config.secret.get_secret_value()
+    elif config.public_key is not None:
+        key = config.public_key
+    else:
+        assert config.jwks_url is not None
+        key = PyJWKClient(config.jwks_url, cache_keys=True, lifespan=300, timeout=5)
+    return JwtVerifier(
+        config.algorithm,
+        key,
+        audience=config.audience,
+        issuer=config.issuer,
+        leeway_seconds=config.leeway_seconds,
+    )
+
+
+def gate_of(conn: HTTPConnection) -> Gate:
+    gate: Gate = conn.app.state.gate
+    return gate
+
+
+# -- FastAPI dependencies: they check, and they declare the schemes in OpenAPI ------------
+
+BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="A JWT (security.jwt) or an API key (security.apiKeys).",
+)
+TICKET = APIKeyQuery(
+    name="ticket",
+    auto_error=False,
+    scheme_name="ticket",
+    description="A single-use ticket from POST /api/auth/tickets, for a browser's "
+    "EventSource or WebSocket, which cannot send headers.",
+)
+
+
+async def caller(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+) -> Principal:
+    return await gate_of(request).principal(request)
+
+
+async def ticket_caller(
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
+    __: Annotated[str | None, Security(TICKET)],
+) -> Principal:
+    return await gate_of(request).principal(request, ticket=True)
+
+
+async def admin(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
+) -> Principal:
+    principal = await gate_of(request).principal(request)
+    Gate.must_be_admin(principal)
+    return principal
+
+
+Caller = Annotated[Principal, Security(caller)]
+TicketCaller = Annotated[Principal, Security(ticket_caller)]
+Admin = Annotated[Principal, Security(admin)]
