@@ -7,6 +7,7 @@ timestamp, module id, session id, prefix, then JSON (``structured``) or console 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any, TextIO
 
@@ -23,6 +24,56 @@ _LEVELS = {
     "WARN": logging.WARNING,
     "ERROR": logging.ERROR,
 }
+
+
+# A ticket or token in a query string, a Bearer credential, a WebSocket auth message's token.
+_SECRETS = re.compile(
+    r"(?P<key>(?:[?&](?:ticket|token|access_token)=)|(?:bearer\s+)|(?:\"token\"\s*:\s*\"))"
+    r"[^&\s\"']+",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with tickets, tokens and Bearer credentials replaced by ``[redacted]``."""
+    return _SECRETS.sub(lambda m: m.group("key") + "[redacted]", text)
+
+
+def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """The structlog processor of :func:`redact`, over every string value."""
+    for key, value in event_dict.items():
+        if isinstance(value, str):
+            event_dict[key] = redact(value)
+    return event_dict
+
+
+class RedactSecrets(logging.Filter):
+    """:func:`redact` for standard-library records (uvicorn's access and error logs put
+    the request path, query string included, in their arguments)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+SERVER_LOGGERS = (
+    "uvicorn.access",
+    "uvicorn.error",
+    "websockets.server",
+    "executor_streamer.ws_protocol",  # websockets' connection logs request headers at DEBUG
+)
+
+
+def redact_library_logs() -> None:
+    """Put :class:`RedactSecrets` on the standard-library loggers that see requests (a
+    logger's filters apply to its own records only, so each is named)."""
+    for name in SERVER_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+            logger.addFilter(RedactSecrets())
 
 
 def add_module_id(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -57,6 +108,7 @@ def configure_logging(config: LoggingConfig, output: TextIO | None = None) -> No
     processors: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
+        redact_secrets,
     ]
     if config.include_timestamp:
         processors.append(structlog.processors.TimeStamper(fmt="iso", utc=True))

@@ -34,7 +34,10 @@ class Gate:
             required=self.required,
             jwt=None if security.jwt is None else _jwt_verifier(security.jwt),
             api_keys=ApiKeys(
-                [ApiKey(k.name, k.key_sha_256, Scope.from_claim(k.scope)) for k in security.api_keys]
+                [
+                    ApiKey(k.name, k.key_sha_256, Scope.from_claim(k.scope))
+                    for k in security.api_keys
+                ]
             )
             if security.api_keys
             else None,

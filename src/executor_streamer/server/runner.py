@@ -13,6 +13,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from ..core.hub import ExecutorStreamer
+from ..logs import redact_library_logs
 from .app import SHUTDOWN_GRACE_SECONDS, create_app
 from .connections import LiveConnections, ping_settings
 from .internals import verify as verify_internals
@@ -64,6 +65,7 @@ def build_server(
     hub: ExecutorStreamer, host: str | None = None, port: int | None = None
 ) -> HubServer:
     verify_internals()  # loud now, rather than a slow fall back later
+    redact_library_logs()
     config = hub.config
     if host is not None:
         config.with_overrides({"server": {"host": host}})  # refuses an open non-loopback bind

@@ -1,0 +1,717 @@
+"""Security on a real server with real clients (docs/security.md): credentials on every
+route and transport, scopes per stream, tickets, expiry of open connections, origins and
+rate limits. Each attack is one test."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import jwt
+import orjson
+import pytest
+from fastapi import FastAPI
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from executor_streamer.security import Scope, mint_token
+from executor_streamer.server import websocket as websocket_module
+from executor_streamer.server.runner import HubServer, build_server
+
+from .. import live_server
+from ..live_server import Served, ServerFactory, sse_stream, status
+from .test_websocket import Peer
+
+SECRET = "test-secret-" + "k" * 40
+API_KEY = "es_producer_key_for_tests"
+PRODUCER = {
+    "name": "producer",
+    "keySha256": hashlib.sha256(API_KEY.encode()).hexdigest(),
+    "scope": {"publish": ["*"]},
+}
+AUTH = {
+    "authenticationRequired": True,
+    "jwt": {"secret": SECRET},
+    "apiKeys": [PRODUCER],
+    "corsOrigins": ["https://app.example"],
+}
+
+
+SECRETS = {SECRET, API_KEY}
+"""Every credential and ticket these tests use: none may appear in any log."""
+
+
+def token(
+    sub: str = "alice",
+    *,
+    subscribe: tuple[str, ...] = ("*",),
+    publish: tuple[str, ...] = (),
+    admin: bool = False,
+    ttl: int = 600,
+) -> str:
+    minted = mint_token(SECRET, sub, Scope(subscribe, publish, admin), ttl)
+    SECRETS.add(minted)
+    return minted
+
+
+CLIENT_LOGGERS = ("websockets.client", "httpx", "httpcore")
+"""The tests' own clients, which log what they send at DEBUG: not the hub's logs."""
+
+
+@pytest.fixture(autouse=True)
+def no_secret_in_any_log(
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[None]:
+    """Everything logged while a test runs (the hub's logs, uvicorn's access and error
+    logs at DEBUG, anything written to stdout or stderr) holds no token, ticket or key.
+    Set up first, so it is torn down last: the servers' shutdowns are in it too."""
+    caplog.set_level(logging.DEBUG)
+
+    def with_access_log(*args: Any, **kwargs: Any) -> HubServer:
+        # uvicorn's access log, which logs paths with their queries (the hub runs without
+        # one; uvicorn turns it off as it configures a server, so it is turned on after).
+        server = build_server(*args, **kwargs)
+        monkeypatch.setattr(logging.getLogger("uvicorn.access"), "propagate", True)
+        return server
+
+    monkeypatch.setattr(live_server, "build_server", with_access_log)
+    yield
+    out, err = capfd.readouterr()
+    records = [
+        record
+        for record in [*caplog.get_records("setup"), *caplog.get_records("call"), *caplog.records]
+        if not record.name.startswith(CLIENT_LOGGERS)
+    ]
+    logged = "\n".join([out, err, *(caplog.handler.format(r) for r in records)])
+    assert "HTTP/1.1" in logged, "no access log was captured: the check would see nothing"
+    leaked = [secret[:12] + "..." for secret in SECRETS if secret in logged]
+    assert leaked == []
+
+
+ADMIN = Scope(admin=True)
+
+
+def bearer(credential: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {credential}"}
+
+
+def admin_headers() -> dict[str, str]:
+    return bearer(token("root", admin=True))
+
+
+async def secured(make_server: ServerFactory, **security: Any) -> Served:
+    return await make_server(security={**AUTH, **security})
+
+
+async def publish(served: Served, stream: str, credential: str, n: int = 1) -> httpx.Response:
+    return await served.http.post(
+        f"/api/streams/{stream}/events", json=status(n), headers=bearer(credential)
+    )
+
+
+async def denial_status(url: str, headers: dict[str, str] | None = None) -> int:
+    """The HTTP status a WebSocket upgrade is refused with."""
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, additional_headers=headers or {}):
+            pass
+    return refused.value.response.status_code
+
+
+@contextlib.asynccontextmanager
+async def ws_peer(
+    served: Served, query: str = "", headers: dict[str, str] | None = None
+) -> AsyncIterator[Peer]:
+    async with connect(served.ws_url + query, additional_headers=headers or {}) as ws:
+        yield Peer(ws)
+
+
+# -- credentials over HTTP ------------------------------------------------------------------
+
+ROUTES = [
+    ("GET", "/api/streams"),
+    ("POST", "/api/streams"),
+    ("GET", "/api/streams/metrics"),
+    ("GET", "/api/streams/wf-1"),
+    ("DELETE", "/api/streams/wf-1"),
+    ("POST", "/api/streams/wf-1/events"),
+    ("GET", "/api/streams/wf-1/events"),
+    ("GET", "/api/streams/wf-1/poll?timeout=0"),
+    ("GET", "/api/streams/wf-1/history"),
+    ("GET", "/api/streams/wf-1/clients"),
+    ("DELETE", "/api/streams/wf-1/clients/cl_x"),
+    ("POST", "/api/streams/wf-1/replay/cl_x"),
+    ("GET", "/api/streams/wf-1/screenshots/scr_x"),
+    ("GET", "/api/streams/wf-1/stats"),
+    ("GET", "/api/analytics/events?start=2026-01-01T00:00:00Z&end=2026-01-02T00:00:00Z"),
+    ("GET", "/api/analytics/clients?start=2026-01-01T00:00:00Z&end=2026-01-02T00:00:00Z"),
+    ("POST", "/api/auth/tickets"),
+    ("GET", "/metrics"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES)
+async def test_every_route_needs_a_credential(
+    make_server: ServerFactory, method: str, path: str
+) -> None:
+    served = await secured(make_server)
+    # The stream does not exist: 401 still comes first, so nobody can probe for streams.
+    response = await served.http.request(method, path, json={})
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.json()["error"]["code"] == "UNAUTHORIZED"
+
+
+async def test_health_and_readiness_stay_open(make_server: ServerFactory) -> None:
+    served = await secured(make_server)
+    assert (await served.http.get("/healthz")).status_code == 200
+    assert (await served.http.get("/readyz")).status_code == 200
+
+
+async def test_a_valid_token_is_let_in(make_server: ServerFactory) -> None:
+    served = await secured(make_server)
+    response = await publish(served, "wf-1", token(publish=("wf-*",)))
+    assert response.status_code == 201, response.text
+    history = await served.http.get("/api/streams/wf-1/history", headers=bearer(token()))
+    assert history.json()["total"] == 1
+
+
+async def test_a_forged_signature_is_refused(make_server: ServerFactory) -> None:
+    served = await secured(make_server)
+    forged = mint_token("another-secret-" + "x" * 40, "alice", ADMIN, 600)
+    SECRETS.add(forged)
+    response = await served.http.get("/api/streams", headers=bearer(forged))
+    assert response.status_code == 401
+    # The answer does not say what was wrong with it.
+    assert "signature" not in response.text.lower()
+
+
+@pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
+async def test_alg_none_is_refused(make_server: ServerFactory, alg: str) -> None:
+    served = await secured(make_server)
+    header = _b64({"alg": alg, "typ": "JWT"})
+    claims = _b64({"sub": "alice", "exp": int(time.time()) + 600, "scope": {"admin": True}})
+    for unsigned in (f"{header}.{claims}.", f"{header}.{claims}.c2ln"):
+        response = await served.http.get("/api/streams", headers=bearer(unsigned))
+        assert response.status_code == 401
+
+
+async def test_an_expired_token_is_refused(make_server: ServerFactory) -> None:
+    served = await secured(make_server)
+    claims = {"sub": "alice", "exp": int(time.time()) - 120, "scope": {"admin": True}}
+    expired = jwt.encode(claims, SECRET, algorithm="HS256")
+    assert (await served.http.get("/api/streams", headers=bearer(expired))).status_code == 401
+
+
+async def test_a_token_without_exp_is_refused(make_server: ServerFactory) -> None:
+    served = await secured(make_server)
+    forever = jwt.encode({"sub": "alice", "scope": {"admin": True}}, SECRET, algorithm="HS256")
+    assert (await served.http.get("/api/streams", headers=bearer(forever))).status_code == 401
+
+
+async def test_other_schemes_and_garbage_are_refused(make_server: ServerFactory) -> None:
+    served = await secured(make_server)
+    for header in (f"Basic {token()}", "Bearer", "Bearer x y", "Bearer " + "x" * 9000, token()):
+        response = await served.http.get("/api/streams", headers={"authorization": header})
+        assert response.status_code == 401, header
+
+
+async def test_an_api_key_acts_with_its_scope(make_server: ServerFactory) -> None:
+    served = await secured(make_server)
+    assert (await publish(served, "wf-1", API_KEY)).status_code == 201
+    # Publish-only: it may not read history...
+    history = await served.http.get("/api/streams/wf-1/history", headers=bearer(API_KEY))
+    assert history.status_code == 403
+    # ...and a key that is almost right is no key.
+    assert (await publish(served, "wf-1", API_KEY + "x")).status_code == 401
+
+
+async def test_a_subscribe_only_token_may_not_publish(make_server: ServerFactory) -> None:
+    served = await secured(make_server)
+    response = await publish(served, "wf-1", token(subscribe=("*",)))
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "FORBIDDEN"
+    # A refused publish stores nothing (not even a stream).
+    assert served.hub.streams.find("wf-1") is None
+
+
+async def test_a_prefix_scope_stops_at_its_prefix(make_server: ServerFactory) -> None:
+    served = await secured(make_server)
+    writer = token("w", publish=("*",))
+    for stream in ("tenant-a:1", "tenant-b:1", "TENANT-A:2"):
+        assert (await publish(served, stream, writer)).status_code == 201
+    reader = bearer(token("a", subscribe=("tenant-a:*",)))
+    assert (await served.http.get("/api/streams/tenant-a:1/history", headers=reader)).is_success
+    for stream in ("tenant-b:1", "TENANT-A:2"):
+        response = await served.http.get(f"/api/streams/{stream}/history", headers=reader)
+        assert response.status_code == 403, stream
+    # The stream list shows only what the caller may see.
+    listed = await served.http.get("/api/streams", headers=reader)
+    assert [s["linkedWorkflowSessionId"] for s in listed.json()] == ["tenant-a:1"]
+
+
+async def test_a_stream_id_is_judged_by_its_workflow_session(make_server: ServerFactory) -> None:
+    served = await secured(make_server)
+    await publish(served, "tenant-b:1", token("w", publish=("*",)))
+    stream_id = served.hub.streams.resolve("tenant-b:1").id
+    reader = bearer(token("a", subscribe=("tenant-a:*", f"{stream_id}*")))
+    for path in ("history", "stats", "clients"):
+        response = await served.http.get(f"/api/streams/{stream_id}/{path}", headers=reader)
+        assert response.status_code == 403, path
+    response = await served.http.get(f"/api/streams/{stream_id}/events", headers=reader)
+    assert response.status_code == 403
+
+
+async def test_admin_routes_need_admin(make_server: ServerFactory) -> None:
+    served = await secured(make_server)
+    await publish(served, "wf-1", token(publish=("*",)))
+    everyone = bearer(token(subscribe=("*",), publish=("*",)))
+    for method, path in [
+        ("POST", "/api/streams"),
+        ("DELETE", "/api/streams/wf-1"),
+        ("GET", "/api/streams/metrics"),
+        ("DELETE", "/api/streams/wf-1/clients/cl_x"),
+        ("POST", "/api/streams/wf-1/replay/cl_x"),
+        ("GET", "/api/analytics/events?start=2026-01-01T00:00:00Z&end=2026-01-02T00:00:00Z"),
+        ("GET", "/metrics"),
+    ]:
+        response = await served.http.request(method, path, headers=everyone, json={})
+        assert response.status_code == 403, (method, path)
+    admin = await served.http.delete("/api/streams/wf-1", headers=admin_headers())
+    assert admin.status_code == 204
+
+
+async def test_metrics_public_opens_metrics_only(make_server: ServerFactory) -> None:
+    served = await secured(make_server, metricsPublic=True)
+    assert (await served.http.get("/metrics")).status_code == 200
+    assert (await served.http.get("/api/streams/metrics")).status_code == 401
+
+
+# -- tickets -------------------------------------------------------------------------------
+
+
+async def ticket_for(served: Served, credential: str) -> str:
+    response = await served.http.post("/api/auth/tickets", headers=bearer(credential))
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["expiresIn"] == 30
+    ticket: str = body["ticket"]
+    SECRETS.add(ticket)
+    return ticket
+
+
+async def test_a_ticket_opens_one_event_source(make_server: ServerFactory) -> None:
+    served = await secured(make_server)
+    await publish(served, "wf-1", token(publish=("*",)))
+    ticket = await ticket_for(served, token(subscribe=("wf-1",)))
+    path = f"/api/streams/wf-1/events?since=0&ticket={ticket}"
+    async with sse_stream(served, path) as reader:
+        assert reader.response.status_code == 200
+        assert (await reader.events(1))[0].json()["seq"] == 1
+    # Used once: used up.
+    again = await served.http.get(path)
+    assert again.status_code == 401
+
+
+async def test_a_ticket_carries_its_scope(make_server: ServerFactory) -> None:
+    served = await secured(make_server)
+    await publish(served, "wf-2", token(publish=("*",)))
+    ticket = await ticket_for(served, token(subscribe=("wf-1",)))
+    response = await served.http.get(f"/api/streams/wf-2/poll?timeout=0&ticket={ticket}")
+    assert response.status_code == 403
+
+
+async def test_a_ticket_expires(make_server: ServerFactory) -> None:
+    served = await secured(make_server)
+    app = served.server.config.app
+    assert isinstance(app, FastAPI)
+    app.state.gate.tickets.ttl = 0.2  # 30 s in production
+    issued = await served.http.post("/api/auth/tickets", headers=bearer(token()))
+    ticket = issued.json()["ticket"]
+    SECRETS.add(ticket)
+    await asyncio.sleep(0.4)
+    response = await served.http.get(f"/api/streams/wf-1/poll?timeout=0&ticket={ticket}")
+    assert response.status_code == 401
+
+
+async def test_a_ticket_is_not_a_credential_for_rest(make_server: ServerFactory) -> None:
+    served = await secured(make_server)
+    ticket = await ticket_for(served, token())
+    response = await served.http.get(f"/api/streams/wf-1/history?ticket={ticket}")
+    assert response.status_code == 401
+
+
+async def test_a_long_lived_token_is_not_taken_from_a_url(make_server: ServerFactory) -> None:
+    served = await secured(make_server)
+    await publish(served, "wf-1", token(publish=("*",)))
+    response = await served.http.get(f"/api/streams/wf-1/poll?timeout=0&ticket={token()}")
+    assert response.status_code == 401
+    assert await denial_status(f"{served.ws_url}?ticket={token()}") == 401
+
+
+# -- WebSocket -----------------------------------------------------------------------------
+
+
+async def test_websocket_with_a_header(make_server: ServerFactory) -> None:
+    served = await secured(make_server)
+    await publish(served, "wf-1", token(publish=("*",)))
+    async with ws_peer(served, "?streamId=wf-1&since=0", bearer(token())) as p:
+        ack = await p.expect("connection_ack")
+        assert "expiresAt" in ack["metadata"]
+        subscribed = await p.expect("subscribed")
+        assert "expiresAt" in subscribed["metadata"]
+        assert (await p.expect("event"))["event"]["seq"] == 1
+
+
+async def test_websocket_refused_before_the_upgrade(make_server: ServerFactory) -> None:
+    served = await secured(make_server)
+    assert await denial_status(served.ws_url, bearer("not-a-token")) == 401
+    assert await denial_status(f"{served.ws_url}?ticket=made-up") == 401
+
+
+async def test_websocket_auth_message(make_server: ServerFactory) -> None:
+    served = await secured(make_server)
+    await publish(served, "wf-1", token(publish=("*",)))
+    async with ws_peer(served) as p:
+        # Before the credential only ping and auth are answered.
+        await p.send({"type": "subscribe", "streamId": "wf-1", "requestId": 7})
+        refused = await p.expect("error")
+        assert refused["error"]["code"] == "UNAUTHORIZED"
+        assert refused["metadata"]["requestId"] == 7
+        await p.send({"type": "ping"})
+        await p.expect("pong")
+        await p.send({"type": "auth", "token": token()})
+        assert "expiresAt" in (await p.expect("connection_ack"))["metadata"]
+        await p.send({"type": "subscribe", "streamId": "wf-1", "since": 0})
+        await p.expect("subscribed")
+        assert (await p.expect("event"))["event"]["seq"] == 1
+
+
+async def test_websocket_bad_auth_message_closes_4001(make_server: ServerFactory) -> None:
+    served = await secured(make_server)
+    async with ws_peer(served) as p:
+        await p.send({"type": "auth", "token": token()[:-2] + "xx"})
+        assert await p.closed_with() == 4001
+
+
+async def test_websocket_without_auth_in_time_closes_4001(
+    make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(websocket_module, "AUTH_TIMEOUT", 0.3)  # 10 s in production
+    served = await secured(make_server)
+    async with ws_peer(served) as p:
+        assert await p.closed_with() == 4001
+    assert not len(served.hub.clients)
+
+
+async def test_websocket_ticket(make_server: ServerFactory) -> None:
+    served = await secured(make_server)
+    await publish(served, "wf-1", token(publish=("*",)))
+    ticket = await ticket_for(served, token(subscribe=("wf-1",)))
+    async with ws_peer(served, f"?ticket={ticket}&streamId=wf-1&since=0") as p:
+        await p.expect("connection_ack")
+        await p.expect("subscribed")
+    assert await denial_status(f"{served.ws_url}?ticket={ticket}") == 401
+
+
+async def test_websocket_subscribe_outside_the_scope(make_server: ServerFactory) -> None:
+    served = await secured(make_server)
+    writer = token("w", publish=("*",))
+    await publish(served, "tenant-a:1", writer)
+    await publish(served, "tenant-b:1", writer)
+    reader = bearer(token(subscribe=("tenant-a:*",)))
+    async with ws_peer(served, "", reader) as p:
+        await p.expect("connection_ack")
+        # Refused per stream; the connection and its other subscriptions stay.
+        await p.send({"type": "subscribe", "streamId": "tenant-b:1", "requestId": 1})
+        assert (await p.expect("error"))["error"]["code"] == "FORBIDDEN"
+        await p.send({"type": "subscribe", "streamId": "tenant-a:1", "requestId": 2})
+        await p.expect("subscribed")
+    async with ws_peer(served, "?streamId=tenant-b:1", reader) as p:
+        await p.expect("connection_ack")
+        assert await p.closed_with() == 4003
+
+
+async def test_websocket_closes_4001_after_expiry_and_grace(
+    make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(websocket_module, "EXPIRY_GRACE", 0.2)  # 25 s in production
+    served = await secured(make_server, jwt={"secret": SECRET, "leewaySeconds": 0})
+    async with ws_peer(served, "", bearer(token(ttl=2))) as p:
+        await p.expect("connection_ack")
+        code = await asyncio.wait_for(_closed(p), 10)
+    assert code == 4001
+
+
+async def test_websocket_refresh_keeps_it_open(
+    make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(websocket_module, "EXPIRY_GRACE", 0.2)
+    served = await secured(make_server, jwt={"secret": SECRET, "leewaySeconds": 0})
+    async with ws_peer(served, "", bearer(token(ttl=2))) as p:
+        await p.expect("connection_ack")
+        await p.send({"type": "auth", "token": token(ttl=600), "requestId": "r"})
+        ack = await p.expect("auth_ack")
+        assert ack["metadata"]["requestId"] == "r"
+        await asyncio.sleep(3)
+        await p.send({"type": "ping"})
+        await p.expect("pong")
+
+
+async def test_websocket_refresh_with_a_narrower_scope(make_server: ServerFactory) -> None:
+    served = await secured(make_server)
+    writer = token("w", publish=("*",))
+    for stream in ("wf-1", "wf-2"):
+        await publish(served, stream, writer)
+    async with ws_peer(served, "", bearer(token(subscribe=("wf-*",)))) as p:
+        await p.expect("connection_ack")
+        for stream in ("wf-1", "wf-2"):
+            await p.send({"type": "subscribe", "streamId": stream})
+            await p.expect("subscribed")
+        await p.send({"type": "auth", "token": token(subscribe=("wf-1",))})
+        await p.expect("auth_ack")
+        ended = await p.expect("error")
+        assert ended["error"]["code"] == "FORBIDDEN"
+        assert ended["metadata"]["streamId"] == served.hub.streams.resolve("wf-2").id
+        await publish(served, "wf-2", writer, 2)
+        await publish(served, "wf-1", writer, 3)
+        event = await p.expect("event")  # only wf-1's
+        assert event["event"]["streamId"] == served.hub.streams.resolve("wf-1").id
+
+
+async def test_websocket_refresh_for_another_subject_closes(make_server: ServerFactory) -> None:
+    served = await secured(make_server)
+    async with ws_peer(served, "", bearer(token("alice"))) as p:
+        await p.expect("connection_ack")
+        await p.send({"type": "auth", "token": token("mallory", admin=True)})
+        assert await p.closed_with() == 4001
+
+
+async def _closed(p: Peer) -> int:
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            await p.ws.recv()
+    assert p.ws.close_code is not None
+    return p.ws.close_code
+
+
+# -- SSE and polling expiry ----------------------------------------------------------------
+
+
+async def test_sse_ends_with_token_expired(make_server: ServerFactory) -> None:
+    served = await secured(make_server, jwt={"secret": SECRET, "leewaySeconds": 0})
+    await publish(served, "wf-1", token(publish=("*",)))
+    async with sse_stream(served, "/api/streams/wf-1/events", bearer(token(ttl=2))) as reader:
+        while True:
+            message = await reader.next(10)
+            if message.event == "error":
+                break
+    assert message.json()["code"] == "TOKEN_EXPIRED"
+    assert not len(served.hub.clients)
+
+
+async def test_a_poll_never_waits_past_the_credential(make_server: ServerFactory) -> None:
+    served = await secured(make_server, jwt={"secret": SECRET, "leewaySeconds": 0})
+    await publish(served, "wf-1", token(publish=("*",)))
+    request = served.http.get(
+        "/api/streams/wf-1/poll?since=1&timeout=60", headers=bearer(token(ttl=2)), timeout=30
+    )
+    response = await asyncio.wait_for(request, 15)  # the poll asked for 60 s
+    assert response.status_code == 200
+    assert response.json()["events"] == []
+
+
+# -- origins -------------------------------------------------------------------------------
+
+FOREIGN = [
+    "https://evil.example",
+    "null",
+    "https://app.example.evil.example",
+    "http://app.example",  # another scheme
+    "https://app.example:444",
+]
+
+
+@pytest.mark.parametrize("origin", FOREIGN)
+async def test_foreign_origins_are_refused(make_server: ServerFactory, origin: str) -> None:
+    served = await secured(make_server)
+    await publish(served, "wf-1", token(publish=("*",)))
+    headers = {**bearer(token()), "origin": origin}
+    assert await denial_status(served.ws_url, headers) == 403
+    response = await served.http.get("/api/streams/wf-1/events", headers=headers)
+    assert response.status_code == 403
+
+
+async def test_allowed_and_own_origins_pass(make_server: ServerFactory) -> None:
+    served = await secured(make_server)
+    await publish(served, "wf-1", token(publish=("*",)))
+    own = served.base_url
+    for origin in ("https://app.example", "HTTPS://APP.EXAMPLE", own):
+        headers = {**bearer(token()), "origin": origin}
+        async with ws_peer(served, "", headers) as p:
+            await p.expect("connection_ack")
+        async with sse_stream(served, "/api/streams/wf-1/events", headers) as reader:
+            assert reader.response.status_code == 200, origin
+
+
+async def test_origins_are_checked_without_authentication_too(
+    make_server: ServerFactory,
+) -> None:
+    served = await make_server()
+    assert await denial_status(served.ws_url, {"origin": "https://evil.example"}) == 403
+    assert await denial_status(served.ws_url, {"origin": "null"}) == 403
+
+
+# -- rate limits ---------------------------------------------------------------------------
+
+
+async def test_requests_per_minute(make_server: ServerFactory) -> None:
+    served = await secured(make_server, rateLimiting={"maxRequestsPerMinute": 5})
+    headers = bearer(token())
+    statuses = [
+        (await served.http.get("/api/streams", headers=headers)).status_code for _ in range(6)
+    ]
+    assert statuses == [200] * 5 + [429]
+    refused = await served.http.get("/api/streams", headers=headers)
+    assert int(refused.headers["retry-after"]) >= 1
+    assert refused.json()["error"]["code"] == "RATE_LIMITED"
+    # Another subject has its own budget.
+    assert (await served.http.get("/api/streams", headers=bearer(token("bob")))).is_success
+
+
+async def test_no_bypass_through_new_connections(make_server: ServerFactory) -> None:
+    served = await secured(make_server, rateLimiting={"maxRequestsPerMinute": 3})
+    headers = bearer(token())
+    statuses = []
+    for _ in range(5):
+        async with httpx.AsyncClient(base_url=served.base_url) as fresh:
+            statuses.append((await fresh.get("/api/streams", headers=headers)).status_code)
+    assert statuses == [200, 200, 200, 429, 429]
+
+
+async def test_no_bypass_through_x_forwarded_for(make_server: ServerFactory) -> None:
+    served = await make_server(security={"rateLimiting": {"maxRequestsPerMinute": 3}})
+    statuses = [
+        (
+            await served.http.get("/api/streams", headers={"x-forwarded-for": f"10.0.0.{i}"})
+        ).status_code
+        for i in range(5)
+    ]
+    assert statuses == [200, 200, 200, 429, 429]
+
+
+async def test_trusted_proxies_name_the_client(make_server: ServerFactory) -> None:
+    served = await make_server(
+        server={"trustedProxies": ["127.0.0.1"]},
+        security={"rateLimiting": {"maxRequestsPerMinute": 2}},
+    )
+    for client in ("10.0.0.1", "10.0.0.2"):
+        forwarded = {"x-forwarded-for": client}
+        first = [
+            (await served.http.get("/api/streams", headers=forwarded)).status_code for _ in range(3)
+        ]
+        assert first == [200, 200, 429], client
+
+
+async def test_failed_credentials_cost_the_address(make_server: ServerFactory) -> None:
+    served = await secured(make_server, rateLimiting={"maxRequestsPerMinute": 3})
+    statuses = [
+        (await served.http.get("/api/streams", headers=bearer(f"guess-{i}"))).status_code
+        for i in range(5)
+    ]
+    assert statuses == [401, 401, 401, 429, 429]
+
+
+async def test_events_per_second_per_stream(make_server: ServerFactory) -> None:
+    # A stream may burst up to its bufferSize; 3 here, so that 3 events per second is all.
+    served = await make_server(
+        security={**AUTH, "rateLimiting": {"maxEventsPerSecond": 3}},
+        defaultStreamConfig={"bufferSize": 3},
+    )
+    writer = token(publish=("*",))
+    statuses = [(await publish(served, "wf-1", writer, i)).status_code for i in range(5)]
+    assert statuses[:3] == [201] * 3
+    assert 429 in statuses[3:]
+    history = await served.http.get("/api/streams/wf-1/history", headers=bearer(token()))
+    assert history.json()["total"] == statuses.count(201)
+    # Another stream has its own budget.
+    assert (await publish(served, "wf-2", writer)).status_code == 201
+
+
+async def test_a_batch_counts_each_event(make_server: ServerFactory) -> None:
+    served = await make_server(
+        security={**AUTH, "rateLimiting": {"maxEventsPerSecond": 4}},
+        defaultStreamConfig={"bufferSize": 4},
+    )
+    body = {"events": [status(i) for i in range(3)]}
+    headers = bearer(token(publish=("*",)))
+    first = await served.http.post("/api/streams/wf-1/events", json=body, headers=headers)
+    assert first.status_code == 201
+    second = await served.http.post("/api/streams/wf-1/events", json=body, headers=headers)
+    assert second.status_code == 429
+    assert int(second.headers["retry-after"]) >= 1
+
+
+async def test_websocket_messages_are_rate_limited(make_server: ServerFactory) -> None:
+    served = await secured(make_server, rateLimiting={"maxRequestsPerMinute": 4})
+    async with ws_peer(served, "", bearer(token())) as p:  # the upgrade is one request
+        await p.expect("connection_ack")
+        for _ in range(3):
+            await p.send({"type": "ping"})
+            await p.expect("pong")
+        await p.send({"type": "ping"})
+        refused = await p.expect("error")
+        assert refused["error"]["code"] == "RATE_LIMITED"
+        assert refused["error"]["details"]["retryAfter"] >= 1
+        for _ in range(websocket_module.RATE_LIMITED_MESSAGES_BEFORE_CLOSE + 1):
+            await p.send({"type": "ping"})
+        assert await p.closed_with() == 4029
+
+
+async def test_connections_per_subject(make_server: ServerFactory) -> None:
+    served = await secured(make_server, rateLimiting={"maxConnectionsPerSubject": 2})
+    await publish(served, "wf-1", token(publish=("*",)))
+    headers = bearer(token())
+    async with ws_peer(served, "", headers) as a, ws_peer(served, "", headers) as b:
+        await a.expect("connection_ack")
+        await b.expect("connection_ack")
+        assert await denial_status(served.ws_url, headers) == 429
+        response = await served.http.get("/api/streams/wf-1/events", headers=headers)
+        assert response.status_code == 429
+        # Another subject is not held back by this one.
+        async with ws_peer(served, "", bearer(token("bob"))) as c:
+            await c.expect("connection_ack")
+    # Closed connections give their places back.
+    async with ws_peer(served, "", headers) as again:
+        await again.expect("connection_ack")
+
+
+# -- input limits --------------------------------------------------------------------------
+
+
+async def test_oversized_websocket_message_closes_1009(make_server: ServerFactory) -> None:
+    served = await make_server(limits={"maxMessageBytes": 4096})
+    async with ws_peer(served) as p:
+        await p.expect("connection_ack")
+        await p.send(orjson.dumps({"type": "ping", "pad": "x" * 5000}).decode())
+        assert await p.closed_with() == 1009
+
+
+async def test_oversized_body_is_413(make_server: ServerFactory) -> None:
+    served = await make_server(limits={"maxMessageBytes": 4096, "maxScreenshotBytes": 1024})
+    body = {"type": "STATUS", "data": {"statusType": "a", "status": "x" * 10_000}}
+    response = await served.http.post("/api/streams/wf-1/events", json=body)
+    assert response.status_code == 413
+    assert served.hub.streams.find("wf-1") is None
+
+
+def _b64(value: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(value)).rstrip(b"=").decode()
