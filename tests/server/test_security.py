@@ -8,7 +8,10 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import hmac
+import http.server
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -17,6 +20,8 @@ import httpx
 import jwt
 import orjson
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -715,3 +720,108 @@ async def test_oversized_body_is_413(make_server: ServerFactory) -> None:
 
 def _b64(value: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(value)).rstrip(b"=").decode()
+
+
+# -- public keys: PEM in config, and a JWKS URL ----------------------------------------------
+
+
+def rsa_pair() -> tuple[rsa.RSAPrivateKey, str]:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, pem.decode()
+
+
+def rs256(private: rsa.RSAPrivateKey, kid: str | None = None, **claims: Any) -> str:
+    payload = {"sub": "alice", "exp": int(time.time()) + 600, "scope": {"admin": True}}
+    signed = jwt.encode(
+        {**payload, **claims}, private, algorithm="RS256", headers={"kid": kid} if kid else None
+    )
+    SECRETS.add(signed)
+    return signed
+
+
+async def test_rs256_public_key_and_the_hs256_confusion(make_server: ServerFactory) -> None:
+    private, public_pem = rsa_pair()
+    served = await make_server(
+        security={
+            "authenticationRequired": True,
+            "jwt": {"algorithm": "RS256", "publicKey": public_pem, "audience": "hub"},
+        }
+    )
+    good = rs256(private, aud="hub")
+    assert (await served.http.get("/api/streams", headers=bearer(good))).status_code == 200
+    for bad in (rs256(private), rs256(private, aud="other")):  # missing or wrong audience
+        assert (await served.http.get("/api/streams", headers=bearer(bad))).status_code == 401
+    # HS256 with the public key as its secret: the configured algorithm is RS256.
+    header = _b64({"alg": "HS256", "typ": "JWT"})
+    body = _b64({"sub": "alice", "exp": int(time.time()) + 600, "aud": "hub"})
+    signature = hmac.new(public_pem.encode(), f"{header}.{body}".encode(), "sha256").digest()
+    confused = f"{header}.{body}." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
+    assert (await served.http.get("/api/streams", headers=bearer(confused))).status_code == 401
+
+
+@contextlib.contextmanager
+def jwks_server(document: dict[str, Any]) -> Iterator[tuple[str, list[int]]]:
+    """A real HTTP server publishing ``document`` as a JWKS; yields its URL and a list
+    that counts the fetches."""
+    fetches: list[int] = []
+    body = orjson.dumps(document)
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            fetches.append(1)
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/jwks.json", fetches
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def test_jwks_url_keys_are_fetched_and_cached(make_server: ServerFactory) -> None:
+    private, _ = rsa_pair()
+    jwk = orjson.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
+    with jwks_server({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]}) as (
+        url,
+        fetches,
+    ):
+        served = await make_server(
+            security={"authenticationRequired": True, "jwt": {"algorithm": "RS256", "jwksUrl": url}}
+        )
+        for _ in range(3):
+            response = await served.http.get("/api/streams", headers=bearer(rs256(private, "k1")))
+            assert response.status_code == 200
+        assert len(fetches) == 1  # cached
+        other, _ = rsa_pair()
+        forged = rs256(other, "k1")
+        assert (await served.http.get("/api/streams", headers=bearer(forged))).status_code == 401
+
+
+async def test_a_stream_may_burst_up_to_its_buffer(make_server: ServerFactory) -> None:
+    served = await make_server(
+        security={**AUTH, "rateLimiting": {"maxEventsPerSecond": 2}},
+        defaultStreamConfig={"bufferSize": 10},
+    )
+    body = {"events": [status(i) for i in range(10)]}
+    headers = bearer(token(publish=("*",)))
+    burst = await served.http.post("/api/streams/wf-1/events", json=body, headers=headers)
+    assert burst.status_code == 201
+    after = await publish(served, "wf-1", token(publish=("*",)))
+    assert after.status_code == 429
+    # A batch larger than any burst the stream allows could never go: 413, not 429.
+    body = {"events": [status(i) for i in range(11)]}
+    too_big = await served.http.post("/api/streams/wf-2/events", json=body, headers=headers)
+    assert too_big.status_code == 413

@@ -164,9 +164,10 @@ def create_app(hub: ExecutorStreamer) -> FastAPI:
 
 def _document_publish_body(app: FastAPI, authentication: bool) -> None:
     """The publish body is parsed by hand (for batch error reporting); give OpenAPI its
-    two shapes anyway. Without authentication no operation needs a credential: the
-    schema says so, so that it describes this hub."""
+    two shapes anyway. The schema describes this hub's security: without authentication
+    no operation needs a credential, and with ``metricsPublic`` ``/metrics`` does not."""
     build = app.openapi
+    gate: Gate = app.state.gate
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -181,11 +182,13 @@ def _document_publish_body(app: FastAPI, authentication: bool) -> None:
             components[model.__name__] = extra
         if not authentication:
             schema["components"].pop("securitySchemes", None)
-            for operations in schema["paths"].values():
-                for operation in operations.values():
-                    operation.pop("security", None)
-                    for status in ("401", "403"):
-                        operation.get("responses", {}).pop(status, None)
+        for path, operations in schema["paths"].items():
+            if authentication and (path != "/metrics" or not gate.metrics_public):
+                continue
+            for operation in operations.values():
+                operation.pop("security", None)
+                for status in ("401", "403"):
+                    operation.get("responses", {}).pop(status, None)
         app.openapi_schema = schema
         return schema
 
