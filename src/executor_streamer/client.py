@@ -1,13 +1,15 @@
 """A small HTTP client for producers and watchers of a running hub.
 
-    async with HubClient("http://localhost:3001") as hub:
+    async with HubClient("http://localhost:3001", token=...) as hub:
         await hub.publish_reasoning("wf-1", "look for the login form", 0.8, "planning")
         async for event in hub.watch("wf-1", since=0):
             ...
 
-Publishing has the same methods as the in-process ``hub.publisher``. ``watch`` follows
-a stream over Server-Sent Events and, like a browser's EventSource, reconnects with
-``Last-Event-ID`` after a dropped connection, so it misses nothing.
+``token`` is the hub's credential (a JWT or an API key; docs/security.md), sent as
+``Authorization: Bearer`` with every request. Publishing has the same methods as the
+in-process ``hub.publisher``. ``watch`` follows a stream over Server-Sent Events and,
+like a browser's EventSource, reconnects with ``Last-Event-ID`` after a dropped
+connection, so it misses nothing.
 """
 
 from __future__ import annotations
@@ -36,8 +38,17 @@ class ServerSentEvent:
 
 
 class HubClient(PublishApi):
-    def __init__(self, base_url: str = "http://localhost:3001", timeout: float = 30.0) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout)
+    def __init__(
+        self,
+        base_url: str = "http://localhost:3001",
+        timeout: float = 30.0,
+        *,
+        token: str | None = None,
+    ) -> None:
+        headers = {} if token is None else {"authorization": f"Bearer {token}"}
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"), timeout=timeout, headers=headers
+        )
 
     async def __aenter__(self) -> Self:
         return self

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 
 import httpx
+import jwt
 import orjson
 import pytest
 import structlog
@@ -21,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from executor_streamer.cli import app
 from executor_streamer.types import StreamEventType
 
-from ..live_server import Served
+from ..live_server import Served, ServerFactory
 
 runner = CliRunner()
 
@@ -141,3 +142,74 @@ class TestServe:
             with process.stdout:
                 output = process.stdout.read().decode()
         assert "Traceback" not in output, output
+
+
+SECRET = "cli-test-secret-" + "c" * 32
+
+
+class TestWithAuthentication:
+    """`token` mints what the hub accepts; `demo` and `tail` carry it."""
+
+    @pytest.fixture
+    async def secured(self, make_server: ServerFactory) -> Served:
+        return await make_server(
+            security={"authenticationRequired": True, "jwt": {"secret": SECRET}}
+        )
+
+    def mint(self, monkeypatch: pytest.MonkeyPatch, *args: str) -> str:
+        monkeypatch.setenv("EXECUTOR_STREAMER_SECURITY__AUTHENTICATION_REQUIRED", "true")
+        monkeypatch.setenv("EXECUTOR_STREAMER_SECURITY__JWT__SECRET", SECRET)
+        result = runner.invoke(app, ["token", "--sub", "cli", *args])
+        assert result.exit_code == 0, result.output
+        return result.output.strip()
+
+    def test_token_carries_its_scope_and_ttl(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        minted = self.mint(
+            monkeypatch,
+            "--subscribe",
+            "wf-*",
+            "--subscribe",
+            "x",
+            "--publish",
+            "p:*",
+            "--ttl",
+            "2h",
+        )
+        claims = jwt.decode(minted, SECRET, algorithms=["HS256"])
+        assert claims["sub"] == "cli"
+        assert claims["scope"] == {"subscribe": ["wf-*", "x"], "publish": ["p:*"], "admin": False}
+        assert claims["exp"] - claims["iat"] == 7200
+
+    def test_token_refuses_bad_input(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.mint(monkeypatch)  # sets the environment
+        for args in (["--ttl", "0"], ["--ttl", "1y"], ["--subscribe", "a b"]):
+            result = runner.invoke(app, ["token", "--sub", "cli", *args])
+            assert result.exit_code == 2, args
+        monkeypatch.delenv("EXECUTOR_STREAMER_SECURITY__JWT__SECRET")
+        monkeypatch.delenv("EXECUTOR_STREAMER_SECURITY__AUTHENTICATION_REQUIRED")
+        result = runner.invoke(app, ["token", "--sub", "cli"])
+        assert result.exit_code == 2 and "security.jwt.secret" in result.output
+
+    async def test_demo_and_tail_with_a_token(
+        self, secured: Served, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        url = ["--url", secured.base_url]
+        refused = await asyncio.to_thread(runner.invoke, app, ["demo", *url, "--pace", "0"])
+        assert refused.exit_code == 1 and "UNAUTHORIZED" in refused.output
+        admin = self.mint(monkeypatch, "--admin")
+        demo = await asyncio.to_thread(
+            runner.invoke, app, ["demo", *url, "--pace", "0", "--token", admin]
+        )
+        assert demo.exit_code == 0, demo.output
+        reader = self.mint(monkeypatch, "--subscribe", "demo-*")
+        monkeypatch.setenv("EXECUTOR_STREAMER_TOKEN", reader)  # as --token
+        tailed = await asyncio.to_thread(
+            runner.invoke, app, ["tail", "demo-run-1", "--since", "0", *url]
+        )
+        assert tailed.exit_code == 0, tailed.output
+        assert "stream closed" in tailed.output
+        outside = self.mint(monkeypatch, "--subscribe", "other-*")
+        forbidden = await asyncio.to_thread(
+            runner.invoke, app, ["tail", "demo-run-1", "--token", outside, *url]
+        )
+        assert forbidden.exit_code == 1 and "FORBIDDEN" in forbidden.output

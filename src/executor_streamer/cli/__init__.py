@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,8 +16,9 @@ from ..config import ExecutorStreamerConfig, StorageBackend
 from ..core.hub import ExecutorStreamer, storage_for
 from ..core.subscription import Subscription
 from ..demo import SimulatedAgent
-from ..errors import ConfigError, StorageUnavailable, StreamerError
+from ..errors import ConfigError, InvalidInput, StorageUnavailable, StreamerError
 from ..logs import configure_logging
+from ..security import Scope, mint_token
 from ..server.runner import build_server
 from .render import event_line
 
@@ -29,6 +31,15 @@ console = Console(highlight=False)
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="A TOML or JSON config file.")]
 UrlOption = Annotated[str, typer.Option("--url", help="The hub's base URL.")]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="EXECUTOR_STREAMER_TOKEN",
+        help="A JWT or API key for a hub with authentication on.",
+        show_envvar=True,
+    ),
+]
 DEFAULT_URL = "http://localhost:3001"
 
 
@@ -96,6 +107,7 @@ def demo(
         bool, typer.Option("--in-process", help="Run a hub here instead of using --url.")
     ] = False,
     config_file: ConfigOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Simulate an agent run that publishes every event type (real PNG screenshots, a
     failing click that is retried), into a running hub or one started here."""
@@ -104,7 +116,7 @@ def demo(
         if in_process:
             asyncio.run(_demo_in_process(config, runs, pace, session))
         else:
-            asyncio.run(_demo_over_http(url, runs, pace, session))
+            asyncio.run(_demo_over_http(url, token, runs, pace, session))
 
 
 @app.command()
@@ -115,14 +127,73 @@ def tail(
         str | None, typer.Option(help="Only these types, e.g. REASONING,STATUS")
     ] = None,
     since: Annotated[int | None, typer.Option(min=0, help="Replay history after this seq.")] = None,
+    token: TokenOption = None,
 ) -> None:
     """Print a stream's events as they arrive, until it closes (Ctrl-C stops)."""
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_tail(url, stream, types.split(",") if types else None, since))
+        asyncio.run(_tail(url, token, stream, types.split(",") if types else None, since))
 
 
-async def _tail(url: str, stream: str, types: list[str] | None, since: int | None) -> None:
-    async with HubClient(url) as hub:
+@app.command(name="token")
+def mint(
+    sub: Annotated[str, typer.Option("--sub", help="Who the token is for (its subject).")],
+    subscribe: Annotated[
+        list[str] | None,
+        typer.Option(help="A stream pattern it may watch: 'wf-1', 'tenant-a:*' or '*'."),
+    ] = None,
+    publish: Annotated[
+        list[str] | None, typer.Option(help="A stream pattern it may publish into.")
+    ] = None,
+    admin: Annotated[bool, typer.Option("--admin", help="Administer the hub.")] = False,
+    ttl: Annotated[str, typer.Option(help="How long it is good for: 90s, 30m, 1h, 7d.")] = "1h",
+    config_file: ConfigOption = None,
+) -> None:
+    """Print a JWT signed with the configured security.jwt.secret (HS256), for tests and
+    small setups; a real deployment's tokens come from its identity provider."""
+    config = load_config(config_file, {})
+    jwt = config.security.jwt
+    if jwt is None or jwt.secret is None:
+        console.print(
+            "[bold red]error:[/] minting needs security.jwt.secret (HS256) in the config "
+            "or EXECUTOR_STREAMER_SECURITY__JWT__SECRET; RS256 and ES256 tokens come from "
+            "the holder of the private key"
+        )
+        raise typer.Exit(2)
+    try:
+        scope = Scope.from_claim(
+            {"subscribe": subscribe or [], "publish": publish or [], "admin": admin}
+        )
+        seconds = parse_duration(ttl)
+    except (InvalidInput, ValueError) as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    token = mint_token(
+        jwt.secret.get_secret_value(),
+        sub,
+        scope,
+        seconds,
+        audience=jwt.audience,
+        issuer=jwt.issuer,
+    )
+    typer.echo(token)
+
+
+_DURATION = re.compile(r"(\d+)([smhd]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in ``90``, ``90s``, ``30m``, ``1h`` or ``7d``."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise ValueError(f"ttl {text!r} is not a positive duration like 90s, 30m, 1h or 7d")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+async def _tail(
+    url: str, token: str | None, stream: str, types: list[str] | None, since: int | None
+) -> None:
+    async with HubClient(url, token=token) as hub:
         try:
             async for event in hub.watch(stream, since=since, types=types):
                 console.print(event_line(event))
@@ -132,8 +203,10 @@ async def _tail(url: str, stream: str, types: list[str] | None, since: int | Non
     console.print("[dim]stream closed[/]")
 
 
-async def _demo_over_http(url: str, runs: int, pace: float, session: str) -> None:
-    async with HubClient(url) as hub:
+async def _demo_over_http(
+    url: str, token: str | None, runs: int, pace: float, session: str
+) -> None:
+    async with HubClient(url, token=token) as hub:
         for number in range(1, runs + 1):
             session_id = f"{session}-{number}"
             try:
