@@ -10,10 +10,13 @@ when at least 95 % of it was achieved, nothing was lost and p99 latency stayed u
 ``--rounds`` times, targets interleaved, and the table quotes medians: on a shared
 2-core machine one round's capacity can be a rate step off. Targets: the hub over
 batched WebSocket, plain WebSocket, SSE and long polling (``executor-streamer serve``,
-memory backend), and three peers (``bench/fanout/peers``): a plain Node ``ws`` broadcast
-server, python-socketio broadcasting to a room, FastAPI + sse-starlette with a queue per
-client. The CPU seconds the server and the load generator used are read from /proc, to
-show the generator is the cheaper side.
+memory backend; rate limits off, see ``common.start_server``), the batched
+WebSocket and SSE again with authentication on (a JWT on every publish and connection,
+checked once per request and connection: the cost of auth, side by side), and three
+peers (``bench/fanout/peers``): a plain Node ``ws`` broadcast server, python-socketio
+broadcasting to a room, FastAPI + sse-starlette with a queue per client. The CPU seconds
+the server and the load generator used are read from /proc, to show the generator is the
+cheaper side.
 
 Server and load generator run pinned to separate cores (``taskset``: the server on
 ``--server-cpu``, the load generator on ``--loadgen-cpu``), so neither steals the other's
@@ -34,12 +37,13 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median_low
 from typing import Any
 
 from common import SERVE, start_server, write_report
+from executor_streamer.security import Scope, mint_token
 
 FANOUT = Path(__file__).parent / "fanout"
 RATES = [
@@ -61,29 +65,69 @@ RATES = [
     9000,
     10000,
 ]
-RATIOS = [("hub-ws-batch", "ws-peer"), ("hub-sse", "ws-peer"), ("hub-ws", "ws-peer")]
-"""(hub target, peer): capacity ratios the issue's targets are stated in."""
+RATIOS = [
+    ("hub-ws-batch", "ws-peer"),
+    ("hub-sse", "ws-peer"),
+    ("hub-ws", "ws-peer"),
+    ("hub-ws-batch-auth", "hub-ws-batch"),
+    ("hub-sse-auth", "hub-sse"),
+]
+"""(target, reference): capacity ratios the targets are stated in (auth on within 10 % of
+auth off: docs/security.md)."""
+SECRET = "fanout-benchmark-secret-" + "b" * 32
+HUB_ENV = {
+    # Subscribers of a run may linger a moment on the server the next run reuses.
+    "EXECUTOR_STREAMER_DEFAULT_STREAM_CONFIG__MAX_CLIENTS": "10000",
+    "EXECUTOR_STREAMER_SERVER__MAX_CONNECTIONS": "10000",
+}
+AUTH_ENV = {
+    **HUB_ENV,
+    "EXECUTOR_STREAMER_SECURITY__AUTHENTICATION_REQUIRED": "true",
+    "EXECUTOR_STREAMER_SECURITY__JWT__SECRET": SECRET,
+}
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
 class Target:
     name: str
+    key: str
     kind: str  # the load generator's subscriber kind
     command: list[str]
     ready_path: str
+    env: dict[str, str] = field(default_factory=dict)
+    authenticated: bool = False
 
 
 def targets() -> list[Target]:
     hub = [*SERVE, "--port"]
     peers = FANOUT / "peers"
     return [
-        Target("hub: WebSocket, batched", "hub-ws-batch", hub, "/readyz"),
-        Target("hub: WebSocket", "hub-ws", hub, "/readyz"),
-        Target("hub: SSE", "hub-sse", hub, "/readyz"),
-        Target("hub: long polling", "hub-poll", hub, "/readyz"),
+        Target("hub: WebSocket, batched", "hub-ws-batch", "hub-ws-batch", hub, "/readyz", HUB_ENV),
+        Target(
+            "hub: WebSocket, batched, auth on",
+            "hub-ws-batch-auth",
+            "hub-ws-batch",
+            hub,
+            "/readyz",
+            AUTH_ENV,
+            authenticated=True,
+        ),
+        Target("hub: WebSocket", "hub-ws", "hub-ws", hub, "/readyz", HUB_ENV),
+        Target("hub: SSE", "hub-sse", "hub-sse", hub, "/readyz", HUB_ENV),
+        Target(
+            "hub: SSE, auth on",
+            "hub-sse-auth",
+            "hub-sse",
+            hub,
+            "/readyz",
+            AUTH_ENV,
+            authenticated=True,
+        ),
+        Target("hub: long polling", "hub-poll", "hub-poll", hub, "/readyz", HUB_ENV),
         Target(
             "peer: Node ws broadcast",
+            "ws-peer",
             "ws-peer",
             ["node", str(peers / "ws-broadcast.mjs")],
             "/healthz",
@@ -91,11 +135,13 @@ def targets() -> list[Target]:
         Target(
             "peer: python-socketio room",
             "socketio-peer",
+            "socketio-peer",
             [sys.executable, str(peers / "socketio_peer.py")],
             "/healthz",
         ),
         Target(
             "peer: FastAPI + sse-starlette",
+            "sse-peer",
             "sse-peer",
             [sys.executable, str(peers / "sse_peer.py")],
             "/healthz",
@@ -124,12 +170,7 @@ def pinned(command: list[str], cpu: str) -> list[str]:
 
 
 def start(target: Target, args: Any) -> tuple[subprocess.Popen[bytes], str]:
-    # Subscribers of a run may linger a moment on the server the next run reuses.
-    env = {
-        "EXECUTOR_STREAMER_DEFAULT_STREAM_CONFIG__MAX_CLIENTS": "10000",
-        "EXECUTOR_STREAMER_SERVER__MAX_CONNECTIONS": "10000",
-    }
-    return start_server(pinned(target.command, args.server_cpu), env, target.ready_path)
+    return start_server(pinned(target.command, args.server_cpu), target.env, target.ready_path)
 
 
 def run_load(target: Target, base: str, server_pid: int, rate: int, args: Any) -> dict[str, Any]:
@@ -141,6 +182,9 @@ def run_load(target: Target, base: str, server_pid: int, rate: int, args: Any) -
         "rate": rate,
         "seconds": args.seconds,
     }
+    if target.authenticated:
+        # Admin: the load generator creates the stream, publishes and subscribes.
+        spec["token"] = mint_token(SECRET, "fanout-bench", Scope(admin=True), 3600)
     server_before = cpu_seconds(server_pid)
     loadgen_before = children_cpu_seconds()
     started = time.monotonic()
@@ -200,7 +244,7 @@ def measure(target: Target, args: Any) -> dict[str, Any]:
         if not run["passed"]:
             break
         capacity = run["rate"]
-    return {"target": target.name, "kind": target.kind, "capacity": capacity, "runs": runs}
+    return {"target": target.name, "kind": target.key, "capacity": capacity, "runs": runs}
 
 
 def summary(result: dict[str, Any]) -> str:
@@ -282,14 +326,14 @@ def main() -> None:
     parser.add_argument("--server-cpu", default="0", help="core for the server ('' unpinned)")
     parser.add_argument("--loadgen-cpu", default="1", help="core for the load generator")
     args = parser.parse_args()
-    chosen = [t for t in targets() if not args.only or t.kind in args.only.split(",")]
-    rounds: dict[str, list[dict[str, Any]]] = {t.kind: [] for t in chosen}
+    chosen = [t for t in targets() if not args.only or t.key in args.only.split(",")]
+    rounds: dict[str, list[dict[str, Any]]] = {t.key: [] for t in chosen}
     for number in range(1, args.rounds + 1):
         for target in chosen:
             print(f"round {number}, {target.name}:", flush=True)
-            rounds[target.kind].append(measure(target, args))
+            rounds[target.key].append(measure(target, args))
     print(f"\n{args.subscribers} subscribers on one stream, single-event POSTs\n")
-    names = {t.kind: t.name for t in chosen}
+    names = {t.key: t.name for t in chosen}
     print(table(rounds, names))
     print("\nCPU per delivered event (microseconds), medians\n")
     print(cost_table(rounds, names))
@@ -307,7 +351,7 @@ def main() -> None:
         "pass_rule": ">= 95% of the rate achieved, nothing lost, p99 < 100 ms",
         "pinning": {"server": args.server_cpu, "loadgen": args.loadgen_cpu},
         "ratios": found,
-        "results": [{"target": t.name, "kind": t.kind, "rounds": rounds[t.kind]} for t in chosen],
+        "results": [{"target": t.name, "kind": t.key, "rounds": rounds[t.key]} for t in chosen],
     }
     write_report("fanout", report)
 

@@ -4,6 +4,9 @@
 //   node loadgen.mjs '{"kind":"hub-ws-batch","base":"http://127.0.0.1:3001",
 //                      "stream":"bench-1","subscribers":100,"rate":1000,"seconds":4}'
 //
+// With "token" in the spec (a hub with authentication on), every request and WebSocket
+// upgrade carries it as `Authorization: Bearer`.
+//
 // Prints one JSON line: achieved rate, deliveries, loss, out-of-order deliveries and
 // per-delivery latency percentiles (ms). Subscribers never parse whole events: they
 // pick `"n":<seq>,"t":<send time>` out of the text, so the generator stays far cheaper
@@ -15,7 +18,8 @@ import { io } from "socket.io-client";
 import WebSocket from "ws";
 
 const spec = JSON.parse(process.argv[2]);
-const { kind, base, stream, subscribers, rate, seconds } = spec;
+const { kind, base, stream, subscribers, rate, seconds, token } = spec;
+const auth = token ? { authorization: `Bearer ${token}` } : {};
 const WARMUP = 20; // events sent slowly first, not measured: connections and JITs settle
 const DRAIN_MS = 3000;
 const MAX_IN_FLIGHT = 256;
@@ -107,7 +111,11 @@ function peerOutOfOrder(tallies) {
 
 function hubWebSocket(tally, batch) {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`${wsBase}/ws`, { perMessageDeflate: false, skipUTF8Validation: true });
+    const ws = new WebSocket(`${wsBase}/ws`, {
+      perMessageDeflate: false,
+      skipUTF8Validation: true,
+      headers: auth,
+    });
     ws.on("message", (data) => {
       const text = data.toString();
       if (tally.ready) return tally.scan(text);
@@ -138,7 +146,7 @@ function plainWebSocket(tally, url) {
 
 function eventSource(tally, url) {
   return new Promise((resolve, reject) => {
-    const request = http.get(url, { agent: false }, (response) => {
+    const request = http.get(url, { agent: false, headers: auth }, (response) => {
       if (response.statusCode !== 200) return reject(new Error(`SSE ${response.statusCode}`));
       response.setEncoding("utf8");
       let pending = "";
@@ -165,7 +173,8 @@ function longPoll(tally) {
   const poll = () => {
     if (stopped) return;
     const query = `since=${since}&timeout=25${clientId ? `&clientId=${clientId}` : ""}`;
-    const request = http.get(`${base}/api/streams/${stream}/poll?${query}`, { agent: pollAgent }, (response) => {
+    const url = `${base}/api/streams/${stream}/poll?${query}`;
+    const request = http.get(url, { agent: pollAgent, headers: auth }, (response) => {
       let body = "";
       response.setEncoding("utf8");
       response.on("data", (chunk) => (body += chunk));
@@ -226,7 +235,7 @@ function post(path, payload) {
   return new Promise((resolve, reject) => {
     const request = http.request(
       `${base}${path}`,
-      { method: "POST", agent, headers: { "content-type": "application/json" } },
+      { method: "POST", agent, headers: { "content-type": "application/json", ...auth } },
       (response) => {
         response.resume();
         response.on("end", () =>
