@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Sequence
 from typing import Any
 
 import pytest
@@ -19,6 +20,42 @@ PNG = render_png(8, 6, 0.5, 3)
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 60
 
 pytest_plugins = ["tests.live_server"]
+
+# -- no credential in any log, over the whole test session ----------------------------------
+
+_CREDENTIAL = re.compile(
+    r"eyJ[\w-]{8,}\.eyJ[\w-]{8,}\.[\w-]+"  # a JWT
+    r"|[?&](?:ticket|token)=(?!\[redacted\])[\w.-]{8,}"  # a ticket or token in a URL
+    r"|bearer\s+(?!\[redacted\])[\w.~+/-]{8,}",  # an Authorization value
+    re.IGNORECASE,
+)
+_CLIENT_LOG_LINE = re.compile(r"^\s*[A-Z]+\s+(?:websockets\.client|httpx|httpcore)[.:]")
+"""Log lines of the tests' own clients (which log what they send at DEBUG): not the hub's."""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    """Fail any test whose captured output or logs hold a token, ticket or Bearer value
+    (docs/security.md: they never reach the logs). tests/server/test_security.py checks
+    its own tests more closely, at DEBUG and with uvicorn's access log on."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        return
+    leaked = [
+        found.group(0)[:20] + "..."
+        for _, text in report.sections
+        for line in text.splitlines()
+        if not _CLIENT_LOG_LINE.match(line)
+        for found in [_CREDENTIAL.search(line)]
+        if found
+    ]
+    if leaked:
+        report.outcome = "failed"
+        report.longrepr = f"a credential reached the captured output or logs: {leaked}"
+
 
 HubFactory = Callable[..., Awaitable[ExecutorStreamer]]
 

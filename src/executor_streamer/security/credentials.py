@@ -66,6 +66,10 @@ class JwtVerifier:
         self._options: Any = {"require": required, "verify_aud": audience is not None}
 
     @property
+    def leeway_seconds(self) -> float:
+        return self._leeway
+
+    @property
     def may_block(self) -> bool:
         return isinstance(self._key, PyJWKClient)
 

@@ -17,7 +17,7 @@ from ..types.base import Timestamp
 from ..types.enums import StreamEventType
 from ..types.filters import MAX_SEQ, HistoryFilter
 from ..types.streams import StreamClientInfo, StreamSession
-from .auth import BEARER, Admin, Caller, Gate
+from .auth import BEARER, Admin, Caller, Gate, admin
 from .bodies import json_body, json_content
 from .frames import json_list
 from .query import parse_event_types
@@ -64,7 +64,8 @@ async def list_streams(request: Request, caller: Caller) -> Response:
 
 @router.post(
     "/streams",
-    dependencies=[Depends(json_content)],
+    # The credential first: a caller without one learns nothing, not even about bodies.
+    dependencies=[Security(admin), Depends(json_content)],
     status_code=201,
     response_model=StreamSession,
     responses={200: {"model": StreamSession, "description": "Already existed"}, **ERRORS},
@@ -240,7 +241,8 @@ async def disconnect_client(request: Request, ref: str, client_id: str, _: Admin
 
 @router.post(
     "/streams/{ref}/replay/{client_id}",
-    dependencies=[Depends(json_content)],
+    # The credential first: a caller without one learns nothing, not even about bodies.
+    dependencies=[Security(admin), Depends(json_content)],
     status_code=202,
     response_model=ReplayAccepted,
     responses=ERRORS,
