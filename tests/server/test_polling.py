@@ -91,8 +91,10 @@ class TestPolling:
         assert [e["seq"] for e in second["events"]] == [2] and second["lastSeq"] == 2
         assert list(sub.values()) == [before]
 
-    async def test_more_when_over_a_thousand(self, served: Served) -> None:
+    async def test_more_when_over_a_thousand(self, make_server: ServerFactory) -> None:
         """At most 1000 events per response; more says others are waiting."""
+        # 1200 events at once: more than the default 1000 events per second a stream takes.
+        served = await make_server(security={"rateLimiting": {"maxEventsPerSecond": 5000}})
         for start in range(0, 1200, 400):
             await served.publish("wf-1", *[status(i) for i in range(start, start + 400)])
         first = await poll(served, "since=0&timeout=0")

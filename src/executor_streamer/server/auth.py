@@ -93,7 +93,7 @@ class Gate:
             if header is not None:
                 scheme, _, credential = header.partition(" ")
                 if scheme.lower() != "bearer":
-                    raise Unauthorized(reason="Authorization is not a Bearer credential")
+                    raise Unauthorized(reason="the Authorization scheme is not Bearer")
                 return await self.authenticator.verify(credential.strip())
             presented = conn.query_params.get("ticket") if ticket else None
             if presented:
