@@ -8,9 +8,11 @@ its replay. The reader flushes after each message; the server's flush pass
 (``flush.Flusher``) flushes when events arrive. Only a write that has to wait (the
 peer's socket buffer is full, or the server offers nothing but ASGI sends) gets a writer
 task, for as long as it waits: an idle connection holds no task but its reader.
-Protocol-level pings are the server's (``ws_protocol``; a peer that stops answering is
-closed within the idle timeout), so a connection that is still open has shown a sign of
-life.
+Credentials (docs/security.md) are checked before the upgrade when they come in the header
+or a ticket, else the first message must be ``auth``; then once per subscription, never
+per event. Protocol-level pings are the server's (``ws_protocol``; a peer that stops
+answering is closed within the idle timeout), so a connection that is still open has
+shown a sign of life.
 """
 
 from __future__ import annotations
@@ -256,10 +258,9 @@ class WebSocketSession:
                     if isinstance(parsed, _Ping):
                         reply = ws_message("pong", {"serverTime": format_timestamp(utc_now())})
                     else:
-                        request_id = parsed.request_id if isinstance(parsed, _Message) else None
                         reply = ws_message(
                             "error",
-                            None if request_id is None else {"requestId": request_id},
+                            None if parsed.request_id is None else {"requestId": parsed.request_id},
                             error={
                                 "code": "UNAUTHORIZED",
                                 "message": 'send {"type": "auth", "token": ...} first',
