@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -74,6 +75,12 @@ async def make_server() -> AsyncIterator[ServerFactory]:
 @pytest.fixture
 async def served(make_server: ServerFactory) -> Served:
     return await make_server()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def status(n: int | str) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
     async with HubClient("http://localhost:3001", token=...) as hub:
         await hub.publish_reasoning("wf-1", "look for the login form", 0.8, "planning")
-        async for event in hub.watch("wf-1", since=0):
-            ...
+        async with hub.subscribe("wf-1", since=0) as sub:   # WebSocket, resumes exactly
+            async for event in sub:
+                ...
 
 ``token`` is the hub's credential (a JWT or an API key; docs/security.md), sent as
 ``Authorization: Bearer`` with every request. Publishing has the same methods as the
@@ -15,13 +16,14 @@ connection, so it misses nothing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
 import httpx
 import orjson
 
+from .client_subscription import RemoteSubscription, SubscriptionState
 from .core.publish_api import PublishApi
 from .errors import error_from_wire
 from .types.events import StreamEvent
@@ -45,9 +47,10 @@ class HubClient(PublishApi):
         *,
         token: str | None = None,
     ) -> None:
-        headers = {} if token is None else {"authorization": f"Bearer {token}"}
+        self._headers = {} if token is None else {"authorization": f"Bearer {token}"}
+        self._base_url = base_url.rstrip("/")
         self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), timeout=timeout, headers=headers
+            base_url=self._base_url, timeout=timeout, headers=self._headers
         )
 
     async def __aenter__(self) -> Self:
@@ -82,6 +85,21 @@ class HubClient(PublishApi):
             headers={"content-type": "application/json"},
         )
         return [StreamEvent.model_validate(e) for e in self._json(response)["events"]]
+
+    def subscribe(
+        self,
+        stream: str,
+        *,
+        since: int | None = None,
+        types: Sequence[str] | None = None,
+        on_state: Callable[[SubscriptionState], None] | None = None,
+    ) -> RemoteSubscription:
+        """Events of ``stream`` over WebSocket, from after ``since`` (live only without
+        it), reconnecting and resuming exactly (``client_subscription``)."""
+        ws_url = "ws" + self._base_url.removeprefix("http") + "/ws"
+        return RemoteSubscription(
+            ws_url, stream, since=since, types=types, headers=self._headers, on_state=on_state
+        )
 
     async def watch(
         self, stream: str, *, since: int | None = None, types: Sequence[str] | None = None

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from executor_streamer.cli import app
 from executor_streamer.types import StreamEventType
 
-from ..live_server import Served, ServerFactory
+from ..live_server import Served, ServerFactory, free_port
 
 runner = CliRunner()
 
@@ -85,12 +84,6 @@ class TestDemoAndTail:
         args = ["tail", "nope", "--url", served.base_url]
         result = await asyncio.to_thread(runner.invoke, app, args)
         assert result.exit_code == 1 and "STREAM_NOT_FOUND" in result.output
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_serve(port: int) -> subprocess.Popen[bytes]:

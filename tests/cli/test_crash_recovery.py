@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 
 from executor_streamer.demo import render_png
 
-from .test_against_server import free_port
+from ..live_server import free_port
 
 
 def start(port: int, database: Path) -> subprocess.Popen[bytes]:
