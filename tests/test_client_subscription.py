@@ -221,3 +221,21 @@ async def test_a_hub_that_lost_its_history_is_a_new_epoch() -> None:
         finally:
             await sub.close()
             await stop(*second)
+
+
+async def test_a_token_function_is_asked_at_every_request_and_connection(
+    make_server: ServerFactory,
+) -> None:
+    served = await make_server(security={"authenticationRequired": True, "jwt": {"secret": SECRET}})
+    asked: list[str] = []
+
+    async def renewed() -> str:  # a fresh token each time, as from an identity provider
+        asked.append("token")
+        return mint_token(SECRET, "sdk", Scope(admin=True), 600 + len(asked))
+
+    async with HubClient(served.base_url, token=renewed) as client:
+        await client.publish_status("wf-1", "step", "one")
+        await client.publish_status("wf-1", "step", "two")
+        async with client.subscribe("wf-1", since=0) as sub:
+            assert await take(sub, 2) == [1, 2]
+    assert len(asked) == 3

@@ -7,23 +7,29 @@
                 ...
 
 ``token`` is the hub's credential (a JWT or an API key; docs/security.md), sent as
-``Authorization: Bearer`` with every request. Publishing has the same methods as the
-in-process ``hub.publisher``. ``watch`` follows a stream over Server-Sent Events and,
-like a browser's EventSource, reconnects with ``Last-Event-ID`` after a dropped
-connection, so it misses nothing.
+``Authorization: Bearer`` with every request: a string, or a function (plain or async)
+asked for it at every request and connection, so that a token can be renewed.
+Publishing has the same methods as the in-process ``hub.publisher``. ``watch`` follows a
+stream over Server-Sent Events and, like a browser's EventSource, reconnects with
+``Last-Event-ID`` after a dropped connection, so it misses nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
 import httpx
 import orjson
 
-from .client_subscription import RemoteSubscription, SubscriptionState
+from .client_subscription import (
+    RemoteSubscription,
+    SubscriptionState,
+    TokenSource,
+    resolve_token,
+)
 from .core.publish_api import PublishApi
 from .errors import error_from_wire
 from .types.events import StreamEvent
@@ -45,12 +51,14 @@ class HubClient(PublishApi):
         base_url: str = "http://localhost:3001",
         timeout: float = 30.0,
         *,
-        token: str | None = None,
+        token: TokenSource | None = None,
     ) -> None:
-        self._headers = {} if token is None else {"authorization": f"Bearer {token}"}
+        self._token = token
         self._base_url = base_url.rstrip("/")
         self._http = httpx.AsyncClient(
-            base_url=self._base_url, timeout=timeout, headers=self._headers
+            base_url=self._base_url,
+            timeout=timeout,
+            auth=None if token is None else _BearerAuth(token),
         )
 
     async def __aenter__(self) -> Self:
@@ -98,7 +106,7 @@ class HubClient(PublishApi):
         it), reconnecting and resuming exactly (``client_subscription``)."""
         ws_url = "ws" + self._base_url.removeprefix("http") + "/ws"
         return RemoteSubscription(
-            ws_url, stream, since=since, types=types, headers=self._headers, on_state=on_state
+            ws_url, stream, since=since, types=types, token=self._token, on_state=on_state
         )
 
     async def watch(
@@ -159,6 +167,17 @@ class HubClient(PublishApi):
                 response.status_code,
             )
         return body
+
+
+class _BearerAuth(httpx.Auth):
+    def __init__(self, token: TokenSource) -> None:
+        self._token = token
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        request.headers["authorization"] = f"Bearer {await resolve_token(self._token)}"
+        yield request
 
 
 async def parse_sse(lines: AsyncIterator[str]) -> AsyncIterator[ServerSentEvent]:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import random
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
@@ -32,6 +33,16 @@ from .errors import StreamerError, error_from_wire
 from .types.events import StreamEvent
 
 State = Literal["connecting", "live", "reconnecting", "closed"]
+TokenSource = str | Callable[[], str | Awaitable[str]]
+"""A credential, or a function (plain or async) that gives the current one."""
+
+
+async def resolve_token(source: TokenSource) -> str:
+    if isinstance(source, str):
+        return source
+    token = source()
+    return await token if inspect.isawaitable(token) else token
+
 
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 5.0
@@ -69,13 +80,13 @@ class RemoteSubscription:
         *,
         since: int | None,
         types: Sequence[str] | None,
-        headers: dict[str, str],
+        token: TokenSource | None = None,
         on_state: Callable[[SubscriptionState], None] | None = None,
     ) -> None:
         self._url = ws_url
         self._stream = stream
         self._types = list(types) if types else None
-        self._headers = headers
+        self._token = token
         self._on_state = on_state
         self.position = since
         """The last seq handed to the application: where a reconnect resumes from."""
@@ -130,9 +141,12 @@ class RemoteSubscription:
     async def _connection(self) -> AsyncIterator[StreamEvent]:
         """One connection's events, after its ``subscribed``. Returns or raises what ended
         it: a fatal error as the hub's class, ``_StreamEnded``, or a connection error."""
+        headers = {}
+        if self._token is not None:  # asked again at every connection: it may be renewed
+            headers["authorization"] = f"Bearer {await resolve_token(self._token)}"
         try:
             ws = await connect(
-                self._url, additional_headers=self._headers, max_size=None, open_timeout=10
+                self._url, additional_headers=headers, max_size=None, open_timeout=10
             )
         except InvalidStatus as exc:
             raise _denied(exc) from None
