@@ -27,6 +27,7 @@ NODE_WS = $(shell node -e 'process.stdout.write(typeof WebSocket === "undefined"
 
 ## Lint, type-check and run every test: Python, then the JavaScript SDK against a real hub.
 test: lint
+	scripts/test-tools
 	$(BIN)/pytest
 	cd clients/js && HUB_PYTHON=$(abspath $(BIN))/python node $(NODE_WS) --test test/
 

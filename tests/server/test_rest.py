@@ -323,7 +323,7 @@ class TestHistoryAndAnalytics:
 
 class TestOperational:
     async def test_health_and_docs(self, served: Served) -> None:
-        """healthz, readyz, OpenAPI with the publish body, and / leading to the docs."""
+        """healthz, readyz, OpenAPI with the publish body, and / the viewer."""
         assert (await served.http.get("/healthz")).json() == {"status": "ok"}
         ready = await served.http.get("/readyz")
         assert ready.status_code == 200 and ready.json()["isHealthy"] is True
@@ -331,7 +331,7 @@ class TestOperational:
         assert "/api/streams/{ref}/events" in spec["paths"]
         assert {"EventInput", "PublishBatch", "ReasoningData"} <= set(spec["components"]["schemas"])
         root = await served.http.get("/", follow_redirects=False)
-        assert root.status_code == 307 and root.headers["location"] == "/docs"
+        assert root.status_code == 200 and "text/html" in root.headers["content-type"]
 
     async def test_unknown_route_uses_the_error_body(self, served: Served) -> None:
         """Even a 404 for an unknown path has the error body."""

@@ -18,6 +18,7 @@ from starlette_compress import CompressMiddleware
 from ..core.hub import ExecutorStreamer
 from ..errors import StreamerError
 from ..types.events import EventInput
+from ..viewer import router as viewer_router
 from .auth import Gate
 from .connections import LiveConnections, liveness_interval
 from .errors import error_response, install_error_handlers
@@ -158,6 +159,7 @@ def create_app(hub: ExecutorStreamer) -> FastAPI:
     app.include_router(rest_router)
     app.include_router(streaming_router)
     app.include_router(ops_router)
+    app.include_router(viewer_router)
     _document_publish_body(app, hub.config.security.authentication_required)
     return app
 

@@ -1,4 +1,4 @@
-"""Operational endpoints: health, readiness, Prometheus, the front page."""
+"""Operational endpoints: health, readiness, Prometheus."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import PlainTextResponse, Response
 
 from .auth import BEARER, Gate, gate_of
 from .errors import error_body
@@ -58,7 +58,3 @@ async def prometheus(
         )
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
 
-
-@router.get("/", include_in_schema=False)
-async def root() -> Response:
-    return RedirectResponse("/docs")

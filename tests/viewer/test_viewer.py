@@ -1,0 +1,207 @@
+"""The live viewer in a real headless Chromium (Debian's ``chromium``, driven by
+Playwright) against a real hub: the demo run renders with its commands, failures and
+screenshots; live events appear; event text is text; filters, search and deep links;
+after the hub drops the page's client later events appear once; 10,000 events scroll."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+from executor_streamer import HubClient
+from executor_streamer.demo import SimulatedAgent
+from executor_streamer.security import Scope, mint_token
+
+from ..live_server import Served, ServerFactory, status
+
+CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+README_SCREENSHOT = Path(__file__).parents[2] / "docs" / "viewer.png"
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    # No skip when it is missing: .ci/run installs it, and a test that cannot run fails.
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"]
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest.fixture
+async def viewer(served: Served, browser: Browser) -> AsyncIterator[Page]:
+    page = await browser.new_page(viewport={"width": 1400, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    await page.close()
+    assert errors == []
+
+
+async def demo_run(served: Served, session: str = "demo-run-1") -> None:
+    async with HubClient(served.base_url) as client:
+        await SimulatedAgent(client, session, pace=0, seed=7).run()
+
+
+async def rows(page: Page) -> list[str]:
+    texts: list[str] = await page.locator(".row").all_inner_texts()
+    return texts
+
+
+async def events_shown(page: Page, count: int) -> None:
+    await page.wait_for_function(
+        f"document.getElementById('count')?.textContent === '{count} events'", timeout=15_000
+    )
+
+
+async def test_the_demo_run_renders(served: Served, viewer: Page) -> None:
+    await demo_run(served)
+    await viewer.goto(f"{served.base_url}/")
+    await viewer.get_by_role("link", name="demo-run-1").click()
+    await events_shown(viewer, 30)
+    await viewer.wait_for_selector(".connection[data-state='live']")
+    shown = await rows(viewer)
+    # A command's start and end are one row; the failed click is marked as failed.
+    assert any("navigate" in row.lower() and " ms" in row for row in shown)
+    failed = await viewer.locator(".row.failed").all_inner_texts()
+    assert any("click" in row.lower() and "failed" in row.lower() for row in failed)
+    assert len(shown) < 30  # paired commands: fewer rows than events
+    # Screenshots load for real: the image has pixels, so do the filmstrip's.
+    await viewer.wait_for_function(
+        "document.getElementById('shot').naturalWidth > 0", timeout=10_000
+    )
+    thumbs = viewer.locator("#filmstrip img")
+    assert await thumbs.count() >= 3
+    await viewer.wait_for_function(
+        "[...document.querySelectorAll('#filmstrip img')].every((i) => i.naturalWidth > 0)"
+    )
+    variables = await viewer.locator("#variables").inner_text()
+    assert "=" in variables
+    if os.environ.get("UPDATE_VIEWER_SCREENSHOT"):
+        await viewer.locator(".row.failed").first.click()
+        await viewer.screenshot(path=str(README_SCREENSHOT))
+
+
+async def test_an_event_published_after_load_appears_live(served: Served, viewer: Page) -> None:
+    await served.publish("wf-live", status(1))
+    await viewer.goto(f"{served.base_url}/view/wf-live")
+    await events_shown(viewer, 1)
+    await served.publish(
+        "wf-live", {"type": "STATUS", "data": {"statusType": "s", "status": "late"}}
+    )
+    await events_shown(viewer, 2)
+    assert any("late" in row for row in await rows(viewer))
+
+
+async def test_event_text_is_text(served: Served, viewer: Page) -> None:
+    attack = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
+    await served.publish(
+        "wf-xss", {"type": "STATUS", "data": {"statusType": "s", "status": attack}}
+    )
+    await viewer.goto(f"{served.base_url}/view/wf-xss")
+    await events_shown(viewer, 1)
+    await viewer.locator(".row").first.click()
+    assert attack in await viewer.locator(".row").first.inner_text()
+    assert attack.replace('"', '\\"') in await viewer.locator("#detail").inner_text()
+    await asyncio.sleep(0.3)
+    assert await viewer.evaluate("window.__pwned") is None
+    assert await viewer.locator("#list img, #detail img, #list script").count() == 0
+
+
+async def test_filters_and_search(served: Served, viewer: Page) -> None:
+    await served.publish(
+        "wf-filter",
+        status("alpha"),
+        {"type": "REASONING", "data": {"thought": "beta", "confidence": 1, "reasoningType": "p"}},
+        status("gamma"),
+    )
+    await viewer.goto(f"{served.base_url}/view/wf-filter")
+    await events_shown(viewer, 3)
+    await viewer.locator("input[data-type='STATUS']").uncheck()
+    await viewer.wait_for_function("document.querySelectorAll('.row').length === 1")
+    assert "beta" in (await rows(viewer))[0]
+    await viewer.locator("input[data-type='STATUS']").check()
+    await viewer.fill("#search", "GAMMA")
+    await viewer.wait_for_function("document.querySelectorAll('.row').length === 1")
+    assert "gamma" in (await rows(viewer))[0]
+
+
+async def test_a_deep_link_selects_its_event(served: Served, viewer: Page) -> None:
+    await served.publish("wf-deep", *[status(n) for n in range(1, 41)])
+    await viewer.goto(f"{served.base_url}/view/wf-deep#seq=17")
+    await events_shown(viewer, 40)
+    await viewer.wait_for_selector(".row.selected[data-seq='17']")
+    assert (await viewer.locator("#detail article").get_attribute("data-seq")) == "17"
+    await viewer.locator(".row[data-seq='18']").click()
+    assert viewer.url.endswith("#seq=18")
+
+
+async def test_after_the_hub_drops_the_page_events_appear_once(
+    served: Served, viewer: Page
+) -> None:
+    await served.publish("wf-drop", status(1))
+    await viewer.goto(f"{served.base_url}/view/wf-drop")
+    await events_shown(viewer, 1)
+    for round_ in range(3):
+        clients = (await served.http.get("/api/streams/wf-drop/clients")).json()
+        for client in clients:
+            await served.http.delete(f"/api/streams/wf-drop/clients/{client['id']}")
+        await served.publish("wf-drop", *[status(f"r{round_}-{n}") for n in range(5)])
+    await events_shown(viewer, 16)
+    seqs: list[int] = await viewer.evaluate(
+        "window.executorStreamerViewer.run.items.flatMap((i) => i.events.map((e) => e.seq))"
+    )
+    assert seqs == list(range(1, 17))
+
+
+async def test_ten_thousand_events_open_and_scroll(
+    make_server: ServerFactory, browser: Browser
+) -> None:
+    served = await make_server(security={"rateLimiting": {"enabled": False}})
+    for start in range(0, 10_000, 1000):
+        await served.publish("wf-big", *[status(n) for n in range(start, start + 1000)])
+    page = await browser.new_page(viewport={"width": 1400, "height": 900})
+    try:
+        await page.goto(f"{served.base_url}/view/wf-big")
+        await events_shown(page, 10_000)
+        # Only the rows in view are in the page, whatever the run's length.
+        assert await page.locator(".row").count() < 100
+        await page.locator("#follow").uncheck()
+        await page.evaluate("document.getElementById('list').scrollTop = 0")
+        await page.wait_for_selector(".row[data-seq='1']")
+        await page.evaluate("document.getElementById('list').scrollTop = 1e9")
+        await page.wait_for_selector(".row[data-seq='10000']")
+    finally:
+        await page.close()
+
+
+async def test_with_authentication_the_token_comes_from_the_fragment(
+    make_server: ServerFactory, browser: Browser
+) -> None:
+    secret = "viewer-test-secret-" + "v" * 32
+    served = await make_server(security={"authenticationRequired": True, "jwt": {"secret": secret}})
+    token = mint_token(secret, "viewer", Scope(admin=True), 600)
+    async with HubClient(served.base_url, token=token) as client:
+        await SimulatedAgent(client, "wf-secure", pace=0, seed=3).run()
+    page = await browser.new_page()
+    try:
+        await page.goto(f"{served.base_url}/view/wf-secure")
+        await page.wait_for_selector(".token-form")  # no token: it asks for one
+        await page.goto("about:blank")  # (to the same path, only the fragment would change)
+        await page.goto(f"{served.base_url}/view/wf-secure#token={token}")
+        await events_shown(page, 30)
+        assert "token" not in page.url  # taken out of the address bar
+        await page.wait_for_function(
+            "document.getElementById('shot').naturalWidth > 0", timeout=10_000
+        )
+    finally:
+        await page.close()
