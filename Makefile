@@ -45,6 +45,8 @@ bench: $(STAMP) bench/fanout/node_modules
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/connections.py
 	$(BIN)/python bench/soak.py
+	scripts/test-tools
+	$(BIN)/python bench/viewer.py
 
 bench/fanout/node_modules: bench/fanout/package-lock.json
 	cd bench/fanout && npm ci --no-audit --no-fund
