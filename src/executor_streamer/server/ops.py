@@ -57,4 +57,3 @@ async def prometheus(
             media_type="application/json",
         )
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE)
-
