@@ -196,8 +196,7 @@ class RemoteSubscription:
                 return
             elif kind == "error":
                 raise _error(frame["error"])
-            else:
-                self._raise_for_close(ws)
+            # Anything else (a newer hub's message, say) is not for this subscription.
 
     def _events(self, frame: dict[str, Any]) -> list[StreamEvent]:
         kind = frame.get("type")
