@@ -103,6 +103,21 @@ class TestPolling:
         assert [e["seq"] for e in rest["events"]] == list(range(1001, 1201))
         assert rest["more"] is False
 
+    async def test_epoch(self, served: Served) -> None:
+        """Answers say the epoch; a position from another epoch is a full replay, once."""
+        await served.publish("wf-1", status(1), status(2))
+        epoch = served.hub.streams.resolve("wf-1").epoch
+        same = await poll(served, f"since=1&timeout=0&epoch={epoch}")
+        assert same["epoch"] == epoch and same["recovered"] is True
+        assert [e["seq"] for e in same["events"]] == [2]
+        other = await poll(served, "since=1&timeout=0&epoch=old")
+        assert other["recovered"] is False and other["epoch"] == epoch
+        assert [e["seq"] for e in other["events"]] == [1, 2]
+        # The client goes on with the epoch it was given: nothing again.
+        query = f"since={other['lastSeq']}&timeout=0&epoch={epoch}&clientId={other['clientId']}"
+        again = await poll(served, query)
+        assert again["events"] == [] and again["recovered"] is True
+
     async def test_closed_stream(self, served: Served) -> None:
         """After the stream closes, a poll drains what is left and says closed."""
         await served.publish("wf-1", status(1))

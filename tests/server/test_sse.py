@@ -102,6 +102,22 @@ class TestResume:
         await publisher
         assert seen == list(range(1, total + 1))
 
+    async def test_resume_with_another_epoch(self, served: Served) -> None:
+        """`?epoch=` from another life of the stream: recovered false, everything held."""
+        await served.publish("wf-1", status(1), status(2))
+        async with sse_stream(served, "/api/streams/wf-1/events?since=1&epoch=old") as reader:
+            first = await reader.next()
+            assert first.event == "recovery" and first.json()["recovered"] is False
+            assert first.json()["epoch"] != "old"
+            assert [int(m.json()["seq"]) for m in await reader.events(2)] == [1, 2]
+
+    async def test_resume_with_the_current_epoch(self, served: Served) -> None:
+        await served.publish("wf-1", status(1), status(2))
+        epoch = served.hub.streams.resolve("wf-1").epoch
+        path = f"/api/streams/wf-1/events?since=1&epoch={epoch}"
+        async with sse_stream(served, path) as reader:
+            assert [int(m.json()["seq"]) for m in await reader.events(1)] == [2]
+
 
 class TestEnding:
     async def test_stream_close_is_announced(self, served: Served) -> None:

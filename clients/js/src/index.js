@@ -452,7 +452,7 @@ async function viaPolling(sub) {
       if (response.status !== 200) return live ? { live, error: (await refusal(response)).error } : refusal(response);
       const answer = await response.json();
       clientId = answer.clientId;
-      if (!answer.recovered) sub.learnEpoch(undefined, false);
+      sub.learnEpoch(answer.epoch, answer.recovered);
       if (!live) {
         live = true;
         sub.setState("live");

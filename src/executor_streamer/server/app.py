@@ -89,6 +89,7 @@ class HubApp(FastAPI):
                     params.get("types"),
                     params.get("since"),
                     request.headers.get("last-event-id"),
+                    params.get("epoch"),
                     [(name.encode(), value.encode()) for name, value in cors.items()],
                 )
         except StreamerError as exc:

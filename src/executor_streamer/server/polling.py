@@ -49,12 +49,13 @@ async def poll(
     filters: list[StreamFilter] | None,
     wait_seconds: float,
     client_id: str | None,
+    epoch: str | None = None,
 ) -> Response:
     stream = hub.streams.resolve(ref)
     client = _client_for(hub, client_id)
     client.polls_in_progress += 1
     try:
-        return await _answer(hub, metrics, stream, client, since, filters, wait_seconds)
+        return await _answer(hub, metrics, stream, client, since, filters, wait_seconds, epoch)
     finally:
         client.polls_in_progress -= 1
 
@@ -67,13 +68,17 @@ async def _answer(
     since: int,
     filters: list[StreamFilter] | None,
     wait_seconds: float,
+    epoch: str | None,
 ) -> Response:
     client.touch()
     sub = client.subscriptions.get(stream.id)
     recovered = True
     effective = list(stream.config.event_filters) if filters is None else filters
-    if _must_restart(sub, since, effective, stream.is_open):
-        sub = await hub.open_subscription(stream.id, filters=filters, since=since, client=client)
+    foreign = epoch is not None and epoch != stream.epoch  # a position from another life
+    if foreign or _must_restart(sub, since, effective, stream.is_open):
+        sub = await hub.open_subscription(
+            stream.id, filters=filters, since=since, epoch=epoch, client=client
+        )
         recovered = sub.recovered
     assert sub is not None
     await _wait_for_events(sub, client, wait_seconds)
@@ -89,6 +94,7 @@ async def _answer(
         records,
         clientId=client.id,
         lastSeq=sub.resume_position,
+        epoch=stream.epoch,
         recovered=recovered,
         more=more,
         closed=sub.close_reason is CloseReason.STREAM_CLOSED and not more,

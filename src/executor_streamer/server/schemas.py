@@ -38,6 +38,8 @@ class PollResponse(WireModel):
     client_id: str
     events: list[StreamEvent]
     last_seq: int
+    epoch: str
+    """The epoch ``lastSeq`` belongs to: send it back as ``epoch`` with the next ``since``."""
     recovered: bool
     more: bool
     closed: bool

@@ -20,6 +20,10 @@ from .schemas import PollResponse
 from .sse import EventStreamResponse
 
 router = APIRouter()
+EPOCH = (
+    "The stream epoch `since` belongs to: from another epoch, the resume is incomplete "
+    "(recovered: false) and everything history holds is sent"
+)
 
 
 @router.get(
@@ -34,11 +38,12 @@ async def sse(
     _: TicketCaller,
     types: Annotated[str | None, Query(description="e.g. REASONING,STATUS")] = None,
     since: Annotated[str | None, Query(description="Resume after this seq", pattern=SEQ)] = None,
+    epoch: Annotated[str | None, Query(description=EPOCH, max_length=64)] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", pattern=SEQ)] = None,
 ) -> EventStreamResponse:
     """Documents the route; requests reach :func:`open_event_stream` through
     ``app.HubApp``, which answers them ahead of the middleware stack."""
-    return await open_event_stream(request, ref, types, since, last_event_id)
+    return await open_event_stream(request, ref, types, since, last_event_id, epoch)
 
 
 async def open_event_stream(
@@ -47,6 +52,7 @@ async def open_event_stream(
     types: str | None,
     since: str | None,
     last_event_id: str | None,
+    epoch: str | None = None,
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> EventStreamResponse:
     """Subscribe a new SSE client to ``ref``; ``headers`` go out with the response's."""
@@ -70,7 +76,7 @@ async def open_event_stream(
         client = hub.connect(ClientType.SERVER_SENT_EVENTS)
         try:
             sub = await hub.open_subscription(
-                stream.id, filters=filters, since=resume, client=client
+                stream.id, filters=filters, since=resume, epoch=epoch, client=client
             )
         except BaseException:
             hub.disconnect(client.id, CloseReason.UNSUBSCRIBED)
@@ -108,6 +114,7 @@ async def long_poll(
     types: Annotated[str | None, Query()] = None,
     wait: Annotated[float, Query(alias="timeout", ge=0, le=60, description="Seconds")] = 25,
     client_id: Annotated[str | None, Query(alias="clientId")] = None,
+    epoch: Annotated[str | None, Query(description=EPOCH, max_length=64)] = None,
 ) -> object:
     hub = hub_of(request)
     Gate.may_subscribe(caller, hub, ref)
@@ -115,4 +122,6 @@ async def long_poll(
     position = parse_seq(since, "query.since") or 0
     if caller.expires_at is not None:  # a poll never waits past its credential
         wait = max(0.0, min(wait, (caller.expires_at - utc_now()).total_seconds()))
-    return await poll(hub, request.app.state.metrics, ref, position, filters, wait, client_id)
+    return await poll(
+        hub, request.app.state.metrics, ref, position, filters, wait, client_id, epoch
+    )
