@@ -75,6 +75,18 @@ class TestStreams:
             assert response.status_code == 404, path
             assert response.json()["error"]["code"] == "STREAM_NOT_FOUND", path
 
+    async def test_the_list_holds_closed_streams_on_request(self, served: Served) -> None:
+        await served.publish("wf-open", status(1))
+        await served.publish("wf-closed", status(1))
+        await served.http.delete("/api/streams/wf-closed")
+
+        async def listed(query: str) -> list[str]:
+            streams = (await served.http.get(f"/api/streams{query}")).json()
+            return sorted(s["linkedWorkflowSessionId"] for s in streams)
+
+        assert await listed("") == ["wf-open"]
+        assert await listed("?all=true") == ["wf-closed", "wf-open"]
+
     async def test_close_then_purge(self, served: Served) -> None:
         """DELETE closes (history stays, publish is 409); purge removes it entirely."""
         await served.publish("wf-1", status(1))

@@ -91,6 +91,16 @@ async def test_the_demo_run_renders(served: Served, viewer: Page) -> None:
         await viewer.screenshot(path=str(README_SCREENSHOT))
 
 
+async def test_the_run_list_shows_finished_runs(served: Served, viewer: Page) -> None:
+    await served.publish("wf-finished", status(1))
+    await served.http.delete("/api/streams/wf-finished")
+    await served.publish("wf-running", status(1))
+    await viewer.goto(f"{served.base_url}/")
+    await viewer.get_by_role("link", name="wf-finished").click()
+    await events_shown(viewer, 1)  # its history, though the stream is closed
+    await viewer.wait_for_selector(".connection[data-state='closed']")
+
+
 async def test_an_event_published_after_load_appears_live(served: Served, viewer: Page) -> None:
     await served.publish("wf-live", status(1))
     await viewer.goto(f"{served.base_url}/view/wf-live")

@@ -50,13 +50,20 @@ def json(payload: Any, status: int = 200) -> Response:
 
 
 @router.get("/streams", response_model=list[StreamSession], summary="Active streams")
-async def list_streams(request: Request, caller: Caller) -> Response:
+async def list_streams(
+    request: Request,
+    caller: Caller,
+    include_closed: Annotated[
+        bool,
+        Query(alias="all", description="Closed streams too (their history stays readable)"),
+    ] = False,
+) -> Response:
     hub = hub_of(request)
     scope = caller.scope
     sessions = [
         s.session().to_wire()
         for s in hub.streams
-        if s.is_open
+        if (s.is_open or include_closed)
         and (scope.may_subscribe(s.workflow_session_id) or scope.may_publish(s.workflow_session_id))
     ]
     return json(sessions)

@@ -82,7 +82,7 @@ async function runList() {
   const refresh = async () => {
     let streams;
     try {
-      streams = await client.request("GET", "/api/streams");
+      streams = await client.request("GET", "/api/streams?all=true"); // finished runs too
     } catch (error) {
       return showProblem(error);
     }
