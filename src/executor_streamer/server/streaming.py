@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Security
 
 from ..core.hub import ExecutorStreamer
 from ..core.subscription import CloseReason
 from ..errors import HubNotRunning
 from ..types.base import utc_now
 from ..types.enums import ClientType
-from .auth import Gate, TicketCaller
+from .auth import BEARER, TICKET, Gate, TicketCaller
 from .polling import poll
 from .query import SEQ, filters_from_types, parse_seq
 from .rest import ERRORS, hub_of
@@ -31,11 +31,13 @@ EPOCH = (
     responses={200: {"content": {"text/event-stream": {}}}, **ERRORS},
     summary="Server-Sent Events",
     response_model=None,
+    # The schemes, for the documentation: the credential itself is checked (and a ticket
+    # spent) once, in open_event_stream.
+    dependencies=[Security(BEARER), Security(TICKET)],
 )
 async def sse(
     request: Request,
     ref: str,
-    _: TicketCaller,
     types: Annotated[str | None, Query(description="e.g. REASONING,STATUS")] = None,
     since: Annotated[str | None, Query(description="Resume after this seq", pattern=SEQ)] = None,
     epoch: Annotated[str | None, Query(description=EPOCH, max_length=64)] = None,
