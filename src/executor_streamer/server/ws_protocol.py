@@ -417,8 +417,7 @@ class HubWebSocketProtocol(asyncio.Protocol):
         if message.get("more_body", False):
             self._denial = (status, headers, body)
             return
-        self._response = None
-        self._deliver({"type": "websocket.disconnect", "code": 1006})
+        self._denial = None
         fields = Headers(headers)
         fields.setdefault("Content-Length", str(len(body)))
         fields.setdefault("Connection", "close")
@@ -426,18 +425,17 @@ class HubWebSocketProtocol(asyncio.Protocol):
             reason = HTTPStatus(status).phrase
         except ValueError:
             reason = ""
-        self.conn.send_response(Response(status, reason, fields, body))
-        self._denial = None
-        self.close_sent = True
-        self.handshake_complete = True
-        self._write_pending()
-        self.transport.close()
+        self._refuse_upgrade(Response(status, reason, fields, body))
 
     def _reject(self) -> None:
         """The app closed before accepting: 403, as the ASGI spec asks."""
+        self._refuse_upgrade(self.conn.reject(403, ""))
+
+    def _refuse_upgrade(self, response: Response) -> None:
+        """Answer the handshake with ``response`` instead of the upgrade, and close."""
         self._response = None
         self._deliver({"type": "websocket.disconnect", "code": 1006})
-        self.conn.send_response(self.conn.reject(403, ""))
+        self.conn.send_response(response)
         self.close_sent = True
         self.handshake_complete = True
         self._write_pending()
