@@ -71,7 +71,7 @@ def outcome(principal: Principal | Exception) -> object:
 def test_cached_answers_equal_verifying_every_time(data: st.DataObject) -> None:
     tokens = universe()
     verifier = JwtVerifier("HS256", SECRET, leeway_seconds=LEEWAY)
-    cached = Authenticator(required=True, jwt=verifier)
+    cached = Authenticator(jwt=verifier)
     picks = data.draw(st.lists(st.integers(0, len(tokens) - 1), min_size=1, max_size=40))
 
     async def run() -> None:

@@ -62,10 +62,7 @@ class VerifiedTokens:
 
 
 class Authenticator:
-    def __init__(
-        self, *, required: bool, jwt: JwtVerifier | None = None, api_keys: ApiKeys | None = None
-    ) -> None:
-        self.required = required
+    def __init__(self, *, jwt: JwtVerifier | None = None, api_keys: ApiKeys | None = None) -> None:
         self._jwt = jwt
         self._api_keys = api_keys
         self._verified = VerifiedTokens(jwt.leeway_seconds if jwt is not None else 0)

@@ -41,6 +41,10 @@ class Scope:
     def may_publish(self, workflow_session_id: str) -> bool:
         return self.admin or any(pattern_matches(p, workflow_session_id) for p in self.publish)
 
+    def may_see(self, workflow_session_id: str) -> bool:
+        """Know the stream exists and read its description: subscribers and publishers."""
+        return self.may_subscribe(workflow_session_id) or self.may_publish(workflow_session_id)
+
     @classmethod
     def from_claim(cls, claim: object, path: str = "scope") -> Scope:
         """The scope a token's ``scope`` claim (or an API key's configured scope) states;

@@ -31,7 +31,6 @@ class Gate:
         security = config.security
         self.required = security.authentication_required
         self.authenticator = Authenticator(
-            required=self.required,
             jwt=None if security.jwt is None else _jwt_verifier(security.jwt),
             api_keys=ApiKeys(
                 [
@@ -130,9 +129,7 @@ class Gate:
     @staticmethod
     def may_read(principal: Principal, hub: ExecutorStreamer, ref: str) -> None:
         """Read a stream's description: subscribers and publishers may."""
-        workflow = workflow_of(hub, ref)
-        scope = principal.scope
-        if not (scope.may_subscribe(workflow) or scope.may_publish(workflow)):
+        if not principal.scope.may_see(workflow_of(hub, ref)):
             raise Forbidden()
 
     @staticmethod

@@ -59,12 +59,10 @@ async def list_streams(
     ] = False,
 ) -> Response:
     hub = hub_of(request)
-    scope = caller.scope
     sessions = [
         s.session().to_wire()
         for s in hub.streams
-        if (s.is_open or include_closed)
-        and (scope.may_subscribe(s.workflow_session_id) or scope.may_publish(s.workflow_session_id))
+        if (s.is_open or include_closed) and caller.scope.may_see(s.workflow_session_id)
     ]
     return json(sessions)
 
