@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
 import { createHmac } from "node:crypto";
+import { readFileSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import path from "node:path";
@@ -159,6 +160,10 @@ describe("against a hub", () => {
     );
     const typeSchema = schema.$defs.StreamEventType;
     assert.deepEqual([...EVENT_TYPES].sort(), [...typeSchema.enum].sort());
+    // The declarations repeat the list as a type: they must say the same.
+    const declarations = readFileSync(path.join(ROOT, "clients/js/src/index.d.ts"), "utf8");
+    const declared = /EVENT_TYPES: readonly \[([^\]]*)\]/.exec(declarations)[1];
+    assert.deepEqual([...declared.matchAll(/"([A-Z_]+)"/g)].map((m) => m[1]), [...EVENT_TYPES]);
   });
 
   test("every typed publish is accepted, and a subscription sees them in order", async () => {
