@@ -19,7 +19,7 @@ from executor_streamer.types import StreamConfig
 PNG = render_png(8, 6, 0.5, 3)
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 60
 
-pytest_plugins = ["tests.live_server"]
+pytest_plugins = ["tests.live_server", "tests.redis_server"]
 
 # -- no credential in any log, over the whole test session ----------------------------------
 

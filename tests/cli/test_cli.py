@@ -41,11 +41,18 @@ class TestDemo:
         assert result.exit_code == 2
         assert "server.port" in result.output
 
-    def test_unavailable_storage_is_refused(self) -> None:
-        """Choosing a backend this version lacks is a clear error, not a silent fallback."""
+    def test_redis_without_a_url_is_refused(self) -> None:
+        """The Redis engine needs to be told where Redis is: a clear error, no guess."""
         result = runner.invoke(app, ["serve", "--storage", "redis"])
         assert result.exit_code == 2
-        assert "not available" in result.output
+        assert "connectionString" in result.output and "redis" in result.output
+
+    def test_unreachable_redis_is_one_clear_line(self) -> None:
+        result = runner.invoke(
+            app, ["serve", "--storage", "redis", "--connection-string", "redis://127.0.0.1:1/0"]
+        )
+        assert result.exit_code == 2
+        assert "redis is not reachable" in result.output and "Traceback" not in result.output
 
     def test_unreachable_database_is_one_clear_line(self) -> None:
         """serve against a database that does not answer exits 2 saying why."""

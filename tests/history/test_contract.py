@@ -1,7 +1,7 @@
 """The HistoryStore contract, run against every backend.
 
-Memory, SQLite and PostgreSQL are the ``make_store`` fixture's parameters; a later backend
-(Redis) joins them and must pass the same tests unchanged.
+Memory, SQLite, PostgreSQL and Redis are the ``make_store`` fixture's parameters; each must
+pass the same tests unchanged. (Redis runs in a redis-server the tests start.)
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from executor_streamer.history import (
 )
 from executor_streamer.history.records import EventRecord
 from executor_streamer.history.sql import SqlHistory
+from executor_streamer.redis_engine.store import RedisHistory
 from executor_streamer.types import HistoryFilter, StreamConfig, StreamEvent
 
 from ..conftest import PNG
@@ -93,7 +94,7 @@ async def reset_postgres() -> None:
         await engine.dispose()
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", "postgres", "redis"])
 async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
     """Stores of one backend with stream "s1" opened at a given capacity."""
     made: list[HistoryStore] = []
@@ -102,6 +103,10 @@ async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         backend: HistoryStore
         if request.param == "memory":
             backend = MemoryHistory()
+        elif request.param == "redis":
+            if not made:
+                request.getfixturevalue("redis_url")  # emptied once per test
+            backend = RedisHistory(request.getfixturevalue("shared_redis").url)
         elif request.param == "sqlite":
             backend = SqlHistory(f"sqlite+aiosqlite:///{tmp_path / f'h{len(made)}.db'}")
         else:

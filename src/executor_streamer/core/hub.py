@@ -53,6 +53,9 @@ _log = structlog.get_logger("executor_streamer.hub")
 _filters_adapter = TypeAdapter(list[StreamFilter])
 
 RETENTION_EVERY_SECONDS = 60.0
+REGISTRY_SYNC_SECONDS = 5.0
+"""With a shared backend: how often the registry is read whole, for changes whose
+announcement this hub missed."""
 ACTIVITY_KEPT = timedelta(hours=24)
 
 
@@ -272,7 +275,8 @@ class ExecutorStreamer:
             not isinstance(since, int) or isinstance(since, bool) or not 0 <= since <= MAX_SEQ
         ):
             raise InvalidInput.single("since", f"must be an integer from 0 to {MAX_SEQ}")
-        stream = self.streams.resolve(ref)
+        stream = await self.streams.located(ref)
+        await self.streams.follow(stream)
         if checked is None and stream.config.event_filters:
             checked = list(stream.config.event_filters)
         sub = Subscription(
@@ -395,9 +399,13 @@ class ExecutorStreamer:
     async def _maintain(self) -> None:
         loop = asyncio.get_running_loop()
         next_retention = loop.time()
+        next_sync = loop.time()
         while True:
             try:
                 self.expire_idle_clients()
+                if loop.time() >= next_sync:
+                    next_sync = loop.time() + REGISTRY_SYNC_SECONDS
+                    await self.streams.sync_registry()
                 if loop.time() >= next_retention:
                     next_retention = loop.time() + RETENTION_EVERY_SECONDS
                     removed = await self.history.apply_retention()
@@ -428,7 +436,17 @@ def storage_for(config: ExecutorStreamerConfig) -> HistoryStore:
     if backend == "memory":
         return MemoryHistory()
     if backend == "redis":
-        raise ConfigError("persistence.storageBackend: 'redis' is not available in this version")
+        try:
+            # redis-py is an optional extra: imported only when chosen.
+            from ..redis_engine.store import RedisHistory
+        except ImportError as exc:
+            raise ConfigError(
+                "persistence.storageBackend: 'redis' needs the 'redis' extra "
+                f"(pip install 'executor-streamer[redis]'): {exc}"
+            ) from None
+        if not persistence.connection_string:
+            raise ConfigError("persistence.connectionString: required for the 'redis' backend")
+        return RedisHistory(persistence.connection_string)
     try:
         # SQLAlchemy and the drivers are optional extras: imported only when chosen.
         from ..history.sql import SqlHistory

@@ -11,6 +11,7 @@ was: no seq used, no command matched, nothing stored or delivered.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, cast
 
 from pydantic import ValidationError
@@ -35,8 +36,10 @@ from ..types.events import (
 from .commands import CommandTracker
 from .committer import GroupCommitter, PendingPublish
 from .counters import HubCounters
+from .idempotency import InFlight, RecentPublishes, check_idempotency_key
 from .ids import STREAM_ID_PREFIX, new_event_ids
 from .publish_api import JsonObject, PublishApi
+from .shared_publish import SharedPublisher
 from .streams import Stream, StreamManager
 from .validation import (
     PreparedEvent,
@@ -67,6 +70,11 @@ class StreamPublisher(PublishApi):
         self._streams = streams
         self._counters = counters
         self._committer = GroupCommitter(storage, self._apply)
+        self._recent = RecentPublishes()
+        self._in_flight = InFlight()
+        self._shared = (
+            None if streams.shared is None else SharedPublisher(self, streams, streams.shared)
+        )
 
     async def _publish_image(
         self, session_id: str, image: bytes, fields: JsonObject, metadata: JsonObject | None
@@ -87,18 +95,27 @@ class StreamPublisher(PublishApi):
         return (await self.publish_prepared(session_id, [prepared]))[0].event
 
     async def publish_event(
-        self, session_id: str, event: EventInput | Mapping[str, Any]
+        self,
+        session_id: str,
+        event: EventInput | Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
     ) -> StreamEvent:
-        """Publish ``{type, data, metadata?}`` as a producer would send it over HTTP."""
+        """Publish ``{type, data, metadata?}`` as a producer would send it over HTTP.
+        ``idempotency_key``: see :meth:`publish_prepared`."""
         try:
             prepared = prepare_event(event, self._limits)
         except InvalidInput:
             self._counters.record_rejected()
             raise
-        return (await self.publish_prepared(session_id, [prepared]))[0].event
+        return (await self.publish_prepared(session_id, [prepared], idempotency_key))[0].event
 
     async def publish_batch(
-        self, session_id: str, events: Sequence[EventInput | Mapping[str, Any]]
+        self,
+        session_id: str,
+        events: Sequence[EventInput | Mapping[str, Any]],
+        *,
+        idempotency_key: str | None = None,
     ) -> list[StreamEvent]:
         """Publish events atomically and in order: all are stored, or none."""
         try:
@@ -106,9 +123,12 @@ class StreamPublisher(PublishApi):
         except InvalidInput:
             self._counters.record_rejected()
             raise
-        return [r.event for r in await self.publish_prepared(session_id, prepared)]
+        records = await self.publish_prepared(session_id, prepared, idempotency_key)
+        return [r.event for r in records]
 
-    async def publish_wire(self, session_id: str, document: Any) -> list[EventRecord]:
+    async def publish_wire(
+        self, session_id: str, document: Any, idempotency_key: str | None = None
+    ) -> list[EventRecord]:
         """Publish a decoded request body: one event ``{type, data, metadata?}`` or a
         batch ``{events: [...]}``. Returns the records, wire bytes included."""
         try:
@@ -127,44 +147,74 @@ class StreamPublisher(PublishApi):
         except InvalidInput:
             self._counters.record_rejected()
             raise
-        return await self.publish_prepared(session_id, prepared)
+        return await self.publish_prepared(session_id, prepared, idempotency_key)
 
     # -- the one path every publish takes ----------------------------------------------
 
     async def publish_prepared(
-        self, session_id: str, prepared: Sequence[PreparedEvent]
+        self,
+        session_id: str,
+        prepared: Sequence[PreparedEvent],
+        idempotency_key: str | None = None,
     ) -> list[EventRecord]:
-        """Store and deliver validated events; returns the records, wire bytes included."""
+        """Store and deliver validated events; returns the records, wire bytes included.
+
+        A publish repeated with the same ``idempotency_key`` within 5 minutes stores
+        nothing and returns the events the first one stored (docs/rest.md)."""
         try:
             self._streams.check_running()
-            while True:
-                stream, created = await self._stream_for(session_id)
-                async with stream.lock:
-                    if stream.withdrawn:
-                        continue  # its creator's publish failed; look the session up again
-                    try:
-                        pending = self._stage(stream, prepared)
-                    except Exception:
-                        if created:  # a rejected publish leaves no stream behind
-                            await self._streams.withdraw(stream)
-                        raise
-                try:
-                    # A publisher cancelled now cancels only its wait: the committer
-                    # still stores and delivers what it staged.
-                    await pending.done
-                except Exception:
-                    if created:
-                        async with stream.lock:
-                            await self._streams.withdraw(stream)
-                    raise
-                return list(pending.records)
+            if idempotency_key is not None:
+                check_idempotency_key(idempotency_key)
+            if self._shared is not None:
+                async with self._in_flight:
+                    return await self._shared.publish(session_id, prepared, idempotency_key)
+            if idempotency_key is not None:
+                return await self._recent.run(
+                    (session_id, idempotency_key),
+                    lambda: self._publish_local(session_id, prepared),
+                )
+            return await self._publish_local(session_id, prepared)
         except Exception:
             self._counters.record_rejected()
             raise
 
+    async def _publish_local(
+        self, session_id: str, prepared: Sequence[PreparedEvent]
+    ) -> list[EventRecord]:
+        """The single-process path: seqs taken here, stored by the group committer."""
+        while True:
+            stream, created = await self._stream_for(session_id)
+            async with stream.lock:
+                if stream.withdrawn:
+                    continue  # its creator's publish failed; look the session up again
+                try:
+                    pending = self._stage(stream, prepared)
+                except Exception:
+                    if created:  # a rejected publish leaves no stream behind
+                        await self._streams.withdraw(stream)
+                    raise
+            try:
+                # A publisher cancelled now cancels only its wait: the committer
+                # still stores and delivers what it staged.
+                await pending.done
+            except Exception:
+                if created:
+                    async with stream.lock:
+                        await self._streams.withdraw(stream)
+                raise
+            return list(pending.records)
+
+    @property
+    def auto_create(self) -> bool:
+        return self._config.server.auto_create_streams
+
+    def record_published(self, records: Sequence[EventRecord]) -> None:
+        self._counters.record_published(records)
+
     async def drain(self) -> None:
         """Wait until every publish staged so far is committed or failed."""
         await self._committer.drain()
+        await self._in_flight.idle()
 
     def _stage(self, stream: Stream, prepared: Sequence[PreparedEvent]) -> PendingPublish:
         """Build the publish and queue it for commit; the caller holds the stream's lock."""
@@ -172,7 +222,14 @@ class StreamPublisher(PublishApi):
         if not stream.is_open:
             raise StreamClosed(stream.workflow_session_id)
         tracker = stream.head_commands.copy()
-        records = self._build_records(stream, prepared, tracker)
+        records = self.build_records(
+            stream.id,
+            stream.workflow_session_id,
+            prepared,
+            tracker,
+            stream.head_seq + 1,
+            stream.next_timestamp(),
+        )
         last = records[-1]
         status = stream.status
         if status is SessionStatus.INITIALIZING:
@@ -211,11 +268,18 @@ class StreamPublisher(PublishApi):
             raise StreamNotFound(session_id)  # a stream id names an existing stream or none
         return await self._streams.ensure_stream(session_id)
 
-    def _build_records(
-        self, stream: Stream, prepared: Sequence[PreparedEvent], tracker: CommandTracker
+    def build_records(
+        self,
+        stream_id: str,
+        session_id: str,
+        prepared: Sequence[PreparedEvent],
+        tracker: CommandTracker,
+        first_seq: int,
+        timestamp: datetime,
+        step: int = 1,
     ) -> list[EventRecord]:
-        timestamp = stream.next_timestamp()
-        first_seq = stream.head_seq + 1
+        """The stored events; ``step`` 0 numbers them all ``first_seq`` (a shared store
+        numbers them later)."""
         records: list[EventRecord] = []
         errors: list[FieldError] = []
         too_large = False
@@ -224,12 +288,12 @@ class StreamPublisher(PublishApi):
             index = offset if len(prepared) > 1 else None
             event = StreamEvent.trusted(
                 id=ids[offset],
-                stream_id=stream.id,
-                session_id=stream.workflow_session_id,
-                seq=first_seq + offset,
+                stream_id=stream_id,
+                session_id=session_id,
+                seq=first_seq + offset * step,
                 type=item.type,
                 timestamp=timestamp,
-                data=_stored_data(stream, item, tracker),
+                data=_stored_data(stream_id, item, tracker),
                 metadata=item.metadata,
             )
             try:
@@ -253,7 +317,7 @@ class StreamPublisher(PublishApi):
         return records
 
 
-def _stored_data(stream: Stream, item: PreparedEvent, tracker: CommandTracker) -> StreamEventData:
+def _stored_data(stream_id: str, item: PreparedEvent, tracker: CommandTracker) -> StreamEventData:
     """The data as stored: command ids resolved, screenshots turned into ScreenshotInfo."""
     data = item.data
     if item.screenshot is not None:
@@ -266,7 +330,7 @@ def _stored_data(stream: Stream, item: PreparedEvent, tracker: CommandTracker) -
             height=fields.height,
             size_bytes=len(shot.image.data),
             sha256=shot.image.sha256,
-            url=f"/api/streams/{stream.id}/screenshots/{shot.screenshot_id}",
+            url=f"/api/streams/{stream_id}/screenshots/{shot.screenshot_id}",
             caption=fields.caption,
             command_id=fields.command_id,
             page_url=fields.page_url,

@@ -24,7 +24,7 @@ class StreamHistory:
 
     async def get_events(self, ref: str, spec: HistoryFilter | None = None) -> HistoryPage:
         """Matching events ascending by seq, one page of them, and how many match in all."""
-        stream = self._streams.resolve(ref)
+        stream = await self._streams.located(ref)
         return await self._storage.query(stream.id, spec or HistoryFilter())
 
     async def get_all_events(
@@ -64,7 +64,7 @@ class StreamHistory:
 
     async def clear_history(self, ref: str) -> int:
         """Remove every event; seqs are never reused, so resuming clients learn of the gap."""
-        stream = self._streams.resolve(ref)
+        stream = await self._streams.located(ref)
         async with stream.exclusive():
             return await self._storage.clear(stream.id)
 
@@ -72,7 +72,7 @@ class StreamHistory:
         """Keep the newest ``keep_count`` events; returns how many were removed."""
         if not isinstance(keep_count, int) or keep_count < 0:
             raise InvalidInput.single("keepCount", "must be a non-negative integer")
-        stream = self._streams.resolve(ref)
+        stream = await self._streams.located(ref)
         async with stream.exclusive():
             return await self._storage.compact(stream.id, keep_count)
 
@@ -87,7 +87,7 @@ class StreamHistory:
         return removed
 
     async def get_screenshot(self, ref: str, screenshot_id: str) -> StoredScreenshot:
-        stream = self._streams.resolve(ref)
+        stream = await self._streams.located(ref)
         image = await self._storage.get_screenshot(stream.id, screenshot_id)
         if image is None:
             raise ScreenshotNotFound(
@@ -97,4 +97,4 @@ class StreamHistory:
         return image
 
     async def usage_bytes(self, ref: str) -> int:
-        return await self._storage.usage_bytes(self._streams.resolve(ref).id)
+        return await self._storage.usage_bytes((await self._streams.located(ref)).id)

@@ -37,6 +37,7 @@ from ..errors import (
 )
 from ..history.base import HistoryStore, StreamState
 from ..history.records import EventRecord
+from ..history.shared import SharedStore
 from ..types.base import utc_now
 from ..types.enums import SessionStatus
 from ..types.events import ErrorContext
@@ -53,6 +54,7 @@ from .ids import (
     new_stream_id,
 )
 from .lifecycle import LifecycleNotifier
+from .remote import RemoteChanges
 from .subscription import CloseReason, Subscription
 from .validation import check_metadata
 
@@ -82,9 +84,13 @@ class Stream:
     """
 
     def __init__(
-        self, workflow_session_id: str, config: StreamConfig, metadata: dict[str, Any]
+        self,
+        workflow_session_id: str,
+        config: StreamConfig,
+        metadata: dict[str, Any],
+        stream_id: str | None = None,
     ) -> None:
-        self.id = new_stream_id()
+        self.id = stream_id or new_stream_id()
         self.workflow_session_id = workflow_session_id
         self.config = config
         self.metadata = metadata
@@ -190,9 +196,11 @@ class Stream:
     def from_state(cls, state: StreamState) -> Stream:
         """A stream as it was when the backend last saved it (after a restart)."""
         stream = cls(
-            state.workflow_session_id, StreamConfig.model_validate(state.config), state.metadata
+            state.workflow_session_id,
+            StreamConfig.model_validate(state.config),
+            state.metadata,
+            state.stream_id,
         )
-        stream.id = state.stream_id
         stream.status = SessionStatus(state.status)
         stream.created_at = state.created_at
         stream.last_activity = state.last_activity
@@ -242,15 +250,88 @@ class StreamManager:
         self._create_lock = asyncio.Lock()
         self.running = False
         """Set by the hub between start() and stop(); nothing is accepted outside that."""
+        self.shared: SharedStore | None = storage if isinstance(storage, SharedStore) else None
+        """Set when other hub processes share the backend (docs/multi-node.md)."""
+        self._remote = RemoteChanges(self) if self.shared is not None else None
 
     async def load(self) -> int:
-        """Take up every stream the backend kept (a durable backend after a restart)."""
+        """Take up every stream the backend kept (a durable backend after a restart, or
+        what other hubs registered on a shared one)."""
+        if self._remote is not None:
+            assert self.shared is not None
+            self.shared.watch_changes(self._remote)
         for state in await self._storage.load_streams():
-            stream = Stream.from_state(state)
-            await self._storage.open_stream(stream.id, stream.config)
-            self._by_id[stream.id] = stream
-            self._by_session[stream.workflow_session_id] = stream
+            await self.adopt(state)
         return len(self._by_id)
+
+    async def adopt(self, state: StreamState) -> Stream:
+        """Hold ``state`` as a local stream (loaded, or made by another hub)."""
+        known = self._by_id.get(state.stream_id)
+        if known is not None:
+            return known
+        stream = Stream.from_state(state)
+        await self._storage.open_stream(stream.id, stream.config)
+        known = self._by_id.get(state.stream_id)  # adopted meanwhile
+        if known is not None:
+            return known
+        previous = self._by_session.get(stream.workflow_session_id)
+        if previous is not None:  # purged and made again elsewhere
+            self._forget(previous)
+        self._by_id[stream.id] = stream
+        self._by_session[stream.workflow_session_id] = stream
+        return stream
+
+    async def discover(self, ref: str) -> Stream | None:
+        """:meth:`find`, and on a shared backend also a stream another hub made."""
+        stream = self.find(ref)
+        if stream is not None or self.shared is None:
+            return stream
+        state = await self.shared.lookup(ref)
+        return None if state is None else await self.adopt(state)
+
+    async def located(self, ref: str) -> Stream:
+        """:meth:`resolve` after :meth:`discover`."""
+        stream = await self.discover(ref)
+        if stream is None:
+            raise StreamNotFound(ref)
+        return stream
+
+    async def refreshed(self, ref: str) -> Stream:
+        """:meth:`located`, its state read again from a shared backend (its top seq moves
+        with every hub's publishes)."""
+        stream = await self.located(ref)
+        if self._remote is not None:
+            assert self.shared is not None
+            state = await self.shared.lookup(stream.id)
+            if state is not None:
+                self._remote.refresh(stream, state)
+        return stream
+
+    async def sync_registry(self) -> None:
+        """Bring the local registry up to the shared one: streams other hubs made, and
+        the state of streams whose changes this hub did not hear (a lost message)."""
+        if self._remote is None:
+            return
+        for state in await self._storage.load_streams():
+            stream = self._by_id.get(state.stream_id)
+            if stream is None:
+                await self.adopt(state)
+            else:
+                self._remote.refresh(stream, state)
+
+    async def follow(self, stream: Stream) -> None:
+        """On a shared backend, have the stream's events delivered here (before a local
+        subscriber takes its position); nothing to do otherwise."""
+        if self._remote is not None:
+            assert self.shared is not None
+            await self.shared.follow(stream.id, self._remote.target(stream))
+
+    def _forget(self, stream: Stream) -> None:
+        for sub in list(stream.subscriptions):
+            sub.close(CloseReason.STREAM_CLOSED)
+        self._by_id.pop(stream.id, None)
+        if self._by_session.get(stream.workflow_session_id) is stream:
+            del self._by_session[stream.workflow_session_id]
 
     def check_running(self) -> None:
         if not self.running:
@@ -276,26 +357,33 @@ class StreamManager:
         workflow_session_id: str,
         config: StreamConfig | dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
+        stream_id: str | None = None,
     ) -> tuple[Stream, bool]:
         """The workflow session's stream, created if needed; True if it was created.
 
         Idempotent: an open stream is returned as it is; a CLOSED one is reactivated with
-        its seq continuing (``config`` and ``metadata`` then apply to it).
+        its seq continuing (``config`` and ``metadata`` then apply to it). A new stream
+        gets ``stream_id`` if given. On a shared backend, a stream another hub made for
+        the session is the one returned.
         """
         validate_workflow_session_id(workflow_session_id)
         if metadata is not None:
             metadata = self._checked_metadata(metadata)
-        stream = self._by_session.get(workflow_session_id)
+        stream = await self.discover(workflow_session_id)
         if stream is not None and stream.is_open:
             return stream, False
         resolved = self._resolve_config(config)
         # Opening storage may suspend; without the lock two first publishes to a new
         # session could each create a stream for it.
         async with self._create_lock:
-            return await self._create_or_reopen(workflow_session_id, resolved, metadata)
+            return await self._create_or_reopen(workflow_session_id, resolved, metadata, stream_id)
 
     async def _create_or_reopen(
-        self, workflow_session_id: str, resolved: StreamConfig, metadata: dict[str, Any] | None
+        self,
+        workflow_session_id: str,
+        resolved: StreamConfig,
+        metadata: dict[str, Any] | None,
+        stream_id: str | None,
     ) -> tuple[Stream, bool]:
         stream = self._by_session.get(workflow_session_id)
         if stream is not None and stream.is_open:
@@ -307,10 +395,16 @@ class StreamManager:
             await self._storage.open_stream(stream.id, resolved)
             await self._storage.save_stream(stream.state(status=SessionStatus.ACTIVE.value))
             self._set_status(stream, SessionStatus.ACTIVE)
+            await self._announce(stream, status=SessionStatus.ACTIVE.value)
             return stream, False
-        stream = Stream(workflow_session_id, resolved, dict(metadata or {}))
+        stream = Stream(workflow_session_id, resolved, dict(metadata or {}), stream_id)
         await self._storage.open_stream(stream.id, resolved)
-        await self._storage.save_stream(stream.state())
+        if self.shared is not None:
+            state = await self.shared.register(stream.state())
+            if state.stream_id != stream.id:  # another hub made it first
+                return await self.adopt(state), False
+        else:
+            await self._storage.save_stream(stream.state())
         self._by_id[stream.id] = stream
         self._by_session[workflow_session_id] = stream
         self._notifier.created(workflow_session_id, stream.id)
@@ -331,12 +425,14 @@ class StreamManager:
     async def destroy_stream(self, ref: str, purge: bool = False) -> None:
         """Close the stream (subscribers end with STREAM_CLOSED); ``purge`` also forgets it
         and its history entirely."""
-        stream = self.resolve(ref)
+        stream = await self.located(ref)
         async with stream.exclusive():  # let publishes in progress finish first
             if stream.status is not SessionStatus.CLOSED:
                 if not purge:
                     await self._storage.save_stream(stream.state(status=SessionStatus.CLOSED.value))
                 self._set_status(stream, SessionStatus.CLOSED)
+            if self._remote is not None and not purge:
+                await self._remote.caught_up(stream)  # others' last events reach local subscribers
             for sub in list(stream.subscriptions):
                 sub.close(CloseReason.STREAM_CLOSED)
             if purge:
@@ -345,6 +441,9 @@ class StreamManager:
                 await self._storage.drop_stream(stream.id)
                 self._notifier.destroyed(stream.workflow_session_id)
                 _log.info("stream_purged", session_id=stream.workflow_session_id)
+                await self._announce(stream, purged=True)
+            else:
+                await self._announce(stream, status=SessionStatus.CLOSED.value)
 
     async def withdraw(self, stream: Stream) -> None:
         """Undo an auto-create whose first publish failed, if nothing uses the stream yet.
@@ -365,7 +464,7 @@ class StreamManager:
         self, ref: str, status: SessionStatus, error: ErrorContext | None = None
     ) -> None:
         """Move a stream along the lifecycle; closing goes through :meth:`destroy_stream`."""
-        stream = self.resolve(ref)
+        stream = await self.located(ref)
         async with stream.exclusive():  # a staged publish carries the status it saw
             if status is SessionStatus.CLOSED or stream.status is SessionStatus.CLOSED:
                 raise InvalidStatusTransition(
@@ -380,8 +479,16 @@ class StreamManager:
                     )
                 await self._storage.save_stream(stream.state(status=status.value))
                 self._set_status(stream, status)
+                await self._announce(stream, status=status.value)
         if status is SessionStatus.ERROR and error is not None:
             self._notifier.errored(stream.workflow_session_id, error)
+
+    async def _announce(self, stream: Stream, **change: Any) -> None:
+        """Tell the other hubs sharing the backend; config and metadata go along."""
+        if self.shared is not None:
+            change.setdefault("config", stream.state().config)
+            change.setdefault("metadata", stream.metadata)
+            await self.shared.announce(stream.id, change)
 
     def mark_active(self, stream: Stream) -> None:
         """The first event moves a new stream from INITIALIZING to ACTIVE."""

@@ -51,6 +51,9 @@ class CloseReason(StrEnum):
     ``maxConnections``); its next poll resumes from its ``since`` as usual."""
     EXPIRED = "EXPIRED"
     """The client's credential expired and was not refreshed (docs/security.md)."""
+    RESET = "RESET"
+    """The stream's history began again in a new epoch (a shared Redis lost its data):
+    positions held mean nothing now, so the client resumes and learns ``recovered: false``."""
     FAILED = "FAILED"
     """The transport's code raised while the hub called it (``on_ready``, ``on_disconnect``):
     the hub ends that client rather than let the fault reach publishers or other clients."""

@@ -49,6 +49,7 @@ CLOSE_STREAM_CLOSED = 4010
 CLOSE_RATE_LIMITED = 4029
 CLOSE_TOO_MANY_CLIENTS = 1013
 CLOSE_SHUTDOWN = 1001
+CLOSE_RESET = 1012
 CLOSE_INTERNAL_ERROR = 1011
 
 CLOSE_FOR_REASON: dict[CloseReason, tuple[int, str]] = {
@@ -60,6 +61,7 @@ CLOSE_FOR_REASON: dict[CloseReason, tuple[int, str]] = {
     CloseReason.UNSUBSCRIBED: (1000, "closed"),
     CloseReason.FAILED: (CLOSE_INTERNAL_ERROR, "the server failed: reconnect to resume"),
     CloseReason.EXPIRED: (CLOSE_UNAUTHORIZED, "credential expired: reconnect with a new one"),
+    CloseReason.RESET: (CLOSE_RESET, "the stream began a new epoch: reconnect to resume"),
 }
 
 

@@ -6,7 +6,7 @@ import time
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Body, Depends, Query, Request, Security
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Security
 from starlette.responses import Response
 
 from ..core.hub import ExecutorStreamer
@@ -59,6 +59,7 @@ async def list_streams(
     ] = False,
 ) -> Response:
     hub = hub_of(request)
+    await hub.streams.sync_registry()  # hubs sharing a backend list every hub's streams
     sessions = [
         s.session().to_wire()
         for s in hub.streams
@@ -94,7 +95,7 @@ async def metrics(request: Request, _: Admin) -> Response:
 async def get_stream(request: Request, ref: str, caller: Caller) -> Response:
     hub = hub_of(request)
     Gate.may_read(caller, hub, ref)
-    return json(hub.streams.resolve(ref).session())
+    return json((await hub.streams.refreshed(ref)).session())
 
 
 @router.delete("/streams/{ref}", status_code=204, responses=ERRORS)
@@ -157,7 +158,18 @@ async def delete_stream(
         }
     },
 )
-async def publish(request: Request, ref: str) -> Response:
+async def publish(
+    request: Request,
+    ref: str,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Sent again within 5 minutes, the same key stores nothing and "
+            "answers with the events the first request stored.",
+        ),
+    ] = None,
+) -> Response:
     """Documents the route; requests reach :func:`publish_response` through
     ``app.HubApp``, which answers them ahead of the middleware stack."""
     return await publish_response(request, ref)
@@ -177,7 +189,8 @@ async def publish_response(request: Request, ref: str) -> Response:
         stream = hub.streams.find(ref)
         burst = (stream.config if stream else hub.config.default_stream_config).buffer_size
         await gate.rate.events(workflow, _event_count(document), burst)
-    records = await state.hub.publisher.publish_wire(ref, document)
+    key = request.headers.get("idempotency-key")
+    records = await state.hub.publisher.publish_wire(ref, document, key)
     state.metrics.publish_latency.observe(time.perf_counter() - started)
     return Response(json_list("events", records), 201, media_type="application/json")
 

@@ -50,6 +50,7 @@ _FINAL_ERROR = {
     CloseReason.SHUTDOWN: ("SHUTTING_DOWN", "the server is shutting down"),
     CloseReason.FAILED: ("INTERNAL_ERROR", "the server failed; reconnect to resume"),
     CloseReason.EXPIRED: ("TOKEN_EXPIRED", "the credential expired; reconnect with a new one"),
+    CloseReason.RESET: ("STREAM_RESET", "the stream began a new epoch; reconnect to resume"),
 }
 
 

@@ -96,6 +96,11 @@ def _echoable(value: object) -> str | int | None:
         return None
 
 
+_ENDS_CONNECTION = frozenset({CloseReason.SLOW_CONSUMER, CloseReason.RESET})
+"""A subscription ended for these closes the whole connection: the client reconnects and
+resumes every stream from its positions (and epochs)."""
+
+
 class _Message(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, extra="forbid")
     type: str
@@ -347,8 +352,8 @@ class WebSocketSession:
         self._end_reading()
 
     def _on_ready(self, sub: Subscription) -> None:
-        if sub.close_reason is CloseReason.SLOW_CONSUMER:
-            self.close_with = CLOSE_FOR_REASON[CloseReason.SLOW_CONSUMER]
+        if sub.close_reason in _ENDS_CONNECTION:
+            self.close_with = CLOSE_FOR_REASON[sub.close_reason]
             self._end_reading()
             return
         self.connections.flusher.request(self)
@@ -488,6 +493,7 @@ class WebSocketSession:
         echo: dict[str, Any] | None = None,
     ) -> Subscription:
         assert self.principal is not None
+        await self.hub.streams.discover(stream_ref)  # made on another hub, perhaps
         Gate.may_subscribe(self.principal, self.hub, stream_ref)
         sub = await self.hub.open_subscription(
             stream_ref, filters=filters, since=since, epoch=epoch, client=self.client
@@ -679,8 +685,8 @@ class WebSocketSession:
     def _take_items(self, entry: _Sub, frames: list[bytes], delivered: list[EventRecord]) -> None:
         """Turn what ``entry`` has queued into frames."""
         sub = entry.sub
-        if sub.close_reason is CloseReason.SLOW_CONSUMER:
-            self.close_with = CLOSE_FOR_REASON[CloseReason.SLOW_CONSUMER]
+        if sub.close_reason in _ENDS_CONNECTION:
+            self.close_with = CLOSE_FOR_REASON[sub.close_reason]
             return
         live = sub.drain_live()
         if live is None:  # a replay batch is queued: frame what comes before and after it

@@ -1,0 +1,97 @@
+"""Idempotent publishing (docs/rest.md, ``Idempotency-Key``) on a single-process backend.
+
+A producer whose publish failed in flight (a timeout, a dropped connection) cannot know
+whether it was stored. Sent again with the same key within :data:`KEPT_SECONDS`, the
+publish stores nothing and returns what the first one stored. The Redis engine keeps
+keys in Redis instead, so they hold across hubs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+
+from ..errors import InvalidInput
+from ..history.records import EventRecord
+
+KEPT_SECONDS = 300.0
+MAX_KEYS = 100_000
+_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+def check_idempotency_key(key: object) -> str:
+    if not isinstance(key, str) or not _KEY.fullmatch(key):
+        raise InvalidInput.single(
+            "Idempotency-Key", "must be 1-255 printable ASCII characters without spaces"
+        )
+    return key
+
+
+class RecentPublishes:
+    """Results of recent publishes by (stream reference, key), oldest first."""
+
+    def __init__(self, kept_seconds: float = KEPT_SECONDS, max_keys: int = MAX_KEYS) -> None:
+        self._kept = kept_seconds
+        self._max = max_keys
+        self._entries: OrderedDict[tuple[str, str], tuple[float, asyncio.Future[list[EventRecord]]]]
+        self._entries = OrderedDict()
+
+    async def run(
+        self, key: tuple[str, str], publish: Callable[[], Awaitable[list[EventRecord]]]
+    ) -> list[EventRecord]:
+        """The first result for ``key``; ``publish`` runs only when there is none. A
+        publish that failed leaves no result: the next call with the key publishes."""
+        while True:
+            self._expire(time.monotonic())
+            entry = self._entries.get(key)
+            if entry is None:
+                break
+            try:  # the first call with this key is still in flight, or has stored
+                return list(await asyncio.shield(entry[1]))
+            except Exception:
+                continue
+        future: asyncio.Future[list[EventRecord]] = asyncio.get_running_loop().create_future()
+        self._entries[key] = (time.monotonic() + self._kept, future)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+        try:
+            records = await publish()
+        except BaseException as exc:
+            if self._entries.get(key, (0, None))[1] is future:
+                del self._entries[key]
+            future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+            future.exception()  # retrieved, whether anyone waited or not
+            raise
+        future.set_result(records)
+        return records
+
+    def _expire(self, now: float) -> None:
+        while self._entries:
+            expires, _ = next(iter(self._entries.values()))
+            if expires > now:
+                return
+            self._entries.popitem(last=False)
+
+
+class InFlight:
+    """Counts publishes under way, so stopping can wait for them."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def __aenter__(self) -> None:
+        self._count += 1
+        self._idle.clear()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._count -= 1
+        if not self._count:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        await self._idle.wait()

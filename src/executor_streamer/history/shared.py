@@ -1,0 +1,114 @@
+"""What a backend shared by several hub processes adds to :class:`HistoryStore`
+(docs/multi-node.md). The Redis engine implements it.
+
+With a shared backend the store, not the hub, assigns seqs: a publish hands over its
+events with the seq and timestamp cut out (:class:`EventParts`), and the store returns
+them numbered. Each hub follows the streams its own subscribers watch and hands their
+events to a :class:`FollowTarget` in seq order, with no gap and no duplicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from ..types.enums import StreamEventType
+from .base import HistoryStore, StoredScreenshot, StreamState
+from .records import EventRecord
+
+CommandOp = Literal["start", "finish", "match"]
+"""``start`` and ``finish`` name their command id; ``match`` finishes the newest running
+command of the same name, or keeps the id given when none runs."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventParts:
+    """One event serialized without its seq and timestamp: its payload is
+    ``head + seq + mid + timestamp + tail``."""
+
+    type: StreamEventType
+    head: bytes
+    mid: bytes
+    tail: bytes
+    command: tuple[CommandOp, str, str] | None = None
+    """(op, command name, command id) for command events."""
+    screenshot: tuple[str, StoredScreenshot] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    epoch: str
+    records: list[EventRecord]
+    new_epoch: bool
+    """The store held no state for the stream: history (re)starts at seq 1."""
+    repeated: bool = False
+    """The idempotency key was seen before: these are the events the first call stored."""
+
+
+class FollowTarget(Protocol):
+    """A hub's view of one stream it follows."""
+
+    @property
+    def epoch(self) -> str: ...
+
+    @property
+    def last_seq(self) -> int:
+        """The newest seq handed over: the next :meth:`receive` starts right after it."""
+
+    @property
+    def idle(self) -> bool:
+        """Nothing on this hub watches the stream any more: it may be unfollowed."""
+
+    def receive(self, records: list[EventRecord]) -> None:
+        """Events ``last_seq + 1 ...`` in order, of the current epoch."""
+
+    def reset(self, epoch: str, last_seq: int) -> None:
+        """The stream is now at ``epoch`` and ``last_seq``; positions in another epoch
+        mean nothing here, so whoever held one must resume."""
+
+
+class StreamChanges(Protocol):
+    """Where a hub applies what other hubs did to streams (created, status, purged)."""
+
+    def stream_changed(self, stream_id: str, change: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class SharedStore(HistoryStore, Protocol):
+    node: str
+    """This process's name among the hubs (the ``node`` label on ``/metrics``)."""
+
+    async def publish(
+        self,
+        state: StreamState,
+        parts: Sequence[EventParts],
+        timestamp: str,
+        idempotency_key: str | None,
+    ) -> Published:
+        """Number and store ``parts`` atomically and tell every hub following the stream.
+        Raises ``StreamClosed`` if the stream is closed and ``StorageUnavailable`` when the
+        store cannot be reached; then nothing is known to be stored, and a retry with the
+        same ``idempotency_key`` is safe."""
+
+    async def lookup(self, ref: str) -> StreamState | None:
+        """The registry entry of a stream id or workflow session id, if any hub made one."""
+
+    async def register(self, state: StreamState) -> StreamState:
+        """Enter a new stream, unless another hub entered one for the same workflow
+        session first: then that one's state."""
+
+    async def announce(self, stream_id: str, change: dict[str, Any]) -> None:
+        """Tell every hub that the stream changed (JSON-able ``change``)."""
+
+    def watch_changes(self, handler: StreamChanges) -> None: ...
+
+    async def follow(self, stream_id: str, target: FollowTarget) -> None:
+        """Return once every event after ``target.last_seq`` (as the store reports it
+        now) will reach ``target.receive``, in seq order."""
+
+    async def caught_up(self, stream_id: str) -> None:
+        """Hand a followed stream's target every event stored so far, now."""
+
+    async def counts(self, stream_ids: Sequence[str]) -> dict[str, tuple[str, int, int]]:
+        """Per stream: epoch, top seq and events ever published, cluster-wide."""
