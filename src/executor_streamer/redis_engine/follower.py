@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,6 @@ import orjson
 import structlog
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError
 
 from ..errors import StorageUnavailable
 from ..history.records import EventRecord
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 _log = structlog.get_logger("executor_streamer.redis")
 _TYPES = {t.value.encode(): t for t in StreamEventType}
 FOLLOW_TIMEOUT = 5.0
+READ_TIMEOUT = 0.5
 
 
 @dataclass(eq=False)
@@ -50,8 +51,11 @@ class _Followed:
     target: FollowTarget
     ready: asyncio.Future[None]
     pending: deque[bytes] = field(default_factory=deque)
-    busy: bool = True
-    """Syncing or filling a gap: messages wait in ``pending`` meanwhile."""
+    """Messages not handed over yet, oldest first."""
+    synced: bool = False
+    """Caught up since the channel was (re)subscribed: until then, messages wait."""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held by whoever hands the target events: one at a time, so always in order."""
 
 
 class ChannelFollower:
@@ -66,9 +70,21 @@ class ChannelFollower:
         self._probe_interval = probe_interval
         self._pubsub: PubSub | None = None
         self._followed: dict[str, _Followed] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._connected = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+        self._prober: asyncio.Task[None] | None = None
+        self._catching_up: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._broken = False
+        """A command on the connection failed, or it went silent: the reader replaces it.
+        Only the reader uses the connection: redis-py's pub/sub fails in odd ways when
+        another task sends on it while it is being lost and reconnected."""
         self._last_pong = 0.0
+        self._next_ping = 0.0
+        self._wanted: set[str] = set()
+        """Streams whose channels the reader subscribes next."""
+        self._unwanted: set[str] = set()
+        """Streams no longer followed, whose channels the reader unsubscribes."""
+        self._wake_channel = f"{CONTROL}:wake:{store.node}"
         self.changes: StreamChanges | None = None
         self.reconnects = 0
         self.gaps_filled = 0
@@ -77,16 +93,23 @@ class ChannelFollower:
 
     async def start(self) -> None:
         await self._connect()
-        self._tasks = [
-            asyncio.create_task(self._read(), name="executor-streamer-redis-read"),
-            asyncio.create_task(self._probe(), name="executor-streamer-redis-probe"),
-        ]
+        self._reader = asyncio.create_task(self._read(), name="executor-streamer-redis-read")
+        self._prober = asyncio.create_task(self._probe(), name="executor-streamer-redis-probe")
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        """The reader is let finish rather than cancelled: redis-py's ``get_message`` may
+        never return once cancelled inside its own timeout."""
+        self._stopping = True
+        await self._wake()
+        tasks = {t for t in (self._prober, *self._catching_up) if t is not None}
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        if self._reader is not None:
+            tasks.add(self._reader)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=3 * READ_TIMEOUT)
+            for task in late:
+                task.cancel()
         await self._disconnect()
 
     @property
@@ -98,50 +121,36 @@ class ChannelFollower:
     async def follow(self, stream_id: str, target: FollowTarget) -> None:
         followed = self._followed.get(stream_id)
         if followed is None or followed.target is not target:
-            if not self._connected.is_set():
-                raise StorageUnavailable("redis is not reachable: the hub is reconnecting")
             ready = asyncio.get_running_loop().create_future()
             followed = _Followed(stream_id, target, ready)
             self._followed[stream_id] = followed
-            await self._subscribe(followed)
+            self._unwanted.discard(stream_id)
+            self._wanted.add(stream_id)
+            await self._wake()
         # A caller that gives up (its client left) leaves the follow to the next one.
         try:
             await asyncio.wait_for(asyncio.shield(followed.ready), FOLLOW_TIMEOUT)
         except TimeoutError:
             raise StorageUnavailable("redis did not confirm the subscription in time") from None
 
-    async def _subscribe(self, followed: _Followed) -> None:
-        assert self._pubsub is not None
-        try:
-            await self._pubsub.ssubscribe(keys_for(followed.stream_id).channel)
-        except (RedisError, OSError) as exc:
-            self._fail(followed, exc)
-
-    def _fail(self, followed: _Followed, exc: BaseException) -> None:
-        if self._followed.get(followed.stream_id) is followed:
-            del self._followed[followed.stream_id]
-        if not followed.ready.done():
-            followed.ready.set_exception(
-                StorageUnavailable(f"redis is not reachable: {exc.__class__.__name__}: {exc}")
-            )
-            followed.ready.exception()  # retrieved, whoever waits
+    async def _wake(self) -> None:
+        """Have the reader look at its to-do list now, not after its read times out."""
+        with contextlib.suppress(StorageUnavailable):  # then the reader is reconnecting
+            await self._store._call(self._client.publish(self._wake_channel, b""))
 
     async def _confirmed(self, followed: _Followed) -> None:
         """Subscribed: read where the stream is now, then let messages through."""
         try:
             await self._catch_up(followed, initial=not followed.ready.done())
-        except StorageUnavailable as exc:
-            if not followed.ready.done():
-                self._fail(followed, exc)
-            return  # the connection is going; reconnecting catches up again
+        except StorageUnavailable:
+            return  # the connection is going; the reconnect subscribes and catches up
         if not followed.ready.done():
             followed.ready.set_result(None)
 
     async def _catch_up(self, followed: _Followed, *, initial: bool = False) -> None:
         """Bring the target to the stream's top seq from the Redis Stream, then hand over
         whatever waited meanwhile."""
-        followed.busy = True
-        try:
+        async with followed.lock:
             keys = keys_for(followed.stream_id)
             epoch, top = await self._store._call(self._client.hmget(keys.meta, "epoch", "seq"))
             target = followed.target
@@ -152,10 +161,8 @@ class ChannelFollower:
                 elif current != target.epoch:
                     target.reset(current, 0)
                 await self._fill(followed, top)
-            while followed.pending:
-                await self._handle(followed, followed.pending.popleft())
-        finally:
-            followed.busy = False
+            followed.synced = True
+            await self._drain(followed)
 
     async def _fill(self, followed: _Followed, until: int | None) -> None:
         target = followed.target
@@ -188,47 +195,51 @@ class ChannelFollower:
         if records:
             target.receive(records)
 
+    async def _drain(self, followed: _Followed) -> None:
+        """Hand over waiting messages; the caller holds ``followed.lock``."""
+        while followed.pending and followed.synced:
+            await self._handle(followed, followed.pending.popleft())
+
     async def _dispatch(self, followed: _Followed, message: bytes) -> None:
-        if followed.busy:
-            followed.pending.append(message)
-            return
-        followed.busy = True
+        followed.pending.append(message)
+        if followed.lock.locked():
+            return  # its holder hands it over before letting go
         try:
-            await self._handle(followed, message)
-            while followed.pending:
-                await self._handle(followed, followed.pending.popleft())
+            async with followed.lock:
+                await self._drain(followed)
         except StorageUnavailable:
             pass  # the probe or the reconnect catches this stream up
-        finally:
-            followed.busy = False
 
     # -- the connection ----------------------------------------------------------------
 
     async def _connect(self) -> None:
         pubsub = self._listener.pubsub()
         try:
-            await pubsub.subscribe(CONTROL)
+            await pubsub.subscribe(CONTROL, self._wake_channel)
             for followed in self._followed.values():
-                followed.busy = True
+                followed.synced = False
                 await pubsub.ssubscribe(keys_for(followed.stream_id).channel)
-        except (RedisError, OSError) as exc:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
             raise StorageUnavailable(f"redis is not reachable: {exc}") from exc
         self._pubsub = pubsub
+        self._broken = False
+        self._wanted.clear()
         self._last_pong = asyncio.get_running_loop().time()
-        self._connected.set()
 
     async def _disconnect(self) -> None:
-        self._connected.clear()
         pubsub, self._pubsub = self._pubsub, None
+        for followed in self._followed.values():
+            followed.synced = False  # whatever is published meanwhile is read back later
         if pubsub is not None:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _reconnect(self) -> None:
         await self._disconnect()
         delay = 0.05
-        while True:
+        while not self._stopping:
             try:
                 await self._connect()
             except StorageUnavailable:
@@ -240,23 +251,42 @@ class ChannelFollower:
             return
 
     async def _read(self) -> None:
-        while True:
+        while not self._stopping:
             pubsub = self._pubsub
-            if pubsub is None:
+            if pubsub is None or self._broken:
                 await self._reconnect()
                 continue
             try:
-                message = await pubsub.get_message(timeout=1.0)
-            except (RedisError, OSError) as exc:
-                _log.warning("redis_pubsub_lost", error=str(exc))
-                await self._reconnect()
+                message = await pubsub.get_message(timeout=READ_TIMEOUT)
+            except Exception as exc:
+                if not self._stopping:
+                    _log.warning("redis_pubsub_lost", error=str(exc) or exc.__class__.__name__)
+                    await self._reconnect()
                 continue
             if message is not None:
                 await self._on_message(message)
+            await self._housekeeping(pubsub)
+
+    async def _housekeeping(self, pubsub: PubSub) -> None:
+        """Subscribes, unsubscribes and pings, sent by the reader between reads."""
+        try:
+            while self._wanted:
+                followed = self._followed.get(self._wanted.pop())
+                if followed is not None:
+                    followed.synced = False
+                    await pubsub.ssubscribe(keys_for(followed.stream_id).channel)
+            while self._unwanted:
+                await pubsub.sunsubscribe(keys_for(self._unwanted.pop()).channel)
+            now = asyncio.get_running_loop().time()
+            if now >= self._next_ping:
+                self._next_ping = now + self._probe_interval
+                await pubsub.ping()
+        except Exception:
+            self._broken = True
 
     async def _on_message(self, message: dict[str, Any]) -> None:
         kind = message["type"]
-        if kind == "pong" or (kind == "message" and message["data"] == b"es-ping"):
+        if kind == "pong":
             self._last_pong = asyncio.get_running_loop().time()
             return
         channel = message["channel"]
@@ -269,9 +299,16 @@ class ChannelFollower:
         if followed is None:
             return
         if kind == "ssubscribe":
-            asyncio.create_task(self._confirmed(followed))  # noqa: RUF006 - ends by itself
+            self._spawn(self._confirmed(followed))
+        elif kind == "sunsubscribe":  # raced with following the stream again
+            self._wanted.add(followed.stream_id)
         elif kind == "smessage":
             await self._dispatch(followed, message["data"])
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._catching_up.add(task)
+        task.add_done_callback(self._catching_up.discard)
 
     def _on_control(self, data: bytes) -> None:
         try:
@@ -288,39 +325,35 @@ class ChannelFollower:
     async def caught_up(self, stream_id: str) -> None:
         """Bring one followed stream to its top seq now (before its subscribers end)."""
         followed = self._followed.get(stream_id)
-        if followed is not None and followed.ready.done() and not followed.busy:
+        if followed is not None and followed.ready.done():
             await self._catch_up(followed)
 
     async def _probe(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self._probe_interval)
-            pubsub = self._pubsub
-            if pubsub is None:
+            if self._pubsub is None:
                 continue
             if loop.time() - self._last_pong > 3 * self._probe_interval + 5:
                 _log.warning("redis_pubsub_silent")
-                await self._disconnect()  # the reader reconnects and catches up
+                self._broken = True  # the reader reconnects and catches up
                 continue
-            with contextlib.suppress(RedisError, OSError):
-                await pubsub.ping()
             for stream_id, followed in list(self._followed.items()):
                 if followed.target.idle and followed.ready.done():
                     del self._followed[stream_id]
-                    with contextlib.suppress(RedisError, OSError):
-                        await pubsub.sunsubscribe(keys_for(stream_id).channel)
+                    self._unwanted.add(stream_id)
             with contextlib.suppress(StorageUnavailable):
                 await self._check_positions()
 
     async def _check_positions(self) -> None:
         """A stream whose top seq is past what was handed over lost its last message."""
-        ready = [f for f in self._followed.values() if f.ready.done() and not f.busy]
+        ready = [f for f in self._followed.values() if f.ready.done() and f.synced]
         if not ready:
             return
         tops = await self._store.counts([f.stream_id for f in ready])
         for followed in ready:
             known = tops.get(followed.stream_id)
-            if known is None or followed.busy:
+            if known is None or not followed.synced:
                 continue
             epoch, top, _ = known
             if epoch != followed.target.epoch or top > followed.target.last_seq:
