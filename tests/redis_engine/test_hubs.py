@@ -17,6 +17,7 @@ import websockets
 
 from executor_streamer.history.shared import Published
 from executor_streamer.redis_engine.store import RedisHistory
+from executor_streamer.security import Scope, mint_token
 
 from ..live_server import Served, ServerFactory, status
 from ..redis_server import RedisServer, running_redis
@@ -457,3 +458,78 @@ async def test_history_and_screenshots_are_shared(
     async with httpx.AsyncClient(base_url=b.base_url) as http:
         page = (await http.get("/api/streams/wf-1/history", params={"types": "STATUS"})).json()
     assert [e["seq"] for e in page["events"]] == [2, 3]
+
+
+SECRET = "multi-node-secret-" + "k" * 40
+
+
+def secured_config(url: str, **limits: Any) -> dict[str, Any]:
+    config = redis_config(url)
+    config["security"] = {
+        "authenticationRequired": True,
+        "jwt": {"secret": SECRET},
+        "rateLimiting": {"enabled": True, **limits} if limits else {"enabled": False},
+    }
+    return config
+
+
+def bearer(sub: str = "alice", **scope: Any) -> dict[str, str]:
+    granted = Scope(("*",), ("*",), scope.get("admin", False))
+    return {"authorization": "Bearer " + mint_token(SECRET, sub, granted, 600)}
+
+
+async def test_a_ticket_from_one_hub_opens_a_stream_on_another_once(
+    make_server: ServerFactory, redis_url: str
+) -> None:
+    """Behind a load balancer the ticket request and the EventSource may reach different
+    hubs: tickets live in Redis, and are still good for one use only."""
+    a, b = [await make_server(**secured_config(redis_url)) for _ in range(2)]
+    headers = bearer()
+    assert (
+        await a.http.post("/api/streams/wf-1/events", json=status(1), headers=headers)
+    ).is_success
+    ticket = (await a.http.post("/api/auth/tickets", headers=headers)).json()["ticket"]
+    url = "/api/streams/wf-1/poll"
+    assert (await b.http.get(url, params={"ticket": ticket, "since": 0})).status_code == 200
+    assert (await a.http.get(url, params={"ticket": ticket, "since": 0})).status_code == 401
+
+
+async def test_rate_limits_hold_across_hubs(make_server: ServerFactory, redis_url: str) -> None:
+    """Requests per minute are counted in Redis: spreading them over two hubs does not
+    double the allowance."""
+    config = secured_config(redis_url, maxRequestsPerMinute=10)
+    a, b = [await make_server(**config) for _ in range(2)]
+    headers = bearer("carol")
+    answers = [
+        (await (a if i % 2 else b).http.get("/api/streams", headers=headers)).status_code
+        for i in range(14)
+    ]
+    assert answers.count(200) == 10 and answers[-1] == 429
+    other = await a.http.get("/api/streams", headers=bearer("dave"))
+    assert other.status_code == 200
+
+
+async def test_views_span_every_hub(make_server: ServerFactory, redis_url: str) -> None:
+    """A stream's clients, its stats and the hub metrics count every hub's share; /metrics
+    stays per hub, each sample labelled with its node."""
+    a, b = await hubs(make_server, redis_url, 2)
+    await publish(a, "wf-1", status(1))
+    await publish(b, "wf-1", status(2), status(3))
+    async with watching(Watcher(a, "wf-1"), Watcher(b, "wf-1"), Watcher(b, "wf-1")):
+        for hub in (a, b):
+            assert hub.hub.cluster is not None
+            await hub.hub.cluster.publish_report()
+        clients = (await a.http.get("/api/streams/wf-1/clients")).json()
+        assert len(clients) == 3
+        assert len((await b.http.get("/api/streams/wf-1")).json()["clients"]) == 3
+        stats = (await a.http.get("/api/streams/wf-1/stats")).json()
+        assert stats["clientCount"] == 3 and stats["totalEvents"] == 3
+        assert stats["eventsInLastHour"] == 3
+        metrics = (await b.http.get("/api/streams/metrics")).json()
+        assert metrics["totalClients"] == 3
+        assert metrics["clientsByType"]["WEBSOCKET"] == 3
+        text = (await a.http.get("/metrics")).text
+        node = a.hub.streams.shared.node  # type: ignore[union-attr]
+        assert (
+            f'executor_streamer_events_published_total{{node="{node}",type="STATUS"}} 1.0' in text
+        )

@@ -35,13 +35,21 @@ from ..errors import (
 from ..history.base import HistoryStore
 from ..history.memory import MemoryHistory
 from ..history.records import EventRecord
+from ..types.analytics import StreamMetrics, StreamStats
 from ..types.base import utc_now
 from ..types.enums import ClientType, SessionStatus
 from ..types.events import ErrorContext
 from ..types.filters import MAX_HISTORY_LIMIT, MAX_SEQ, HistoryFilter, StreamFilter
-from ..types.streams import ManagerHealth, ModuleSessionInfo, StreamConfig, StreamSession
+from ..types.streams import (
+    ManagerHealth,
+    ModuleSessionInfo,
+    StreamClientInfo,
+    StreamConfig,
+    StreamSession,
+)
 from .analytics import StreamAnalytics
 from .clients import ClientRegistry, ClientSession
+from .cluster_view import REPORT_SECONDS, ClusterView
 from .counters import HubCounters
 from .lifecycle import LifecycleCallbacks, LifecycleNotifier
 from .publisher import StreamPublisher
@@ -79,6 +87,13 @@ class ExecutorStreamer:
         self.publisher = StreamPublisher(self.config, self.streams, self.storage, self.counters)
         self.history = StreamHistory(self.streams, self.storage)
         self.analytics = StreamAnalytics(self.streams, self.clients, self.counters, self.history)
+        shared = self.streams.shared
+        self.cluster = (
+            None
+            if shared is None
+            else ClusterView(shared, self.streams, self.clients, self.counters, self.analytics)
+        )
+        """Cluster-wide views, with hubs sharing a backend (docs/multi-node.md)."""
         self._maintenance_interval = maintenance_interval
         self._maintenance: asyncio.Task[None] | None = None
         self._stopped = False
@@ -202,6 +217,34 @@ class ExecutorStreamer:
             except StorageUnavailable as exc:
                 return health.model_copy(update={"is_healthy": False, "errors": [exc.message]})
         return health
+
+    # -- views that span every hub sharing the backend ----------------------------------
+
+    async def stream_clients(self, ref: str) -> list[StreamClientInfo]:
+        """The stream's clients, on every hub."""
+        stream = await self.streams.located(ref)
+        if self.cluster is None:
+            return [c.info(stream.id) for c in stream.clients.values()]
+        return await self.cluster.clients(stream)
+
+    async def stream_session(self, ref: str) -> StreamSession:
+        """:meth:`get_stream`, with the state and clients every hub shares."""
+        stream = await self.streams.refreshed(ref)
+        session = stream.session()
+        if self.cluster is not None:
+            session = session.model_copy(update={"clients": await self.cluster.clients(stream)})
+        return session
+
+    async def metrics(self) -> StreamMetrics:
+        return (
+            self.analytics.get_metrics() if self.cluster is None else await self.cluster.metrics()
+        )
+
+    async def stream_stats(self, ref: str) -> StreamStats:
+        stream = await self.streams.located(ref)
+        if self.cluster is None:
+            return await self.analytics.get_stream_stats(stream.id)
+        return await self.cluster.stream_stats(stream)
 
     # -- clients -----------------------------------------------------------------------
 
@@ -399,13 +442,16 @@ class ExecutorStreamer:
     async def _maintain(self) -> None:
         loop = asyncio.get_running_loop()
         next_retention = loop.time()
-        next_sync = loop.time()
+        next_sync = next_report = loop.time()
         while True:
             try:
                 self.expire_idle_clients()
                 if loop.time() >= next_sync:
                     next_sync = loop.time() + REGISTRY_SYNC_SECONDS
                     await self.streams.sync_registry()
+                if self.cluster is not None and loop.time() >= next_report:
+                    next_report = loop.time() + REPORT_SECONDS
+                    await self.cluster.publish_report()
                 if loop.time() >= next_retention:
                     next_retention = loop.time() + RETENTION_EVERY_SECONDS
                     removed = await self.history.apply_retention()

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from limits.aio.storage import Storage
+
 from ..types.enums import StreamEventType
 from .base import HistoryStore, StoredScreenshot, StreamState
 from .records import EventRecord
@@ -106,6 +108,23 @@ class SharedStore(HistoryStore, Protocol):
     async def follow(self, stream_id: str, target: FollowTarget) -> None:
         """Return once every event after ``target.last_seq`` (as the store reports it
         now) will reach ``target.receive``, in seq order."""
+
+    async def put_once(self, key: str, value: bytes, ttl_seconds: float) -> None:
+        """Keep ``value`` for ``ttl_seconds``, to be taken once by any hub (tickets)."""
+
+    async def take_once(self, key: str) -> bytes | None: ...
+
+    def rate_limit_storage(self) -> Storage:
+        """Where the ``limits`` library keeps counters, shared by every hub."""
+
+    async def put_report(self, report: bytes, ttl_seconds: float) -> None:
+        """This hub's figures (its clients, its counters), for the cluster-wide views."""
+
+    async def reports(self) -> dict[str, bytes]:
+        """The other hubs' latest reports, by node."""
+
+    async def drop_reports(self, nodes: Sequence[str]) -> None:
+        """Forget the reports of hubs that stopped reporting."""
 
     async def caught_up(self, stream_id: str) -> None:
         """Hand a followed stream's target every event stored so far, now."""

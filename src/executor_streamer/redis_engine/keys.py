@@ -12,6 +12,10 @@ from dataclasses import dataclass
 PREFIX = "es:"
 SESSIONS = PREFIX + "sessions"
 """Hash: workflow session id → stream id, the cluster's registry of streams."""
+NODES = PREFIX + "nodes"
+"""Hash: node → its latest report (clients and counters) for the cluster-wide views."""
+ONCE = PREFIX + "once:"
+"""Prefix of values taken once (tickets), each with its own expiry."""
 CONTROL = PREFIX + "control"
 """Channel every hub hears: a stream was created, changed state or was purged."""
 

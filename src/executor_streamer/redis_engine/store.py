@@ -17,6 +17,7 @@ redis-py as usual.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
@@ -25,6 +26,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from limits.aio.storage import RedisStorage, Storage
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
@@ -42,7 +44,7 @@ from ..types.enums import StreamEventType
 from ..types.filters import HistoryFilter
 from ..types.streams import StreamConfig
 from .follower import ChannelFollower
-from .keys import CONTROL, SESSIONS, StreamKeys, keys_for
+from .keys import CONTROL, NODES, ONCE, PREFIX, SESSIONS, StreamKeys, keys_for
 from .scripts import Scripts
 
 IDEMPOTENCY_MS = 5 * 60 * 1000
@@ -66,6 +68,7 @@ class RedisHistory:
     def __init__(self, url: str, *, probe_interval: float = 1.0) -> None:
         self.url = url
         self.node = node_name()
+        self._node = self.node.encode()
         timeouts: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0}
         self._redis = Redis.from_url(
             url,
@@ -94,6 +97,8 @@ class RedisHistory:
 
     async def close(self) -> None:
         await self.follower.stop()
+        with contextlib.suppress(StorageUnavailable):  # gone: no more report from here
+            await self.drop_reports([self.node])
         await self._redis.aclose()
         await self._publisher.aclose()
 
@@ -164,6 +169,33 @@ class RedisHistory:
 
     async def follow(self, stream_id: str, target: FollowTarget) -> None:
         await self.follower.follow(stream_id, target)
+
+    async def put_once(self, key: str, value: bytes, ttl_seconds: float) -> None:
+        await self._call(self._redis.set(ONCE + key, value, px=int(ttl_seconds * 1000)))
+
+    async def take_once(self, key: str) -> bytes | None:
+        value: bytes | None = await self._call(self._redis.getdel(ONCE + key))
+        return value
+
+    def rate_limit_storage(self) -> Storage:
+        # On this store's connection pool, so closing the store closes its connections.
+        return RedisStorage(
+            "async+" + self.url,
+            implementation="redispy",
+            key_prefix=PREFIX + "limits",
+            connection_pool=self._redis.connection_pool,  # type: ignore[arg-type]
+        )
+
+    async def put_report(self, report: bytes, ttl_seconds: float) -> None:
+        await self._call(self._redis.hset(NODES, self.node, report))
+
+    async def reports(self) -> dict[str, bytes]:
+        found: dict[bytes, bytes] = await self._call(self._redis.hgetall(NODES))
+        return {node.decode(): report for node, report in found.items() if node != self._node}
+
+    async def drop_reports(self, nodes: Sequence[str]) -> None:
+        if nodes:
+            await self._call(self._redis.hdel(NODES, *nodes))
 
     async def caught_up(self, stream_id: str) -> None:
         await self.follower.caught_up(stream_id)

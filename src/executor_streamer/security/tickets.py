@@ -5,50 +5,107 @@ header, and a long-lived token in a URL ends up in proxy logs and browser histor
 client that holds a credential trades it (``POST /api/auth/tickets``) for a ticket:
 random, good for one use within ``ttl`` seconds, carrying the credential's subject and
 scope and never outliving the credential itself.
+
+Tickets are kept in this process, or, with hubs sharing a Redis (docs/multi-node.md), in
+Redis: a ticket one hub issued opens a connection to any other, once.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+from datetime import datetime
+from typing import Protocol
+
+import orjson
 
 from ..errors import Unauthorized
 from .credentials import Principal
+from .scope import Scope
 
 TICKET_TTL_SECONDS = 30
 
 
-class Tickets:
-    def __init__(self, ttl_seconds: float = TICKET_TTL_SECONDS) -> None:
-        self.ttl = ttl_seconds
-        self._issued: dict[str, tuple[float, Principal]] = {}
+class OnceStore(Protocol):
+    """Values that can be taken once, within a time (a shared store provides one)."""
 
-    def issue(self, principal: Principal) -> str:
+    async def put_once(self, key: str, value: bytes, ttl_seconds: float) -> None: ...
+
+    async def take_once(self, key: str) -> bytes | None:
+        """The value, removed in the same step; None if absent or expired."""
+
+
+class LocalOnceStore:
+    def __init__(self) -> None:
+        self._values: dict[str, tuple[float, bytes]] = {}
+
+    async def put_once(self, key: str, value: bytes, ttl_seconds: float) -> None:
         self._forget_expired()
-        ticket = secrets.token_urlsafe(32)
-        # What the ticket opens expires with the credential (``Principal.expires_at``).
-        self._issued[ticket] = (time.monotonic() + self.ttl, principal)
-        return ticket
+        self._values[key] = (time.monotonic() + ttl_seconds, value)
 
-    def redeem(self, ticket: str) -> Principal:
-        """The principal a ticket was issued to; the ticket is spent. A ticket that is
-        unknown, spent or past its time is ``Unauthorized``."""
-        entry = self._issued.pop(ticket, None)
-        if entry is None:
-            raise Unauthorized(reason="unknown or spent ticket")
-        deadline, principal = entry
-        if time.monotonic() > deadline:
-            raise Unauthorized(reason="expired ticket")
-        return principal
+    async def take_once(self, key: str) -> bytes | None:
+        entry = self._values.pop(key, None)
+        if entry is None or time.monotonic() > entry[0]:
+            return None
+        return entry[1]
 
     def _forget_expired(self) -> None:
-        # Deadlines grow in issue order, and dicts keep that order: the expired are first.
+        # Deadlines grow in insertion order (one ttl), and dicts keep that order.
         now = time.monotonic()
-        while self._issued:
-            oldest = next(iter(self._issued))
-            if self._issued[oldest][0] >= now:
+        while self._values:
+            oldest = next(iter(self._values))
+            if self._values[oldest][0] >= now:
                 return
-            del self._issued[oldest]
+            del self._values[oldest]
 
     def __len__(self) -> int:
-        return len(self._issued)
+        return len(self._values)
+
+
+class Tickets:
+    def __init__(self, store: OnceStore | None = None, ttl_seconds: float = TICKET_TTL_SECONDS):
+        self.ttl = ttl_seconds
+        self.store: OnceStore = store or LocalOnceStore()
+
+    async def issue(self, principal: Principal) -> str:
+        ticket = secrets.token_urlsafe(32)
+        # What the ticket opens expires with the credential (``Principal.expires_at``).
+        await self.store.put_once(_key(ticket), _dump(principal), self.ttl)
+        return ticket
+
+    async def redeem(self, ticket: str) -> Principal:
+        """The principal a ticket was issued to; the ticket is spent. A ticket that is
+        unknown, spent or past its time is ``Unauthorized``."""
+        value = await self.store.take_once(_key(ticket))
+        if value is None:
+            raise Unauthorized(reason="unknown, spent or expired ticket")
+        return _load(value)
+
+
+def _key(ticket: str) -> str:
+    return "ticket:" + ticket
+
+
+def _dump(principal: Principal) -> bytes:
+    scope = principal.scope
+    return orjson.dumps(
+        {
+            "sub": principal.subject,
+            "scope": {
+                "subscribe": list(scope.subscribe),
+                "publish": list(scope.publish),
+                "admin": scope.admin,
+            },
+            "exp": None if principal.expires_at is None else principal.expires_at.isoformat(),
+        }
+    )
+
+
+def _load(value: bytes) -> Principal:
+    data = orjson.loads(value)
+    expires = data["exp"]
+    return Principal(
+        data["sub"],
+        Scope.from_claim(data["scope"]),
+        None if expires is None else datetime.fromisoformat(expires),
+    )

@@ -145,7 +145,7 @@ def create_app(hub: ExecutorStreamer) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.hub = hub
-    app.state.gate = Gate(hub.config)
+    app.state.gate = Gate(hub.config, hub.streams.shared)
     app.state.metrics = ServerMetrics(hub)
     app.state.connections = connections
     limits = hub.config.limits

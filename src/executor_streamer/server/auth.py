@@ -20,6 +20,7 @@ from ..config import ExecutorStreamerConfig, JwtConfig
 from ..core.hub import ExecutorStreamer
 from ..core.ids import STREAM_ID_PREFIX
 from ..errors import Forbidden, StreamNotFound, Unauthorized
+from ..history.shared import SharedStore
 from ..security import ApiKey, ApiKeys, Authenticator, JwtVerifier, Principal, RateLimits, Tickets
 from ..security.scope import Scope
 
@@ -27,7 +28,9 @@ _log = structlog.get_logger("executor_streamer.auth")
 
 
 class Gate:
-    def __init__(self, config: ExecutorStreamerConfig) -> None:
+    def __init__(self, config: ExecutorStreamerConfig, shared: SharedStore | None = None) -> None:
+        """With ``shared`` (hubs sharing a Redis), tickets and rate-limit counters live
+        there, so they hold across hubs (docs/multi-node.md)."""
         security = config.security
         self.required = security.authentication_required
         self.authenticator = Authenticator(
@@ -41,13 +44,14 @@ class Gate:
             if security.api_keys
             else None,
         )
-        self.tickets = Tickets()
+        self.tickets = Tickets(shared)
         limits = security.rate_limiting
         self.rate: RateLimits | None = (
             RateLimits(
                 requests_per_minute=limits.max_requests_per_minute,
                 events_per_second=limits.max_events_per_second,
                 connections_per_subject=limits.max_connections_per_subject,
+                storage=None if shared is None else shared.rate_limit_storage(),
             )
             if limits.enabled
             else None
@@ -96,7 +100,7 @@ class Gate:
                 return await self.authenticator.verify(credential.strip())
             presented = conn.query_params.get("ticket") if ticket else None
             if presented:
-                return self.tickets.redeem(presented)
+                return await self.tickets.redeem(presented)
             raise Unauthorized(reason="no credential")
         except Unauthorized as exc:
             await self._refused(conn, exc)

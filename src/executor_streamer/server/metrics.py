@@ -27,15 +27,21 @@ _type_of = attrgetter("type")
 class ServerMetrics:
     def __init__(self, hub: ExecutorStreamer) -> None:
         self.hub = hub
-        self.registry = CollectorRegistry(auto_describe=True)
+        own = CollectorRegistry(auto_describe=True)
         self.delivered: Counter[StreamEventType] = Counter(dict.fromkeys(StreamEventType, 0))
         self.publish_latency = Histogram(
             "executor_streamer_publish_latency_seconds",
             "Time from receiving a publish request to acknowledging it (stored and fanned out).",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
-            registry=self.registry,
+            registry=own,
         )
-        self.registry.register(_HubCollector(self))
+        own.register(_HubCollector(self))
+        shared = hub.streams.shared
+        if shared is None:
+            self.registry = own
+        else:  # one of several hubs: every sample says which (docs/multi-node.md)
+            self.registry = CollectorRegistry(auto_describe=True)
+            self.registry.register(_NodeLabelled(own, shared.node))
 
     def record_delivered(self, records: Sequence[EventRecord]) -> None:
         # Counter.update counts in C: this runs for every client on every flush.
@@ -43,6 +49,22 @@ class ServerMetrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _NodeLabelled(Collector):
+    """Another registry's metrics, each sample with a ``node`` label added."""
+
+    def __init__(self, inner: CollectorRegistry, node: str) -> None:
+        self._inner = inner
+        self._node = node
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self._inner.collect():
+            metric.samples = [
+                sample._replace(labels={**sample.labels, "node": self._node})
+                for sample in metric.samples
+            ]
+            yield metric
 
 
 class _HubCollector(Collector):

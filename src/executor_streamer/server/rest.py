@@ -88,14 +88,14 @@ async def create_stream(request: Request, _: Admin, body: CreateStreamRequest) -
 
 @router.get("/streams/metrics", response_model=StreamMetrics, summary="Hub metrics")
 async def metrics(request: Request, _: Admin) -> Response:
-    return json(hub_of(request).analytics.get_metrics())
+    return json(await hub_of(request).metrics())
 
 
 @router.get("/streams/{ref}", response_model=StreamSession, responses=ERRORS)
 async def get_stream(request: Request, ref: str, caller: Caller) -> Response:
     hub = hub_of(request)
     Gate.may_read(caller, hub, ref)
-    return json((await hub.streams.refreshed(ref)).session())
+    return json(await hub.stream_session(ref))
 
 
 @router.delete("/streams/{ref}", status_code=204, responses=ERRORS)
@@ -243,8 +243,7 @@ async def history(
 async def clients(request: Request, ref: str, caller: Caller) -> Response:
     hub = hub_of(request)
     Gate.may_subscribe(caller, hub, ref)
-    stream = hub.streams.resolve(ref)
-    return json([client.info(stream.id).to_wire() for client in stream.clients.values()])
+    return json([client.to_wire() for client in await hub.stream_clients(ref)])
 
 
 @router.delete("/streams/{ref}/clients/{client_id}", status_code=204, responses=ERRORS)
@@ -297,7 +296,7 @@ async def screenshot(request: Request, ref: str, screenshot_id: str, caller: Cal
 async def stats(request: Request, ref: str, caller: Caller) -> Response:
     hub = hub_of(request)
     Gate.may_subscribe(caller, hub, ref)
-    return json(await hub.analytics.get_stream_stats(ref))
+    return json(await hub.stream_stats(ref))
 
 
 @router.get("/analytics/events", response_model=dict[StreamEventType, int])
@@ -330,5 +329,5 @@ async def client_activity(
 )
 async def issue_ticket(request: Request, caller: Caller) -> Response:
     gate: Gate = request.app.state.gate
-    ticket = gate.tickets.issue(caller)
+    ticket = await gate.tickets.issue(caller)
     return json({"ticket": ticket, "expiresIn": int(gate.tickets.ttl)}, 201)
