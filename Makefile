@@ -43,6 +43,7 @@ bench: $(STAMP) bench/fanout/node_modules
 	$(BIN)/python bench/collector.py
 	$(BIN)/python bench/fanout_core.py
 	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/multinode.py
 	$(BIN)/python bench/connections.py
 	$(BIN)/python bench/soak.py
 	scripts/test-tools

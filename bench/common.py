@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +57,25 @@ def start_server(
     process.kill()
     errors = process.stderr.read().decode() if process.stderr else ""
     raise RuntimeError(f"{command} did not start: {errors}")
+
+
+def start_redis(cpu: str = "") -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server of the benchmark's own on a free port, without persistence (what is
+    measured is the hub; Redis' AOF would add Redis' own disk writes), optionally pinned
+    to ``cpu``. Returns the process and its URL."""
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    command += ["--appendonly", "no", "--dir", tempfile.mkdtemp(), "--loglevel", "warning"]
+    if cpu:
+        command = ["taskset", "-c", cpu, *command]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    for _ in range(100):
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return process, url
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("redis-server did not start")
 
 
 def serve_command(*options: str) -> list[str]:

@@ -6,7 +6,9 @@ Measures, side by side in one run, the median over R repetitions of:
 - in-process single publishes (``hub.publisher.publish_status``) from one publisher
   awaiting each in turn and from 8 concurrent publishers (whose publishes the group
   committer stores together), and 100-event batches from one and from 8 publishers,
-  into memory, SQLite (a temporary file) and PostgreSQL (127.0.0.1:5432, database test);
+  into memory, SQLite (a temporary file), PostgreSQL (127.0.0.1:5432, database test) and
+  Redis (a redis-server of its own, without persistence: the engine for several hubs,
+  whose publishes are each a Lua script call);
 - HTTP single-event and 100-event-batch publishes against a real ``executor-streamer
   serve`` process on each of those backends, over 8 connections, driven by wrk (Debian
   package ``wrk``) when it is installed: a load generator far cheaper than the server it
@@ -37,15 +39,18 @@ from concurrent.futures import ProcessPoolExecutor
 
 import httpx
 
-from common import RESULTS, serve_command, start_server, write_report
+from common import RESULTS, serve_command, start_redis, start_server, write_report
 from executor_streamer import ExecutorStreamer, ExecutorStreamerConfig
 from executor_streamer.history import HistoryStore, MemoryHistory
 from executor_streamer.history.sql import SqlHistory
+from executor_streamer.redis_engine.store import RedisHistory
 from executor_streamer.server.runner import tune_garbage_collector
 
 POSTGRES_URL = os.environ.get(
     "EXECUTOR_STREAMER_BENCH_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
+REDIS_URL = "EXECUTOR_STREAMER_BENCH_REDIS"
+"""Set by main() to the redis-server it started, for the processes it spawns."""
 BATCH = 100
 CONCURRENCY = 8
 
@@ -86,6 +91,8 @@ async def in_process(events: int, batched: bool, storage: str, publishers: int =
 def make_storage(storage: str) -> HistoryStore:
     if storage == "memory":
         return MemoryHistory()
+    if storage == "redis":
+        return RedisHistory(os.environ[REDIS_URL])
     if storage == "sqlite":
         return SqlHistory(f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/bench.db")
     return SqlHistory(POSTGRES_URL)
@@ -149,11 +156,15 @@ SERVE_STORAGE = {
     "memory": [],
     "sqlite": ["--storage", "file", "--connection-string", "{tmp}/serve.db"],
     "postgres": ["--storage", "database", "--connection-string", POSTGRES_URL],
+    "redis": ["--storage", "redis", "--connection-string", "{redis}"],
 }
 
 
 def start_hub(storage: str) -> tuple[subprocess.Popen[bytes], str]:
-    options = [option.format(tmp=tempfile.mkdtemp()) for option in SERVE_STORAGE[storage]]
+    options = [
+        option.format(tmp=tempfile.mkdtemp(), redis=os.environ.get(REDIS_URL, ""))
+        for option in SERVE_STORAGE[storage]
+    ]
     history = {
         "EXECUTOR_STREAMER_DEFAULT_STREAM_CONFIG__MAX_HISTORY_SIZE": "1000000",
         "EXECUTOR_STREAMER_LIMITS__MAX_HISTORY_SIZE": "1000000",
@@ -213,10 +224,14 @@ def in_fresh_process(storage: str, events: int, repeat: int) -> dict[str, float]
 async def main(events: int, repeat: int) -> None:
     rows: dict[str, float] = {}
     spawn = multiprocessing.get_context("spawn")
-    for storage in ("memory", "sqlite", "postgres"):
-        with ProcessPoolExecutor(1, mp_context=spawn) as pool:
-            rows |= pool.submit(in_fresh_process, storage, events, repeat).result()
-        rows |= await http_rows(storage, events, repeat)
+    redis, os.environ[REDIS_URL] = start_redis()
+    try:
+        for storage in ("memory", "sqlite", "postgres", "redis"):
+            with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+                rows |= pool.submit(in_fresh_process, storage, events, repeat).result()
+            rows |= await http_rows(storage, events, repeat)
+    finally:
+        redis.kill()
     print(f"\n| ingest | events/s (median of {repeat}) |\n|---|---:|")
     for name, rate in rows.items():
         print(f"| {name} | {rate:,.0f} |")

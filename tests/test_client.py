@@ -73,3 +73,12 @@ class TestOverHttp:
             await client.close_stream("wf-1")
             with pytest.raises(StreamClosed):
                 await client.publish_status("wf-1", "a", "b")
+
+
+async def test_a_publish_retried_with_its_idempotency_key_is_stored_once(served: Served) -> None:
+    async with HubClient(served.base_url) as client:
+        event = {"type": "STATUS", "data": {"statusType": "n", "status": "once"}}
+        first = await client.publish_event("wf-idem", event, idempotency_key="k-1")
+        again = await client.publish_event("wf-idem", event, idempotency_key="k-1")
+        assert again == first
+        assert (await served.http.get("/api/streams/wf-idem/history")).json()["total"] == 1

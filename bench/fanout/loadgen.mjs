@@ -5,7 +5,8 @@
 //                      "stream":"bench-1","subscribers":100,"rate":1000,"seconds":4}'
 //
 // With "token" in the spec (a hub with authentication on), every request and WebSocket
-// upgrade carries it as `Authorization: Bearer`.
+// upgrade carries it as `Authorization: Bearer`. With "subscriberBases" (several hubs on
+// one Redis), the hub's subscribers connect to those in turn; the publisher uses "base".
 //
 // Prints one JSON line: achieved rate, deliveries, loss, out-of-order deliveries and
 // per-delivery latency percentiles (ms). Subscribers never parse whole events: they
@@ -19,6 +20,7 @@ import WebSocket from "ws";
 
 const spec = JSON.parse(process.argv[2]);
 const { kind, base, stream, subscribers, rate, seconds, token } = spec;
+const subscriberBases = spec.subscriberBases ?? [base];
 const auth = token ? { authorization: `Bearer ${token}` } : {};
 const WARMUP = 20; // events sent slowly first, not measured: connections and JITs settle
 const DRAIN_MS = 3000;
@@ -109,9 +111,9 @@ function peerOutOfOrder(tallies) {
 
 // -- subscribers, one kind per server ------------------------------------------------------
 
-function hubWebSocket(tally, batch) {
+function hubWebSocket(tally, batch, from = base) {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`${wsBase}/ws`, {
+    const ws = new WebSocket(`${from.replace(/^http/, "ws")}/ws`, {
       perMessageDeflate: false,
       skipUTF8Validation: true,
       headers: auth,
@@ -212,9 +214,9 @@ function socketIo(tally) {
 }
 
 const SUBSCRIBE = {
-  "hub-ws-batch": (tally) => hubWebSocket(tally, true),
-  "hub-ws": (tally) => hubWebSocket(tally, false),
-  "hub-sse": (tally) => eventSource(tally, `${base}/api/streams/${stream}/events`),
+  "hub-ws-batch": (tally, from) => hubWebSocket(tally, true, from),
+  "hub-ws": (tally, from) => hubWebSocket(tally, false, from),
+  "hub-sse": (tally, from) => eventSource(tally, `${from}/api/streams/${stream}/events`),
   "hub-poll": (tally) => longPoll(tally),
   "ws-peer": (tally) => plainWebSocket(tally, `${wsBase}/`),
   "socketio-peer": (tally) => socketIo(tally),
@@ -286,7 +288,9 @@ async function main() {
   const connectStarted = performance.now();
   const closers = [];
   for (let i = 0; i < tallies.length; i += 20) {
-    closers.push(...(await Promise.all(tallies.slice(i, i + 20).map((t) => SUBSCRIBE[kind](t)))));
+    const group = tallies.slice(i, i + 20);
+    const from = (j) => subscriberBases[(i + j) % subscriberBases.length];
+    closers.push(...(await Promise.all(group.map((t, j) => SUBSCRIBE[kind](t, from(j))))));
   }
   const connectSeconds = (performance.now() - connectStarted) / 1000;
 

@@ -80,17 +80,30 @@ class HubClient(PublishApi):
     async def close_stream(self, stream: str, purge: bool = False) -> None:
         self._json(await self._http.delete(f"/api/streams/{stream}", params={"purge": purge}))
 
-    async def publish_event(self, session_id: str, event: Mapping[str, Any]) -> StreamEvent:
-        return (await self.publish_batch(session_id, [event]))[0]
+    async def publish_event(
+        self,
+        session_id: str,
+        event: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+    ) -> StreamEvent:
+        """``idempotency_key``: sent again within 5 minutes, the same publish stores
+        nothing and returns what the first one stored (docs/rest.md)."""
+        return (await self.publish_batch(session_id, [event], idempotency_key=idempotency_key))[0]
 
     async def publish_batch(
-        self, session_id: str, events: Sequence[Mapping[str, Any]]
+        self,
+        session_id: str,
+        events: Sequence[Mapping[str, Any]],
+        *,
+        idempotency_key: str | None = None,
     ) -> list[StreamEvent]:
         body = events[0] if len(events) == 1 else {"events": list(events)}
+        headers = {"content-type": "application/json"}
+        if idempotency_key is not None:
+            headers["idempotency-key"] = idempotency_key
         response = await self._http.post(
-            f"/api/streams/{session_id}/events",
-            content=orjson.dumps(body),
-            headers={"content-type": "application/json"},
+            f"/api/streams/{session_id}/events", content=orjson.dumps(body), headers=headers
         )
         return [StreamEvent.model_validate(e) for e in self._json(response)["events"]]
 

@@ -16,6 +16,11 @@ export type EventType = (typeof EVENT_TYPES)[number];
 export declare const TRANSPORTS: readonly ["websocket", "sse", "polling"];
 export type Transport = (typeof TRANSPORTS)[number];
 
+export interface PublishOptions {
+  /** Sent again within 5 minutes, the same key stores nothing and returns the first result. */
+  idempotencyKey?: string;
+}
+
 export interface StreamEvent {
   id: string;
   streamId: string;
@@ -105,8 +110,8 @@ export declare class Client {
   constructor(options: ClientOptions);
   readonly url: string;
   subscribe(stream: string, options?: SubscribeOptions): Subscription;
-  publish(stream: string, event: EventInput): Promise<StreamEvent>;
-  publish(stream: string, events: EventInput[]): Promise<StreamEvent[]>;
+  publish(stream: string, event: EventInput, options?: PublishOptions): Promise<StreamEvent>;
+  publish(stream: string, events: EventInput[], options?: PublishOptions): Promise<StreamEvent[]>;
   publishReasoning(stream: string, thought: string, confidence: number, reasoningType: string, extra?: Extra & { context?: Record<string, unknown> }): Promise<StreamEvent>;
   publishCommandStarted(stream: string, commandName: string, action: string, extra?: Extra & { parameters?: Record<string, unknown>; commandId?: string }): Promise<StreamEvent>;
   publishCommandCompleted(stream: string, commandName: string, result: unknown, duration: number, extra?: Extra & { commandId?: string }): Promise<StreamEvent>;

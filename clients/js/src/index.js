@@ -76,8 +76,11 @@ export class Client {
     return token ? { ...extra, authorization: `Bearer ${token}` } : { ...extra };
   }
 
-  async request(method, path, body) {
-    const headers = await this.headers(body === undefined ? {} : { "content-type": "application/json" });
+  async request(method, path, body, extraHeaders = {}) {
+    const headers = await this.headers({
+      ...(body === undefined ? {} : { "content-type": "application/json" }),
+      ...extraHeaders,
+    });
     const response = await this.fetch(this.url + path, {
       method,
       headers,
@@ -86,10 +89,15 @@ export class Client {
     return answer(response);
   }
 
-  /** Publish one event `{type, data, metadata?}` or an array of them (one batch). */
-  async publish(stream, events) {
+  /**
+   * Publish one event `{type, data, metadata?}` or an array of them (one batch). With
+   * `idempotencyKey`, sending the same publish again (after a timeout, say) within 5
+   * minutes stores nothing and returns what the first one stored.
+   */
+  async publish(stream, events, { idempotencyKey } = {}) {
     const body = Array.isArray(events) ? (events.length === 1 ? events[0] : { events }) : events;
-    const stored = await this.request("POST", `/api/streams/${encodeURIComponent(stream)}/events`, body);
+    const extra = idempotencyKey === undefined ? {} : { "idempotency-key": idempotencyKey };
+    const stored = await this.request("POST", `/api/streams/${encodeURIComponent(stream)}/events`, body, extra);
     return Array.isArray(events) ? stored.events : stored.events[0];
   }
 

@@ -166,6 +166,15 @@ describe("against a hub", () => {
     assert.deepEqual([...declared.matchAll(/"([A-Z_]+)"/g)].map((m) => m[1]), [...EVENT_TYPES]);
   });
 
+  test("a publish sent again with its idempotency key is stored once", async () => {
+    const client = createClient({ url: hub.url });
+    const first = await client.publish("js-idem", [status(1), status(2)], { idempotencyKey: "js-k1" });
+    const again = await client.publish("js-idem", [status(1), status(2)], { idempotencyKey: "js-k1" });
+    assert.deepEqual(again, first);
+    const history = await client.request("GET", "/api/streams/js-idem/history");
+    assert.equal(history.total, 2);
+  });
+
   test("every typed publish is accepted, and a subscription sees them in order", async () => {
     const client = createClient({ url: hub.url });
     const stream = "js-typed";
