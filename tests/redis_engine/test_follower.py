@@ -135,3 +135,18 @@ async def test_order_holds_while_connections_drop_under_load(tmp_path: Path) -> 
             assert history.follower.reconnects >= 3
         finally:
             await history.close()
+
+
+async def test_publishes_sent_together_survive_a_forgotten_script(
+    store: RedisHistory, shared_redis: RedisServer
+) -> None:
+    """Publishes that queue up go to Redis in one pipeline; after SCRIPT FLUSH (what a
+    Redis restart does) the pipeline's NOSCRIPT answers are sent again once the script is
+    loaded: every publish stored once, seqs 1..N."""
+    target = Recorder()
+    await store.follow("str_f", target)
+    shared_redis.command("SCRIPT", "FLUSH")
+    await asyncio.gather(*(publish(store, n) for n in range(60)))
+    assert await target.until(60) == list(range(1, 61))
+    history = await store.read_range("str_f", 0, 1000, None)
+    assert [r.seq for r in history.records] == list(range(1, 61))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from ..history.base import StreamState
-from ..history.records import EventRecord
+from ..history.records import EventRecord, stamp_of
 from ..types.enums import SessionStatus
 from ..types.streams import StreamConfig
 from .subscription import CloseReason
@@ -51,7 +51,9 @@ class FollowedStream:
         stream = self.stream
         if stream.status is SessionStatus.INITIALIZING:
             stream.status = SessionStatus.ACTIVE
-        stream.deliver(records)
+        # Read back from the store, the records parse their events only when asked: the
+        # stamp is cut out of the bytes instead (a parse per delivery cost 4 % of a hub).
+        stream.deliver(records, stamp_of(records[-1].payload))
 
     def reset(self, epoch: str, last_seq: int) -> None:
         stream = self.stream

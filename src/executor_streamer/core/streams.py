@@ -164,10 +164,11 @@ class Stream:
         self._last_timestamp = max(utc_now(), self._last_timestamp)
         return self._last_timestamp
 
-    def deliver(self, records: Sequence[EventRecord]) -> None:
-        """Mark ``records`` stored and hand them to every subscriber, synchronously."""
+    def deliver(self, records: Sequence[EventRecord], stamp: datetime | None = None) -> None:
+        """Mark ``records`` stored and hand them to every subscriber, synchronously.
+        ``stamp`` is the last one's timestamp, when the caller has it without parsing it."""
         self.last_seq = records[-1].seq
-        self.last_activity = records[-1].event.timestamp
+        self.last_activity = stamp or records[-1].event.timestamp
         if not self.subscriptions:
             return
         size = sum(len(r.payload) for r in records)  # once for every subscriber's budget

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 
 from ..types.enums import StreamEventType
 from ..types.events import StreamEvent
@@ -76,6 +77,21 @@ class EventRecord:
 
     def __repr__(self) -> str:
         return f"EventRecord(seq={self.seq}, type={self.type.value}, payload={self.payload!r})"
+
+
+_STAMP = b'"timestamp":"'
+
+
+def stamp_text(payload: bytes) -> bytes:
+    """An event's timestamp as the fixed-width RFC 3339 text of its payload, found
+    without parsing it (text order is time order). The envelope's fields before it are
+    ids, a seq and a type, none of which can hold ``"timestamp":"``."""
+    at = payload.index(_STAMP) + len(_STAMP)
+    return payload[at : at + 24]
+
+
+def stamp_of(payload: bytes) -> datetime:
+    return datetime.fromisoformat(stamp_text(payload).decode().replace("Z", "+00:00"))
 
 
 Predicate = Callable[[EventRecord], bool]

@@ -34,15 +34,16 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..core.ids import new_epoch
+from ..core.ids import new_epoch, new_event_ids
 from ..errors import StorageUnavailable, StreamClosed
 from ..history.base import HistoryPage, ResumeRead, StoredScreenshot, StreamState, StreamWrite
-from ..history.records import EventRecord, Predicate, history_predicate
+from ..history.records import EventRecord, Predicate, history_predicate, stamp_text
 from ..history.shared import EventParts, FollowTarget, Published, StreamChanges
 from ..types.base import format_timestamp
 from ..types.enums import StreamEventType
 from ..types.filters import HistoryFilter
 from ..types.streams import StreamConfig
+from .batcher import ScriptBatcher
 from .follower import ChannelFollower
 from .keys import CONTROL, NODES, ONCE, PREFIX, SESSIONS, StreamKeys, keys_for
 from .scripts import Scripts
@@ -82,7 +83,7 @@ class RedisHistory:
             url, retry=Retry(NoBackoff(), 0), retry_on_timeout=False, **timeouts
         )
         self._scripts = Scripts(self._redis)
-        self._publish_script = Scripts(self._publisher).publish
+        self._publishes = ScriptBatcher(self._publisher, Scripts(self._publisher).publish)
         self.follower = ChannelFollower(self._redis, self._publisher, self, probe_interval)
         self._capacity: dict[str, int] = {}
 
@@ -224,7 +225,8 @@ class RedisHistory:
         if idempotency_key is not None:
             idem, kept = keys.idempotency("u:" + idempotency_key), IDEMPOTENCY_MS
         else:
-            idem, kept = keys.idempotency("a:" + secrets.token_urlsafe(12)), RETRY_KEY_MS
+            # An event id is random enough, and cheaper than asking the OS again.
+            idem, kept = keys.idempotency("a:" + new_event_ids(1)[0]), RETRY_KEY_MS
         args: list[Any] = [
             new_epoch(),  # taken only if the stream has no state (new, or Redis lost it)
             state.config.get("max_history_size", self._capacity.get(state.stream_id, 1000)),
@@ -251,7 +253,7 @@ class RedisHistory:
         script_keys = [keys.meta, keys.events, keys.images, idem]
         for pause in (*PUBLISH_RETRIES, None):
             try:
-                reply = await self._call(self._publish_script(keys=script_keys, args=args))
+                reply = await self._call(self._publishes.call(script_keys, args))
                 break
             except StorageUnavailable as exc:
                 if pause is None or not isinstance(exc.__cause__, _RETRIABLE):
@@ -330,7 +332,7 @@ class RedisHistory:
         total = 0
         page: list[EventRecord] = []
         async for record in self._scan(keys, after):
-            stamp = _stamp(record.payload)
+            stamp = stamp_text(record.payload)
             if start is not None and stamp < start:
                 continue
             if end is not None and stamp > end:
@@ -403,7 +405,7 @@ class RedisHistory:
         cutoff = format_timestamp(older_than).encode()
         keep_from: int | None = None
         async for record in self._scan(keys, 0):
-            if _stamp(record.payload) >= cutoff:
+            if stamp_text(record.payload) >= cutoff:
                 keep_from = record.seq
                 break
         if keep_from is None:
@@ -468,15 +470,6 @@ def _seq(entry_id: bytes) -> int:
 def _record(entry: tuple[bytes, dict[bytes, bytes]]) -> EventRecord:
     entry_id, fields = entry
     return EventRecord.stored(_seq(entry_id), StreamEventType(fields[b"t"].decode()), fields[b"p"])
-
-
-_STAMP = b'"timestamp":"'
-
-
-def _stamp(payload: bytes) -> bytes:
-    """The event's timestamp as its fixed-width RFC 3339 text (text order is time order)."""
-    at = payload.index(_STAMP) + len(_STAMP)
-    return payload[at : at + 24]
 
 
 def _screenshot_id(record: EventRecord) -> str | None:
