@@ -87,20 +87,24 @@ async def test_resume_after_the_hub_drops_it_while_publishing(served: Served) ->
         sub = client.subscribe("wf-1", since=0, on_state=lambda s: states.append(s.state))
         received = asyncio.create_task(take(sub, 300, seconds=30))
 
-        async def publish() -> None:
-            for start in range(0, 300, 10):
-                await served.publish("wf-1", *[status(n) for n in range(start, start + 10)])
-                await asyncio.sleep(0.01)
-
         async def drop() -> None:
-            for _ in range(3):
-                await asyncio.sleep(0.1)
-                for client_info in await clients_of(served, "wf-1"):
-                    await served.http.delete(f"/api/streams/wf-1/clients/{client_info['id']}")
+            for client_info in await clients_of(served, "wf-1"):
+                await served.http.delete(f"/api/streams/wf-1/clients/{client_info['id']}")
 
-        await asyncio.gather(publish(), drop())
+        # The drops come between publishes, before the last event is published: the
+        # reading loop cannot have ended before one (it once did, timed by sleeps).
+        for start in range(0, 300, 10):
+            if start in (80, 160, 240):
+                await drop()
+            await served.publish("wf-1", *[status(n) for n in range(start, start + 10)])
+            await asyncio.sleep(0.01)
         assert await received == list(range(1, 301))
-        # Dropped and back, then closed as the reading loop ended.
+        # Dropped and back, then closed as the reading loop ended: the loop's iterator is
+        # finalized by the event loop, a moment after the loop returned.
+        for _ in range(200):
+            if states[-1] == "closed":
+                break
+            await asyncio.sleep(0.01)
         assert "reconnecting" in states and states[-2:] == ["live", "closed"]
         await sub.close()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,6 +39,7 @@ class Recorder:
         self.last_seq = 0
         self.idle = False
         self.seqs: list[int] = []
+        self.resets: list[tuple[str, int]] = []
 
     def receive(self, records: list[EventRecord]) -> None:
         assert records[0].seq == self.last_seq + 1, (self.last_seq, [r.seq for r in records])
@@ -45,6 +47,7 @@ class Recorder:
         self.last_seq = records[-1].seq
 
     def reset(self, epoch: str, last_seq: int) -> None:
+        self.resets.append((epoch, last_seq))
         self.epoch, self.last_seq = epoch, last_seq
 
     async def until(self, count: int) -> list[int]:
@@ -107,6 +110,33 @@ async def test_a_message_pubsub_lost_is_filled_from_the_stream(
     await publish(store, 4)
     assert await target.until(4) == [1, 2, 3, 4]
     assert store.follower.gaps_filled >= 1
+
+
+async def test_events_trimmed_before_they_were_handed_over_reset_the_position(
+    store: RedisHistory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seqs 2-6 never reach this hub and history keeps only 3 events: once 7 is stored,
+    2 to 4 are gone. The target is reset past the loss (its subscribers resume and learn
+    recovered: false), then gets 5, 6, 7."""
+    small = replace(STATE, stream_id="str_s", workflow_session_id="wf-s")
+    small = replace(small, config={"max_history_size": 3})
+    await store.register(small)
+    target = Recorder()
+    await store.follow("str_s", target)
+    await store.publish(small, parts(1), "2026-01-01T00:00:00.000Z", None)
+    assert await target.until(1) == [1]
+    real = keys_for
+    monkeypatch.setattr(
+        store_module,
+        "keys_for",
+        lambda stream_id: replace(real(stream_id), channel="es:nowhere"),
+    )
+    for n in range(2, 7):
+        await store.publish(small, parts(n), "2026-01-01T00:00:00.000Z", None)
+    monkeypatch.setattr(store_module, "keys_for", real)
+    await store.publish(small, parts(7), "2026-01-01T00:00:00.000Z", None)
+    assert await target.until(4) == [1, 5, 6, 7]
+    assert target.resets[-1] == ("e0", 4)
 
 
 async def test_order_holds_while_connections_drop_under_load(tmp_path: Path) -> None:

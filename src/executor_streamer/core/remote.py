@@ -56,8 +56,10 @@ class FollowedStream:
         stream.deliver(records, stamp_of(records[-1].payload))
 
     def reset(self, epoch: str, last_seq: int) -> None:
+        """Positions held here mean nothing now (another epoch, or events lost before they
+        could be handed over): subscribers are closed to resume, and learn it."""
         stream = self.stream
-        if epoch != stream.epoch or last_seq < stream.last_seq:
+        if stream.subscriptions:
             for sub in list(stream.subscriptions):
                 sub.close(CloseReason.RESET)
             _log.warning("stream_reset", stream_id=stream.id, epoch=epoch, last_seq=last_seq)

@@ -66,8 +66,10 @@ class FollowTarget(Protocol):
         """Events ``last_seq + 1 ...`` in order, of the current epoch."""
 
     def reset(self, epoch: str, last_seq: int) -> None:
-        """The stream is now at ``epoch`` and ``last_seq``; positions in another epoch
-        mean nothing here, so whoever held one must resume."""
+        """The stream is now at ``epoch`` and ``last_seq``, and positions held before
+        mean nothing (another epoch, or events trimmed before they were handed over):
+        whoever held one must resume. Also called, with nobody holding one yet, when a
+        stream is first followed."""
 
 
 class StreamChanges(Protocol):

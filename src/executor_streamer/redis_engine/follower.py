@@ -171,12 +171,15 @@ class ChannelFollower:
         records = await self._store.read_after(followed.stream_id, target.last_seq, until)
         records = [r for r in records if r.seq > target.last_seq]
         if records and records[0].seq != target.last_seq + 1:
+            # Trimmed before this hub could read them (it was cut off from Redis longer
+            # than the history lasts): its subscribers resume and learn what they lost.
             _log.warning(
                 "events_lost_before_delivery",
                 stream_id=followed.stream_id,
                 missing_from=target.last_seq + 1,
                 missing_to=records[0].seq - 1,
             )
+            target.reset(target.epoch, records[0].seq - 1)
         if records:
             self.gaps_filled += 1
             target.receive(records)
