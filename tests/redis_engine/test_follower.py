@@ -25,6 +25,7 @@ from executor_streamer.types import StreamEvent, StreamEventType
 from executor_streamer.types.events import StatusData
 
 from ..redis_server import RedisServer, running_redis
+from .silent_proxy import SilentProxy
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 CONFIG = {"max_history_size": 10_000}
@@ -180,3 +181,37 @@ async def test_publishes_sent_together_survive_a_forgotten_script(
     assert await target.until(60) == list(range(1, 61))
     history = await store.read_range("str_f", 0, 1000, None)
     assert [r.seq for r in history.records] == list(range(1, 61))
+
+
+async def test_a_silently_dead_pubsub_connection_is_replaced(
+    shared_redis: RedisServer, redis_url: str
+) -> None:
+    """The pub/sub connection stops passing anything, without being closed: no error
+    will ever come. The probe's pings go unanswered, the connection is replaced, and the
+    events published meanwhile (by another hub, on a healthy connection) arrive."""
+    proxy = await SilentProxy(shared_redis.port).start()
+    behind = RedisHistory(proxy.url, probe_interval=0.2)
+    direct = RedisHistory(redis_url, probe_interval=60)
+    await behind.start()
+    await direct.start()
+    try:
+        await direct.register(STATE)
+        target = Recorder()
+        await behind.follow("str_f", target)
+        await publish(direct, 1)
+        assert await target.until(1) == [1]
+        proxy.silence_pubsub()
+        for n in range(2, 6):
+            await publish(direct, n)
+        assert await target.until(5) == [1, 2, 3, 4, 5]
+        for _ in range(100):  # the probe notices within 3 pings and 2 s
+            if behind.follower.reconnects:
+                break
+            await asyncio.sleep(0.05)
+        assert behind.follower.reconnects == 1
+        await publish(direct, 6)  # and the new connection hears at once
+        assert await target.until(6) == [1, 2, 3, 4, 5, 6]
+    finally:
+        await behind.close()
+        await direct.close()
+        await proxy.close()

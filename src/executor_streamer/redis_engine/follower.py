@@ -43,6 +43,8 @@ _log = structlog.get_logger("executor_streamer.redis")
 _TYPES = {t.value.encode(): t for t in StreamEventType}
 FOLLOW_TIMEOUT = 5.0
 READ_TIMEOUT = 0.5
+SILENT_AFTER_PINGS = 3
+"""A connection whose last pong is this many probe intervals (and 2 s) old is dead."""
 
 
 @dataclass(eq=False)
@@ -337,7 +339,7 @@ class ChannelFollower:
             await asyncio.sleep(self._probe_interval)
             if self._pubsub is None:
                 continue
-            if loop.time() - self._last_pong > 3 * self._probe_interval + 5:
+            if loop.time() - self._last_pong > SILENT_AFTER_PINGS * self._probe_interval + 2:
                 _log.warning("redis_pubsub_silent")
                 self._broken = True  # the reader reconnects and catches up
                 continue
