@@ -114,15 +114,22 @@ def test_resume_has_no_gap_and_no_duplicate(
     resume point (or after it subscribed, if live-only), once each, in seq order."""
     published, _, results = asyncio.run(run_program(program, yields, history_size=10_000))
     for op, sub, got in results:
-        if op.since is None or op.since > sub.last_seq:
-            start = sub.last_seq if op.since is None else 0
-        else:
-            start = op.since
-        expected = [
-            e.seq for e in published if e.seq > start and (op.types is None or e.type in op.types)
-        ]
-        assert got == expected
-        assert sub.recovered == (op.since is None or op.since <= sub.last_seq)
+        assert (got, sub.recovered) == expected_delivery(published, op.since, op.types, sub)
+
+
+def expected_delivery(
+    published: list[StreamEvent], since: int | None, types: list[str] | None, sub: Subscription
+) -> tuple[list[int], bool]:
+    """What a subscriber that asked for ``since`` and ``types`` must get, with nothing
+    trimmed, given where the stream was when it subscribed: every matching event after
+    its resume point (or after it subscribed, if live-only; from the start if ``since``
+    was past the stream's end), and whether the resume was complete."""
+    if since is None or since > sub.last_seq:
+        start = sub.last_seq if since is None else 0
+    else:
+        start = since
+    seqs = [e.seq for e in published if e.seq > start and (types is None or e.type in types)]
+    return seqs, since is None or since <= sub.last_seq
 
 
 @SETTINGS

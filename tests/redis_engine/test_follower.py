@@ -215,3 +215,19 @@ async def test_a_silently_dead_pubsub_connection_is_replaced(
         await behind.close()
         await direct.close()
         await proxy.close()
+
+
+async def test_seqs_past_ten_to_the_fourteen_are_written_whole(
+    store: RedisHistory, shared_redis: RedisServer
+) -> None:
+    """Lua writes numbers from 10^14 on as 1e+14 unless told otherwise: the payload, the
+    entry id and the pub/sub message carry the seq as digits."""
+    shared_redis.command("HSET", keys_for("str_f").meta, "seq", str(10**15))
+    target = Recorder()
+    await store.follow("str_f", target)  # takes up the stream at its top seq, 10^15
+    published = await store.publish(STATE, parts(1), "2026-01-01T00:00:00.000Z", None)
+    assert published.records[0].seq == 10**15 + 1
+    assert b'"seq":1000000000000001,' in published.records[0].payload
+    stored = await store.read_after("str_f", 10**15, None)
+    assert [r.payload for r in stored] == [published.records[0].payload]
+    assert await target.until(1) == [10**15 + 1]

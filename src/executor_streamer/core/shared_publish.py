@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from ..errors import StreamNotFound
-from ..history.records import EventRecord
+from ..history.records import STAMP_FIELD, STAMP_SIZE, EventRecord
 from ..history.shared import CommandOp, EventParts, SharedStore
 from ..types.base import format_timestamp, utc_now
 from ..types.enums import StreamEventType
@@ -28,8 +28,6 @@ if TYPE_CHECKING:
     from .publisher import StreamPublisher
 
 _SEQ = b',"seq":0,'
-_STAMP = b'"timestamp":"'
-_STAMP_SIZE = len("2026-01-01T00:00:00.000Z")
 
 
 def split_payload(payload: bytes) -> tuple[bytes, bytes, bytes]:
@@ -38,8 +36,8 @@ def split_payload(payload: bytes) -> tuple[bytes, bytes, bytes]:
     ``seq`` are ids whose characters cannot form ``,"seq":0,``."""
     at = payload.index(_SEQ) + len(_SEQ) - 2
     head, rest = payload[:at], payload[at + 1 :]
-    stamp = rest.index(_STAMP) + len(_STAMP)
-    return head, rest[:stamp], rest[stamp + _STAMP_SIZE :]
+    stamp = rest.index(STAMP_FIELD) + len(STAMP_FIELD)
+    return head, rest[:stamp], rest[stamp + STAMP_SIZE :]
 
 
 class SharedPublisher:

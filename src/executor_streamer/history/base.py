@@ -9,7 +9,7 @@ rely on both.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -29,6 +29,22 @@ class HistoryPage:
     @property
     def events(self) -> list[StreamEvent]:
         return [r.event for r in self.records]
+
+
+def page_of(
+    records: Iterable[EventRecord], spec: HistoryFilter, predicate: Predicate | None
+) -> HistoryPage:
+    """The page ``spec`` asks for (offset, limit) of the ``records`` that match, and how
+    many match in all. The caller has applied the time bounds."""
+    total = 0
+    page: list[EventRecord] = []
+    for record in records:
+        if predicate is not None and not predicate(record):
+            continue
+        if spec.offset <= total < spec.offset + spec.limit:
+            page.append(record)
+        total += 1
+    return HistoryPage(page, total)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,4 +153,5 @@ __all__ = [
     "StoredScreenshot",
     "StreamState",
     "StreamWrite",
+    "page_of",
 ]

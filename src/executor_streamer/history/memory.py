@@ -8,6 +8,7 @@ also frees the images only trimmed events used: memory stays bounded by
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,7 +18,7 @@ from ..types.enums import StreamEventType
 from ..types.events import ScreenshotInfo
 from ..types.filters import HistoryFilter
 from ..types.streams import StreamConfig
-from .base import HistoryPage, ResumeRead, StoredScreenshot, StreamState, StreamWrite
+from .base import HistoryPage, ResumeRead, StoredScreenshot, StreamState, StreamWrite, page_of
 from .records import EventRecord, Predicate, history_predicate
 from .ring import EventRing, StoredEvent, record_of, stored
 
@@ -92,19 +93,15 @@ class MemoryHistory:
         start = 0 if spec.after_seq is None else ring.index_of_seq(spec.after_seq + 1)
         if spec.start_time is not None:
             start = max(start, ring.index_of_time(spec.start_time))
-        predicate = history_predicate(spec)
-        total = 0
-        page = []
-        for entry in ring.slice(start):
-            if spec.end_time is not None and entry[1] > spec.end_time:
-                break  # stamps never decrease, so nothing later can match either
-            record = record_of(entry)
-            if predicate is not None and not predicate(record):
-                continue
-            if spec.offset <= total < spec.offset + spec.limit:
-                page.append(record)
-            total += 1
-        return HistoryPage(page, total)
+        end = spec.end_time
+        in_time = (
+            record_of(entry)
+            # Stamps never decrease, so nothing after the first one past the end matches.
+            for entry in itertools.takewhile(
+                lambda e: end is None or e[1] <= end, ring.slice(start)
+            )
+        )
+        return page_of(in_time, spec, history_predicate(spec))
 
     async def read_range(
         self, stream_id: str, after: int, until: int, predicate: Predicate | None

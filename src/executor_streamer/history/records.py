@@ -79,15 +79,16 @@ class EventRecord:
         return f"EventRecord(seq={self.seq}, type={self.type.value}, payload={self.payload!r})"
 
 
-_STAMP = b'"timestamp":"'
+STAMP_FIELD = b'"timestamp":"'
+STAMP_SIZE = len("2026-01-01T00:00:00.000Z")
 
 
 def stamp_text(payload: bytes) -> bytes:
     """An event's timestamp as the fixed-width RFC 3339 text of its payload, found
     without parsing it (text order is time order). The envelope's fields before it are
     ids, a seq and a type, none of which can hold ``"timestamp":"``."""
-    at = payload.index(_STAMP) + len(_STAMP)
-    return payload[at : at + 24]
+    at = payload.index(STAMP_FIELD) + len(STAMP_FIELD)
+    return payload[at : at + STAMP_SIZE]
 
 
 def stamp_of(payload: bytes) -> datetime:

@@ -79,13 +79,15 @@ for i = 1, count do
     end
   end
   seq = seq + 1
-  local payload = head .. seq .. mid .. ts .. tail
+  -- %d, not Lua's own number formatting, which writes 1e+15 from 10^14 on.
+  local seq_text = string.format('%d', seq)
+  local payload = head .. seq_text .. mid .. ts .. tail
   local shot = ARGV[a + 8]
   if shot ~= '' then
     add_image(images, shot, ARGV[a + 9], ARGV[a + 10], ARGV[a + 11])
-    redis.call('XADD', events, seq .. '-0', 't', kind, 'p', payload, 's', shot)
+    redis.call('XADD', events, seq_text .. '-0', 't', kind, 'p', payload, 's', shot)
   else
-    redis.call('XADD', events, seq .. '-0', 't', kind, 'p', payload)
+    redis.call('XADD', events, seq_text .. '-0', 't', kind, 'p', payload)
   end
   types[i] = kind
   payloads[i] = payload
@@ -98,10 +100,10 @@ if running_changed then redis.call('HSET', meta, 'cmds', cjson.encode(running)) 
 redis.call('HINCRBY', meta, 'total', count)
 
 redis.call('SPUBLISH', ARGV[10],
-  'E' .. epoch .. '\n' .. first .. '\n' .. table.concat(types, ',') .. '\n' .. table.concat(payloads, '\n'))
+  'E' .. epoch .. '\n' .. string.format('%d', first) .. '\n' .. table.concat(types, ',') .. '\n' .. table.concat(payloads, '\n'))
 
 if ARGV[3] ~= '' then
-  redis.call('SET', idem, epoch .. '\n' .. first .. '\n' .. count, 'PX', ARGV[4])
+  redis.call('SET', idem, epoch .. '\n' .. string.format('%d', first) .. '\n' .. count, 'PX', ARGV[4])
 end
 local reply = {'ok', epoch, first, ts, created}
 for _, id in ipairs(resolved) do reply[#reply + 1] = id end

@@ -36,7 +36,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..core.ids import new_epoch, new_event_ids
 from ..errors import StorageUnavailable, StreamClosed
-from ..history.base import HistoryPage, ResumeRead, StoredScreenshot, StreamState, StreamWrite
+from ..history.base import (
+    HistoryPage,
+    ResumeRead,
+    StoredScreenshot,
+    StreamState,
+    StreamWrite,
+    page_of,
+)
 from ..history.records import EventRecord, Predicate, history_predicate, stamp_text
 from ..history.shared import EventParts, FollowTarget, Published, StreamChanges
 from ..types.base import format_timestamp
@@ -52,8 +59,8 @@ IDEMPOTENCY_MS = 5 * 60 * 1000
 RETRY_KEY_MS = 60 * 1000
 """How long the key of a publish without one is kept: only for the engine's own retries."""
 PUBLISH_RETRIES = (0.05, 0.25)
-_RETRIABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 """Pauses before sending a publish again after its connection failed."""
+_RETRIABLE = (RedisConnectionError, RedisTimeoutError, OSError)
 READ_CHUNK = 1000
 _OPS = {"start": "s", "finish": "f", "match": "F"}
 
@@ -328,21 +335,15 @@ class RedisHistory:
         after = 0 if spec.after_seq is None else spec.after_seq
         start = None if spec.start_time is None else format_timestamp(spec.start_time).encode()
         end = None if spec.end_time is None else format_timestamp(spec.end_time).encode()
-        predicate = history_predicate(spec)
-        total = 0
-        page: list[EventRecord] = []
+        in_time: list[EventRecord] = []
         async for record in self._scan(keys, after):
             stamp = stamp_text(record.payload)
             if start is not None and stamp < start:
                 continue
             if end is not None and stamp > end:
                 break  # stamps never decrease along seqs
-            if predicate is not None and not predicate(record):
-                continue
-            if spec.offset <= total < spec.offset + spec.limit:
-                page.append(record)
-            total += 1
-        return HistoryPage(page, total)
+            in_time.append(record)
+        return page_of(in_time, spec, history_predicate(spec))
 
     async def read_range(
         self, stream_id: str, after: int, until: int, predicate: Predicate | None
@@ -454,9 +455,7 @@ class RedisHistory:
         try:
             return await awaitable
         except ResponseError as exc:
-            if "does not follow" in str(exc):
-                raise StorageUnavailable(f"redis refused: {exc}") from exc
-            raise StorageUnavailable(f"redis failed: {exc}") from exc
+            raise StorageUnavailable(f"redis refused: {exc}") from exc
         except (RedisError, OSError) as exc:
             raise StorageUnavailable(
                 f"redis is not reachable: {exc.__class__.__name__}: {exc}"
