@@ -522,6 +522,8 @@ async def test_views_span_every_hub(make_server: ServerFactory, redis_url: str) 
         clients = (await a.http.get("/api/streams/wf-1/clients")).json()
         assert len(clients) == 3
         assert len((await b.http.get("/api/streams/wf-1")).json()["clients"]) == 3
+        listed = (await b.http.get("/api/streams")).json()
+        assert [len(session["clients"]) for session in listed] == [3]
         stats = (await a.http.get("/api/streams/wf-1/stats")).json()
         assert stats["clientCount"] == 3 and stats["totalEvents"] == 3
         assert stats["eventsInLastHour"] == 3

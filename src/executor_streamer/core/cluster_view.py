@@ -18,7 +18,7 @@ import orjson
 from ..history.shared import SharedStore
 from ..types.analytics import StreamMetrics, StreamStats
 from ..types.enums import ClientType
-from ..types.streams import StreamClientInfo
+from ..types.streams import StreamClientInfo, StreamSession
 from .analytics import StreamAnalytics
 from .clients import ClientRegistry
 from .counters import HubCounters, resident_memory_bytes
@@ -87,13 +87,23 @@ class ClusterView:
     # -- views ---------------------------------------------------------------------------
 
     async def clients(self, stream: Stream) -> list[StreamClientInfo]:
-        local = [c.info(stream.id) for c in stream.clients.values()]
-        remote = [
-            StreamClientInfo.model_validate(info)
-            for report in await self._others()
-            for info in report["streams"].get(stream.id, {}).get("clients", [])
-        ]
-        return local + remote
+        return (await self.sessions([stream]))[0].clients
+
+    async def sessions(self, streams: list[Stream]) -> list[StreamSession]:
+        """The streams' sessions, each with the clients every hub holds."""
+        others = await self._others()
+        sessions = []
+        for stream in streams:
+            remote = [
+                StreamClientInfo.model_validate(info)
+                for report in others
+                for info in report["streams"].get(stream.id, {}).get("clients", [])
+            ]
+            session = stream.session()
+            if remote:
+                session = session.model_copy(update={"clients": [*session.clients, *remote]})
+            sessions.append(session)
+        return sessions
 
     async def metrics(self) -> StreamMetrics:
         local = self._analytics.get_metrics()

@@ -229,11 +229,13 @@ class ExecutorStreamer:
 
     async def stream_session(self, ref: str) -> StreamSession:
         """:meth:`get_stream`, with the state and clients every hub shares."""
-        stream = await self.streams.refreshed(ref)
-        session = stream.session()
-        if self.cluster is not None:
-            session = session.model_copy(update={"clients": await self.cluster.clients(stream)})
-        return session
+        return (await self.stream_sessions([await self.streams.refreshed(ref)]))[0]
+
+    async def stream_sessions(self, streams: list[Stream]) -> list[StreamSession]:
+        """The streams' sessions, with the clients of every hub sharing the backend."""
+        if self.cluster is None:
+            return [stream.session() for stream in streams]
+        return await self.cluster.sessions(streams)
 
     async def metrics(self) -> StreamMetrics:
         return (

@@ -60,12 +60,12 @@ async def list_streams(
 ) -> Response:
     hub = hub_of(request)
     await hub.streams.sync_registry()  # hubs sharing a backend list every hub's streams
-    sessions = [
-        s.session().to_wire()
+    shown = [
+        s
         for s in hub.streams
         if (s.is_open or include_closed) and caller.scope.may_see(s.workflow_session_id)
     ]
-    return json(sessions)
+    return json([session.to_wire() for session in await hub.stream_sessions(shown)])
 
 
 @router.post(
