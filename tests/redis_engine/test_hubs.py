@@ -216,6 +216,27 @@ async def test_closing_on_one_hub_ends_subscribers_on_the_others(
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "STREAM_CLOSED"
 
 
+async def test_purging_on_one_hub_forgets_the_stream_on_all(
+    make_server: ServerFactory, redis_url: str
+) -> None:
+    """A purge on A ends B's subscribers and B forgets the stream; the next publish, on
+    B, starts a new stream: new id, seq 1."""
+    a, b = await hubs(make_server, redis_url, 2)
+    first = (await publish(a, "wf-1", status(0))).json()["events"][0]
+    async with watching(Watcher(b, "wf-1", since=0)) as (watcher,):
+        await watcher.until(1)
+        assert (await a.http.delete("/api/streams/wf-1", params={"purge": True})).status_code == 204
+        for _ in range(200):
+            if watcher.errors:
+                break
+            await asyncio.sleep(0.01)
+        assert watcher.errors == ["STREAM_CLOSED"]
+        watcher.errors.clear()
+    assert (await b.http.get(f"/api/streams/{first['streamId']}")).status_code == 404
+    again = (await publish(b, "wf-1", status(1))).json()["events"][0]
+    assert again["seq"] == 1 and again["streamId"] != first["streamId"]
+
+
 async def test_a_retried_publish_with_its_idempotency_key_gets_one_seq(
     make_server: ServerFactory, redis_url: str
 ) -> None:

@@ -29,10 +29,9 @@ _log = structlog.get_logger("executor_streamer.remote")
 class FollowedStream:
     """A stream as its events arrive from the shared store (a ``FollowTarget``)."""
 
-    __slots__ = ("_manager", "stream")
+    __slots__ = ("stream",)
 
-    def __init__(self, manager: StreamManager, stream: Stream) -> None:
-        self._manager = manager
+    def __init__(self, stream: Stream) -> None:
         self.stream = stream
 
     @property
@@ -77,7 +76,7 @@ class RemoteChanges:
     def target(self, stream: Stream) -> FollowedStream:
         follower = self._followers.get(stream.id)
         if follower is None or follower.stream is not stream:
-            follower = self._followers[stream.id] = FollowedStream(self._manager, stream)
+            follower = self._followers[stream.id] = FollowedStream(stream)
         return follower
 
     async def caught_up(self, stream: Stream) -> None:
@@ -98,7 +97,8 @@ class RemoteChanges:
             stream = manager.find(stream_id)
             if change.get("purged"):
                 if stream is not None:
-                    manager._forget(stream)
+                    manager.forget(stream)
+                self._followers.pop(stream_id, None)
                 return
             if stream is None:
                 await manager.discover(stream_id)

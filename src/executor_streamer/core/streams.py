@@ -277,7 +277,7 @@ class StreamManager:
             return known
         previous = self._by_session.get(stream.workflow_session_id)
         if previous is not None:  # purged and made again elsewhere
-            self._forget(previous)
+            self.forget(previous)
         self._by_id[stream.id] = stream
         self._by_session[stream.workflow_session_id] = stream
         return stream
@@ -327,7 +327,8 @@ class StreamManager:
             assert self.shared is not None
             await self.shared.follow(stream.id, self._remote.target(stream))
 
-    def _forget(self, stream: Stream) -> None:
+    def forget(self, stream: Stream) -> None:
+        """Drop a stream another hub purged (or made again) from this hub's registry."""
         for sub in list(stream.subscriptions):
             sub.close(CloseReason.STREAM_CLOSED)
         self._by_id.pop(stream.id, None)
