@@ -58,9 +58,6 @@ class LocalOnceStore:
                 return
             del self._values[oldest]
 
-    def __len__(self) -> int:
-        return len(self._values)
-
 
 class Tickets:
     def __init__(self, store: OnceStore | None = None, ttl_seconds: float = TICKET_TTL_SECONDS):
