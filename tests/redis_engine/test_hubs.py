@@ -19,7 +19,7 @@ from executor_streamer.history.shared import Published
 from executor_streamer.redis_engine.store import RedisHistory
 from executor_streamer.security import Scope, mint_token
 
-from ..live_server import Served, ServerFactory, status
+from ..live_server import Served, ServerFactory, sse_stream, status
 from ..redis_server import RedisServer, running_redis
 
 NO_LIMITS = {"rateLimiting": {"enabled": False}}
@@ -455,6 +455,36 @@ async def test_subscribers_of_a_stream_in_a_lost_epoch_are_told_to_resume(
             assert watcher.closed is not None and watcher.closed.rcvd is not None
             assert watcher.closed.rcvd.code == 1012
             assert watcher.seqs == [1, 2, 3, 4, 5]
+    finally:
+        redis.kill()
+
+
+async def test_an_sse_client_in_a_lost_epoch_is_told_to_resume(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    """The same over SSE: the response ends with ``error`` STREAM_RESET after the events
+    of the old epoch, and resuming with ``?epoch=`` says ``recovered: false``."""
+    redis = RedisServer(tmp_path).start()
+    try:
+        a, b = await hubs(make_server, redis.url, 2)
+        for i in range(3):
+            await publish(a, "wf-1", status(i))
+        old = (await b.http.get("/api/streams/wf-1")).json()
+        async with sse_stream(b, "/api/streams/wf-1/events?since=0") as reader:
+            seen = [(await reader.next()).json()["seq"] for _ in range(3)]
+            redis.kill()
+            redis.start()
+            assert (await publish(a, "wf-1", status("new"))).status_code == 201
+            message = await reader.next(10)
+            while message.event == "heartbeat":
+                message = await reader.next(10)
+            assert message.event == "error" and message.json()["code"] == "STREAM_RESET"
+        assert seen == [1, 2, 3]
+        query = f"since=3&epoch={old['epoch']}"
+        async with sse_stream(b, f"/api/streams/wf-1/events?{query}") as reader:
+            recovery = await reader.next()
+            assert recovery.event == "recovery" and recovery.json()["recovered"] is False
+            assert (await reader.next()).json()["seq"] == 1
     finally:
         redis.kill()
 
