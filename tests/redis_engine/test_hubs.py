@@ -88,6 +88,16 @@ class Watcher:
             await asyncio.sleep(0.01)
         return self.seqs
 
+    async def ended_with(self, code: str) -> None:
+        """Wait for the subscription's error frame, which must be ``code`` (and is taken
+        off ``errors``)."""
+        for _ in range(200):
+            if self.errors:
+                break
+            await asyncio.sleep(0.01)
+        assert self.errors == [code]
+        self.errors.clear()
+
     async def stop(self) -> None:
         """Stop watching; any error frame not taken off ``errors`` fails the test."""
         assert not self.errors, self.errors
@@ -205,12 +215,7 @@ async def test_closing_on_one_hub_ends_subscribers_on_the_others(
             await publish(b if i % 2 else a, "wf-1", status(i))
         assert (await a.http.delete("/api/streams/wf-1")).status_code == 204
         await watcher.until(21)
-        for _ in range(200):
-            if watcher.errors:
-                break
-            await asyncio.sleep(0.01)
-        assert watcher.errors == ["STREAM_CLOSED"]
-        watcher.errors.clear()
+        await watcher.ended_with("STREAM_CLOSED")
         assert watcher.seqs == list(range(1, 22))
     refused = await publish(b, "wf-1", status("late"))
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "STREAM_CLOSED"
@@ -226,12 +231,7 @@ async def test_purging_on_one_hub_forgets_the_stream_on_all(
     async with watching(Watcher(b, "wf-1", since=0)) as (watcher,):
         await watcher.until(1)
         assert (await a.http.delete("/api/streams/wf-1", params={"purge": True})).status_code == 204
-        for _ in range(200):
-            if watcher.errors:
-                break
-            await asyncio.sleep(0.01)
-        assert watcher.errors == ["STREAM_CLOSED"]
-        watcher.errors.clear()
+        await watcher.ended_with("STREAM_CLOSED")
     assert (await b.http.get(f"/api/streams/{first['streamId']}")).status_code == 404
     again = (await publish(b, "wf-1", status(1))).json()["events"][0]
     assert again["seq"] == 1 and again["streamId"] != first["streamId"]
