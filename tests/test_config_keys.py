@@ -295,7 +295,7 @@ async def connections_held(config: ExecutorStreamerConfig) -> object:
         rate = create_app(hub).state.gate.rate
         for count in range(200):
             try:
-                rate.hold_connection("ip:127.0.0.1")
+                await rate.hold_connection("ip:127.0.0.1")
             except StreamerError:
                 return count
     return None

@@ -586,3 +586,43 @@ async def test_views_span_every_hub(make_server: ServerFactory, redis_url: str) 
         assert (
             f'executor_streamer_events_published_total{{node="{node}",type="STATUS"}} 1.0' in text
         )
+
+
+async def test_connections_per_subject_are_counted_across_hubs(
+    make_server: ServerFactory, redis_url: str
+) -> None:
+    """maxConnectionsPerSubject 2: one WebSocket on A and one on B are the subject's two;
+    a third, on either hub, is refused (429); a closed one gives its place back."""
+    config = secured_config(redis_url, maxConnectionsPerSubject=2)
+    a, b = [await make_server(**config) for _ in range(2)]
+    headers = bearer("erin")
+
+    async def connect(hub: Served) -> websockets.ClientConnection:
+        ws = await websockets.connect(hub.ws_url, additional_headers=headers)
+        assert orjson.loads(await ws.recv())["type"] == "connection_ack"
+        return ws
+
+    first, second = await connect(a), await connect(b)
+    for hub in (a, b):
+        try:
+            await connect(hub)
+        except websockets.InvalidStatus as exc:
+            assert exc.response.status_code == 429
+        else:
+            raise AssertionError("a third connection was let in")
+    assert (
+        await a.http.post("/api/streams/wf-x/events", json=status(1), headers=headers)
+    ).is_success
+    sse = await b.http.get("/api/streams/wf-x/events", headers=headers)
+    assert sse.status_code == 429
+    await second.close()
+    for _ in range(100):  # the place comes back once its slot is removed in Redis
+        try:
+            third = await connect(a)
+            break
+        except websockets.InvalidStatus:
+            await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the closed connection's place never came back")
+    for ws in (first, third):
+        await ws.close()

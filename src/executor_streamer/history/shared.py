@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from limits.aio.storage import Storage
+
+if TYPE_CHECKING:
+    from ..security.rate_limits import ConnectionSlots
 
 from ..types.enums import StreamEventType
 from .base import HistoryStore, StoredScreenshot, StreamState
@@ -127,6 +130,9 @@ class SharedStore(HistoryStore, Protocol):
 
     async def drop_reports(self, nodes: Sequence[str]) -> None:
         """Forget the reports of hubs that stopped reporting."""
+
+    def connection_slots(self) -> ConnectionSlots:
+        """Where ``maxConnectionsPerSubject`` counts connections, shared by every hub."""
 
     async def caught_up(self, stream_id: str) -> None:
         """Hand a followed stream's target every event stored so far, now."""

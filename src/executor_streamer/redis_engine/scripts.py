@@ -19,3 +19,4 @@ class Scripts:
         self.publish: AsyncScript = client.register_script(shared + _source("publish.lua"))
         self.append: AsyncScript = client.register_script(shared + _source("append.lua"))
         self.keep: AsyncScript = client.register_script(shared + _source("keep.lua"))
+        self.slots: AsyncScript = client.register_script(_source("slots.lua"))

@@ -54,6 +54,7 @@ from .batcher import ScriptBatcher
 from .follower import ChannelFollower
 from .keys import CONTROL, NODES, ONCE, PREFIX, SESSIONS, StreamKeys, keys_for
 from .scripts import Scripts
+from .slots import RedisConnectionSlots
 
 IDEMPOTENCY_MS = 5 * 60 * 1000
 RETRY_KEY_MS = 60 * 1000
@@ -92,6 +93,7 @@ class RedisHistory:
         self._scripts = Scripts(self._redis)
         self._publishes = ScriptBatcher(self._publisher, Scripts(self._publisher).publish)
         self.follower = ChannelFollower(self._redis, self._publisher, self, probe_interval)
+        self._slots = RedisConnectionSlots(self._redis, self)
         self._capacity: dict[str, int] = {}
 
     # -- lifetime ----------------------------------------------------------------------
@@ -105,6 +107,7 @@ class RedisHistory:
 
     async def close(self) -> None:
         await self.follower.stop()
+        await self._slots.close()
         with contextlib.suppress(StorageUnavailable):  # gone: no more report from here
             await self.drop_reports([self.node])
         await self._redis.aclose()
@@ -204,6 +207,9 @@ class RedisHistory:
     async def drop_reports(self, nodes: Sequence[str]) -> None:
         if nodes:
             await self._call(self._redis.hdel(NODES, *nodes))
+
+    def connection_slots(self) -> RedisConnectionSlots:
+        return self._slots
 
     async def caught_up(self, stream_id: str) -> None:
         await self.follower.caught_up(stream_id)

@@ -7,7 +7,8 @@ library's sliding-window counters: constant memory and time per key, whatever th
   of its events. A stream may burst up to its ``bufferSize``: the window is as many
   seconds as that burst needs at the rate, so the average stays at the rate;
 - connections: at most ``maxConnectionsPerSubject`` open WebSocket and SSE connections
-  per subject, counted here (a count, not a rate).
+  per subject (a count, not a rate), counted in this process or, with hubs sharing a
+  Redis, across them (:class:`ConnectionSlots`).
 
 Knows nothing of HTTP: the server says whose request it is and answers ``RateLimited``
 with its ``retry_after``.
@@ -20,12 +21,43 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from functools import lru_cache
+from typing import Protocol
 
 from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 from ..errors import BatchTooLarge, RateLimited
+
+
+class ConnectionSlots(Protocol):
+    """Open connections per subject, counted against a limit."""
+
+    async def take(self, subject: str, limit: int) -> str | None:
+        """A slot for one more connection of ``subject``, or None if it holds ``limit``."""
+
+    def give_back(self, subject: str, slot: str) -> None: ...
+
+
+class LocalConnectionSlots:
+    """This process's connections only."""
+
+    def __init__(self) -> None:
+        self._held: Counter[str] = Counter()
+
+    async def take(self, subject: str, limit: int) -> str | None:
+        if self._held[subject] >= limit:
+            return None
+        self._held[subject] += 1
+        return ""
+
+    def give_back(self, subject: str, slot: str) -> None:
+        self._held[subject] -= 1
+        if self._held[subject] <= 0:
+            del self._held[subject]
+
+    def held(self, subject: str) -> int:
+        return self._held[subject]
 
 
 class RateLimits:
@@ -36,12 +68,13 @@ class RateLimits:
         events_per_second: int,
         connections_per_subject: int,
         storage: Storage | None = None,
+        slots: ConnectionSlots | None = None,
     ) -> None:
         self._limiter = SlidingWindowCounterRateLimiter(storage or MemoryStorage())
         self._requests = RateLimitItemPerMinute(requests_per_minute, namespace="requests")
         self._events_per_second = events_per_second
         self._max_connections = connections_per_subject
-        self._connections: Counter[str] = Counter()
+        self._slots = slots or LocalConnectionSlots()
 
     async def request(self, subject: str) -> None:
         """Count one request of ``subject``; ``RateLimited`` if it is one too many."""
@@ -66,26 +99,21 @@ class RateLimits:
                 await self._retry_after(item, stream),
             )
 
-    def hold_connection(self, subject: str) -> Callable[[], None]:
+    async def hold_connection(self, subject: str) -> Callable[[], None]:
         """Count one more open connection of ``subject``; ``RateLimited`` if it already
         holds ``maxConnectionsPerSubject``. Returns what gives it back (once)."""
-        if self._connections[subject] >= self._max_connections:
+        slot = await self._slots.take(subject, self._max_connections)
+        if slot is None:
             raise RateLimited(f"more than {self._max_connections} open connections", 1)
-        self._connections[subject] += 1
         held = True
 
         def release() -> None:
             nonlocal held
             if held:
                 held = False
-                self._connections[subject] -= 1
-                if not self._connections[subject]:
-                    del self._connections[subject]
+                self._slots.give_back(subject, slot)
 
         return release
-
-    def connections_of(self, subject: str) -> int:
-        return self._connections[subject]
 
     async def _retry_after(self, item: RateLimitItem, key: str) -> int:
         stats = await self._limiter.get_window_stats(item, key)

@@ -52,6 +52,7 @@ class Gate:
                 events_per_second=limits.max_events_per_second,
                 connections_per_subject=limits.max_connections_per_subject,
                 storage=None if shared is None else shared.rate_limit_storage(),
+                slots=None if shared is None else shared.connection_slots(),
             )
             if limits.enabled
             else None

@@ -73,7 +73,8 @@ async def open_event_stream(
     if resume is None:
         resume = parse_seq(since, "query.since")
     stream = hub.streams.resolve(ref)
-    release = gate.rate.hold_connection(gate.subject_key(principal)) if gate.rate else _nothing
+    subject = gate.subject_key(principal)
+    release = await gate.rate.hold_connection(subject) if gate.rate else _nothing
     try:
         client = hub.connect(ClientType.SERVER_SENT_EVENTS)
         try:

@@ -200,7 +200,7 @@ class WebSocketSession:
             params = self.ws.query_params
             if not self.gate.required or "authorization" in self.ws.headers or "ticket" in params:
                 self.principal = await self.gate.principal(self.ws, ticket=True)
-                release = self._hold_connection()
+                release = await self._hold_connection()
         except StreamerError as exc:
             await self._deny(exc)
             return
@@ -219,10 +219,12 @@ class WebSocketSession:
         else:
             await self.ws.close()  # 403 is all an ASGI server without the extension can say
 
-    def _hold_connection(self) -> Callable[[], None] | None:
+    async def _hold_connection(self) -> Callable[[], None] | None:
         assert self.principal is not None
         rate = self.gate.rate
-        return None if rate is None else rate.hold_connection(self.gate.subject_key(self.principal))
+        if rate is None:
+            return None
+        return await rate.hold_connection(self.gate.subject_key(self.principal))
 
     async def _run(self) -> None:
         await self.ws.accept()
@@ -233,7 +235,7 @@ class WebSocketSession:
         if self.principal is None:
             try:
                 self.principal = await self._first_auth()
-                release = self._hold_connection()
+                release = await self._hold_connection()
             except RateLimited as exc:
                 await self._close_now(CLOSE_RATE_LIMITED, exc.message)
                 return
