@@ -86,9 +86,10 @@ def flatmap_path_parameters(
 
 
 def map_query(ctx: Any, query: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A long poll answers at once rather than waiting out its timeout."""
-    if query and "timeout" in query:
-        query["timeout"] = 0
+    """A long poll answers at once rather than waiting out its timeout: also when none
+    was generated, since the default (25 s) outlasts the client's 10 s."""
+    if ctx.operation is not None and ctx.operation.path.endswith("/poll"):
+        query = {**(query or {}), "timeout": 0}
     return query
 
 

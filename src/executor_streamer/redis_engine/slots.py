@@ -77,7 +77,10 @@ class RedisConnectionSlots:
             with contextlib.suppress(StorageUnavailable):
                 async with self._client.pipeline(transaction=False) as pipe:
                     for subject, slots in self._held.items():
-                        pipe.zadd(CONNECTIONS + subject, dict.fromkeys(slots, lapse * 1000))
+                        # xx: a slot given back meanwhile is not added again.
+                        pipe.zadd(
+                            CONNECTIONS + subject, dict.fromkeys(slots, lapse * 1000), xx=True
+                        )
                         pipe.pexpireat(CONNECTIONS + subject, int(lapse * 1000))
                     await self._store._call(pipe.execute())
 
