@@ -18,6 +18,7 @@ from executor_streamer.core.shared_publish import split_payload
 from executor_streamer.history.base import StreamState
 from executor_streamer.history.records import EventRecord
 from executor_streamer.history.shared import EventParts
+from executor_streamer.redis_engine import slots as slots_module
 from executor_streamer.redis_engine import store as store_module
 from executor_streamer.redis_engine.keys import StreamKeys, keys_for
 from executor_streamer.redis_engine.store import RedisHistory
@@ -231,3 +232,34 @@ async def test_seqs_past_ten_to_the_fourteen_are_written_whole(
     stored = await store.read_after("str_f", 10**15, None)
     assert [r.payload for r in stored] == [published.records[0].payload]
     assert await target.until(1) == [10**15 + 1]
+
+
+async def test_connection_slots_lapse_with_their_hub(
+    shared_redis: RedisServer, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hub renews its connections' slots while they are open; a hub that stops (dies)
+    stops renewing, and its slots stop counting once they lapse."""
+    monkeypatch.setattr(slots_module, "RENEW_SECONDS", 0.05)
+    monkeypatch.setattr(slots_module, "LAPSE_SECONDS", 0.3)
+    alive, dying = RedisHistory(redis_url), RedisHistory(redis_url)
+    await alive.start()
+    await dying.start()
+    try:
+        held = await alive.connection_slots().take("sub:kim", 2)
+        assert held is not None
+        assert await dying.connection_slots().take("sub:kim", 2) is not None
+        assert await alive.connection_slots().take("sub:kim", 2) is None
+        await dying.close()  # gone without giving its slot back
+        await asyncio.sleep(0.6)  # past the lapse: alive's slot was renewed, dying's not
+        again = await alive.connection_slots().take("sub:kim", 2)
+        assert again is not None
+        assert await alive.connection_slots().take("sub:kim", 2) is None
+        alive.connection_slots().give_back("sub:kim", held)
+        for _ in range(50):
+            if await alive.connection_slots().take("sub:kim", 2) is not None:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("a slot given back did not come back")
+    finally:
+        await alive.close()
