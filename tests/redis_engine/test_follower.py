@@ -27,6 +27,7 @@ from executor_streamer.types.events import StatusData
 
 from ..redis_server import RedisServer, running_redis
 from .silent_proxy import SilentProxy
+from .waiting import eventually
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 CONFIG = {"max_history_size": 10_000}
@@ -53,10 +54,7 @@ class Recorder:
         self.epoch, self.last_seq = epoch, last_seq
 
     async def until(self, count: int) -> list[int]:
-        for _ in range(1000):
-            if len(self.seqs) >= count:
-                break
-            await asyncio.sleep(0.005)
+        await eventually(lambda: len(self.seqs) >= count, 5)
         return self.seqs
 
 
@@ -205,10 +203,7 @@ async def test_a_silently_dead_pubsub_connection_is_replaced(
         for n in range(2, 6):
             await publish(direct, n)
         assert await target.until(5) == [1, 2, 3, 4, 5]
-        for _ in range(100):  # the probe notices within 3 pings and 2 s
-            if behind.follower.reconnects:
-                break
-            await asyncio.sleep(0.05)
+        await eventually(lambda: behind.follower.reconnects, 5)  # within 3 pings and 2 s
         assert behind.follower.reconnects == 1
         await publish(direct, 6)  # and the new connection hears at once
         assert await target.until(6) == [1, 2, 3, 4, 5, 6]

@@ -21,6 +21,7 @@ from executor_streamer.security import Scope, mint_token
 
 from ..live_server import Served, ServerFactory, sse_stream, status
 from ..redis_server import RedisServer, running_redis
+from .waiting import eventually
 
 NO_LIMITS = {"rateLimiting": {"enabled": False}}
 
@@ -81,20 +82,14 @@ class Watcher:
         return [e["seq"] for e in self.events]
 
     async def until(self, count: int, seconds: float = 20) -> list[int]:
-        deadline = asyncio.get_running_loop().time() + seconds
-        while len(self.events) < count:
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"got {len(self.events)} of {count} events: {self.seqs}")
-            await asyncio.sleep(0.01)
+        arrived = await eventually(lambda: len(self.events) >= count, seconds)
+        assert arrived, f"got {len(self.events)} of {count} events: {self.seqs}"
         return self.seqs
 
     async def ended_with(self, code: str) -> None:
         """Wait for the subscription's error frame, which must be ``code`` (and is taken
         off ``errors``)."""
-        for _ in range(200):
-            if self.errors:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: self.errors, 2)
         assert self.errors == [code]
         self.errors.clear()
 
@@ -448,10 +443,7 @@ async def test_subscribers_of_a_stream_in_a_lost_epoch_are_told_to_resume(
             redis.kill()
             redis.start()
             assert (await publish(a, "wf-1", status("new"))).status_code == 201
-            for _ in range(300):
-                if watcher.closed is not None:
-                    break
-                await asyncio.sleep(0.02)
+            await eventually(lambda: watcher.closed, 6)
             assert watcher.closed is not None and watcher.closed.rcvd is not None
             assert watcher.closed.rcvd.code == 1012
             assert watcher.seqs == [1, 2, 3, 4, 5]

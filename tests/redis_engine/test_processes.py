@@ -14,7 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from executor_streamer.client import HubClient
 
 from ..live_server import free_port, status
 from ..redis_server import RedisServer, running_redis
+from .waiting import eventually
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -165,10 +166,7 @@ class Tail:
                             self.seqs.append(frame["event"]["seq"])
 
     async def until(self, count: int) -> list[int]:
-        for _ in range(2000):
-            if len(self.seqs) >= count:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: len(self.seqs) >= count)
         return self.seqs
 
     async def stop(self) -> None:
@@ -228,7 +226,7 @@ async def test_clients_behind_nginx_resume_across_a_killed_hub(tmp_path: Path) -
                     got_sse: list[int] = []
                     ws_task = asyncio.create_task(_sdk_watch(front, got_ws))
                     sse_task = asyncio.create_task(_sse_watch(front, got_sse))
-                    await _until(lambda: bool(got_ws and got_sse))
+                    await eventually(lambda: got_ws and got_sse)
                     killed: set[int] = set()
                     acknowledged = 1
                     for i in range(240):
@@ -242,19 +240,12 @@ async def test_clients_behind_nginx_resume_across_a_killed_hub(tmp_path: Path) -
                     history = (await http.get("/api/streams/wf-1/history?limit=10000")).json()
                     top = history["events"][-1]["seq"]
                     assert top >= acknowledged
-                    await _until(lambda: len(got_ws) >= top and len(got_sse) >= top)
+                    await eventually(lambda: len(got_ws) >= top and len(got_sse) >= top)
                     ws_task.cancel()
                     sse_task.cancel()
                     assert got_ws == list(range(1, top + 1))
                     assert got_sse == list(range(1, top + 1))
                     assert killed, "a hub holding a client was killed"
-
-
-async def _until(condition: Callable[[], bool], seconds: float = 20) -> None:
-    for _ in range(int(seconds * 100)):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
 
 
 async def _holder(hubs: list[Hub], killed: set[int]) -> int:
