@@ -91,8 +91,13 @@ def stamp_text(payload: bytes) -> bytes:
     return payload[at : at + STAMP_SIZE]
 
 
+def parse_stamp(text: bytes) -> datetime:
+    """A stamp as the wire writes it (``2026-01-01T10:00:00.123Z``), back to a datetime."""
+    return datetime.fromisoformat(text.decode())
+
+
 def stamp_of(payload: bytes) -> datetime:
-    return datetime.fromisoformat(stamp_text(payload).decode().replace("Z", "+00:00"))
+    return parse_stamp(stamp_text(payload))
 
 
 Predicate = Callable[[EventRecord], bool]

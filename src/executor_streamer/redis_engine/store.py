@@ -44,7 +44,13 @@ from ..history.base import (
     StreamWrite,
     page_of,
 )
-from ..history.records import EventRecord, Predicate, history_predicate, stamp_text
+from ..history.records import (
+    EventRecord,
+    Predicate,
+    history_predicate,
+    parse_stamp,
+    stamp_text,
+)
 from ..history.shared import EventParts, FollowTarget, Published, StreamChanges
 from ..types.base import format_timestamp
 from ..types.enums import StreamEventType
@@ -520,12 +526,8 @@ def _state(stream_id: str, meta: dict[bytes, bytes]) -> StreamState | None:
         config=orjson.loads(meta.get(b"config") or b"{}"),
         metadata=orjson.loads(meta.get(b"meta") or b"{}"),
         epoch=meta[b"epoch"].decode(),
-        created_at=_parse_time(meta[b"created"]),
-        last_activity=_parse_time(max(activity, stamp)),
+        created_at=parse_stamp(meta[b"created"]),
+        last_activity=parse_stamp(max(activity, stamp)),
         last_seq=int(meta.get(b"seq") or 0),
         running_commands={command_id: name for command_id, name in running},
     )
-
-
-def _parse_time(text: bytes) -> datetime:
-    return datetime.fromisoformat(text.decode().replace("Z", "+00:00"))
