@@ -144,6 +144,19 @@ async function publishWhileDropping(client, hubUrl, stream, total, drops) {
 
 const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
+/** Subscribes through `url` from the start of a new stream while the hub (at `hubUrl`)
+ * drops the client twice; every one of 200 events must arrive once, in order, over
+ * `transport`. */
+async function resumesExactly(url, hubUrl, stream, transport) {
+  const client = createClient({ url });
+  await client.request("POST", "/api/streams", { workflowSessionId: stream });
+  const sub = client.subscribe(stream, { since: 0 });
+  const received = take(sub, 200, 30_000);
+  await publishWhileDropping(client, hubUrl, stream, 200, 2);
+  assert.deepEqual(await received, range(1, 200));
+  assert.equal(sub.transport, transport);
+}
+
 describe("against a hub", () => {
   let hub;
   before(async () => {
@@ -288,14 +301,7 @@ describe("against a hub", () => {
     after(async () => proxy.stop());
 
     test("falls back to SSE, and resumes exactly there too", async () => {
-      const client = createClient({ url: proxy.url });
-      const stream = "js-resume-sse";
-      await client.request("POST", "/api/streams", { workflowSessionId: stream });
-      const sub = client.subscribe(stream, { since: 0 });
-      const received = take(sub, 200, 30_000);
-      await publishWhileDropping(client, hub.url, stream, 200, 2);
-      assert.deepEqual(await received, range(1, 200));
-      assert.equal(sub.transport, "sse");
+      await resumesExactly(proxy.url, hub.url, "js-resume-sse", "sse");
     });
   });
 
@@ -319,14 +325,7 @@ describe("against a hub", () => {
     });
 
     test("long polling resumes exactly after the hub drops it", async () => {
-      const client = createClient({ url: proxy.url });
-      const stream = "js-resume-poll";
-      await client.request("POST", "/api/streams", { workflowSessionId: stream });
-      const sub = client.subscribe(stream, { since: 0 });
-      const received = take(sub, 200, 30_000);
-      await publishWhileDropping(client, hub.url, stream, 200, 2);
-      assert.deepEqual(await received, range(1, 200));
-      assert.equal(sub.transport, "polling");
+      await resumesExactly(proxy.url, hub.url, "js-resume-poll", "polling");
     });
   });
 });
