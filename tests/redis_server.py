@@ -22,10 +22,14 @@ from .live_server import free_port
 
 
 class RedisServer:
-    def __init__(self, directory: Path, *, appendonly: bool = False, port: int = 0) -> None:
+    def __init__(
+        self, directory: Path, *, appendonly: bool = False, port: int = 0, cluster: bool = False
+    ) -> None:
         self.directory = directory
         self.appendonly = appendonly
         self.port = port or free_port()
+        self.cluster_port = free_port() if cluster else 0
+        """The Cluster bus's port, for a node of a Cluster."""
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -39,6 +43,9 @@ class RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         args += ["--dir", str(self.directory), "--logfile", "redis.log", "--protected-mode", "no"]
+        if self.cluster_port:
+            args += ["--cluster-enabled", "yes", "--cluster-port", str(self.cluster_port)]
+            args += ["--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"]
         if self.appendonly:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
@@ -89,6 +96,87 @@ class RedisServer:
         return result.stdout.strip()
 
 
+class RedisCluster:
+    """A Redis Cluster of three primaries (no replicas), each a ``redis-server`` on free
+    ports, joined with ``redis-cli --cluster create``."""
+
+    def __init__(self, directory: Path, masters: int = 3) -> None:
+        self.nodes = [RedisServer(directory / f"node{i}", cluster=True) for i in range(masters)]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self) -> RedisCluster:
+        for node in self.nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            check=True,
+            timeout=30,
+        )
+        deadline = time.monotonic() + 20
+        while not all("cluster_state:ok" in n.command("CLUSTER", "INFO") for n in self.nodes):
+            if time.monotonic() > deadline:
+                pytest.fail("the Redis Cluster did not come up within 20 s")
+            time.sleep(0.05)
+        return self
+
+    def kill(self) -> None:
+        for node in self.nodes:
+            node.kill()
+
+    def flush(self) -> None:
+        for node in self.nodes:
+            node.command("FLUSHALL")
+
+    def node_id(self, node: RedisServer) -> str:
+        return node.command("CLUSTER", "MYID")
+
+    def slot_of(self, key: str) -> int:
+        return int(self.nodes[0].command("CLUSTER", "KEYSLOT", key))
+
+    def owner(self, slot: int) -> RedisServer:
+        """The primary serving ``slot``, as the nodes agree."""
+        for node in self.nodes:
+            if self._serves(node, slot):
+                return node
+        raise AssertionError(f"no node serves slot {slot}")
+
+    def _serves(self, node: RedisServer, slot: int) -> bool:
+        for line in node.command("CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if "myself" not in fields[2]:
+                continue
+            for span in fields[8:]:
+                low, _, high = span.partition("-")
+                if low.isdigit() and int(low) <= slot <= int(high or low):
+                    return True
+        return False
+
+    def migrate(self, slot: int, to: RedisServer) -> None:
+        """Move a slot and its keys to another primary, as ``redis-cli --cluster
+        reshard`` does: IMPORTING and MIGRATING, MIGRATE in batches, then SETSLOT NODE."""
+        source = self.owner(slot)
+        source_id, target_id = self.node_id(source), self.node_id(to)
+        to.command("CLUSTER", "SETSLOT", str(slot), "IMPORTING", source_id)
+        source.command("CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id)
+        while keys := source.command("CLUSTER", "GETKEYSINSLOT", str(slot), "100").split():
+            source.command("MIGRATE", "127.0.0.1", str(to.port), "", "0", "5000", "KEYS", *keys)
+        for node in (to, source, *(n for n in self.nodes if n not in (to, source))):
+            node.command("CLUSTER", "SETSLOT", str(slot), "NODE", target_id)
+
+
 @contextlib.contextmanager
 def running_redis(directory: Path, *, appendonly: bool = False) -> Iterator[RedisServer]:
     server = RedisServer(directory, appendonly=appendonly).start()
@@ -103,6 +191,29 @@ def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     """One redis-server for the tests that neither kill nor reconfigure it."""
     with running_redis(tmp_path_factory.mktemp("redis")) as server:
         yield server
+
+
+@contextlib.contextmanager
+def running_cluster(directory: Path) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(directory)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.kill()
+
+
+@pytest.fixture(scope="session")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """One three-primary Redis Cluster for the tests that neither kill nor reshape it."""
+    with running_cluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_url(shared_cluster: RedisCluster) -> str:
+    """The shared Cluster, emptied for this test."""
+    shared_cluster.flush()
+    return shared_cluster.url
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """The HistoryStore contract, run against every backend.
 
 Memory, SQLite, PostgreSQL and Redis are the ``make_store`` fixture's parameters; each must
-pass the same tests unchanged. (Redis runs in a redis-server the tests start.)
+pass the same tests unchanged. (Redis runs in a redis-server the tests start, and in a
+three-primary Redis Cluster they start.)
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ async def reset_postgres() -> None:
         await engine.dispose()
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "postgres", "redis", "redis-cluster"])
 async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[StoreFactory]:
     """Stores of one backend with stream "s1" opened at a given capacity."""
     made: list[HistoryStore] = []
@@ -107,6 +108,10 @@ async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
             if not made:
                 request.getfixturevalue("redis_url")  # emptied once per test
             backend = RedisHistory(request.getfixturevalue("shared_redis").url)
+        elif request.param == "redis-cluster":
+            if not made:
+                request.getfixturevalue("cluster_url")  # emptied once per test
+            backend = RedisHistory(request.getfixturevalue("shared_cluster").url)
         elif request.param == "sqlite":
             backend = SqlHistory(f"sqlite+aiosqlite:///{tmp_path / f'h{len(made)}.db'}")
         else:

@@ -58,11 +58,11 @@ class Recorder:
         return self.seqs
 
 
-def parts(n: int) -> list[EventParts]:
+def parts(n: int, stream_id: str = "str_f", session_id: str = "wf-f") -> list[EventParts]:
     event = StreamEvent.trusted(
         id=f"evt_{n}",
-        stream_id="str_f",
-        session_id="wf-f",
+        stream_id=stream_id,
+        session_id=session_id,
         seq=0,  # numbered by the publish script
         type=StreamEventType.STATUS,
         timestamp=NOW,

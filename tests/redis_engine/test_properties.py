@@ -19,7 +19,7 @@ from executor_streamer import ExecutorStreamer, ExecutorStreamerConfig, StreamEv
 from executor_streamer.core.subscription import Subscription
 
 from ..core.test_properties import TYPES, event_input, expected_delivery
-from ..redis_server import RedisServer
+from ..redis_server import RedisCluster, RedisServer
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Pause:
 
 @dataclass
 class CutPubSub:
-    """``CLIENT KILL TYPE pubsub``: every hub loses its pub/sub connection at once."""
+    """``CLIENT KILL TYPE pubsub``: every hub loses its pub/sub connections at once."""
 
 
 operation = st.one_of(
@@ -59,7 +59,7 @@ operation = st.one_of(
 
 
 async def run_program(
-    url: str, program: list[Publish | Subscribe | Pause | CutPubSub]
+    url: str, program: list[Publish | Subscribe | Pause | CutPubSub], servers: list[str]
 ) -> tuple[list[StreamEvent], list[tuple[Subscribe, Subscription, list[int]]]]:
     config = ExecutorStreamerConfig().with_overrides(
         {
@@ -69,7 +69,7 @@ async def run_program(
         }
     )
     hubs = [ExecutorStreamer(config), ExecutorStreamer(config)]
-    control = Redis.from_url(url)
+    controls = [Redis.from_url(server) for server in servers]
     for hub in hubs:
         await hub.start()
     try:
@@ -86,7 +86,8 @@ async def run_program(
                 opened = hubs[op.hub].open_subscription("wf-1", filters=filters, since=op.since)
                 subs.append((op, asyncio.create_task(opened)))
             elif isinstance(op, CutPubSub):
-                await control.client_kill_filter(_type="pubsub")
+                for control in controls:
+                    await control.client_kill_filter(_type="pubsub")
             else:
                 await asyncio.sleep(op.seconds)
         await asyncio.gather(*tasks, *(t for _, t in subs))
@@ -102,7 +103,8 @@ async def run_program(
     finally:
         for hub in hubs:
             await hub.stop()
-        await control.aclose()
+        for control in controls:
+            await control.aclose()
 
 
 async def _drained(sub: Subscription) -> list[int]:
@@ -123,7 +125,25 @@ def test_resume_across_two_hubs_has_no_gap_and_no_duplicate(
     shared_redis: RedisServer, program: list[Publish | Subscribe | Pause | CutPubSub]
 ) -> None:
     shared_redis.command("FLUSHALL")
-    published, results = asyncio.run(run_program(shared_redis.url, program))
+    check(asyncio.run(run_program(shared_redis.url, program, [shared_redis.url])))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(program=st.lists(operation, max_size=20))
+def test_resume_across_two_hubs_on_a_cluster_has_no_gap_and_no_duplicate(
+    shared_cluster: RedisCluster, program: list[Publish | Subscribe | Pause | CutPubSub]
+) -> None:
+    """The same on a three-primary Redis Cluster; a cut drops the pub/sub connections
+    of every node."""
+    shared_cluster.flush()
+    servers = [node.url for node in shared_cluster.nodes]
+    check(asyncio.run(run_program(shared_cluster.url, program, servers)))
+
+
+def check(
+    outcome: tuple[list[StreamEvent], list[tuple[Subscribe, Subscription, list[int]]]],
+) -> None:
+    published, results = outcome
     assert [e.seq for e in published] == list(range(1, len(published) + 1))
     for op, sub, got in results:
         expected = expected_delivery(published, op.since, op.types, sub)

@@ -10,6 +10,10 @@ A reply the pipeline could not get fails every call in it with the connection's 
 the caller retries with its idempotency key (``RedisHistory.publish``), which a script
 that did run answers with what it stored. A NOSCRIPT (Redis restarted and forgot the
 script) means the script did not run: it is loaded again and those calls sent again.
+
+A Redis Cluster client refuses EVALSHA in a pipeline, so there the queued calls are sent
+one by one, each slot's in the order they came (a stream's publishes stay in order), the
+slots side by side.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
+
+from .connect import Client
 
 MAX_PIPELINE = 256
 
@@ -36,9 +42,10 @@ class _Call:
 
 
 class ScriptBatcher:
-    def __init__(self, client: Redis, script: AsyncScript) -> None:
+    def __init__(self, client: Client, script: AsyncScript) -> None:
         self._client = client
         self._script = script
+        self._cluster = client if isinstance(client, RedisCluster) else None
         self._queue: deque[_Call] = deque()
         self._task: asyncio.Task[None] | None = None
 
@@ -55,9 +62,10 @@ class ScriptBatcher:
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_PIPELINE))]
                 try:
-                    if len(batch) == 1:
-                        call = batch[0]
-                        _settle(call, await self._script(keys=call.keys, args=call.args))
+                    if self._cluster is not None:
+                        await self._by_slot(self._cluster, batch)
+                    elif len(batch) == 1:
+                        await self._one(batch[0])
                     else:
                         await self._pipeline(batch)
                 except Exception as exc:  # the connection's failure: every call in it
@@ -65,6 +73,23 @@ class ScriptBatcher:
                         _settle(call, exc)
         finally:
             self._task = None
+
+    async def _one(self, call: _Call) -> None:
+        _settle(call, await self._script(keys=call.keys, args=call.args))
+
+    async def _by_slot(self, cluster: RedisCluster, batch: list[_Call]) -> None:
+        slots: dict[int, list[_Call]] = {}
+        for call in batch:
+            slots.setdefault(cluster.keyslot(call.keys[0]), []).append(call)
+
+        async def in_order(calls: list[_Call]) -> None:
+            for call in calls:
+                try:
+                    await self._one(call)
+                except Exception as exc:
+                    _settle(call, exc)
+
+        await asyncio.gather(*(in_order(calls) for calls in slots.values()))
 
     async def _pipeline(self, batch: list[_Call]) -> None:
         while batch:

@@ -1,7 +1,8 @@
 """Bringing each hub the events of the streams it watches, in order (docs/multi-node.md).
 
-One pub/sub connection per hub hears the control channel and the sharded channel of
-every stream a local subscriber watches. Per stream:
+One pub/sub connection per Redis server (one, or each node of a Cluster that owns a
+watched stream's slot, ``routing.py``) hears the sharded channel of every stream a local
+subscriber watches; one of them hears the control channel too. Per stream:
 
 - :meth:`ChannelFollower.follow` subscribes, waits for Redis to confirm, and only then
   reads the stream's top seq: from there on, every event after it arrives on the
@@ -11,8 +12,9 @@ every stream a local subscriber watches. Per stream:
 - A probe every ``probe_interval`` compares each stream's position with its top seq
   (the last message of a burst may be the one lost) and pings the connection: one that
   stopped answering is replaced.
-- When the connection drops, live subscribers stay; once Redis answers again, every
-  followed stream is subscribed again and caught up from the Stream.
+- When a connection drops, live subscribers stay; once Redis answers again, every
+  stream it carried is subscribed again (on a Cluster, where its slot is now) and caught
+  up from the Stream.
 - A message from another epoch (Redis lost its data) resets the stream's position.
 """
 
@@ -27,14 +29,15 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
-from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
 from ..errors import StorageUnavailable
 from ..history.records import EventRecord
 from ..history.shared import FollowTarget, StreamChanges
 from ..types.enums import StreamEventType
+from .connect import Client
 from .keys import CONTROL, keys_for, stream_of_channel
+from .routing import Listeners
 
 if TYPE_CHECKING:
     from .store import RedisHistory
@@ -60,33 +63,48 @@ class _Followed:
     """Held by whoever hands the target events: one at a time, so always in order."""
 
 
+@dataclass(eq=False)
+class _Listener:
+    """One pub/sub connection to one Redis server, used only by its reader task:
+    redis-py's pub/sub fails in odd ways when another task sends on it while it is being
+    lost and reconnected. Other tasks leave their requests on its to-do lists."""
+
+    node: str
+    wake_channel: str
+    control: bool = False
+    """Hears the control channel."""
+    streams: set[str] = field(default_factory=set)
+    """Streams whose channels live on this server."""
+    wanted: set[str] = field(default_factory=set)
+    """Streams whose channels the reader subscribes next."""
+    unwanted: set[str] = field(default_factory=set)
+    """Streams no longer followed, whose channels the reader unsubscribes."""
+    pubsub: PubSub | None = None
+    broken: bool = False
+    """A command on the connection failed, or it went silent: the reader replaces it."""
+    last_pong: float = 0.0
+    next_ping: float = 0.0
+    reader: asyncio.Task[None] | None = None
+
+
 class ChannelFollower:
     def __init__(
-        self, client: Redis, listener: Redis, store: RedisHistory, probe_interval: float
+        self, client: Client, listeners: Listeners, store: RedisHistory, probe_interval: float
     ) -> None:
-        """``client`` reads; ``listener``'s pub/sub connection must not reconnect by
-        itself, or a reconnect (and the messages lost meanwhile) would go unnoticed."""
+        """``client`` reads; the ``listeners``' connections must not reconnect by
+        themselves, or a reconnect (and the messages lost meanwhile) would go unnoticed."""
         self._client = client
-        self._listener = listener
+        self._servers = listeners
         self._store = store
         self._probe_interval = probe_interval
-        self._pubsub: PubSub | None = None
+        self._listeners: dict[str, _Listener] = {}
+        self._route: dict[str, _Listener] = {}
+        """Followed stream → the listener its channel is subscribed on."""
         self._followed: dict[str, _Followed] = {}
-        self._reader: asyncio.Task[None] | None = None
         self._prober: asyncio.Task[None] | None = None
         self._catching_up: set[asyncio.Task[None]] = set()
+        self._started = False
         self._stopping = False
-        self._broken = False
-        """A command on the connection failed, or it went silent: the reader replaces it.
-        Only the reader uses the connection: redis-py's pub/sub fails in odd ways when
-        another task sends on it while it is being lost and reconnected."""
-        self._last_pong = 0.0
-        self._next_ping = 0.0
-        self._wanted: set[str] = set()
-        """Streams whose channels the reader subscribes next."""
-        self._unwanted: set[str] = set()
-        """Streams no longer followed, whose channels the reader unsubscribes."""
-        self._wake_channel = f"{CONTROL}:wake:{store.node}"
         self.changes: StreamChanges | None = None
         self.reconnects = 0
         self.gaps_filled = 0
@@ -94,51 +112,92 @@ class ChannelFollower:
     # -- lifetime ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self._connect()
-        self._reader = asyncio.create_task(self._read(), name="executor-streamer-redis-read")
+        listener = self._listener_for(CONTROL)
+        listener.control = True
+        await self._connect(listener)
+        self._started = True
+        self._start_reader(listener)
         self._prober = asyncio.create_task(self._probe(), name="executor-streamer-redis-probe")
 
     async def stop(self) -> None:
-        """The reader is let finish rather than cancelled: redis-py's ``get_message`` may
+        """Readers are let finish rather than cancelled: redis-py's ``get_message`` may
         never return once cancelled inside its own timeout."""
         self._stopping = True
-        await self._wake()
+        for listener in self._listeners.values():
+            await self._wake(listener)
         tasks = {t for t in (self._prober, *self._catching_up) if t is not None}
         for task in tasks:
             task.cancel()
-        if self._reader is not None:
-            tasks.add(self._reader)
+        tasks |= {lst.reader for lst in self._listeners.values() if lst.reader is not None}
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=3 * READ_TIMEOUT)
             for task in late:
                 task.cancel()
-        await self._disconnect()
+        for listener in self._listeners.values():
+            await self._disconnect(listener)
+        await self._servers.aclose()
 
     @property
     def followed(self) -> int:
         return len(self._followed)
+
+    @property
+    def connections(self) -> int:
+        """Pub/sub connections held: one per server listened to."""
+        return sum(1 for lst in self._listeners.values() if lst.pubsub is not None)
+
+    def server_of(self, stream_id: str) -> str | None:
+        """The server whose connection carries a followed stream's channel."""
+        listener = self._route.get(stream_id)
+        return None if listener is None else listener.node
+
+    def _listener_for(self, channel: str) -> _Listener:
+        node = self._servers.node_of(channel)
+        listener = self._listeners.get(node)
+        if listener is None:
+            wake = f"{CONTROL}:wake:{self._store.node}:{node}"
+            listener = self._listeners[node] = _Listener(node, wake)
+            if self._started:
+                self._start_reader(listener)
+        return listener
+
+    def _start_reader(self, listener: _Listener) -> None:
+        listener.reader = asyncio.create_task(
+            self._read(listener), name=f"executor-streamer-redis-read-{listener.node}"
+        )
 
     # -- following ---------------------------------------------------------------------
 
     async def follow(self, stream_id: str, target: FollowTarget) -> None:
         followed = self._followed.get(stream_id)
         if followed is None or followed.target is not target:
+            listener = self._listener_for(keys_for(stream_id).channel)
             ready = asyncio.get_running_loop().create_future()
             followed = _Followed(stream_id, target, ready)
             self._followed[stream_id] = followed
-            self._unwanted.discard(stream_id)
-            self._wanted.add(stream_id)
-            await self._wake()
+            self._move(stream_id, listener)
+            await self._wake(listener)
         # A caller that gives up (its client left) leaves the follow to the next one.
         try:
             await asyncio.wait_for(asyncio.shield(followed.ready), FOLLOW_TIMEOUT)
         except TimeoutError:
             raise StorageUnavailable("redis did not confirm the subscription in time") from None
 
-    async def _wake(self) -> None:
-        """Have the reader look at its to-do list now, not after its read times out."""
+    def _move(self, stream_id: str, listener: _Listener) -> None:
+        """Have ``listener`` subscribe the stream's channel (again)."""
+        before = self._route.get(stream_id)
+        if before is not None and before is not listener:
+            before.streams.discard(stream_id)
+            before.wanted.discard(stream_id)
+        self._route[stream_id] = listener
+        listener.streams.add(stream_id)
+        listener.unwanted.discard(stream_id)
+        listener.wanted.add(stream_id)
+
+    async def _wake(self, listener: _Listener) -> None:
+        """Have a reader look at its to-do list now, not after its read times out."""
         with contextlib.suppress(StorageUnavailable):  # then the reader is reconnecting
-            await self._store._call(self._client.publish(self._wake_channel, b""))
+            await self._store._call(self._client.publish(listener.wake_channel, b""))
 
     async def _confirmed(self, followed: _Followed) -> None:
         """Subscribed: read where the stream is now, then let messages through."""
@@ -215,84 +274,131 @@ class ChannelFollower:
         except StorageUnavailable:
             pass  # the probe or the reconnect catches this stream up
 
-    # -- the connection ----------------------------------------------------------------
+    # -- the connections ---------------------------------------------------------------
 
-    async def _connect(self) -> None:
-        pubsub = self._listener.pubsub()
+    async def _connect(self, listener: _Listener) -> None:
+        pubsub = self._servers.client(listener.node).pubsub()
         try:
-            await pubsub.subscribe(CONTROL, self._wake_channel)
-            for followed in self._followed.values():
-                followed.synced = False
-                await pubsub.ssubscribe(keys_for(followed.stream_id).channel)
+            await pubsub.subscribe(listener.wake_channel)
+            if listener.control:
+                await pubsub.subscribe(CONTROL)
+            for stream_id in listener.streams:
+                self._followed[stream_id].synced = False
+                await pubsub.ssubscribe(keys_for(stream_id).channel)
         except Exception as exc:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
             raise StorageUnavailable(f"redis is not reachable: {exc}") from exc
-        self._pubsub = pubsub
-        self._broken = False
-        self._wanted.clear()
-        self._last_pong = asyncio.get_running_loop().time()
+        listener.pubsub = pubsub
+        listener.broken = False
+        listener.wanted.clear()
+        listener.last_pong = asyncio.get_running_loop().time()
 
-    async def _disconnect(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        for followed in self._followed.values():
-            followed.synced = False  # whatever is published meanwhile is read back later
+    async def _disconnect(self, listener: _Listener) -> None:
+        pubsub, listener.pubsub = listener.pubsub, None
+        for stream_id in listener.streams:
+            # Whatever is published meanwhile is read back later.
+            self._followed[stream_id].synced = False
         if pubsub is not None:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    async def _reconnect(self) -> None:
-        await self._disconnect()
+    async def _reconnect(self, listener: _Listener) -> bool:
+        """Connect again; False if nothing is left for this server to carry."""
+        await self._disconnect(listener)
         delay = 0.05
         while not self._stopping:
+            with contextlib.suppress(StorageUnavailable):
+                await self._reroute(listener)
+            if self._listeners.get(listener.node) is not listener:
+                return False
             try:
-                await self._connect()
+                await self._connect(listener)
             except StorageUnavailable:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
             self.reconnects += 1
-            _log.info("redis_pubsub_reconnected", streams=len(self._followed))
-            return
+            _log.info("redis_pubsub_reconnected", node=listener.node, streams=len(listener.streams))
+            return True
+        return False
 
-    async def _read(self) -> None:
+    async def _reroute(self, listener: _Listener) -> None:
+        """On a Cluster, a server that went away may have handed its slots to another
+        (a failover, a resharding): move what it carried to where it lives now. A
+        listener left with nothing to carry is retired."""
+        await self._servers.relearn()
+        if listener.control and self._listener_for(CONTROL) is not listener:
+            found = self._listener_for(CONTROL)
+            listener.control, found.control = False, True
+            found.broken = True  # its reader connects again, now with the control channel
+        for stream_id in list(listener.streams):
+            found = self._listener_for(keys_for(stream_id).channel)
+            if found is not listener:
+                self._move(stream_id, found)
+                await self._wake(found)
+        if not listener.streams and not listener.control:
+            del self._listeners[listener.node]
+
+    async def _relocate(self, stream_id: str) -> None:
+        """A stream's channel was let go by its server (its slot moved): subscribe it
+        where it lives now."""
+        with contextlib.suppress(StorageUnavailable):
+            await self._servers.relearn()
+        if stream_id not in self._followed:
+            return
+        try:
+            listener = self._listener_for(keys_for(stream_id).channel)
+        except StorageUnavailable:
+            listener = self._route[stream_id]
+        self._move(stream_id, listener)
+        await self._wake(listener)
+
+    async def _read(self, listener: _Listener) -> None:
         while not self._stopping:
-            pubsub = self._pubsub
-            if pubsub is None or self._broken:
-                await self._reconnect()
+            pubsub = listener.pubsub
+            if pubsub is None or listener.broken:
+                if not await self._reconnect(listener):
+                    return
                 continue
             try:
                 message = await pubsub.get_message(timeout=READ_TIMEOUT)
             except Exception as exc:
                 if not self._stopping:
-                    _log.warning("redis_pubsub_lost", error=str(exc) or exc.__class__.__name__)
-                    await self._reconnect()
+                    _log.warning(
+                        "redis_pubsub_lost",
+                        node=listener.node,
+                        error=str(exc) or exc.__class__.__name__,
+                    )
+                    if not await self._reconnect(listener):
+                        return
                 continue
             if message is not None:
-                await self._on_message(message)
-            await self._housekeeping(pubsub)
+                await self._on_message(listener, message)
+            await self._housekeeping(listener, pubsub)
 
-    async def _housekeeping(self, pubsub: PubSub) -> None:
+    async def _housekeeping(self, listener: _Listener, pubsub: PubSub) -> None:
         """Subscribes, unsubscribes and pings, sent by the reader between reads."""
         try:
-            while self._wanted:
-                followed = self._followed.get(self._wanted.pop())
-                if followed is not None:
+            while listener.wanted:
+                stream_id = listener.wanted.pop()
+                followed = self._followed.get(stream_id)
+                if followed is not None and self._route.get(stream_id) is listener:
                     followed.synced = False
-                    await pubsub.ssubscribe(keys_for(followed.stream_id).channel)
-            while self._unwanted:
-                await pubsub.sunsubscribe(keys_for(self._unwanted.pop()).channel)
+                    await pubsub.ssubscribe(keys_for(stream_id).channel)
+            while listener.unwanted:
+                await pubsub.sunsubscribe(keys_for(listener.unwanted.pop()).channel)
             now = asyncio.get_running_loop().time()
-            if now >= self._next_ping:
-                self._next_ping = now + self._probe_interval
+            if now >= listener.next_ping:
+                listener.next_ping = now + self._probe_interval
                 await pubsub.ping()
         except Exception:
-            self._broken = True
+            listener.broken = True
 
-    async def _on_message(self, message: dict[str, Any]) -> None:
+    async def _on_message(self, listener: _Listener, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "pong":
-            self._last_pong = asyncio.get_running_loop().time()
+            listener.last_pong = asyncio.get_running_loop().time()
             return
         channel = message["channel"]
         channel = channel.decode() if isinstance(channel, bytes) else channel
@@ -301,12 +407,15 @@ class ChannelFollower:
             return
         stream_id = stream_of_channel(channel)
         followed = None if stream_id is None else self._followed.get(stream_id)
-        if followed is None:
+        if followed is None or self._route.get(followed.stream_id) is not listener:
             return
         if kind == "ssubscribe":
             self._spawn(self._confirmed(followed))
-        elif kind == "sunsubscribe":  # raced with following the stream again
-            self._wanted.add(followed.stream_id)
+        elif kind == "sunsubscribe":
+            # Raced with following the stream again, or the server let go of the channel
+            # (its slot moved to another node): subscribe it where it is now.
+            followed.synced = False
+            self._spawn(self._relocate(followed.stream_id))
         elif kind == "smessage":
             await self._dispatch(followed, message["data"])
 
@@ -335,18 +444,20 @@ class ChannelFollower:
 
     async def _probe(self) -> None:
         loop = asyncio.get_running_loop()
+        silent_after = SILENT_AFTER_PINGS * self._probe_interval + 2
         while True:
             await asyncio.sleep(self._probe_interval)
-            if self._pubsub is None:
-                continue
-            if loop.time() - self._last_pong > SILENT_AFTER_PINGS * self._probe_interval + 2:
-                _log.warning("redis_pubsub_silent")
-                self._broken = True  # the reader reconnects and catches up
-                continue
+            for listener in list(self._listeners.values()):
+                if listener.pubsub is not None and loop.time() - listener.last_pong > silent_after:
+                    _log.warning("redis_pubsub_silent", node=listener.node)
+                    listener.broken = True  # its reader reconnects and catches up
             for stream_id, followed in list(self._followed.items()):
                 if followed.target.idle and followed.ready.done():
                     del self._followed[stream_id]
-                    self._unwanted.add(stream_id)
+                    listener = self._route.pop(stream_id)
+                    listener.streams.discard(stream_id)
+                    listener.wanted.discard(stream_id)
+                    listener.unwanted.add(stream_id)
             with contextlib.suppress(StorageUnavailable):
                 await self._check_positions()
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+
+from .connect import Client
 
 
 def _source(name: str) -> str:
@@ -14,7 +15,7 @@ def _source(name: str) -> str:
 
 
 class Scripts:
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Client) -> None:
         shared = _source("trim.lua")
         self.publish: AsyncScript = client.register_script(shared + _source("publish.lua"))
         self.append: AsyncScript = client.register_script(shared + _source("append.lua"))

@@ -16,9 +16,8 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
-from redis.asyncio import Redis
-
 from ..errors import StorageUnavailable
+from .connect import Client
 from .keys import PREFIX
 from .scripts import Scripts
 
@@ -31,7 +30,7 @@ CONNECTIONS = PREFIX + "conns:"
 
 
 class RedisConnectionSlots:
-    def __init__(self, client: Redis, store: RedisHistory) -> None:
+    def __init__(self, client: Client, store: RedisHistory) -> None:
         self._client = client
         self._store = store
         self._take = Scripts(client).slots

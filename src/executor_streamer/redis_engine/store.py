@@ -26,12 +26,14 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from limits.aio.storage import RedisStorage, Storage
+from limits.aio.storage import RedisClusterStorage, RedisStorage, Storage
+from limits.aio.storage.redis.redispy import RedispyBridge
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..core.ids import new_epoch, new_event_ids
@@ -57,8 +59,10 @@ from ..types.enums import StreamEventType
 from ..types.filters import HistoryFilter
 from ..types.streams import StreamConfig
 from .batcher import ScriptBatcher
+from .connect import RedisTarget
 from .follower import ChannelFollower
 from .keys import CONTROL, NODES, ONCE, PREFIX, SESSIONS, StreamKeys, keys_for
+from .routing import ClusterNodes, Listeners, SingleServer
 from .scripts import Scripts
 from .slots import RedisConnectionSlots
 
@@ -78,29 +82,42 @@ def node_name() -> str:
 
 
 class RedisHistory:
-    """A :class:`~executor_streamer.history.shared.SharedStore` on one Redis server."""
+    """A :class:`~executor_streamer.history.shared.SharedStore` on one Redis server or a
+    Redis Cluster (``connect.py``)."""
 
     def __init__(self, url: str, *, probe_interval: float = 1.0) -> None:
         self.url = url
+        self.target = RedisTarget.parse(url)
         self.node = node_name()
         self._node = self.node.encode()
         timeouts: dict[str, Any] = {"socket_timeout": 5.0, "socket_connect_timeout": 2.0}
-        self._redis = Redis.from_url(
-            url,
+        self._redis = self.target.client(
             retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), 2),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
             **timeouts,
         )
         # The publish script runs on a client that never retries by itself (see the
         # module's doc); :meth:`publish` retries with an idempotency key instead.
-        self._publisher = Redis.from_url(
-            url, retry=Retry(NoBackoff(), 0), retry_on_timeout=False, **timeouts
-        )
+        self._publisher = self.target.client(retry=Retry(NoBackoff(), 0), **timeouts)
         self._scripts = Scripts(self._redis)
         self._publishes = ScriptBatcher(self._publisher, Scripts(self._publisher).publish)
-        self.follower = ChannelFollower(self._redis, self._publisher, self, probe_interval)
+        listeners = self._listeners(timeouts)
+        self.follower = ChannelFollower(self._redis, listeners, self, probe_interval)
         self._slots = RedisConnectionSlots(self._redis, self)
         self._capacity: dict[str, int] = {}
+        self._limit_storages: list[RedisClusterStorage] = []
+
+    def _listeners(self, options: dict[str, Any]) -> Listeners:
+        """Pub/sub connections: never reconnecting by themselves (``follower.py``)."""
+        no_retry = {"retry": Retry(NoBackoff(), 0), **options}
+        if not self.target.cluster:
+            single = self.target.client(**no_retry)
+            assert isinstance(single, Redis)
+            return SingleServer(single)
+        assert isinstance(self._redis, RedisCluster)
+        return ClusterNodes(
+            self._redis, lambda host, port: self.target.node_client(host, port, **no_retry)
+        )
 
     # -- lifetime ----------------------------------------------------------------------
 
@@ -116,6 +133,12 @@ class RedisHistory:
         await self._slots.close()
         with contextlib.suppress(StorageUnavailable):  # gone: no more report from here
             await self.drop_reports([self.node])
+        for storage in self._limit_storages:
+            # limits has no close of its own; its bridge holds the client it made.
+            if isinstance(storage.bridge, RedispyBridge):
+                client = storage.bridge.get_connection()
+                if isinstance(client, RedisCluster):
+                    await client.aclose()
         await self._redis.aclose()
         await self._publisher.aclose()
 
@@ -126,15 +149,20 @@ class RedisHistory:
 
     async def save_stream(self, state: StreamState) -> None:
         """The registry fields are this hub's to set; epoch, seq and running commands are
-        the publish script's, so they are only filled in when absent."""
+        the publish script's, so they are only filled in when absent.
+
+        The stream's hash first, then the registry: on a Cluster they live on different
+        nodes, so no transaction holds both, and a registry entry whose hash is missing
+        would name a stream that cannot be read (a hash without an entry is only found
+        by its id, until the next save)."""
         keys = keys_for(state.stream_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hset(keys.meta, mapping=_registry_fields(state))  # type: ignore[arg-type]
             pipe.hsetnx(keys.meta, "epoch", state.epoch)
             pipe.hsetnx(keys.meta, "seq", state.last_seq)
             pipe.hsetnx(keys.meta, "cmds", _commands_json(state.running_commands))
-            pipe.hset(SESSIONS, state.workflow_session_id, state.stream_id)
             await self._call(pipe.execute())
+        await self._call(self._redis.hset(SESSIONS, state.workflow_session_id, state.stream_id))
 
     async def register(self, state: StreamState) -> StreamState:
         keys = keys_for(state.stream_id)
@@ -146,7 +174,7 @@ class RedisHistory:
             if found is not None:
                 return found
             await self._call(self._redis.hset(SESSIONS, state.workflow_session_id, state.stream_id))
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hset(keys.meta, mapping=_registry_fields(state))  # type: ignore[arg-type]
             pipe.hsetnx(keys.meta, "epoch", state.epoch)
             pipe.hsetnx(keys.meta, "seq", state.last_seq)
@@ -195,9 +223,19 @@ class RedisHistory:
         return value
 
     def rate_limit_storage(self) -> Storage:
+        if self.target.cluster:
+            storage = RedisClusterStorage(
+                self.target.limits_uri(),
+                implementation="redispy",
+                key_prefix=PREFIX + "limits",
+                **({"ssl": True} if self.target.tls else {}),
+            )
+            self._limit_storages.append(storage)
+            return storage
+        assert isinstance(self._redis, Redis)
         # On this store's connection pool, so closing the store closes its connections.
         return RedisStorage(
-            "async+" + self.url,
+            self.target.limits_uri(),
             implementation="redispy",
             key_prefix=PREFIX + "limits",
             connection_pool=self._redis.connection_pool,  # type: ignore[arg-type]
@@ -308,7 +346,42 @@ class RedisHistory:
 
     async def write(self, writes: Sequence[StreamWrite]) -> None:
         """Store records the caller numbered (the single-process path; the hub itself
-        publishes through :meth:`publish`). Every stream must be in one slot on a Cluster."""
+        publishes through :meth:`publish`): all of them or, if any seq does not follow
+        its stream's last, none.
+
+        One script checks and writes on one server. On a Cluster one script cannot span
+        nodes, so each slot's streams get their own, after the seqs of all are checked
+        here first; the scripts check again, so only writers racing each other (which
+        the single-process path never has) could see part of a call stored."""
+        groups: dict[int, list[StreamWrite]] = {}
+        for write in writes:
+            slot = 0
+            if isinstance(self._redis, RedisCluster):
+                slot = self._redis.keyslot(keys_for(write.stream_id).meta)
+            groups.setdefault(slot, []).append(write)
+        if len(groups) > 1:
+            await self._check_follows(writes)
+        for group in groups.values():
+            await self._append(group)
+        sessions = {w.state.workflow_session_id: w.stream_id for w in writes if w.state}
+        if sessions:
+            await self._call(self._redis.hset(SESSIONS, mapping=sessions))  # type: ignore[arg-type]
+
+    async def _check_follows(self, writes: Sequence[StreamWrite]) -> None:
+        """What ``append.lua`` checks before writing, for writes it cannot see together."""
+        streams = list(dict.fromkeys(w.stream_id for w in writes))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for stream_id in streams:
+                pipe.hget(keys_for(stream_id).meta, "seq")
+            stored = await self._call(pipe.execute())
+        last = {s: -1 if seq is None else int(seq) for s, seq in zip(streams, stored, strict=True)}
+        for write in writes:
+            for record in write.records:
+                if last[write.stream_id] > 0 and record.seq != last[write.stream_id] + 1:
+                    raise ValueError(f"seq {record.seq} does not follow {last[write.stream_id]}")
+                last[write.stream_id] = record.seq
+
+    async def _append(self, writes: Sequence[StreamWrite]) -> None:
         keys: list[str] = []
         args: list[Any] = [len(writes)]
         for write in writes:
@@ -336,9 +409,6 @@ class RedisHistory:
             if isinstance(exc.__cause__, ResponseError) and "does not follow" in str(exc.__cause__):
                 raise ValueError(str(exc.__cause__)) from None
             raise
-        sessions = {w.state.workflow_session_id: w.stream_id for w in writes if w.state}
-        if sessions:
-            await self._call(self._redis.hset(SESSIONS, mapping=sessions))  # type: ignore[arg-type]
 
     # -- reading -----------------------------------------------------------------------
 
@@ -431,11 +501,10 @@ class RedisHistory:
     async def drop_stream(self, stream_id: str) -> None:
         keys = keys_for(stream_id)
         session = await self._call(self._redis.hget(keys.meta, "wf"))
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(keys.meta, keys.events, keys.images)
-            if session is not None:
-                pipe.hdel(SESSIONS, session)
-            await self._call(pipe.execute())
+        # The registry entry first, so no entry ever names a stream half deleted.
+        if session is not None:
+            await self._call(self._redis.hdel(SESSIONS, session))
+        await self._call(self._redis.delete(keys.meta, keys.events, keys.images))
         self._capacity.pop(stream_id, None)
 
     # -- helpers -----------------------------------------------------------------------
@@ -468,7 +537,7 @@ class RedisHistory:
             return await awaitable
         except ResponseError as exc:
             raise StorageUnavailable(f"redis refused: {exc}") from exc
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             raise StorageUnavailable(
                 f"redis is not reachable: {exc.__class__.__name__}: {exc}"
             ) from exc

@@ -1,0 +1,199 @@
+"""The Redis engine on a Redis Cluster of three primaries the tests start
+(docs/multi-node.md, "Redis Cluster").
+
+A stream's keys and channel share one slot, so each stream lives on one primary and is
+heard there: these tests spread streams over every primary, cut every node's pub/sub
+connections, and move a watched stream's slot to another primary mid-burst. The tests of
+``test_hubs.py`` that take ``engine_url``, the HistoryStore contract suite and the resume
+property run on a Cluster too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from executor_streamer.errors import StorageUnavailable
+from executor_streamer.redis_engine.store import RedisHistory
+
+from ..live_server import ServerFactory, status
+from ..redis_server import RedisCluster, RedisServer, running_cluster
+from .test_follower import STATE, Recorder, parts
+from .test_hubs import Watcher, hubs, publish, watching
+
+
+def spread(cluster: RedisCluster, per_node: int) -> dict[str, RedisServer]:
+    """Stream ids, ``per_node`` on each primary, with the primary each lives on."""
+    found: dict[str, RedisServer] = {}
+    counts = {node.port: 0 for node in cluster.nodes}
+    for n in itertools.count():
+        stream_id = f"str_c{n}"
+        owner = cluster.owner(cluster.slot_of(stream_id))
+        if counts[owner.port] < per_node:
+            counts[owner.port] += 1
+            found[stream_id] = owner
+        if all(count == per_node for count in counts.values()):
+            return found
+    raise AssertionError("unreachable")
+
+
+def address(node: RedisServer) -> str:
+    return f"127.0.0.1:{node.port}"
+
+
+@pytest.fixture
+async def store(cluster_url: str) -> AsyncIterator[RedisHistory]:
+    history = RedisHistory(cluster_url, probe_interval=60)
+    await history.start()
+    yield history
+    await history.close()
+
+
+async def follow_all(store: RedisHistory, stream_ids: list[str]) -> dict[str, Recorder]:
+    targets = {}
+    for stream_id in stream_ids:
+        await store.register(replace(STATE, stream_id=stream_id, workflow_session_id=stream_id))
+        targets[stream_id] = Recorder()
+        await store.follow(stream_id, targets[stream_id])
+    return targets
+
+
+async def publish_events(store: RedisHistory, stream_id: str, count: int) -> None:
+    """``count`` publishes, each sent again with its idempotency key while the Cluster
+    refuses it (a slot in the middle of moving answers TRYAGAIN)."""
+    state = replace(STATE, stream_id=stream_id, workflow_session_id=stream_id)
+    for n in range(count):
+        for _ in range(200):
+            try:
+                await store.publish(
+                    state, parts(n, stream_id, stream_id), "2026-01-01T00:00:00.000Z", f"k{n}"
+                )
+                break
+            except StorageUnavailable:
+                await asyncio.sleep(0.02)
+        else:
+            raise AssertionError(f"publish {n} to {stream_id} never got through")
+
+
+async def test_each_stream_is_heard_on_the_primary_that_owns_it(
+    shared_cluster: RedisCluster, store: RedisHistory
+) -> None:
+    owners = spread(shared_cluster, 2)
+    targets = await follow_all(store, list(owners))
+    await asyncio.gather(*(publish_events(store, s, 30) for s in owners))
+    for stream_id, target in targets.items():
+        assert await target.until(30) == list(range(1, 31)), stream_id
+        assert store.follower.server_of(stream_id) == address(owners[stream_id])
+    assert store.follower.connections == 3
+
+
+async def test_order_holds_while_every_node_drops_its_pubsub_connections(
+    shared_cluster: RedisCluster, store: RedisHistory
+) -> None:
+    owners = spread(shared_cluster, 1)
+    targets = await follow_all(store, list(owners))
+
+    async def cutter() -> None:
+        for _ in range(6):
+            await asyncio.sleep(0.03)
+            for node in shared_cluster.nodes:
+                await asyncio.to_thread(node.command, "CLIENT", "KILL", "TYPE", "pubsub")
+
+    await asyncio.gather(*(publish_events(store, s, 100) for s in owners), cutter())
+    for target in targets.values():
+        assert await target.until(100) == list(range(1, 101))
+    assert store.follower.reconnects >= 3
+
+
+async def test_a_watched_stream_whose_slot_moves_loses_nothing(tmp_path: Path) -> None:
+    """The slot of a followed stream moves to another primary in the middle of a burst
+    (IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE, as a resharding does): publishes
+    refused meanwhile are sent again, the old primary lets go of the channel, and the
+    follower subscribes it on the new one and catches up: 1..N in order, once each."""
+    with running_cluster(tmp_path) as cluster:
+        history = RedisHistory(cluster.url, probe_interval=60)
+        await history.start()
+        try:
+            stream_id = next(iter(spread(cluster, 1)))
+            (target,) = (await follow_all(history, [stream_id])).values()
+            slot = cluster.slot_of(stream_id)
+            source = cluster.owner(slot)
+            destination = next(node for node in cluster.nodes if node is not source)
+
+            async def mover() -> None:
+                await target.until(50)
+                await asyncio.to_thread(cluster.migrate, slot, destination)
+
+            await asyncio.gather(publish_events(history, stream_id, 300), mover())
+            assert await target.until(300) == list(range(1, 301))
+            assert cluster.owner(slot) is destination
+            assert history.follower.server_of(stream_id) == address(destination)
+            stored = await history.read_range(stream_id, 0, 1000, None)
+            assert [r.seq for r in stored.records] == list(range(1, 301))
+        finally:
+            await history.close()
+
+
+async def test_three_hubs_on_a_cluster_deliver_every_stream_whole(
+    make_server: ServerFactory, shared_cluster: RedisCluster, cluster_url: str
+) -> None:
+    """Streams on every primary, a publisher and a WebSocket subscriber per stream on
+    every hub, every node's pub/sub cut midway: each subscriber gets its stream's 1..N,
+    identical on every hub."""
+    served = await hubs(make_server, cluster_url, 3)
+    sessions = [f"wf-{n}" for n in range(6)]
+    for session in sessions:
+        assert (await publish(served[0], session, status("first"))).status_code == 201
+    stream_ids = {
+        (await served[0].http.get(f"/api/streams/{s}")).json()["streamId"] for s in sessions
+    }
+    owners = {shared_cluster.owner(shared_cluster.slot_of(s)).port for s in stream_ids}
+    assert len(owners) >= 2, "six streams all landed on one primary"
+    watchers = [Watcher(hub, s, since=0) for hub in served for s in sessions]
+    async with watching(*watchers):
+
+        async def producer(n: int) -> None:
+            for i in range(20):
+                hub = served[(n + i) % 3]
+                assert (await publish(hub, sessions[n], status(i))).status_code == 201
+                if n == 0 and i == 10:
+                    for node in shared_cluster.nodes:
+                        await asyncio.to_thread(node.command, "CLIENT", "KILL", "TYPE", "pubsub")
+
+        await asyncio.gather(*(producer(n) for n in range(len(sessions))))
+        for watcher in watchers:
+            assert await watcher.until(21) == list(range(1, 22))
+        for session in sessions:
+            seen = [w.events for w in watchers if w.stream == session]
+            assert all(events == seen[0] for events in seen)
+
+
+async def test_a_hub_with_an_old_slot_map_follows_a_moved_stream_where_it_is(
+    tmp_path: Path,
+) -> None:
+    """A hub learned the slot map, then a stream's slot moved without it noticing: its
+    subscribe goes to the old primary, which answers MOVED; the hub reads the map again
+    and subscribes on the new primary."""
+    with running_cluster(tmp_path) as cluster:
+        history = RedisHistory(cluster.url, probe_interval=60)
+        await history.start()
+        try:
+            stream_id = next(iter(spread(cluster, 1)))
+            slot = cluster.slot_of(stream_id)
+            destination = next(n for n in cluster.nodes if n is not cluster.owner(slot))
+            await asyncio.to_thread(cluster.migrate, slot, destination)
+            target = Recorder()
+            await history.follow(stream_id, target)  # before anything else reaches the slot
+            assert history.follower.server_of(stream_id) == address(destination)
+            assert history.follower.reconnects >= 1  # the connection MOVED was read on
+            state = replace(STATE, stream_id=stream_id, workflow_session_id=stream_id)
+            await history.register(state)
+            await publish_events(history, stream_id, 20)
+            assert await target.until(20) == list(range(1, 21))
+        finally:
+            await history.close()
