@@ -97,11 +97,13 @@ class RedisServer:
 
 
 class RedisCluster:
-    """A Redis Cluster of three primaries (no replicas), each a ``redis-server`` on free
-    ports, joined with ``redis-cli --cluster create``."""
+    """A Redis Cluster of three primaries, each with ``replicas`` replicas, every node a
+    ``redis-server`` on free ports, joined with ``redis-cli --cluster create``."""
 
-    def __init__(self, directory: Path, masters: int = 3) -> None:
-        self.nodes = [RedisServer(directory / f"node{i}", cluster=True) for i in range(masters)]
+    def __init__(self, directory: Path, replicas: int = 0) -> None:
+        self.replicas = replicas
+        count = 3 * (1 + replicas)
+        self.nodes = [RedisServer(directory / f"node{i}", cluster=True) for i in range(count)]
 
     @property
     def url(self) -> str:
@@ -111,34 +113,62 @@ class RedisCluster:
         for node in self.nodes:
             node.start()
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        replicas = ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
         subprocess.run(
-            [
-                "redis-cli",
-                "--cluster",
-                "create",
-                *addresses,
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
+            ["redis-cli", "--cluster", "create", *addresses, *replicas],
             capture_output=True,
             check=True,
             timeout=30,
         )
         deadline = time.monotonic() + 20
-        while not all("cluster_state:ok" in n.command("CLUSTER", "INFO") for n in self.nodes):
+        while not self._formed():
             if time.monotonic() > deadline:
                 pytest.fail("the Redis Cluster did not come up within 20 s")
             time.sleep(0.05)
         return self
+
+    def _formed(self) -> bool:
+        """Every node sees the Cluster ok, and every replica is in sync with its primary."""
+        if not all("cluster_state:ok" in n.command("CLUSTER", "INFO") for n in self.live):
+            return False
+        roles = [n.command("INFO", "replication") for n in self.live]
+        synced = sum("role:slave" in r and "master_link_status:up" in r for r in roles)
+        return synced == 3 * self.replicas
+
+    @property
+    def live(self) -> list[RedisServer]:
+        return [node for node in self.nodes if node.process is not None]
+
+    def replica_of(self, primary: RedisServer) -> RedisServer:
+        primary_id = self.node_id(primary)
+        for node in self.live:
+            for line in node.command("CLUSTER", "NODES").splitlines():
+                fields = line.split()
+                if "myself" in fields[2] and "slave" in fields[2] and fields[3] == primary_id:
+                    return node
+        raise AssertionError(f"no replica of {primary.port}")
+
+    def wait_replicated(self, primary: RedisServer) -> None:
+        """Until the primary's replica holds everything the primary does."""
+        replica = self.replica_of(primary)
+        deadline = time.monotonic() + 10
+        while True:
+            sent = _info_field(primary.command("INFO", "replication"), "master_repl_offset")
+            got = _info_field(replica.command("INFO", "replication"), "slave_repl_offset")
+            if got >= sent:
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"replica {replica.port} stayed behind its primary")
+            time.sleep(0.02)
 
     def kill(self) -> None:
         for node in self.nodes:
             node.kill()
 
     def flush(self) -> None:
-        for node in self.nodes:
-            node.command("FLUSHALL")
+        for node in self.live:
+            if "role:master" in node.command("INFO", "replication"):
+                node.command("FLUSHALL")
 
     def node_id(self, node: RedisServer) -> str:
         return node.command("CLUSTER", "MYID")
@@ -148,7 +178,7 @@ class RedisCluster:
 
     def owner(self, slot: int) -> RedisServer:
         """The primary serving ``slot``, as the nodes agree."""
-        for node in self.nodes:
+        for node in self.live:
             if self._serves(node, slot):
                 return node
         raise AssertionError(f"no node serves slot {slot}")
@@ -173,7 +203,7 @@ class RedisCluster:
         source.command("CLUSTER", "SETSLOT", str(slot), "MIGRATING", target_id)
         while keys := source.command("CLUSTER", "GETKEYSINSLOT", str(slot), "100").split():
             source.command("MIGRATE", "127.0.0.1", str(to.port), "", "0", "5000", "KEYS", *keys)
-        for node in (to, source, *(n for n in self.nodes if n not in (to, source))):
+        for node in (to, source, *(n for n in self.live if n not in (to, source))):
             node.command("CLUSTER", "SETSLOT", str(slot), "NODE", target_id)
 
 
@@ -193,9 +223,16 @@ def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
 
 
+def _info_field(info: str, name: str) -> int:
+    for line in info.splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split(":", 1)[1])
+    raise AssertionError(f"no {name} in INFO")
+
+
 @contextlib.contextmanager
-def running_cluster(directory: Path) -> Iterator[RedisCluster]:
-    cluster = RedisCluster(directory)
+def running_cluster(directory: Path, *, replicas: int = 0) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(directory, replicas)
     try:
         yield cluster.start()
     finally:

@@ -197,3 +197,41 @@ async def test_a_hub_with_an_old_slot_map_follows_a_moved_stream_where_it_is(
             assert await target.until(20) == list(range(1, 21))
         finally:
             await history.close()
+
+
+async def test_hubs_carry_on_when_a_primary_fails_over(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    """The primary holding a watched stream is SIGKILLed (its replica holding everything
+    it acknowledged); the Cluster promotes the replica. Publishes are refused (503) until
+    then and sent again with their Idempotency-Key; the hubs find the stream on its new
+    primary, and subscribers on both hubs get 1..N once each."""
+    with running_cluster(tmp_path, replicas=1) as cluster:
+        a, b = await hubs(make_server, cluster.url, 2)
+        assert (await publish(a, "wf-1", status(0))).status_code == 201
+        stream_id = (await a.http.get("/api/streams/wf-1")).json()["streamId"]
+        primary = cluster.owner(cluster.slot_of(stream_id))
+        replica = cluster.replica_of(primary)
+        async with watching(Watcher(a, "wf-1", since=0), Watcher(b, "wf-1", since=0)) as seen:
+
+            async def send(i: int) -> None:
+                for _ in range(400):
+                    key = {"Idempotency-Key": f"event-{i}"}
+                    answer = await publish((a, b)[i % 2], "wf-1", status(i), **key)
+                    if answer.status_code == 201:
+                        return
+                    assert answer.status_code == 503, answer.text
+                    await asyncio.sleep(0.025)
+                raise AssertionError(f"publish {i} never got through")
+
+            for i in range(1, 30):
+                await send(i)
+            await asyncio.to_thread(cluster.wait_replicated, primary)
+            primary.kill()
+            for i in range(30, 60):
+                await send(i)
+            for watcher in seen:
+                assert await watcher.until(60, seconds=30) == list(range(1, 61))
+        assert cluster.owner(cluster.slot_of(stream_id)) is replica
+        history = (await b.http.get("/api/streams/wf-1/history?limit=100")).json()
+        assert [e["seq"] for e in history["events"]] == list(range(1, 61))

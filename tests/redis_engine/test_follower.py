@@ -258,3 +258,26 @@ async def test_connection_slots_lapse_with_their_hub(
             raise AssertionError("a slot given back did not come back")
     finally:
         await alive.close()
+
+
+async def test_a_history_that_went_back_resets_the_position(
+    store: RedisHistory, shared_redis: RedisServer
+) -> None:
+    """What a Cluster failover does when the promoted replica had not received the last
+    events: the top seq is below what was handed over, and the next publishes reuse
+    those seqs. Once the hub reconnects it sees that and resets (its subscribers resume
+    and learn it), and the new events are handed over instead of dropped as repeats."""
+    target = Recorder()
+    await store.follow("str_f", target)
+    for n in range(10):
+        await publish(store, n)
+    assert await target.until(10) == list(range(1, 11))
+    events = keys_for("str_f").events
+    shared_redis.command("XDEL", events, *(f"{seq}-0" for seq in range(7, 11)))
+    shared_redis.command("XSETID", events, "6-0")
+    shared_redis.command("HSET", keys_for("str_f").meta, "seq", "6")
+    shared_redis.command("CLIENT", "KILL", "TYPE", "pubsub")
+    assert await eventually(lambda: target.resets[-1:] == [(target.epoch, 6)], 5)
+    for n in range(3):
+        await publish(store, n)
+    assert await target.until(13) == [*range(1, 11), 7, 8, 9]

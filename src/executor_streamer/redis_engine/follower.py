@@ -15,7 +15,8 @@ subscriber watches; one of them hears the control channel too. Per stream:
 - When a connection drops, live subscribers stay; once Redis answers again, every
   stream it carried is subscribed again (on a Cluster, where its slot is now) and caught
   up from the Stream.
-- A message from another epoch (Redis lost its data) resets the stream's position.
+- A message from another epoch (Redis lost its data) resets the stream's position, and
+  so does a top seq below it (a Cluster failover lost events the replica never got).
 """
 
 from __future__ import annotations
@@ -221,6 +222,17 @@ class ChannelFollower:
                     target.reset(current, top)  # nothing on this hub holds a position yet
                 elif current != target.epoch:
                     target.reset(current, 0)
+                elif top < target.last_seq:
+                    # Events this hub handed over are gone, and their seqs will be given
+                    # again (a Cluster failover lost what the replica had not received):
+                    # its subscribers resume, and learn it.
+                    _log.warning(
+                        "history_rolled_back",
+                        stream_id=followed.stream_id,
+                        top=top,
+                        handed_over=target.last_seq,
+                    )
+                    target.reset(current, top)
                 await self._fill(followed, top)
             followed.synced = True
             await self._drain(followed)
@@ -472,7 +484,7 @@ class ChannelFollower:
             if known is None or not followed.synced:
                 continue
             epoch, top, _ = known
-            if epoch != followed.target.epoch or top > followed.target.last_seq:
+            if epoch != followed.target.epoch or top != followed.target.last_seq:
                 await self._catch_up(followed)
 
 
