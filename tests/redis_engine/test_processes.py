@@ -1,5 +1,6 @@
-"""Hub processes on one Redis, one of them SIGKILLed mid-burst, and the same behind the
-repository's nginx config (deploy/nginx.conf) with clients resuming through it.
+"""Hub processes on one Redis (and on a Redis Cluster), one of them SIGKILLed mid-burst,
+and the same behind the repository's nginx config (deploy/nginx.conf) with clients
+resuming through it.
 
 Everything here is a real process: redis-server, ``executor-streamer serve`` and nginx, on
 free loopback ports."""
@@ -26,7 +27,7 @@ import websockets
 from executor_streamer.client import HubClient
 
 from ..live_server import free_port, status
-from ..redis_server import RedisServer, running_redis
+from ..redis_server import RedisCluster, RedisServer, running_cluster, running_redis
 from .waiting import eventually
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -73,7 +74,7 @@ class Hub:
 
 
 @contextlib.asynccontextmanager
-async def hub_processes(redis: RedisServer, count: int) -> AsyncIterator[list[Hub]]:
+async def hub_processes(redis: RedisServer | RedisCluster, count: int) -> AsyncIterator[list[Hub]]:
     started = [Hub(redis.url) for _ in range(count)]
     try:
         for hub in started:
@@ -175,11 +176,15 @@ class Tail:
             await self.task
 
 
-async def test_a_hub_killed_mid_burst_loses_nothing_acknowledged(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["redis", "cluster"])
+async def test_a_hub_killed_mid_burst_loses_nothing_acknowledged(
+    tmp_path: Path, engine: str
+) -> None:
     """SIGKILL hub A while it takes publishes: every acknowledged event reaches the
     subscribers on B and C, and A's own subscriber resumes on B with no gap and no
-    duplicate."""
-    with running_redis(tmp_path) as redis:
+    duplicate. On one Redis server, and on a three-primary Redis Cluster."""
+    redis_running = running_redis if engine == "redis" else running_cluster
+    with redis_running(tmp_path) as redis:
         async with hub_processes(redis, 3) as (a, b, c), httpx.AsyncClient(timeout=5) as http:
             assert await post(http, a.url, status(0)) == 1
             tails = [Tail([a.url, b.url]), Tail([b.url]), Tail([c.url])]
