@@ -59,13 +59,16 @@ def start_server(
     raise RuntimeError(f"{command} did not start: {errors}")
 
 
-def start_redis(cpu: str = "") -> tuple[subprocess.Popen[bytes], str]:
+def start_redis(cpu: str = "", *, cluster: bool = False) -> tuple[subprocess.Popen[bytes], str]:
     """A redis-server of the benchmark's own on a free port, without persistence (what is
     measured is the hub; Redis' AOF would add Redis' own disk writes), optionally pinned
-    to ``cpu``. Returns the process and its URL."""
+    to ``cpu``. Returns the process and its URL. ``cluster``: a node of a Cluster, not yet
+    joined (:func:`start_redis_cluster`)."""
     port = free_port()
     command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
     command += ["--appendonly", "no", "--dir", tempfile.mkdtemp(), "--loglevel", "warning"]
+    if cluster:
+        command += ["--cluster-enabled", "yes", "--cluster-port", str(free_port())]
     if cpu:
         command = ["taskset", "-c", cpu, *command]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
@@ -76,6 +79,29 @@ def start_redis(cpu: str = "") -> tuple[subprocess.Popen[bytes], str]:
         time.sleep(0.05)
     process.kill()
     raise RuntimeError("redis-server did not start")
+
+
+def start_redis_cluster(cpu: str = "") -> tuple[list[subprocess.Popen[bytes]], str]:
+    """A Redis Cluster of three primaries, no replicas. Returns the processes and the
+    ``redis+cluster://`` URL."""
+    nodes = [start_redis(cpu, cluster=True) for _ in range(3)]
+    addresses = [url.removeprefix("redis://").removesuffix("/0") for _, url in nodes]
+    create = ["redis-cli", "--cluster", "create", *addresses]
+    subprocess.run(
+        [*create, "--cluster-replicas", "0", "--cluster-yes"],
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
+    first = addresses[0].rpartition(":")[2]
+    for _ in range(200):
+        info = subprocess.run(
+            ["redis-cli", "-p", first, "CLUSTER", "INFO"], capture_output=True, text=True
+        )
+        if "cluster_state:ok" in info.stdout:
+            return [process for process, _ in nodes], "redis+cluster://" + ",".join(addresses)
+        time.sleep(0.05)
+    raise RuntimeError("the Redis Cluster did not come up")
 
 
 def serve_command(*options: str) -> list[str]:

@@ -8,7 +8,9 @@ subscribers on batched WebSocket):
 
 - ``memory, 1 hub``: the single-process hub, every subscriber on it (the reference);
 - ``redis, 1 hub``: one hub on Redis, every subscriber on it;
-- ``redis, 2 hubs``: the publisher on hub A, half the subscribers on A and half on B.
+- ``redis, 2 hubs``: the publisher on hub A, half the subscribers on A and half on B;
+- ``redis cluster, 2 hubs``: the same on a Redis Cluster of three primaries (the stream
+  lives on one of them; publishes are not pipelined there).
 
 A rate passes when 95 % of it was achieved, nothing was lost and p99 latency stayed under
 100 ms; capacity is the highest rate that passed, and p99 is also reported at 1,000/s
@@ -27,11 +29,11 @@ import time
 from statistics import median_low
 from typing import Any
 
-from common import SERVE, start_redis, start_server, write_report
+from common import SERVE, start_redis, start_redis_cluster, start_server, write_report
 from fanout import FANOUT, HUB_ENV, children_cpu_seconds, cpu_seconds, passed, pinned
 
 RATES = [250, 500, 1000, 1500, 2000, 2500, 3000, 4000]
-SETUPS = ("memory, 1 hub", "redis, 1 hub", "redis, 2 hubs")
+SETUPS = ("memory, 1 hub", "redis, 1 hub", "redis, 2 hubs", "redis cluster, 2 hubs")
 
 
 def start_hubs(setup: str, redis_url: str, cpu: str) -> list[tuple[subprocess.Popen[bytes], str]]:
@@ -69,11 +71,15 @@ def run(setup: str, hubs: list[str], pids: list[int], rate: int, args: Any) -> d
 
 
 def measure(setup: str, args: Any) -> dict[str, Any]:
-    redis, redis_url = start_redis(args.server_cpu)
+    if "cluster" in setup:
+        redis, redis_url = start_redis_cluster(args.server_cpu)
+    else:
+        single, redis_url = start_redis(args.server_cpu)
+        redis = [single]
     hubs = start_hubs(setup, redis_url, args.server_cpu)
     pids = [process.pid for process, _ in hubs]
     if not setup.startswith("memory"):
-        pids.append(redis.pid)  # Redis' CPU is part of what the engine costs
+        pids += [node.pid for node in redis]  # Redis' CPU is part of what the engine costs
     runs = []
     try:
         for rate in RATES:
@@ -92,7 +98,8 @@ def measure(setup: str, args: Any) -> dict[str, Any]:
         for process, _ in hubs:
             process.terminate()
             process.wait(15)
-        redis.kill()
+        for node in redis:
+            node.kill()
     capacity = 0
     for result in runs:
         if not result["passed"]:

@@ -174,7 +174,7 @@ class RedisCluster:
         return node.command("CLUSTER", "MYID")
 
     def slot_of(self, key: str) -> int:
-        return int(self.nodes[0].command("CLUSTER", "KEYSLOT", key))
+        return int(self.live[0].command("CLUSTER", "KEYSLOT", key))
 
     def owner(self, slot: int) -> RedisServer:
         """The primary serving ``slot``, as the nodes agree."""

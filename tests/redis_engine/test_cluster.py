@@ -63,7 +63,7 @@ async def follow_all(store: RedisHistory, stream_ids: list[str]) -> dict[str, Re
     return targets
 
 
-async def publish_events(store: RedisHistory, stream_id: str, count: int) -> None:
+async def publish_events(store: RedisHistory, stream_id: str, count: int, key: str = "k") -> None:
     """``count`` publishes, each sent again with its idempotency key while the Cluster
     refuses it (a slot in the middle of moving answers TRYAGAIN)."""
     state = replace(STATE, stream_id=stream_id, workflow_session_id=stream_id)
@@ -71,7 +71,7 @@ async def publish_events(store: RedisHistory, stream_id: str, count: int) -> Non
         for _ in range(200):
             try:
                 await store.publish(
-                    state, parts(n, stream_id, stream_id), "2026-01-01T00:00:00.000Z", f"k{n}"
+                    state, parts(n, stream_id, stream_id), "2026-01-01T00:00:00.000Z", f"{key}{n}"
                 )
                 break
             except StorageUnavailable:
@@ -215,14 +215,15 @@ async def test_hubs_carry_on_when_a_primary_fails_over(
         async with watching(Watcher(a, "wf-1", since=0), Watcher(b, "wf-1", since=0)) as seen:
 
             async def send(i: int) -> None:
-                for _ in range(400):
+                deadline = asyncio.get_running_loop().time() + 30
+                while asyncio.get_running_loop().time() < deadline:
                     key = {"Idempotency-Key": f"event-{i}"}
                     answer = await publish((a, b)[i % 2], "wf-1", status(i), **key)
                     if answer.status_code == 201:
                         return
                     assert answer.status_code == 503, answer.text
                     await asyncio.sleep(0.025)
-                raise AssertionError(f"publish {i} never got through")
+                raise AssertionError(f"publish {i} did not get through in 30 s")
 
             for i in range(1, 30):
                 await send(i)
@@ -235,3 +236,22 @@ async def test_hubs_carry_on_when_a_primary_fails_over(
         assert cluster.owner(cluster.slot_of(stream_id)) is replica
         history = (await b.http.get("/api/streams/wf-1/history?limit=100")).json()
         assert [e["seq"] for e in history["events"]] == list(range(1, 61))
+
+
+async def test_publishes_sent_together_survive_forgotten_scripts_on_every_primary(
+    shared_cluster: RedisCluster, store: RedisHistory
+) -> None:
+    """Queued publishes go to each primary in one pipeline; after SCRIPT FLUSH on every
+    node, the NOSCRIPT answers are sent again once the script is loaded there: every
+    publish stored once, each stream 1..N."""
+    owners = spread(shared_cluster, 1)
+    targets = await follow_all(store, list(owners))
+    for node in shared_cluster.nodes:
+        node.command("SCRIPT", "FLUSH")
+    await asyncio.gather(
+        *(publish_events(store, s, 1, f"k{i}-") for s in owners for i in range(20))
+    )
+    for stream_id, target in targets.items():
+        assert await target.until(20) == list(range(1, 21))
+        stored = await store.read_range(stream_id, 0, 100, None)
+        assert [r.seq for r in stored.records] == list(range(1, 21))

@@ -11,9 +11,13 @@ the caller retries with its idempotency key (``RedisHistory.publish``), which a 
 that did run answers with what it stored. A NOSCRIPT (Redis restarted and forgot the
 script) means the script did not run: it is loaded again and those calls sent again.
 
-A Redis Cluster client refuses EVALSHA in a pipeline, so there the queued calls are sent
-one by one, each slot's in the order they came (a stream's publishes stay in order), the
-slots side by side.
+On a Redis Cluster (``routes`` given) the queued calls are grouped by the primary that
+owns each one's slot, as the Cluster client's map says, and each group is one pipeline
+on a plain connection to that primary, the groups side by side. (redis-py's own Cluster
+pipelines refuse EVALSHA.) A call the primary answers MOVED, ASK or TRYAGAIN did not
+run: it is sent again through the Cluster client, which follows the redirection and
+learns the new map. A group whose connection fails is sent that way too, one call after
+the other (each carries its idempotency key, so one that did run is not stored twice).
 """
 
 from __future__ import annotations
@@ -23,13 +27,16 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import AskError, NoScriptError, TryAgainError
 
+from ..errors import StorageUnavailable
 from .connect import Client
+from .routing import ClusterNodes
 
 MAX_PIPELINE = 256
+_REDIRECTED = (AskError, TryAgainError)  # MovedError is an AskError
 
 
 @dataclass(eq=False, slots=True)
@@ -42,10 +49,12 @@ class _Call:
 
 
 class ScriptBatcher:
-    def __init__(self, client: Client, script: AsyncScript) -> None:
+    def __init__(
+        self, client: Client, script: AsyncScript, routes: ClusterNodes | None = None
+    ) -> None:
         self._client = client
         self._script = script
-        self._cluster = client if isinstance(client, RedisCluster) else None
+        self._routes = routes
         self._queue: deque[_Call] = deque()
         self._task: asyncio.Task[None] | None = None
 
@@ -62,12 +71,13 @@ class ScriptBatcher:
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_PIPELINE))]
                 try:
-                    if self._cluster is not None:
-                        await self._by_slot(self._cluster, batch)
+                    if self._routes is not None:
+                        await self._by_node(self._routes, batch)
                     elif len(batch) == 1:
                         await self._one(batch[0])
                     else:
-                        await self._pipeline(batch)
+                        assert isinstance(self._client, Redis)
+                        await self._pipeline(self._client, batch)
                 except Exception as exc:  # the connection's failure: every call in it
                     for call in batch:
                         _settle(call, exc)
@@ -77,23 +87,39 @@ class ScriptBatcher:
     async def _one(self, call: _Call) -> None:
         _settle(call, await self._script(keys=call.keys, args=call.args))
 
-    async def _by_slot(self, cluster: RedisCluster, batch: list[_Call]) -> None:
-        slots: dict[int, list[_Call]] = {}
+    async def _one_by_one(self, calls: list[_Call]) -> None:
+        for call in calls:
+            try:
+                await self._one(call)
+            except Exception as exc:
+                _settle(call, exc)
+
+    async def _by_node(self, routes: ClusterNodes, batch: list[_Call]) -> None:
+        groups: dict[str | None, list[_Call]] = {}
         for call in batch:
-            slots.setdefault(cluster.keyslot(call.keys[0]), []).append(call)
+            try:
+                node: str | None = routes.node_of(call.keys[0])
+            except StorageUnavailable:
+                node = None  # no map of that slot yet: the Cluster client finds it
+            groups.setdefault(node, []).append(call)
 
-        async def in_order(calls: list[_Call]) -> None:
-            for call in calls:
-                try:
-                    await self._one(call)
-                except Exception as exc:
-                    _settle(call, exc)
+        async def send(node: str | None, calls: list[_Call]) -> None:
+            if node is None:
+                await self._one_by_one(calls)
+                return
+            try:
+                redirected = await self._pipeline(routes.client(node), calls)
+            except Exception:
+                redirected = [call for call in calls if not call.reply.done()]
+            await self._one_by_one(redirected)
 
-        await asyncio.gather(*(in_order(calls) for calls in slots.values()))
+        await asyncio.gather(*(send(node, calls) for node, calls in groups.items()))
 
-    async def _pipeline(self, batch: list[_Call]) -> None:
+    async def _pipeline(self, client: Redis, batch: list[_Call]) -> list[_Call]:
+        """Send ``batch`` in one pipeline; returns the calls a Cluster redirected."""
+        redirected = []
         while batch:
-            async with self._client.pipeline(transaction=False) as pipe:
+            async with client.pipeline(transaction=False) as pipe:
                 for call in batch:
                     pipe.evalsha(self._script.sha, len(call.keys), *call.keys, *call.args)
                 replies = await pipe.execute(raise_on_error=False)
@@ -101,11 +127,14 @@ class ScriptBatcher:
             for call, reply in zip(batch, replies, strict=True):
                 if isinstance(reply, NoScriptError):
                     again.append(call)
+                elif isinstance(reply, _REDIRECTED):
+                    redirected.append(call)
                 else:
                     _settle(call, reply)
             if again:
-                await self._client.script_load(self._script.script)
+                await client.script_load(self._script.script)
             batch = again
+        return redirected
 
 
 def _settle(call: _Call, outcome: Any) -> None:

@@ -59,10 +59,10 @@ from ..types.enums import StreamEventType
 from ..types.filters import HistoryFilter
 from ..types.streams import StreamConfig
 from .batcher import ScriptBatcher
-from .connect import RedisTarget
+from .connect import Client, RedisTarget
 from .follower import ChannelFollower
 from .keys import CONTROL, NODES, ONCE, PREFIX, SESSIONS, StreamKeys, keys_for
-from .routing import ClusterNodes, Listeners, SingleServer
+from .routing import ClusterNodes, SingleServer
 from .scripts import Scripts
 from .slots import RedisConnectionSlots
 
@@ -97,32 +97,38 @@ class RedisHistory:
             **timeouts,
         )
         # The publish script runs on a client that never retries by itself (see the
-        # module's doc); :meth:`publish` retries with an idempotency key instead.
-        self._publisher = self.target.client(retry=Retry(NoBackoff(), 0), **timeouts)
+        # module's doc); :meth:`publish` retries with an idempotency key instead. So do
+        # the pub/sub connections (``follower.py``).
+        no_retry = {"retry": Retry(NoBackoff(), 0), **timeouts}
+        self._publisher = self.target.client(**no_retry)
         self._scripts = Scripts(self._redis)
-        self._publishes = ScriptBatcher(self._publisher, Scripts(self._publisher).publish)
-        listeners = self._listeners(timeouts)
+        self._publish_routes = self._routes(self._publisher, no_retry)
+        self._publishes = ScriptBatcher(
+            self._publisher, Scripts(self._publisher).publish, self._publish_routes
+        )
+        listeners = self._routes(self._redis, no_retry) or SingleServer(
+            Redis.from_url(url, **no_retry)
+        )
         self.follower = ChannelFollower(self._redis, listeners, self, probe_interval)
         self._slots = RedisConnectionSlots(self._redis, self)
         self._capacity: dict[str, int] = {}
         self._limit_storages: list[RedisClusterStorage] = []
 
-    def _listeners(self, options: dict[str, Any]) -> Listeners:
-        """Pub/sub connections: never reconnecting by themselves (``follower.py``)."""
-        no_retry = {"retry": Retry(NoBackoff(), 0), **options}
-        if not self.target.cluster:
-            single = self.target.client(**no_retry)
-            assert isinstance(single, Redis)
-            return SingleServer(single)
-        assert isinstance(self._redis, RedisCluster)
+    def _routes(self, client: Client, options: dict[str, Any]) -> ClusterNodes | None:
+        """On a Cluster, plain connections to its primaries, found by ``client``'s map."""
+        if not isinstance(client, RedisCluster):
+            return None
         return ClusterNodes(
-            self._redis, lambda host, port: self.target.node_client(host, port, **no_retry)
+            client, lambda host, port: self.target.node_client(host, port, **options)
         )
 
     # -- lifetime ----------------------------------------------------------------------
 
     async def start(self) -> None:
         await self.ping()
+        # A Cluster client reads the slot map at its first command: the publisher's
+        # pipelines go by that map (``batcher.py``).
+        await self._call(self._publisher.ping())
         await self.follower.start()
 
     async def ping(self) -> None:
@@ -139,6 +145,8 @@ class RedisHistory:
                 client = storage.bridge.get_connection()
                 if isinstance(client, RedisCluster):
                     await client.aclose()
+        if self._publish_routes is not None:
+            await self._publish_routes.aclose()
         await self._redis.aclose()
         await self._publisher.aclose()
 
