@@ -484,7 +484,10 @@ class ChannelFollower:
             if known is None or not followed.synced:
                 continue
             epoch, top, _ = known
-            if epoch != followed.target.epoch or top != followed.target.last_seq:
+            # Only a top past the position: one below it may just be older than events
+            # handed over since it was read (a history that went back is found when
+            # the connection that lost it is replaced, in ``_catch_up``).
+            if epoch != followed.target.epoch or top > followed.target.last_seq:
                 await self._catch_up(followed)
 
 

@@ -1,9 +1,12 @@
-"""Which Redis server a pub/sub channel lives on (docs/multi-node.md, "Redis Cluster").
+"""Which Redis server a channel or a key lives on (docs/multi-node.md, "Redis Cluster").
 
-The follower keeps one pub/sub connection per server it listens to. On one Redis that is
-one connection. On a Cluster a stream's sharded channel must be subscribed on the node
-that owns its slot, so each node has a connection of its own; the control channel, an
-ordinary one that a Cluster hands to every node, is heard on one of them.
+On one Redis that is the one server. On a Cluster it is the primary that owns the slot,
+as the Cluster client's map says. Two users take plain connections to it:
+- The follower keeps one pub/sub connection per server it listens to. A stream's sharded
+  channel must be subscribed on its owner. The control channel is an ordinary one, which
+  a Cluster hands to every node, so it is heard on one of them.
+- The publisher sends each primary's queued publish scripts as one pipeline (redis-py's
+  Cluster pipelines refuse EVALSHA).
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ class SingleServer:
 
 
 class ClusterNodes:
-    """Each channel on the primary that owns its slot, as the Cluster client knows it."""
+    """Each channel or key on the primary that owns its slot, as the Cluster client
+    knows it."""
 
     def __init__(self, cluster: RedisCluster, connect: Callable[[str, int], Redis]) -> None:
         self._cluster = cluster
