@@ -120,12 +120,15 @@ class RedisCluster:
             check=True,
             timeout=30,
         )
+        self.wait_formed()
+        return self
+
+    def wait_formed(self) -> None:
         deadline = time.monotonic() + 20
         while not self._formed():
             if time.monotonic() > deadline:
                 pytest.fail("the Redis Cluster did not come up within 20 s")
             time.sleep(0.05)
-        return self
 
     def _formed(self) -> bool:
         """Every node sees the Cluster ok, and every replica is in sync with its primary."""

@@ -15,13 +15,15 @@ import itertools
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from executor_streamer.errors import StorageUnavailable
+from executor_streamer.redis_engine.keys import SESSIONS
 from executor_streamer.redis_engine.store import RedisHistory
 
-from ..live_server import ServerFactory, status
+from ..live_server import Served, ServerFactory, status
 from ..redis_server import RedisCluster, RedisServer, running_cluster
 from .test_follower import STATE, Recorder, parts
 from .test_hubs import Watcher, hubs, publish, watching
@@ -139,6 +141,19 @@ async def test_a_watched_stream_whose_slot_moves_loses_nothing(tmp_path: Path) -
             await history.close()
 
 
+async def published(hub: Served, session: str, event: dict[str, Any], key: str) -> Any:
+    """Publish, sent again with its Idempotency-Key while the hub answers 503 (a primary
+    down, a Cluster electing a replica): the stored event."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while asyncio.get_running_loop().time() < deadline:
+        answer = await publish(hub, session, event, **{"Idempotency-Key": key})
+        if answer.status_code == 201:
+            return answer.json()["events"][0]
+        assert answer.status_code == 503, answer.text
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"publish {key} did not get through in 30 s")
+
+
 async def test_three_hubs_on_a_cluster_deliver_every_stream_whole(
     make_server: ServerFactory, shared_cluster: RedisCluster, cluster_url: str
 ) -> None:
@@ -215,15 +230,7 @@ async def test_hubs_carry_on_when_a_primary_fails_over(
         async with watching(Watcher(a, "wf-1", since=0), Watcher(b, "wf-1", since=0)) as seen:
 
             async def send(i: int) -> None:
-                deadline = asyncio.get_running_loop().time() + 30
-                while asyncio.get_running_loop().time() < deadline:
-                    key = {"Idempotency-Key": f"event-{i}"}
-                    answer = await publish((a, b)[i % 2], "wf-1", status(i), **key)
-                    if answer.status_code == 201:
-                        return
-                    assert answer.status_code == 503, answer.text
-                    await asyncio.sleep(0.025)
-                raise AssertionError(f"publish {i} did not get through in 30 s")
+                await published((a, b)[i % 2], "wf-1", status(i), f"event-{i}")
 
             for i in range(1, 30):
                 await send(i)
@@ -255,3 +262,60 @@ async def test_publishes_sent_together_survive_forgotten_scripts_on_every_primar
         assert await target.until(20) == list(range(1, 21))
         stored = await store.read_range(stream_id, 0, 100, None)
         assert [r.seq for r in stored.records] == list(range(1, 21))
+
+
+async def test_a_primary_restarted_without_its_data(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    """A primary of a Cluster without replicas comes back empty, and it held the
+    registry. A stream that lived on it starts again in a new epoch at seq 1, as on one
+    Redis. A stream on another primary carries on, and the hubs enter it in the registry
+    again, so a hub started afterwards finds it by its workflow session rather than
+    making a second stream for it."""
+    with running_cluster(tmp_path) as cluster:
+        a, b = await hubs(make_server, cluster.url, 2)
+        emptied = cluster.owner(cluster.slot_of("es:sessions"))
+        on: dict[bool, str] = {}
+        for n in itertools.count():
+            session = f"wf-{n}"
+            for i in range(3):
+                await publish(a, session, status(i))
+            stream_id = (await a.http.get(f"/api/streams/{session}")).json()["streamId"]
+            on.setdefault(cluster.owner(cluster.slot_of(stream_id)) is emptied, session)
+            if len(on) == 2:
+                break
+        lost, kept = on[True], on[False]
+        kept_id = (await a.http.get(f"/api/streams/{kept}")).json()["streamId"]
+        old = (await b.http.get(f"/api/streams/{lost}")).json()
+        emptied.kill()
+        emptied.start()
+        await asyncio.to_thread(cluster.wait_formed)
+        assert (await published(a, kept, status("on"), "kept-1"))["seq"] == 4
+        again = await published(b, lost, status("new"), "lost-1")
+        assert again["seq"] == 1
+        assert (await b.http.get(f"/api/streams/{lost}")).json()["epoch"] != old["epoch"]
+        c = (await hubs(make_server, cluster.url, 1))[0]
+
+        for _ in range(300):  # the hubs' registry sync runs every 5 s
+            answer = await c.http.get(f"/api/streams/{kept}")
+            if answer.status_code == 200:
+                break
+            await asyncio.sleep(0.05)
+        assert answer.json()["streamId"] == kept_id, answer.text
+        assert (await published(c, kept, status("from c"), "kept-2"))["seq"] == 5
+
+
+async def test_the_registry_is_restored_only_for_streams_that_still_exist(
+    store: RedisHistory,
+) -> None:
+    kept = replace(STATE, stream_id="str_kept", workflow_session_id="wf-kept")
+    purged = replace(STATE, stream_id="str_purged", workflow_session_id="wf-purged")
+    for state in (kept, purged):
+        await store.register(state)
+    await store._call(store._redis.hdel(SESSIONS, "wf-kept"))  # the registry lost it
+    await store.drop_stream("str_purged")  # purged by another hub
+    await store.restore_registry([("str_kept", "wf-kept"), ("str_purged", "wf-purged")])
+    found = await store.lookup("wf-kept")
+    assert found is not None and found.stream_id == "str_kept"
+    assert await store.lookup("wf-purged") is None
+    assert await store._call(store._redis.hget(SESSIONS, "wf-purged")) is None

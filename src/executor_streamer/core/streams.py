@@ -310,15 +310,24 @@ class StreamManager:
 
     async def sync_registry(self) -> None:
         """Bring the local registry up to the shared one: streams other hubs made, and
-        the state of streams whose changes this hub did not hear (a lost message)."""
+        the state of streams whose changes this hub did not hear (a lost message). And
+        the other way: streams this hub knows that the shared registry lost are entered
+        again (on a Redis Cluster, the registry and a stream live on different nodes,
+        and one can lose its data without the other)."""
         if self._remote is None:
             return
-        for state in await self._storage.load_streams():
+        assert self.shared is not None
+        listed = await self._storage.load_streams()
+        for state in listed:
             stream = self._by_id.get(state.stream_id)
             if stream is None:
                 await self.adopt(state)
             else:
                 self._remote.refresh(stream, state)
+        known = {state.stream_id for state in listed}
+        lost = [(s.id, s.workflow_session_id) for s in self._by_id.values() if s.id not in known]
+        if lost:
+            await self.shared.restore_registry(lost)
 
     async def follow(self, stream: Stream) -> None:
         """On a shared backend, have the stream's events delivered here (before a local

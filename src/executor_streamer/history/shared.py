@@ -101,6 +101,11 @@ class SharedStore(HistoryStore, Protocol):
     async def lookup(self, ref: str) -> StreamState | None:
         """The registry entry of a stream id or workflow session id, if any hub made one."""
 
+    async def restore_registry(self, streams: Sequence[tuple[str, str]]) -> None:
+        """Enter again ``(stream id, workflow session id)`` pairs the registry lost while
+        their streams still exist (the Redis holding the registry lost its data, the
+        streams' own did not); a stream that is gone is left out."""
+
     async def register(self, state: StreamState) -> StreamState:
         """Enter a new stream, unless another hub entered one for the same workflow
         session first: then that one's state."""

@@ -190,6 +190,16 @@ class RedisHistory:
         await self.announce(state.stream_id, {"created": state.workflow_session_id})
         return state
 
+    async def restore_registry(self, streams: Sequence[tuple[str, str]]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for stream_id, _ in streams:
+                pipe.hget(keys_for(stream_id).meta, "wf")
+            found = await self._call(pipe.execute())
+        for (stream_id, session), held in zip(streams, found, strict=True):
+            if held is not None and held.decode() == session:
+                # HSETNX: an entry made meanwhile (a new stream for the session) stays.
+                await self._call(self._redis.hsetnx(SESSIONS, session, stream_id))
+
     async def load_streams(self) -> list[StreamState]:
         sessions = await self._call(self._redis.hgetall(SESSIONS))
         ids = [stream_id.decode() for stream_id in sessions.values()]
