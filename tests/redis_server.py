@@ -210,6 +210,13 @@ class RedisCluster:
             node.command("CLUSTER", "SETSLOT", str(slot), "NODE", target_id)
 
 
+def _info_field(info: str, name: str) -> int:
+    for line in info.splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split(":", 1)[1])
+    raise AssertionError(f"no {name} in INFO")
+
+
 @contextlib.contextmanager
 def running_redis(directory: Path, *, appendonly: bool = False) -> Iterator[RedisServer]:
     server = RedisServer(directory, appendonly=appendonly).start()
@@ -224,13 +231,6 @@ def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     """One redis-server for the tests that neither kill nor reconfigure it."""
     with running_redis(tmp_path_factory.mktemp("redis")) as server:
         yield server
-
-
-def _info_field(info: str, name: str) -> int:
-    for line in info.splitlines():
-        if line.startswith(name + ":"):
-            return int(line.split(":", 1)[1])
-    raise AssertionError(f"no {name} in INFO")
 
 
 @contextlib.contextmanager
