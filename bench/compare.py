@@ -1,0 +1,79 @@
+"""One ``multinode.py`` setup, with the hubs running an older commit's code and this
+checkout's, round by round, to see what a change costs.
+
+    python bench/compare.py 0798a28 [--setup "redis, 2 hubs"] [--rounds 3]
+
+The older commit is checked out in a temporary git worktree; the hub processes import it
+instead of this checkout through ``PYTHONPATH`` (the load generator and the harness stay
+this checkout's). The two alternate within every round, so both see the machine in the
+same state. Prints each round and the medians, and writes
+``bench/results/<date>-compare.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from statistics import median_low
+from typing import Any
+
+from common import write_report
+from multinode import SETUPS, at, measure
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    def med(key: str) -> Any:
+        values = [v for r in results if (v := at(r, 1000, key)) is not None]
+        return median_low(values) if values else None
+
+    return {
+        "capacity": median_low([r["capacity"] for r in results]),
+        "p99At1000": med("p99"),
+        "serverUsPerDeliveryAt1000": med("serverUsPerDelivery"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("revision", help="the older commit")
+    parser.add_argument("--setup", default="redis, 2 hubs", choices=SETUPS)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--subscribers", type=int, default=100)
+    parser.add_argument("--seconds", type=float, default=3)
+    parser.add_argument("--server-cpu", default="0")
+    parser.add_argument("--loadgen-cpu", default="1")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as directory:
+        older = Path(directory) / "older"
+        git = ["git", "-C", str(REPOSITORY), "worktree"]
+        subprocess.run([*git, "add", "--detach", str(older), args.revision], check=True)
+        try:
+            sources = {args.revision: older / "src", "this checkout": REPOSITORY / "src"}
+            results: dict[str, list[dict[str, Any]]] = {name: [] for name in sources}
+            for number in range(args.rounds):
+                for name, source in sources.items():
+                    os.environ["PYTHONPATH"] = str(source)
+                    result = measure(args.setup, args)
+                    results[name].append(result)
+                    print(
+                        f"round {number + 1}, {name}: capacity {result['capacity']}, p99 at "
+                        f"1,000/s {at(result, 1000, 'p99')} ms, "
+                        f"{at(result, 1000, 'serverUsPerDelivery')} us/delivery",
+                        flush=True,
+                    )
+        finally:
+            os.environ.pop("PYTHONPATH", None)
+            subprocess.run([*git, "remove", "--force", str(older)], check=True)
+    medians = {name: summary(runs) for name, runs in results.items()}
+    for name, row in medians.items():
+        print(f"{name}: {row}")
+    write_report("compare", {"setup": args.setup, "medians": medians, "rounds": results})
+
+
+if __name__ == "__main__":
+    main()
