@@ -519,7 +519,8 @@ class RedisHistory:
     async def drop_stream(self, stream_id: str) -> None:
         keys = keys_for(stream_id)
         session = await self._call(self._redis.hget(keys.meta, "wf"))
-        # The registry entry first, so no entry ever names a stream half deleted.
+        # The registry entry first. An entry left naming a deleted stream (a hub's
+        # restore_registry racing this) reads as no stream: lookups find no hash.
         if session is not None:
             await self._call(self._redis.hdel(SESSIONS, session))
         await self._call(self._redis.delete(keys.meta, keys.events, keys.images))
