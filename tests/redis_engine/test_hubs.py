@@ -22,7 +22,7 @@ from executor_streamer.redis_engine.store import RedisHistory
 from executor_streamer.security import Scope, mint_token
 
 from ..live_server import Served, ServerFactory, sse_stream, status
-from ..redis_server import RedisServer, running_redis
+from ..redis_server import running_redis
 from .waiting import eventually
 
 NO_LIMITS = {"rateLimiting": {"enabled": False}}
@@ -342,8 +342,7 @@ async def test_redis_away_refuses_publishes_and_keeps_live_clients(
 ) -> None:
     """While Redis is down: publishes answer 503 STORAGE_UNAVAILABLE, /readyz 503, and a
     live WebSocket client stays connected; once Redis is back it gets what follows."""
-    redis = RedisServer(tmp_path, appendonly=True).start()
-    try:
+    with running_redis(tmp_path, appendonly=True) as redis:
         a, b = await hubs(make_server, redis.url, 2)
         await publish(a, "wf-1", status(0))
         async with watching(Watcher(b, "wf-1", since=0)) as (watcher,):
@@ -365,8 +364,6 @@ async def test_redis_away_refuses_publishes_and_keeps_live_clients(
                 assert answer.status_code == 201, answer.text
             assert await watcher.until(6) == list(range(1, 7))
             assert watcher.closed is None
-    finally:
-        redis.kill()
 
 
 async def test_redis_crash_with_appendfsync_always_loses_nothing_acknowledged(
@@ -374,8 +371,7 @@ async def test_redis_crash_with_appendfsync_always_loses_nothing_acknowledged(
 ) -> None:
     """Redis SIGKILLed mid-burst and restarted from its AOF: every event a publisher was
     told is stored is in history, and live subscribers get every one of them."""
-    redis = RedisServer(tmp_path, appendonly=True).start()
-    try:
+    with running_redis(tmp_path, appendonly=True) as redis:
         a, b = await hubs(make_server, redis.url, 2)
         await publish(a, "wf-1", status(0))
         acknowledged = [1]
@@ -404,8 +400,6 @@ async def test_redis_crash_with_appendfsync_always_loses_nothing_acknowledged(
             assert set(acknowledged) <= set(stored)
             assert stored == list(range(1, len(stored) + 1))
             assert await watcher.until(len(stored)) == stored
-    finally:
-        redis.kill()
 
 
 async def test_redis_that_lost_its_data_starts_a_new_epoch(
@@ -413,8 +407,7 @@ async def test_redis_that_lost_its_data_starts_a_new_epoch(
 ) -> None:
     """Redis restarted without persistence: the next publish starts a new epoch at seq 1;
     a client resuming with the old epoch gets ``recovered: false`` and the new history."""
-    redis = RedisServer(tmp_path).start()
-    try:
+    with running_redis(tmp_path) as redis:
         a, b = await hubs(make_server, redis.url, 2)
         for i in range(5):
             await publish(a, "wf-1", status(i))
@@ -434,8 +427,6 @@ async def test_redis_that_lost_its_data_starts_a_new_epoch(
             "/api/streams/wf-1/poll", params={"since": old["lastSeq"], "epoch": old["epoch"]}
         )
         assert poll.json()["recovered"] is False and poll.json()["epoch"] != old["epoch"]
-    finally:
-        redis.kill()
 
 
 async def test_subscribers_of_a_stream_in_a_lost_epoch_are_told_to_resume(
@@ -443,8 +434,7 @@ async def test_subscribers_of_a_stream_in_a_lost_epoch_are_told_to_resume(
 ) -> None:
     """A live subscriber on B when Redis lost its data: its positions mean nothing now,
     so it is closed (1012) to resume, rather than fed seq 1 after seq 5."""
-    redis = RedisServer(tmp_path).start()
-    try:
+    with running_redis(tmp_path) as redis:
         a, b = await hubs(make_server, redis.url, 2)
         for i in range(5):
             await publish(a, "wf-1", status(i))
@@ -457,8 +447,6 @@ async def test_subscribers_of_a_stream_in_a_lost_epoch_are_told_to_resume(
             assert watcher.closed is not None and watcher.closed.rcvd is not None
             assert watcher.closed.rcvd.code == 1012
             assert watcher.seqs == [1, 2, 3, 4, 5]
-    finally:
-        redis.kill()
 
 
 async def test_an_sse_client_in_a_lost_epoch_is_told_to_resume(
@@ -466,8 +454,7 @@ async def test_an_sse_client_in_a_lost_epoch_is_told_to_resume(
 ) -> None:
     """The same over SSE: the response ends with ``error`` STREAM_RESET after the events
     of the old epoch, and resuming with ``?epoch=`` says ``recovered: false``."""
-    redis = RedisServer(tmp_path).start()
-    try:
+    with running_redis(tmp_path) as redis:
         a, b = await hubs(make_server, redis.url, 2)
         for i in range(3):
             await publish(a, "wf-1", status(i))
@@ -487,8 +474,6 @@ async def test_an_sse_client_in_a_lost_epoch_is_told_to_resume(
             recovery = await reader.next()
             assert recovery.event == "recovery" and recovery.json()["recovered"] is False
             assert (await reader.next()).json()["seq"] == 1
-    finally:
-        redis.kill()
 
 
 async def test_history_and_screenshots_are_shared(
