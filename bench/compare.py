@@ -17,36 +17,19 @@ import os
 import subprocess
 import tempfile
 from pathlib import Path
-from statistics import median_low
 from typing import Any
 
 from common import write_report
-from multinode import SETUPS, at, measure
+from multinode import SETUPS, add_run_options, at, measure, summarize
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-
-
-def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
-    def med(key: str) -> Any:
-        values = [v for r in results if (v := at(r, 1000, key)) is not None]
-        return median_low(values) if values else None
-
-    return {
-        "capacity": median_low([r["capacity"] for r in results]),
-        "p99At1000": med("p99"),
-        "serverUsPerDeliveryAt1000": med("serverUsPerDelivery"),
-    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("revision", help="the older commit")
     parser.add_argument("--setup", default="redis, 2 hubs", choices=SETUPS)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--subscribers", type=int, default=100)
-    parser.add_argument("--seconds", type=float, default=3)
-    parser.add_argument("--server-cpu", default="0")
-    parser.add_argument("--loadgen-cpu", default="1")
+    add_run_options(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         older = Path(directory) / "older"
@@ -69,7 +52,7 @@ def main() -> None:
         finally:
             os.environ.pop("PYTHONPATH", None)
             subprocess.run([*git, "remove", "--force", str(older)], check=True)
-    medians = {name: summary(runs) for name, runs in results.items()}
+    medians = {name: summarize(runs) for name, runs in results.items()}
     for name, row in medians.items():
         print(f"{name}: {row}")
     write_report("compare", {"setup": args.setup, "medians": medians, "rounds": results})

@@ -112,13 +112,29 @@ def at(result: dict[str, Any], rate: int, key: str) -> Any:
     return next((r[key] for r in result["runs"] if r["rate"] == rate), None)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options :func:`measure` reads (``compare.py`` takes them too)."""
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--subscribers", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=3)
     parser.add_argument("--server-cpu", default="0")
     parser.add_argument("--loadgen-cpu", default="1")
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over rounds of one setup: capacity, and p99 and CPU per delivery at 1,000/s."""
+    p99s = [p for r in results if (p := at(r, 1000, "p99")) is not None]
+    costs = [c for r in results if (c := at(r, 1000, "serverUsPerDelivery")) is not None]
+    return {
+        "capacity": median_low([r["capacity"] for r in results]),
+        "p99At1000": median_low(p99s) if p99s else None,
+        "usPerDeliveryAt1000": median_low(costs) if costs else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_run_options(parser)
     args = parser.parse_args()
     rounds: dict[str, list[dict[str, Any]]] = {setup: [] for setup in SETUPS}
     for number in range(args.rounds):
@@ -132,14 +148,7 @@ def main() -> None:
     )
     summary = {}
     for setup, results in rounds.items():
-        p99s = [p for r in results if (p := at(r, 1000, "p99")) is not None]
-        costs = [c for r in results if (c := at(r, 1000, "serverUsPerDelivery")) is not None]
-        row = {
-            "capacity": median_low([r["capacity"] for r in results]),
-            "p99At1000": median_low(p99s) if p99s else None,
-            "usPerDeliveryAt1000": median_low(costs) if costs else None,
-        }
-        summary[setup] = row
+        row = summary[setup] = summarize(results)
         print(
             f"| {setup} | {row['capacity']:,} | {row['p99At1000']} | {row['usPerDeliveryAt1000']} |"
         )
