@@ -340,8 +340,7 @@ class ChannelFollower:
         (a failover, a resharding): move what it carried to where it lives now. A
         listener left with nothing to carry is retired."""
         await self._servers.relearn()
-        if listener.control and self._listener_for(CONTROL) is not listener:
-            found = self._listener_for(CONTROL)
+        if listener.control and (found := self._listener_for(CONTROL)) is not listener:
             listener.control, found.control = False, True
             found.broken = True  # its reader connects again, now with the control channel
         for stream_id in list(listener.streams):
