@@ -194,8 +194,14 @@ async def test_a_hub_that_lost_its_history_is_a_new_epoch() -> None:
     port = free_port()
     states: list[SubscriptionState] = []
 
-    async def serve() -> tuple[HubServer, asyncio.Task[None]]:
-        server = build_server(ExecutorStreamer(ExecutorStreamerConfig()), "127.0.0.1", port)
+    async def serve(*first: dict[str, object]) -> tuple[HubServer, asyncio.Task[None]]:
+        """A hub on ``port``, holding ``first`` in wf-1 before it takes connections (the
+        reconnecting subscription must find the stream, not race its first publish)."""
+        hub = ExecutorStreamer(ExecutorStreamerConfig())
+        if first:
+            await hub.start()  # the server's own start is then a no-op
+            await hub.publisher.publish_batch("wf-1", list(first))
+        server = build_server(hub, "127.0.0.1", port)
         task = asyncio.create_task(server.serve())
         for _ in range(1500):
             if server.started:
@@ -216,9 +222,8 @@ async def test_a_hub_that_lost_its_history_is_a_new_epoch() -> None:
         reader = asyncio.create_task(take(sub, 3, seconds=30))
         await asyncio.sleep(0.2)
         await stop(*first)
-        second = await serve()
+        second = await serve(*[status(n) for n in range(3)])
         try:
-            await client.publish_batch("wf-1", [status(n) for n in range(3)])
             assert await reader == [1, 2, 3]
             assert sub.epoch != old_epoch and not sub.recovered
             assert any(not s.recovered for s in states)
