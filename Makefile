@@ -1,15 +1,25 @@
 # The project's front door. Every target sets up the virtualenv it needs.
 PYTHON ?= python3
-VENV   := .venv
+VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCK   := requirements/dev.lock
 
-.PHONY: setup serve demo test lint format bench clean
+.PHONY: setup serve demo test test-latest lock lint format bench clean
 
-$(STAMP): pyproject.toml
+# The development environment is exactly what requirements/dev.lock names, hash-checked,
+# so a fresh clone gets what CI tested; the package itself is installed without looking
+# for dependencies and built offline by the locked hatchling. (`make test-latest` installs
+# the newest versions pyproject.toml allows instead, into .venv-latest.)
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+ifeq ($(VENV),.venv-latest)
+	$(BIN)/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'
+else
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
+endif
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -30,6 +40,18 @@ test: lint
 	scripts/test-tools
 	$(BIN)/pytest
 	cd clients/js && HUB_PYTHON=$(abspath $(BIN))/python node $(NODE_WS) --test test/
+
+## The same suite on the newest dependency versions pyproject.toml allows, in .venv-latest:
+## run it whenever you refresh the lock, so a breaking release shows up on purpose.
+test-latest:
+	rm -rf .venv-latest
+	$(MAKE) test VENV=.venv-latest
+
+## Re-resolve requirements/dev.lock to the newest versions pyproject.toml allows (every
+## platform, Python >= 3.11, with hashes); then `make test` and `make test-latest`.
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --generate-hashes \
+		--python-version 3.11 --upgrade --quiet -o $(LOCK)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -58,4 +80,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf .venv .venv-latest .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -299,7 +299,7 @@ class ChannelFollower:
                 await pubsub.ssubscribe(keys_for(stream_id).channel)
         except Exception as exc:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
             raise StorageUnavailable(f"redis is not reachable: {exc}") from exc
         listener.pubsub = pubsub
         listener.broken = False
@@ -313,7 +313,7 @@ class ChannelFollower:
             self._followed[stream_id].synced = False
         if pubsub is not None:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()
 
     async def _reconnect(self, listener: _Listener) -> bool:
         """Connect again; False if nothing is left for this server to carry."""
