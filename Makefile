@@ -57,6 +57,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 ## Measure ingest, fan-out against peers, idle connections and a soak; each prints a
 ## table and writes bench/results/<date>-<name>.json. Fan-out needs Node.js and npm.

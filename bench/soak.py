@@ -1,15 +1,16 @@
-"""Soak: the seed load, compressed, against a real server; memory must stay flat.
+"""Soak: the original specification's 1,000 events/s, compressed, against a real server;
+memory must stay flat.
 
     python bench/soak.py [--seconds 90]
 
 Starts ``executor-streamer serve`` (memory backend, one stream with a 10,000-event
 history), publishes batches of 100 events over HTTP as fast as 4 connections go (tens of
-times the seed's 1,000 events/s, so a run of minutes covers hours of the seed's load,
+times 1,000 events/s, so a run of minutes covers hours of that load,
 each event passing through a history 10,000 long), while ``bench/fanout/churn.mjs``
 keeps 50 WebSocket clients joining, resuming from the last seq they saw, and leaving
 every second or two. The server's resident memory is sampled every second. Reports the
 events published (and how many hours of 1,000 events/s that is), client sessions, peak
-memory and the memory growth per hour of seed load after the first quarter (warm-up);
+memory and the memory growth per hour at 1,000 events/s after the first quarter (warm-up);
 writes ``bench/results/<date>-soak.json``.
 """
 
@@ -27,7 +28,7 @@ import httpx
 from common import rss_kib, serve_command, start_server, write_report
 from fanout import FANOUT
 
-SEED_RATE = 1000
+SPEC_RATE = 1000
 STREAM = "soak"
 
 
@@ -91,29 +92,29 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(30)
-    seed_hours = published / SEED_RATE / 3600
+    spec_hours = published / SPEC_RATE / 3600
     warm = [s for s in samples if s[0] >= args.seconds / 4]
     slope_kib_per_s = statistics.linear_regression([t for t, _ in warm], [r for _, r in warm]).slope
-    per_seed_hour = slope_kib_per_s * args.seconds / seed_hours / 1024 if seed_hours else 0.0
+    per_spec_hour = slope_kib_per_s * args.seconds / spec_hours / 1024 if spec_hours else 0.0
     peak = max(r for _, r in samples) / 1024
     print(
         f"\n| soak | value |\n|---|---:|\n"
-        f"| events published | {published:,} ({seed_hours:.1f} h of 1,000 events/s) |\n"
+        f"| events published | {published:,} ({spec_hours:.1f} h of 1,000 events/s) |\n"
         f"| client sessions (joined and left) | {clients['sessions']:,} |\n"
         f"| events delivered to them | {clients['events']:,} |\n"
         f"| server memory, peak | {peak:.0f} MiB |\n"
         f"| memory after warm-up, first / last sample | {warm[0][1] / 1024:.0f} / "
         f"{warm[-1][1] / 1024:.0f} MiB |\n"
-        f"| growth after warm-up per hour of seed load | {per_seed_hour:+.2f} MiB |\n"
+        f"| growth after warm-up per hour at 1,000 events/s | {per_spec_hour:+.2f} MiB |\n"
     )
     report = {
         "seconds": args.seconds,
         "events": published,
-        "seed_hours": round(seed_hours, 2),
+        "seed_hours": round(spec_hours, 2),
         "client_sessions": clients["sessions"],
         "events_delivered": clients["events"],
         "peak_mib": round(peak, 1),
-        "growth_mib_per_seed_hour": round(per_seed_hour, 3),
+        "growth_mib_per_spec_hour": round(per_spec_hour, 3),
         "rss_kib_samples": samples,
     }
     write_report("soak", report)

@@ -1,4 +1,4 @@
-"""Shared fixtures: a running in-process hub on the seed's defaults."""
+"""Shared fixtures: a running in-process hub on the original specification's defaults."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ async def make_hub() -> AsyncIterator[HubFactory]:
 
 @pytest.fixture
 async def hub(make_hub: HubFactory) -> ExecutorStreamer:
-    """A running hub on the seed's defaults."""
+    """A running hub on the original specification's defaults."""
     return await make_hub()
 
 

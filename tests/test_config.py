@@ -1,4 +1,4 @@
-"""Configuration (docs/configuration.md): seed defaults, files, environment, overrides."""
+"""Configuration (docs/configuration.md): original defaults, files, environment, overrides."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from executor_streamer import ConfigError, ExecutorStreamerConfig
 
 
 class TestDefaults:
-    def test_seed_defaults(self) -> None:
-        """Defaults are the seed's, with maxEventsPerSecond raised to its own 1000/s."""
+    def test_original_defaults(self) -> None:
+        """Defaults are the original specification's, maxEventsPerSecond raised to 1000/s."""
         c = ExecutorStreamerConfig()
         assert (c.server.port, c.server.host, c.server.max_connections) == (3001, "localhost", 1000)
         s = c.default_stream_config
@@ -42,7 +42,7 @@ class TestDefaults:
         assert ExecutorStreamerConfig.load().server.port == 9999
 
     def test_serializes_with_the_seeds_key_names(self) -> None:
-        """The camelCase dump uses the seed's spelling."""
+        """The camelCase dump uses the original specification's spelling."""
         dumped = ExecutorStreamerConfig().model_dump(by_alias=True)
         assert dumped["defaultStreamConfig"]["maxHistorySize"] == 10_000
         assert dumped["performance"]["metricsEnabled"] is True
@@ -50,7 +50,7 @@ class TestDefaults:
 
 class TestLoading:
     def test_toml_file_with_camel_case(self, tmp_path: Path) -> None:
-        """A TOML file in the seed's camelCase loads."""
+        """A TOML file in the original specification's camelCase loads."""
         path = tmp_path / "hub.toml"
         path.write_text(
             "[server]\nport = 8080\n[defaultStreamConfig]\nmaxHistorySize = 50\n"

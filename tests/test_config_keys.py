@@ -30,7 +30,7 @@ from executor_streamer import (
     ExecutorStreamerConfig,
     StreamerError,
 )
-from executor_streamer.core.hub import storage_for
+from executor_streamer.backends import storage_for
 from executor_streamer.logs import configure_logging
 from executor_streamer.security import Scope, mint_token
 from executor_streamer.server import create_app
@@ -484,8 +484,8 @@ def _unsupported(
 
 
 @pytest.mark.parametrize(("section", "key"), list(_unsupported()))
-def test_keys_the_seed_names_without_an_effect_here_are_refused(section: str, key: str) -> None:
-    """The seed's keys this hub does not implement stop loading with their reason."""
+def test_original_keys_without_an_effect_here_are_refused(section: str, key: str) -> None:
+    """Original keys this hub does not implement stop loading with their reason."""
     path = tuple(part for part in section.split(".") if part)
     overrides = nested((*path, key), {} if key == "timeouts" else True) if path else {key: {}}
     with pytest.raises(ConfigError, match=f"{key} is not supported"):

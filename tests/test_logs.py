@@ -1,4 +1,4 @@
-"""Logging follows the seed's logging config."""
+"""Logging follows the original specification's logging config."""
 
 from __future__ import annotations
 

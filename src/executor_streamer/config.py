@@ -1,6 +1,7 @@
-"""Hub configuration (docs/configuration.md): the seed's ExecutorStreamerConfig and defaults.
+"""Hub configuration (docs/configuration.md): ExecutorStreamerConfig and the defaults of
+the original specification.
 
-``ExecutorStreamerConfig()`` is the seed's defaults and nothing else.
+``ExecutorStreamerConfig()`` is the original specification's defaults and nothing else.
 ``ExecutorStreamerConfig.load(...)`` layers, later winning:
 defaults → a TOML or JSON file → ``EXECUTOR_STREAMER_…`` environment variables
 (nested with ``__``) → explicit overrides (the CLI's flags).
@@ -66,7 +67,7 @@ class RateLimitingConfig(WireModel):
     request and WebSocket message except publishes."""
     max_events_per_second: Positive = 1000
     """Per stream, over published events; bursts up to the stream's ``bufferSize``.
-    The seed said 100, below its own 1000 events/s requirement."""
+    The original specification said 100, below its own 1000 events/s requirement."""
     max_connections_per_subject: Positive = 100
     """Concurrent WebSocket and SSE connections of one subject (client IP without
     authentication)."""

@@ -1,4 +1,4 @@
-"""Logging with structlog, shaped by the seed's ``logging`` config section.
+"""Logging with structlog, shaped by the original specification's ``logging`` config section.
 
 Each option is one small processor, so the chain reads as the config does:
 timestamp, module id, session id, prefix, then JSON (``structured``) or console lines.

@@ -1,4 +1,4 @@
-"""Replay to a live client (the seed's StreamReplay)."""
+"""Replay to a live client (the original specification's StreamReplay)."""
 
 from __future__ import annotations
 

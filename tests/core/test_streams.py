@@ -187,7 +187,7 @@ class TestStatus:
         assert hub.streams.resolve("wf-1").status is SessionStatus.ACTIVE
 
     async def test_session_manager_queries(self, make_hub: HubFactory) -> None:
-        """The seed's ISessionManager queries answer for streams that exist, None otherwise."""
+        """The original ISessionManager queries answer for streams that exist, None otherwise."""
         hub = await make_hub()
         assert not hub.session_exists("wf-1") and hub.get_session_status("wf-1") is None
         assert hub.get_last_activity("wf-1") is None
@@ -322,7 +322,7 @@ class TestClientLimits:
         assert hub.clients.find(polling.id) is polling
 
     async def test_attach_and_detach_client(self, hub: ExecutorStreamer) -> None:
-        """The seed's attach/detach: the client is listed with its filters, then gone."""
+        """The original attach/detach: the client is listed with its filters, then gone."""
         await hub.create_stream("wf-1")
         client = hub.connect(ClientType.WEBSOCKET)
         await hub.attach_client("wf-1", client, filters=[{"eventTypes": ["STATUS"]}])

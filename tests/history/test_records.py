@@ -11,9 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from executor_streamer.core.ids import new_event_ids
 from executor_streamer.history.records import EventRecord, data_text
 from executor_streamer.types import StreamEvent
+from executor_streamer.types.ids import new_event_ids
 from executor_streamer.types.json_values import INTEGER_MAX, INTEGER_MIN
 
 from ..history.test_contract import T0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from executor_streamer import ExecutorStreamerConfig
-from executor_streamer.core.hub import storage_for
+from executor_streamer.backends import storage_for
 from executor_streamer.errors import ConfigError
 from executor_streamer.redis_engine.connect import RedisTarget
 

@@ -100,3 +100,14 @@ class TestTheFastPathsAreTaken:
             await served.publish("wf-1", status(1))
             await p.expect("event")
         assert direct and not through_asgi
+
+
+def test_a_changed_uvicorn_server_method_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DrainingServer overrides uvicorn's shutdown(sockets): a changed signature is named."""
+    import uvicorn
+
+    async def shutdown(self: uvicorn.Server, sockets: Any, grace: float) -> None:
+        return None
+
+    monkeypatch.setattr(uvicorn.Server, "shutdown", shutdown)
+    assert internals.missing_parts() == ["uvicorn Server.shutdown(sockets)"]

@@ -11,9 +11,10 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from ..backends import storage_for
 from ..client import HubClient
 from ..config import ExecutorStreamerConfig, StorageBackend
-from ..core.hub import ExecutorStreamer, storage_for
+from ..core.hub import ExecutorStreamer
 from ..core.subscription import Subscription
 from ..demo import SimulatedAgent
 from ..errors import ConfigError, InvalidInput, StorageUnavailable, StreamerError

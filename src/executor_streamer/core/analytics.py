@@ -1,4 +1,4 @@
-"""Analytics reports (the seed's StreamAnalytics), from the hub's live counters."""
+"""Analytics reports (the original StreamAnalytics), from the hub's live counters."""
 
 from __future__ import annotations
 

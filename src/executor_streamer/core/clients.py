@@ -18,8 +18,8 @@ from ..errors import ClientNotFound, TooManyClients
 from ..types.analytics import ClientActivityReport
 from ..types.base import utc_now
 from ..types.enums import ClientType
+from ..types.ids import new_client_id
 from ..types.streams import StreamClientInfo
-from .ids import new_client_id
 from .subscription import CloseReason, Subscription
 
 _log = structlog.get_logger("executor_streamer.clients")

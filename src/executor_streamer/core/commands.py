@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .ids import new_command_id
+from ..types.ids import new_command_id
 
 
 class CommandTracker:

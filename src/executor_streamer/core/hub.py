@@ -17,29 +17,28 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import structlog
 from pydantic import TypeAdapter, ValidationError
 
+from ..backends import storage_for
 from ..config import ExecutorStreamerConfig
 from ..errors import (
     ClientNotFound,
-    ConfigError,
     HubNotRunning,
     InvalidInput,
     ReplayNotAllowed,
     StorageUnavailable,
 )
 from ..history.base import HistoryStore
-from ..history.memory import MemoryHistory
 from ..history.records import EventRecord
 from ..types.analytics import StreamMetrics, StreamStats
 from ..types.base import utc_now
 from ..types.enums import ClientType, SessionStatus
 from ..types.events import ErrorContext
 from ..types.filters import MAX_HISTORY_LIMIT, MAX_SEQ, HistoryFilter, StreamFilter
+from ..types.internals import verify as verify_model_internals
 from ..types.streams import (
     ManagerHealth,
     ModuleSessionInfo,
@@ -109,6 +108,7 @@ class ExecutorStreamer:
             return
         if self._stopped:
             raise HubNotRunning("a stopped hub cannot be restarted: create a new one")
+        verify_model_internals()  # loud now, rather than wrong events later
         await self.storage.start()
         loaded = await self.streams.load()
         self._notifier.start()
@@ -153,7 +153,7 @@ class ExecutorStreamer:
         """Wait until every lifecycle callback emitted so far has run."""
         await self._notifier.drain()
 
-    # -- streams (the seed's IExecutorStreamerManager) --------------------------------
+    # -- streams (the original specification's IExecutorStreamerManager) ------------------
 
     async def create_stream(
         self,
@@ -264,11 +264,11 @@ class ExecutorStreamer:
         client: ClientSession,
         filters: Sequence[StreamFilter | Mapping[str, Any]] | None = None,
     ) -> Subscription:
-        """The seed's attachClient: a live-only subscription owned by ``client``."""
+        """The original attachClient: a live-only subscription owned by ``client``."""
         return await self.open_subscription(ref, filters=filters, client=client)
 
     async def detach_client(self, ref: str, client_id: str) -> None:
-        """The seed's detachClient: end the client's subscription on this stream."""
+        """The original detachClient: end the client's subscription on this stream."""
         stream = self.streams.resolve(ref)
         client = stream.clients.get(client_id)
         if client is None:
@@ -390,7 +390,7 @@ class ExecutorStreamer:
                 delivered_seq=sub.delivered_seq,
             )
 
-    # -- replay (the seed's StreamReplay) ----------------------------------------------
+    # -- replay (the original specification's StreamReplay) ------------------------------
 
     async def replay_to_client(
         self,
@@ -475,57 +475,3 @@ class ExecutorStreamer:
             self.clients.disconnect(client_id, CloseReason.IDLE)
             _log.info("idle_client_removed", client_id=client_id)
         return expired
-
-
-def storage_for(config: ExecutorStreamerConfig) -> HistoryStore:
-    """A new store of the backend ``persistence`` names (docs/architecture.md), not yet started."""
-    persistence = config.persistence
-    backend = persistence.storage_backend
-    if backend == "memory":
-        return MemoryHistory()
-    if backend == "redis":
-        try:
-            # redis-py is an optional extra: imported only when chosen.
-            from ..redis_engine.store import RedisHistory
-        except ImportError as exc:
-            raise ConfigError(
-                "persistence.storageBackend: 'redis' needs the 'redis' extra "
-                f"(pip install 'executor-streamer[redis]'): {exc}"
-            ) from None
-        if not persistence.connection_string:
-            raise ConfigError("persistence.connectionString: required for the 'redis' backend")
-        return RedisHistory(persistence.connection_string)
-    try:
-        # SQLAlchemy and the drivers are optional extras: imported only when chosen.
-        from ..history.sql import SqlHistory
-    except ImportError as exc:
-        extra = "sqlite" if backend == "file" else "postgres"
-        raise ConfigError(
-            f"persistence.storageBackend: {backend!r} needs the {extra!r} extra "
-            f"(pip install 'executor-streamer[{extra}]'): {exc}"
-        ) from None
-    return SqlHistory(sql_url(backend, persistence.connection_string))
-
-
-DEFAULT_FILE = Path("data/executor-streamer.db")
-
-
-def sql_url(backend: str, connection_string: str | None) -> str:
-    """The SQLAlchemy URL for ``file`` (a path or sqlite URL) or ``database`` (any URL)."""
-    if backend == "file":
-        target = connection_string or str(DEFAULT_FILE)
-        if "://" in target:
-            return target
-        path = Path(target).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite+aiosqlite:///{path}"
-    if not connection_string:
-        raise ConfigError("persistence.connectionString: required for the 'database' backend")
-    for plain, async_driver in (
-        ("postgresql://", "postgresql+asyncpg://"),
-        ("postgres://", "postgresql+asyncpg://"),
-        ("sqlite://", "sqlite+aiosqlite://"),
-    ):
-        if connection_string.startswith(plain):
-            return async_driver + connection_string[len(plain) :]
-    return connection_string

@@ -1,4 +1,4 @@
-"""Lifecycle callbacks (the seed's SessionLifecycleCallbacks, plus client events).
+"""Lifecycle callbacks (the original specification's SessionLifecycleCallbacks, plus client events).
 
 Hooks are emitted synchronously wherever the hub changes state, including inside
 fan-out, and run in order on one task the hub owns. So a slow or failing callback

@@ -1,4 +1,4 @@
-"""The seed's typed publish methods, written once over ``publish_event``.
+"""The original specification's typed publish methods, written once over ``publish_event``.
 
 The in-process publisher and the HTTP client both derive from this, so a producer
 switches between them without changing a line.

@@ -1,4 +1,4 @@
-"""Publishing (the seed's IStreamPublisher, docs/rest.md).
+"""Publishing (the original specification's IStreamPublisher, docs/rest.md).
 
 A publish goes: validate (outside any lock) → take the stream's lock → assign seqs,
 resolve command ids, stamp, serialize once and check sizes → queue the records, their
@@ -33,11 +33,11 @@ from ..types.events import (
     StreamEvent,
     StreamEventData,
 )
+from ..types.ids import STREAM_ID_PREFIX, new_event_ids
 from .commands import CommandTracker
 from .committer import GroupCommitter, PendingPublish
 from .counters import HubCounters
 from .idempotency import InFlight, RecentPublishes, check_idempotency_key
-from .ids import STREAM_ID_PREFIX, new_event_ids
 from .publish_api import JsonObject, PublishApi
 from .shared_publish import SharedPublisher
 from .streams import Stream, StreamManager

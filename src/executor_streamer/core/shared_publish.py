@@ -19,8 +19,8 @@ from ..history.shared import CommandOp, EventParts, SharedStore
 from ..types.base import format_timestamp, utc_now
 from ..types.enums import StreamEventType
 from ..types.events import CommandCompletedData, CommandFailedData, CommandStartedData
+from ..types.ids import STREAM_ID_PREFIX, new_stream_id
 from .commands import CommandTracker
-from .ids import STREAM_ID_PREFIX, new_stream_id
 from .streams import Stream, StreamManager
 from .validation import PreparedEvent
 

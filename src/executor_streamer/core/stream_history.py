@@ -1,4 +1,4 @@
-"""Reading and maintaining stream history (the seed's StreamHistory; docs/rest.md)."""
+"""Reading and maintaining stream history (the original StreamHistory; docs/rest.md)."""
 
 from __future__ import annotations
 

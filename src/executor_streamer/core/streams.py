@@ -1,4 +1,4 @@
-"""Streams and the stream manager (the seed's IExecutorStreamerManager).
+"""Streams and the stream manager (the original specification's IExecutorStreamerManager).
 
 One stream per workflow session. Any stream reference accepts either the stream id
 (``str_…``) or the workflow session id.
@@ -41,18 +41,18 @@ from ..history.shared import SharedStore
 from ..types.base import utc_now
 from ..types.enums import SessionStatus
 from ..types.events import ErrorContext
-from ..types.json_values import JsonObject
-from ..types.streams import ModuleSessionInfo, StreamConfig, StreamSession
-from .clients import ClientSession, longest_parked
-from .commands import CommandTracker
-from .counters import StreamCounters
-from .ids import (
+from ..types.ids import (
     RESERVED_WORKFLOW_SESSION_IDS,
     STREAM_ID_PREFIX,
     WORKFLOW_SESSION_ID,
     new_epoch,
     new_stream_id,
 )
+from ..types.json_values import JsonObject
+from ..types.streams import ModuleSessionInfo, StreamConfig, StreamSession
+from .clients import ClientSession, longest_parked
+from .commands import CommandTracker
+from .counters import StreamCounters
 from .lifecycle import LifecycleNotifier
 from .remote import RemoteChanges
 from .subscription import CloseReason, Subscription

@@ -22,7 +22,7 @@ from ..history.base import StoredScreenshot
 from ..types.base import WireModel
 from ..types.enums import StreamEventType
 from ..types.events import EventInput, ScreenshotFields, ScreenshotUpload
-from .ids import screenshot_id_for
+from ..types.ids import screenshot_id_for
 
 # Leading bytes of each image type the hub accepts.
 _SIGNATURES: dict[str, tuple[bytes, ...]] = {

@@ -19,6 +19,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisClusterException, RedisError
 
 from ..errors import StorageUnavailable
+from .internals import reread_slot_map
 
 
 class SingleServer:
@@ -81,9 +82,7 @@ class ClusterNodes:
 
     async def _read_slots(self) -> None:
         try:
-            # ``nodes_manager`` is the Cluster client's own map of slots to nodes;
-            # ``initialize`` reads it again from the nodes (CLUSTER SLOTS).
-            await self._cluster.nodes_manager.initialize()
+            await reread_slot_map(self._cluster)
         except (RedisClusterException, RedisError, OSError) as exc:
             raise StorageUnavailable(f"redis cluster: {exc}") from exc
 

@@ -36,7 +36,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..core.ids import new_epoch, new_event_ids
 from ..errors import StorageUnavailable, StreamClosed
 from ..history.base import (
     HistoryPage,
@@ -57,10 +56,12 @@ from ..history.shared import EventParts, FollowTarget, Published, StreamChanges
 from ..types.base import format_timestamp
 from ..types.enums import StreamEventType
 from ..types.filters import HistoryFilter
+from ..types.ids import new_epoch, new_event_ids
 from ..types.streams import StreamConfig
 from .batcher import ScriptBatcher
 from .connect import Client, RedisTarget
 from .follower import ChannelFollower
+from .internals import verify as verify_internals
 from .keys import CONTROL, NODES, ONCE, PREFIX, SESSIONS, StreamKeys, keys_for
 from .routing import ClusterNodes, SingleServer
 from .scripts import Scripts
@@ -125,6 +126,8 @@ class RedisHistory:
     # -- lifetime ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.target.cluster:
+            verify_internals()  # loud now, rather than a follower that cannot recover later
         await self.ping()
         # A Cluster client reads the slot map at its first command: the publisher's
         # pipelines go by that map (``batcher.py``).

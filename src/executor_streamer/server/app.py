@@ -34,10 +34,6 @@ from .websocket import WebSocketSession
 
 SHUTDOWN_GRACE_SECONDS = 5.0
 
-# SSE is never compressed: no frame waits in a compressor, and an open stream holds no
-# compressor state (docs/architecture.md).
-never_compress("text/event-stream")
-
 
 _EVENTS_PATH = re.compile(r"/api/streams/([^/]+)/events")
 _STREAM_PATH = re.compile(r"/api/streams/([^/]+)")
@@ -154,6 +150,10 @@ def create_app(hub: ExecutorStreamer) -> FastAPI:
     install_error_handlers(app)
     compression = hub.config.compression
     if compression.enabled:
+        # SSE is never compressed: no frame waits in a compressor, and an open stream holds
+        # no compressor state (docs/architecture.md). A process-wide setting of
+        # starlette-compress's, so made when an app asks for compression, not at import.
+        never_compress("text/event-stream")
         app.add_middleware(
             CompressMiddleware,
             minimum_size=compression.threshold,

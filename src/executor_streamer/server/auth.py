@@ -18,11 +18,11 @@ from starlette.requests import HTTPConnection
 
 from ..config import ExecutorStreamerConfig, JwtConfig
 from ..core.hub import ExecutorStreamer
-from ..core.ids import STREAM_ID_PREFIX
 from ..errors import Forbidden, StreamNotFound, Unauthorized
 from ..history.shared import SharedStore
 from ..security import ApiKey, ApiKeys, Authenticator, JwtVerifier, Principal, RateLimits, Tickets
 from ..security.scope import Scope
+from ..types.ids import STREAM_ID_PREFIX
 
 _log = structlog.get_logger("executor_streamer.auth")
 

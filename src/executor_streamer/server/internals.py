@@ -8,6 +8,8 @@ protocol (``ws_protocol``), which itself stands in for uvicorn's. The parts they
 - uvicorn: the httptools protocol's ``RequestResponseCycle`` (its response state, flow
   control, transport and the ``STATUS_LINE`` table); ``protocols.utils`` (addresses,
   ``ClientDisconnected``); ``ServerState`` (what a custom WebSocket protocol is given);
+  ``Server.shutdown`` and ``Server.capture_signals``, which :class:`DrainingServer`
+  overrides to close live clients first and to exit 0 after a signal;
 - Starlette: ``WebSocket._send``, the ASGI send behind a WebSocket;
 - websockets: ``ServerProtocol.parser_exc`` and ``.expect_continuation_frame``;
 - starlette-compress: ``remove_compress_type``, public but process-wide.
@@ -21,9 +23,16 @@ part is a loud failure, not a silent fall back to a slower path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.metadata
+import inspect
+import signal
+import socket
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+import uvicorn
 from starlette.responses import Response
 from starlette.types import Send
 from starlette.websockets import WebSocket
@@ -37,6 +46,7 @@ from websockets.server import ServerProtocol
 __all__ = [
     "ChunkWriter",
     "ClientDisconnected",
+    "DrainingServer",
     "ServerState",
     "asgi_send_of",
     "expects_continuation",
@@ -76,6 +86,37 @@ def never_compress(content_type: str) -> None:
     """Exclude a content type from compression, process-wide (starlette-compress keeps
     its content types in module globals)."""
     remove_compress_type(content_type)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but on shutdown it first awaits ``before_shutdown`` (which closes every
+    live client: WebSockets with 1001, SSE streams with an error frame; uvicorn would
+    otherwise wait on those never-ending responses until its own timeout), and after a
+    SIGINT or SIGTERM it does not raise the signal again, so a completed graceful
+    shutdown exits 0."""
+
+    def __init__(
+        self, config: uvicorn.Config, before_shutdown: Callable[[], Awaitable[None]]
+    ) -> None:
+        super().__init__(config)
+        self._before_shutdown = before_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await self._before_shutdown()
+        await super().shutdown(sockets)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        signals = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
 
 class ChunkWriter:
@@ -181,6 +222,11 @@ def missing_parts() -> list[str]:
     if 200 not in STATUS_LINE:
         missing.append("uvicorn httptools_impl.STATUS_LINE")
     need(ServerState(), ("connections", "tasks", "default_headers"), "uvicorn ServerState")
+    need(uvicorn.Server, ("handle_exit",), "uvicorn Server")
+    for method, parameters in (("shutdown", ["self", "sockets"]), ("capture_signals", ["self"])):
+        found = getattr(uvicorn.Server, method, None)
+        if found is None or list(inspect.signature(found).parameters) != parameters:
+            missing.append(f"uvicorn Server.{method}({', '.join(parameters[1:])})")
     need(ServerProtocol(), ("parser_exc", "expect_continuation_frame"), "websockets ServerProtocol")
 
     async def receive() -> Any:

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import signal
 import socket
-import threading
-from collections.abc import Iterator
 
 import uvicorn
 from fastapi import FastAPI
@@ -16,40 +12,20 @@ from ..core.hub import ExecutorStreamer
 from ..logs import redact_library_logs
 from .app import SHUTDOWN_GRACE_SECONDS, create_app
 from .connections import LiveConnections, ping_settings
+from .internals import DrainingServer
 from .internals import verify as verify_internals
 from .ws_protocol import HubWebSocketProtocol
 
 
-class HubServer(uvicorn.Server):
-    """uvicorn, but on shutdown it first closes every live client (WebSockets with
-    1001, SSE streams with an error frame); uvicorn would otherwise wait on those
-    never-ending responses until its own timeout."""
+class HubServer(DrainingServer):
+    """uvicorn serving one hub: closes its live clients before shutting down."""
 
     def __init__(
         self, config: uvicorn.Config, hub: ExecutorStreamer, connections: LiveConnections
     ) -> None:
-        super().__init__(config)
+        super().__init__(config, lambda: connections.drain(hub, SHUTDOWN_GRACE_SECONDS))
         self.hub = hub
         self.connections = connections
-
-    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        await self.connections.drain(self.hub, SHUTDOWN_GRACE_SECONDS)
-        await super().shutdown(sockets)
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        """SIGINT and SIGTERM start the graceful shutdown. Unlike uvicorn's own, this does
-        not re-raise the signal afterwards: a completed graceful shutdown exits 0."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        signals = (signal.SIGINT, signal.SIGTERM)
-        original = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
-        try:
-            yield
-        finally:
-            for sig, handler in original.items():
-                signal.signal(sig, handler)
 
     def run(self, sockets: list[socket.socket] | None = None) -> None:
         tune_garbage_collector()

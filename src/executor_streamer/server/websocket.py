@@ -70,7 +70,9 @@ from .query import filters_from_types, parse_seq
 from .writers import FrameWriter, PeerGone
 
 PROTOCOL_VERSION = 1
-CLOSE_TIMEOUT = 2.0
+CLOSING_WRITE_TIMEOUT = 2.0
+"""Seconds a closing session gives the replies it still holds, and then its close frame,
+to reach the socket; the close handshake itself is ``ws_protocol.CLOSE_HANDSHAKE_TIMEOUT``."""
 AUTH_TIMEOUT = 10.0
 """Seconds a connection without a credential has to send its ``auth`` message."""
 EXPIRY_GRACE = 25.0
@@ -371,14 +373,14 @@ class WebSocketSession:
             self._writer.cancel()
 
     async def _close_now(self, code: int, reason: str) -> None:
-        """Close with ``code``, after the replies already queued (given ``CLOSE_TIMEOUT``
-        if they have to wait)."""
+        """Close with ``code``, after the replies already queued (given
+        ``CLOSING_WRITE_TIMEOUT`` if they have to wait)."""
         if self.outbox:
             frames, self.outbox, self._outbox_bytes = self.outbox, [], 0
             with contextlib.suppress(PeerGone, TimeoutError):
-                await asyncio.wait_for(self._frames.send(frames), CLOSE_TIMEOUT)
+                await asyncio.wait_for(self._frames.send(frames), CLOSING_WRITE_TIMEOUT)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ws.close(code, reason), CLOSE_TIMEOUT)
+            await asyncio.wait_for(self.ws.close(code, reason), CLOSING_WRITE_TIMEOUT)
 
     # -- reading -----------------------------------------------------------------------
 

@@ -61,7 +61,7 @@ WebSocketScope = dict[str, Any]
 
 _log = logging.getLogger("executor_streamer.ws_protocol")
 
-CLOSE_TIMEOUT = 10.0
+CLOSE_HANDSHAKE_TIMEOUT = 10.0
 """How long a connection waits for the peer's answer to its close frame (as uvicorn)."""
 
 
@@ -456,7 +456,7 @@ class HubWebSocketProtocol(asyncio.Protocol):
             self.transport.resume_reading()
         # Abort, not close: close would wait to flush what a peer that stopped reading
         # never takes, holding its buffer for good.
-        self._close_timer = self._loop.call_later(CLOSE_TIMEOUT, self.transport.abort)
+        self._close_timer = self._loop.call_later(CLOSE_HANDSHAKE_TIMEOUT, self.transport.abort)
 
     def _send_500(self) -> None:
         if self.handshake_complete:

@@ -1,4 +1,4 @@
-"""Analytics reports (the seed's StreamMetrics, StreamStats, ClientActivityReport)."""
+"""Analytics reports (the original StreamMetrics, StreamStats, ClientActivityReport)."""
 
 from __future__ import annotations
 

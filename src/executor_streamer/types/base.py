@@ -92,13 +92,13 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 class ConfigModel(WireModel):
-    """A configuration section: it may refuse keys the seed names but this hub does not
-    implement. (Only configuration models carry the check: on every model it cost each
-    published event a Python call per validation.)"""
+    """A configuration section: it may refuse keys the original specification names but
+    this hub does not implement. (Only configuration models carry the check: on every
+    model it cost each published event a Python call per validation.)"""
 
     unsupported: ClassVar[dict[str, str]] = {}
-    """camelCase keys the seed names here that this hub does not implement, and why:
-    refused with that reason rather than accepted and ignored."""
+    """camelCase keys the original specification names here that this hub does not
+    implement, and why: refused with that reason rather than accepted and ignored."""
 
     @model_validator(mode="before")
     @classmethod

@@ -14,6 +14,7 @@ from pydantic import Field, ValidationInfo, ValidatorFunctionWrapHandler, field_
 
 from .base import Timestamp, WireModel
 from .enums import CommandAction, StreamEventType
+from .internals import construct_trusted
 from .json_values import JsonObject, JsonValue
 
 Text = Annotated[str, Field(strict=True)]
@@ -241,21 +242,18 @@ class StreamEvent(WireModel):
         metadata: dict[str, Any] | None,
     ) -> StreamEvent:
         """An event from values the hub made and checked itself: what ``model_construct``
-        builds, without its per-field alias lookups (a third of a batched publish's
-        cost). ``tests/types`` holds it equal to ``model_construct``'s result."""
-        event = cls.__new__(cls)
-        values = {
-            "id": id,
-            "stream_id": stream_id,
-            "session_id": session_id,
-            "seq": seq,
-            "type": type,
-            "timestamp": timestamp,
-            "data": data,
-            "metadata": metadata,
-        }
-        object.__setattr__(event, "__dict__", values)
-        object.__setattr__(event, "__pydantic_fields_set__", set(values))
-        object.__setattr__(event, "__pydantic_extra__", None)
-        object.__setattr__(event, "__pydantic_private__", None)
-        return event
+        builds, without its per-field alias lookups (``internals.construct_trusted``).
+        ``tests/types`` holds it equal to ``model_construct``'s result."""
+        return construct_trusted(
+            cls,
+            {
+                "id": id,
+                "stream_id": stream_id,
+                "session_id": session_id,
+                "seq": seq,
+                "type": type,
+                "timestamp": timestamp,
+                "data": data,
+                "metadata": metadata,
+            },
+        )

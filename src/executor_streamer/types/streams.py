@@ -1,4 +1,4 @@
-"""Stream configuration, sessions and clients (docs/protocol.md; the seed's StreamConfig)."""
+"""Stream configuration, sessions and clients (docs/protocol.md; the original StreamConfig)."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ class StreamSession(ModuleSessionInfo):
 
 
 class ManagerHealth(WireModel):
-    """The seed's SessionManagerHealth."""
+    """The original specification's SessionManagerHealth."""
 
     module_id: Literal["executor-streamer"] = MODULE_ID
     is_healthy: bool
