@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from executor_streamer.errors import StorageUnavailable
+from executor_streamer.redis_engine.calls import call
 from executor_streamer.redis_engine.keys import SESSIONS
 from executor_streamer.redis_engine.store import RedisHistory
 
@@ -59,7 +60,8 @@ async def store(cluster_url: str) -> AsyncIterator[RedisHistory]:
 async def follow_all(store: RedisHistory, stream_ids: list[str]) -> dict[str, Recorder]:
     targets = {}
     for stream_id in stream_ids:
-        await store.register(replace(STATE, stream_id=stream_id, workflow_session_id=stream_id))
+        state = replace(STATE, stream_id=stream_id, workflow_session_id=stream_id)
+        await store.registry.register(state)
         targets[stream_id] = Recorder()
         await store.follow(stream_id, targets[stream_id])
     return targets
@@ -207,7 +209,7 @@ async def test_a_hub_with_an_old_slot_map_follows_a_moved_stream_where_it_is(
             assert history.follower.server_of(stream_id) == address(destination)
             assert history.follower.reconnects >= 1  # the connection MOVED was read on
             state = replace(STATE, stream_id=stream_id, workflow_session_id=stream_id)
-            await history.register(state)
+            await history.registry.register(state)
             await publish_events(history, stream_id, 20)
             assert await target.until(20) == list(range(1, 21))
         finally:
@@ -311,11 +313,11 @@ async def test_the_registry_is_restored_only_for_streams_that_still_exist(
     kept = replace(STATE, stream_id="str_kept", workflow_session_id="wf-kept")
     purged = replace(STATE, stream_id="str_purged", workflow_session_id="wf-purged")
     for state in (kept, purged):
-        await store.register(state)
-    await store._call(store._redis.hdel(SESSIONS, "wf-kept"))  # the registry lost it
+        await store.registry.register(state)
+    await call(store._redis.hdel(SESSIONS, "wf-kept"))  # the registry lost it
     await store.drop_stream("str_purged")  # purged by another hub
-    await store.restore_registry([("str_kept", "wf-kept"), ("str_purged", "wf-purged")])
-    found = await store.lookup("wf-kept")
+    await store.registry.restore_registry([("str_kept", "wf-kept"), ("str_purged", "wf-purged")])
+    found = await store.registry.lookup("wf-kept")
     assert found is not None and found.stream_id == "str_kept"
-    assert await store.lookup("wf-purged") is None
-    assert await store._call(store._redis.hget(SESSIONS, "wf-purged")) is None
+    assert await store.registry.lookup("wf-purged") is None
+    assert await call(store._redis.hget(SESSIONS, "wf-purged")) is None

@@ -18,8 +18,8 @@ from executor_streamer.core.shared_publish import split_payload
 from executor_streamer.history.base import StreamState
 from executor_streamer.history.records import EventRecord
 from executor_streamer.history.shared import EventParts
-from executor_streamer.redis_engine import slots as slots_module
-from executor_streamer.redis_engine import store as store_module
+from executor_streamer.redis_engine import connection_caps as caps_module
+from executor_streamer.redis_engine import publishing as publishing_module
 from executor_streamer.redis_engine.keys import StreamKeys, keys_for
 from executor_streamer.redis_engine.store import RedisHistory
 from executor_streamer.types import StreamEvent, StreamEventType
@@ -77,7 +77,7 @@ def parts(n: int, stream_id: str = "str_f", session_id: str = "wf-f") -> list[Ev
 async def store(shared_redis: RedisServer, redis_url: str) -> AsyncIterator[RedisHistory]:
     history = RedisHistory(redis_url, probe_interval=60)
     await history.start()
-    await history.register(STATE)
+    await history.registry.register(STATE)
     yield history
     await history.close()
 
@@ -101,10 +101,10 @@ async def test_a_message_pubsub_lost_is_filled_from_the_stream(
         keys = real(stream_id)
         return StreamKeys(keys.stream_id, keys.meta, keys.events, keys.images, "es:nowhere")
 
-    monkeypatch.setattr(store_module, "keys_for", muted)
+    monkeypatch.setattr(publishing_module, "keys_for", muted)
     await publish(store, 2)
     await publish(store, 3)
-    monkeypatch.setattr(store_module, "keys_for", real)
+    monkeypatch.setattr(publishing_module, "keys_for", real)
     await asyncio.sleep(0.05)
     assert target.seqs == [1]
     await publish(store, 4)
@@ -120,20 +120,20 @@ async def test_events_trimmed_before_they_were_handed_over_reset_the_position(
     recovered: false), then gets 5, 6, 7."""
     small = replace(STATE, stream_id="str_s", workflow_session_id="wf-s")
     small = replace(small, config={"max_history_size": 3})
-    await store.register(small)
+    await store.registry.register(small)
     target = Recorder()
     await store.follow("str_s", target)
     await store.publish(small, parts(1), "2026-01-01T00:00:00.000Z", None)
     assert await target.until(1) == [1]
     real = keys_for
     monkeypatch.setattr(
-        store_module,
+        publishing_module,
         "keys_for",
         lambda stream_id: replace(real(stream_id), channel="es:nowhere"),
     )
     for n in range(2, 7):
         await store.publish(small, parts(n), "2026-01-01T00:00:00.000Z", None)
-    monkeypatch.setattr(store_module, "keys_for", real)
+    monkeypatch.setattr(publishing_module, "keys_for", real)
     await store.publish(small, parts(7), "2026-01-01T00:00:00.000Z", None)
     assert await target.until(4) == [1, 5, 6, 7]
     assert target.resets[-1] == ("e0", 4)
@@ -147,7 +147,7 @@ async def test_order_holds_while_connections_drop_under_load(tmp_path: Path) -> 
         history = RedisHistory(redis.url, probe_interval=60)
         await history.start()
         try:
-            await history.register(STATE)
+            await history.registry.register(STATE)
             target = Recorder()
             await history.follow("str_f", target)
 
@@ -194,7 +194,7 @@ async def test_a_silently_dead_pubsub_connection_is_replaced(
     await behind.start()
     await direct.start()
     try:
-        await direct.register(STATE)
+        await direct.registry.register(STATE)
         target = Recorder()
         await behind.follow("str_f", target)
         await publish(direct, 1)
@@ -229,29 +229,29 @@ async def test_seqs_past_ten_to_the_fourteen_are_written_whole(
     assert await target.until(1) == [10**15 + 1]
 
 
-async def test_connection_slots_lapse_with_their_hub(
+async def test_connection_caps_lapse_with_their_hub(
     shared_redis: RedisServer, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A hub renews its connections' slots while they are open; a hub that stops (dies)
     stops renewing, and its slots stop counting once they lapse."""
-    monkeypatch.setattr(slots_module, "RENEW_SECONDS", 0.05)
-    monkeypatch.setattr(slots_module, "LAPSE_SECONDS", 0.3)
+    monkeypatch.setattr(caps_module, "RENEW_SECONDS", 0.05)
+    monkeypatch.setattr(caps_module, "LAPSE_SECONDS", 0.3)
     alive, dying = RedisHistory(redis_url), RedisHistory(redis_url)
     await alive.start()
     await dying.start()
     try:
-        held = await alive.connection_slots().take("sub:kim", 2)
+        held = await alive.connection_caps.take("sub:kim", 2)
         assert held is not None
-        assert await dying.connection_slots().take("sub:kim", 2) is not None
-        assert await alive.connection_slots().take("sub:kim", 2) is None
+        assert await dying.connection_caps.take("sub:kim", 2) is not None
+        assert await alive.connection_caps.take("sub:kim", 2) is None
         await dying.close()  # gone without giving its slot back
         await asyncio.sleep(0.6)  # past the lapse: alive's slot was renewed, dying's not
-        again = await alive.connection_slots().take("sub:kim", 2)
+        again = await alive.connection_caps.take("sub:kim", 2)
         assert again is not None
-        assert await alive.connection_slots().take("sub:kim", 2) is None
-        alive.connection_slots().give_back("sub:kim", held)
+        assert await alive.connection_caps.take("sub:kim", 2) is None
+        alive.connection_caps.give_back("sub:kim", held)
         for _ in range(50):
-            if await alive.connection_slots().take("sub:kim", 2) is not None:
+            if await alive.connection_caps.take("sub:kim", 2) is not None:
                 break
             await asyncio.sleep(0.01)
         else:

@@ -555,8 +555,8 @@ async def test_views_span_every_hub(make_server: ServerFactory, engine_url: str)
     await publish(b, "wf-1", status(2), status(3))
     async with watching(Watcher(a, "wf-1"), Watcher(b, "wf-1"), Watcher(b, "wf-1")):
         for hub in (a, b):
-            assert hub.hub.cluster is not None
-            await hub.hub.cluster.publish_report()
+            assert hub.hub.all_hubs is not None
+            await hub.hub.all_hubs.publish_report()
         clients = (await a.http.get("/api/streams/wf-1/clients")).json()
         assert len(clients) == 3
         assert len((await b.http.get("/api/streams/wf-1")).json()["clients"]) == 3

@@ -46,9 +46,9 @@ from ..types.streams import (
     StreamConfig,
     StreamSession,
 )
+from .all_hubs import REPORT_SECONDS, AllHubsView
 from .analytics import StreamAnalytics
 from .clients import ClientRegistry, ClientSession
-from .cluster_view import REPORT_SECONDS, ClusterView
 from .counters import HubCounters
 from .lifecycle import LifecycleCallbacks, LifecycleNotifier
 from .publisher import StreamPublisher
@@ -87,10 +87,12 @@ class ExecutorStreamer:
         self.history = StreamHistory(self.streams, self.storage)
         self.analytics = StreamAnalytics(self.streams, self.clients, self.counters, self.history)
         shared = self.streams.shared
-        self.cluster = (
+        self.all_hubs = (
             None
             if shared is None
-            else ClusterView(shared, self.streams, self.clients, self.counters, self.analytics)
+            else AllHubsView(
+                shared.reports, shared, self.streams, self.clients, self.counters, self.analytics
+            )
         )
         """Cluster-wide views, with hubs sharing a backend (docs/multi-node.md)."""
         self._maintenance_interval = maintenance_interval
@@ -223,9 +225,9 @@ class ExecutorStreamer:
     async def stream_clients(self, ref: str) -> list[StreamClientInfo]:
         """The stream's clients, on every hub."""
         stream = await self.streams.located(ref)
-        if self.cluster is None:
+        if self.all_hubs is None:
             return [c.info(stream.id) for c in stream.clients.values()]
-        return await self.cluster.clients(stream)
+        return await self.all_hubs.clients(stream)
 
     async def stream_session(self, ref: str) -> StreamSession:
         """:meth:`get_stream`, with the state and clients every hub shares."""
@@ -233,20 +235,20 @@ class ExecutorStreamer:
 
     async def stream_sessions(self, streams: list[Stream]) -> list[StreamSession]:
         """The streams' sessions, with the clients of every hub sharing the backend."""
-        if self.cluster is None:
+        if self.all_hubs is None:
             return [stream.session() for stream in streams]
-        return await self.cluster.sessions(streams)
+        return await self.all_hubs.sessions(streams)
 
     async def metrics(self) -> StreamMetrics:
         return (
-            self.analytics.get_metrics() if self.cluster is None else await self.cluster.metrics()
+            self.analytics.get_metrics() if self.all_hubs is None else await self.all_hubs.metrics()
         )
 
     async def stream_stats(self, ref: str) -> StreamStats:
         stream = await self.streams.located(ref)
-        if self.cluster is None:
+        if self.all_hubs is None:
             return await self.analytics.get_stream_stats(stream.id)
-        return await self.cluster.stream_stats(stream)
+        return await self.all_hubs.stream_stats(stream)
 
     # -- clients -----------------------------------------------------------------------
 
@@ -451,9 +453,9 @@ class ExecutorStreamer:
                 if loop.time() >= next_sync:
                     next_sync = loop.time() + REGISTRY_SYNC_SECONDS
                     await self.streams.sync_registry()
-                if self.cluster is not None and loop.time() >= next_report:
+                if self.all_hubs is not None and loop.time() >= next_report:
                     next_report = loop.time() + REPORT_SECONDS
-                    await self.cluster.publish_report()
+                    await self.all_hubs.publish_report()
                 if loop.time() >= next_retention:
                     next_retention = loop.time() + RETENTION_EVERY_SECONDS
                     removed = await self.history.apply_retention()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import StreamNotFound
 from ..history.records import STAMP_FIELD, STAMP_SIZE, EventRecord
-from ..history.shared import CommandOp, EventParts, SharedStore
+from ..history.shared import CommandOp, EventParts, SharedHistory
 from ..types.base import format_timestamp, utc_now
 from ..types.enums import StreamEventType
 from ..types.events import CommandCompletedData, CommandFailedData, CommandStartedData
@@ -42,7 +42,7 @@ def split_payload(payload: bytes) -> tuple[bytes, bytes, bytes]:
 
 class SharedPublisher:
     def __init__(
-        self, publisher: StreamPublisher, streams: StreamManager, store: SharedStore
+        self, publisher: StreamPublisher, streams: StreamManager, store: SharedHistory
     ) -> None:
         self._publisher = publisher
         self._streams = streams

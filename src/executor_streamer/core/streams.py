@@ -37,7 +37,7 @@ from ..errors import (
 )
 from ..history.base import HistoryStore, StreamState
 from ..history.records import EventRecord
-from ..history.shared import SharedStore
+from ..history.shared import SharedHistory
 from ..types.base import utc_now
 from ..types.enums import SessionStatus
 from ..types.events import ErrorContext
@@ -54,7 +54,7 @@ from .clients import ClientSession, longest_parked
 from .commands import CommandTracker
 from .counters import StreamCounters
 from .lifecycle import LifecycleNotifier
-from .remote import RemoteChanges
+from .other_hubs import AnnouncedChanges
 from .subscription import CloseReason, Subscription
 from .validation import check_metadata
 
@@ -251,16 +251,16 @@ class StreamManager:
         self._create_lock = asyncio.Lock()
         self.running = False
         """Set by the hub between start() and stop(); nothing is accepted outside that."""
-        self.shared: SharedStore | None = storage if isinstance(storage, SharedStore) else None
+        self.shared: SharedHistory | None = storage if isinstance(storage, SharedHistory) else None
         """Set when other hub processes share the backend (docs/multi-node.md)."""
-        self._remote = RemoteChanges(self) if self.shared is not None else None
+        self._remote = AnnouncedChanges(self) if self.shared is not None else None
 
     async def load(self) -> int:
         """Take up every stream the backend kept (a durable backend after a restart, or
         what other hubs registered on a shared one)."""
         if self._remote is not None:
             assert self.shared is not None
-            self.shared.watch_changes(self._remote)
+            self.shared.registry.watch_changes(self._remote)
         for state in await self._storage.load_streams():
             await self.adopt(state)
         return len(self._by_id)
@@ -287,7 +287,7 @@ class StreamManager:
         stream = self.find(ref)
         if stream is not None or self.shared is None:
             return stream
-        state = await self.shared.lookup(ref)
+        state = await self.shared.registry.lookup(ref)
         return None if state is None else await self.adopt(state)
 
     async def located(self, ref: str) -> Stream:
@@ -303,7 +303,7 @@ class StreamManager:
         stream = await self.located(ref)
         if self._remote is not None:
             assert self.shared is not None
-            state = await self.shared.lookup(stream.id)
+            state = await self.shared.registry.lookup(stream.id)
             if state is not None:
                 self._remote.refresh(stream, state)
         return stream
@@ -327,7 +327,7 @@ class StreamManager:
         known = {state.stream_id for state in listed}
         lost = [(s.id, s.workflow_session_id) for s in self._by_id.values() if s.id not in known]
         if lost:
-            await self.shared.restore_registry(lost)
+            await self.shared.registry.restore_registry(lost)
 
     async def follow(self, stream: Stream) -> None:
         """On a shared backend, have the stream's events delivered here (before a local
@@ -411,7 +411,7 @@ class StreamManager:
         stream = Stream(workflow_session_id, resolved, dict(metadata or {}), stream_id)
         await self._storage.open_stream(stream.id, resolved)
         if self.shared is not None:
-            state = await self.shared.register(stream.state())
+            state = await self.shared.registry.register(stream.state())
             if state.stream_id != stream.id:  # another hub made it first
                 return await self.adopt(state), False
         else:
@@ -499,7 +499,7 @@ class StreamManager:
         if self.shared is not None:
             change.setdefault("config", stream.state().config)
             change.setdefault("metadata", stream.metadata)
-            await self.shared.announce(stream.id, change)
+            await self.shared.registry.announce(stream.id, change)
 
     def mark_active(self, stream: Stream) -> None:
         """The first event moves a new stream from INITIALIZING to ACTIVE."""

@@ -1,5 +1,7 @@
 """What a backend shared by several hub processes adds to :class:`HistoryStore`
-(docs/multi-node.md). The Redis engine implements it.
+(docs/multi-node.md), as small interfaces: :class:`SharedHistory`, whose parts are a
+:class:`StreamRegistry`, :class:`HubReports`, an ``OnceStore`` for tickets and
+``ConnectionCaps``. The Redis engine implements them.
 
 With a shared backend the store, not the hub, assigns seqs: a publish hands over its
 events with the seq and timestamp cut out (:class:`EventParts`), and the store returns
@@ -11,13 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from limits.aio.storage import Storage
 
-if TYPE_CHECKING:
-    from ..security.rate_limits import ConnectionSlots
-
+from ..security.rate_limits import ConnectionCaps
+from ..security.tickets import OnceStore
 from ..types.enums import StreamEventType
 from .base import HistoryStore, StoredScreenshot, StreamState
 from .records import EventRecord
@@ -81,10 +82,60 @@ class StreamChanges(Protocol):
     def stream_changed(self, stream_id: str, change: dict[str, Any]) -> None: ...
 
 
+class StreamRegistry(Protocol):
+    """Which streams exist, shared by every hub, and the news of their changes."""
+
+    async def lookup(self, ref: str) -> StreamState | None:
+        """The registry entry of a stream id or workflow session id, if any hub made one."""
+
+    async def register(self, state: StreamState) -> StreamState:
+        """Enter a new stream, unless another hub entered one for the same workflow
+        session first: then that one's state."""
+
+    async def restore_registry(self, streams: Sequence[tuple[str, str]]) -> None:
+        """Enter again ``(stream id, workflow session id)`` pairs the registry lost while
+        their streams still exist (the Redis holding the registry lost its data, the
+        streams' own did not); a stream that is gone is left out."""
+
+    async def announce(self, stream_id: str, change: dict[str, Any]) -> None:
+        """Tell every hub that the stream changed (JSON-able ``change``)."""
+
+    def watch_changes(self, handler: StreamChanges) -> None:
+        """Where this hub applies what other hubs announce."""
+
+
+class HubReports(Protocol):
+    """Each hub's latest figures (its clients, its counters), for the cluster-wide views."""
+
+    async def put_report(self, report: bytes, ttl_seconds: float) -> None:
+        """This hub's report, replacing its previous one."""
+
+    async def reports(self) -> dict[str, bytes]:
+        """The other hubs' latest reports, by node."""
+
+    async def drop_reports(self, nodes: Sequence[str]) -> None:
+        """Forget the reports of hubs that stopped reporting."""
+
+
 @runtime_checkable
-class SharedStore(HistoryStore, Protocol):
+class SharedHistory(HistoryStore, Protocol):
+    """History several hubs share: the store numbers events, and brings each hub the
+    events of the streams it follows. It also holds the other parts such a backend shares,
+    each behind its own narrow interface; the hub and the app hand each part to the code
+    that needs it (``core/streams.py`` the registry, ``core/all_hubs.py`` the reports,
+    ``server/auth.py`` the tickets, connection caps and rate-limit storage)."""
+
     node: str
     """This process's name among the hubs (the ``node`` label on ``/metrics``)."""
+    registry: StreamRegistry
+    tickets: OnceStore
+    """Where single-use tickets wait, so one hub's ticket opens a connection to another."""
+    reports: HubReports
+    connection_caps: ConnectionCaps
+    """Where ``maxConnectionsPerSubject`` counts connections, shared by every hub."""
+
+    def rate_limit_storage(self) -> Storage:
+        """Where the ``limits`` library keeps counters, shared by every hub."""
 
     async def publish(
         self,
@@ -98,46 +149,9 @@ class SharedStore(HistoryStore, Protocol):
         store cannot be reached; then nothing is known to be stored, and a retry with the
         same ``idempotency_key`` is safe."""
 
-    async def lookup(self, ref: str) -> StreamState | None:
-        """The registry entry of a stream id or workflow session id, if any hub made one."""
-
-    async def restore_registry(self, streams: Sequence[tuple[str, str]]) -> None:
-        """Enter again ``(stream id, workflow session id)`` pairs the registry lost while
-        their streams still exist (the Redis holding the registry lost its data, the
-        streams' own did not); a stream that is gone is left out."""
-
-    async def register(self, state: StreamState) -> StreamState:
-        """Enter a new stream, unless another hub entered one for the same workflow
-        session first: then that one's state."""
-
-    async def announce(self, stream_id: str, change: dict[str, Any]) -> None:
-        """Tell every hub that the stream changed (JSON-able ``change``)."""
-
-    def watch_changes(self, handler: StreamChanges) -> None: ...
-
     async def follow(self, stream_id: str, target: FollowTarget) -> None:
         """Return once every event after ``target.last_seq`` (as the store reports it
         now) will reach ``target.receive``, in seq order."""
-
-    async def put_once(self, key: str, value: bytes, ttl_seconds: float) -> None:
-        """Keep ``value`` for ``ttl_seconds``, to be taken once by any hub (tickets)."""
-
-    async def take_once(self, key: str) -> bytes | None: ...
-
-    def rate_limit_storage(self) -> Storage:
-        """Where the ``limits`` library keeps counters, shared by every hub."""
-
-    async def put_report(self, report: bytes, ttl_seconds: float) -> None:
-        """This hub's figures (its clients, its counters), for the cluster-wide views."""
-
-    async def reports(self) -> dict[str, bytes]:
-        """The other hubs' latest reports, by node."""
-
-    async def drop_reports(self, nodes: Sequence[str]) -> None:
-        """Forget the reports of hubs that stopped reporting."""
-
-    def connection_slots(self) -> ConnectionSlots:
-        """Where ``maxConnectionsPerSubject`` counts connections, shared by every hub."""
 
     async def caught_up(self, stream_id: str) -> None:
         """Hand a followed stream's target every event stored so far, now."""

@@ -36,12 +36,13 @@ from ..errors import StorageUnavailable
 from ..history.records import EventRecord
 from ..history.shared import FollowTarget, StreamChanges
 from ..types.enums import StreamEventType
+from .calls import call
 from .connect import Client
 from .keys import CONTROL, keys_for, stream_of_channel
 from .routing import Listeners
 
 if TYPE_CHECKING:
-    from .store import RedisHistory
+    from .event_log import RedisEventLog
 
 _log = structlog.get_logger("executor_streamer.redis")
 _TYPES = {t.value.encode(): t for t in StreamEventType}
@@ -90,13 +91,19 @@ class _Listener:
 
 class ChannelFollower:
     def __init__(
-        self, client: Client, listeners: Listeners, store: RedisHistory, probe_interval: float
+        self,
+        client: Client,
+        listeners: Listeners,
+        node: str,
+        log: RedisEventLog,
+        probe_interval: float,
     ) -> None:
         """``client`` reads; the ``listeners``' connections must not reconnect by
         themselves, or a reconnect (and the messages lost meanwhile) would go unnoticed."""
         self._client = client
         self._servers = listeners
-        self._store = store
+        self._node = node
+        self._log = log
         self._probe_interval = probe_interval
         self._listeners: dict[str, _Listener] = {}
         self._route: dict[str, _Listener] = {}
@@ -156,7 +163,7 @@ class ChannelFollower:
         node = self._servers.node_of(channel)
         listener = self._listeners.get(node)
         if listener is None:
-            wake = f"{CONTROL}:wake:{self._store.node}:{node}"
+            wake = f"{CONTROL}:wake:{self._node}:{node}"
             listener = self._listeners[node] = _Listener(node, wake)
             if self._started:
                 self._start_reader(listener)
@@ -198,7 +205,7 @@ class ChannelFollower:
     async def _wake(self, listener: _Listener) -> None:
         """Have a reader look at its to-do list now, not after its read times out."""
         with contextlib.suppress(StorageUnavailable):  # then the reader is reconnecting
-            await self._store._call(self._client.publish(listener.wake_channel, b""))
+            await call(self._client.publish(listener.wake_channel, b""))
 
     async def _confirmed(self, followed: _Followed) -> None:
         """Subscribed: read where the stream is now, then let messages through."""
@@ -214,7 +221,7 @@ class ChannelFollower:
         whatever waited meanwhile."""
         async with followed.lock:
             keys = keys_for(followed.stream_id)
-            epoch, top = await self._store._call(self._client.hmget(keys.meta, "epoch", "seq"))
+            epoch, top = await call(self._client.hmget(keys.meta, "epoch", "seq"))
             target = followed.target
             if epoch is not None:
                 current, top = epoch.decode(), int(top or 0)
@@ -241,7 +248,7 @@ class ChannelFollower:
         target = followed.target
         if until is not None and until <= target.last_seq:
             return
-        records = await self._store.read_after(followed.stream_id, target.last_seq, until)
+        records = await self._log.read_after(followed.stream_id, target.last_seq, until)
         records = [r for r in records if r.seq > target.last_seq]
         if records and records[0].seq != target.last_seq + 1:
             # Trimmed before this hub could read them (it was cut off from Redis longer
@@ -442,7 +449,7 @@ class ChannelFollower:
             return
         if not isinstance(change, dict) or not isinstance(change.get("stream"), str):
             return
-        if change.get("node") == self._store.node:
+        if change.get("node") == self._node:
             return  # this hub made the change and applied it already
         if self.changes is not None:
             self.changes.stream_changed(change["stream"], change)
@@ -477,7 +484,7 @@ class ChannelFollower:
         ready = [f for f in self._followed.values() if f.ready.done() and f.synced]
         if not ready:
             return
-        tops = await self._store.counts([f.stream_id for f in ready])
+        tops = await self._log.counts([f.stream_id for f in ready])
         for followed in ready:
             known = tops.get(followed.stream_id)
             if known is None or not followed.synced:

@@ -20,4 +20,4 @@ class Scripts:
         self.publish: AsyncScript = client.register_script(shared + _source("publish.lua"))
         self.append: AsyncScript = client.register_script(shared + _source("append.lua"))
         self.keep: AsyncScript = client.register_script(shared + _source("keep.lua"))
-        self.slots: AsyncScript = client.register_script(_source("slots.lua"))
+        self.connection_caps: AsyncScript = client.register_script(_source("connection_caps.lua"))

@@ -8,7 +8,7 @@ library's sliding-window counters: constant memory and time per key, whatever th
   seconds as that burst needs at the rate, so the average stays at the rate;
 - connections: at most ``maxConnectionsPerSubject`` open WebSocket and SSE connections
   per subject (a count, not a rate), counted in this process or, with hubs sharing a
-  Redis, across them (:class:`ConnectionSlots`).
+  Redis, across them (:class:`ConnectionCaps`).
 
 Knows nothing of HTTP: the server says whose request it is and answers ``RateLimited``
 with its ``retry_after``.
@@ -30,7 +30,7 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from ..errors import BatchTooLarge, RateLimited
 
 
-class ConnectionSlots(Protocol):
+class ConnectionCaps(Protocol):
     """Open connections per subject, counted against a limit."""
 
     async def take(self, subject: str, limit: int) -> str | None:
@@ -39,7 +39,7 @@ class ConnectionSlots(Protocol):
     def give_back(self, subject: str, slot: str) -> None: ...
 
 
-class LocalConnectionSlots:
+class LocalConnectionCaps:
     """This process's connections only."""
 
     def __init__(self) -> None:
@@ -68,13 +68,13 @@ class RateLimits:
         events_per_second: int,
         connections_per_subject: int,
         storage: Storage | None = None,
-        slots: ConnectionSlots | None = None,
+        caps: ConnectionCaps | None = None,
     ) -> None:
         self._limiter = SlidingWindowCounterRateLimiter(storage or MemoryStorage())
         self._requests = RateLimitItemPerMinute(requests_per_minute, namespace="requests")
         self._events_per_second = events_per_second
         self._max_connections = connections_per_subject
-        self._slots = slots or LocalConnectionSlots()
+        self._caps = caps or LocalConnectionCaps()
 
     async def request(self, subject: str) -> None:
         """Count one request of ``subject``; ``RateLimited`` if it is one too many."""
@@ -102,7 +102,7 @@ class RateLimits:
     async def hold_connection(self, subject: str) -> Callable[[], None]:
         """Count one more open connection of ``subject``; ``RateLimited`` if it already
         holds ``maxConnectionsPerSubject``. Returns what gives it back (once)."""
-        slot = await self._slots.take(subject, self._max_connections)
+        slot = await self._caps.take(subject, self._max_connections)
         if slot is None:
             raise RateLimited(f"more than {self._max_connections} open connections", 1)
         held = True
@@ -111,7 +111,7 @@ class RateLimits:
             nonlocal held
             if held:
                 held = False
-                self._slots.give_back(subject, slot)
+                self._caps.give_back(subject, slot)
 
         return release
 

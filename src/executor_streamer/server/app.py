@@ -141,7 +141,17 @@ def create_app(hub: ExecutorStreamer) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.hub = hub
-    app.state.gate = Gate(hub.config, hub.streams.shared)
+    shared = hub.streams.shared
+    app.state.gate = (
+        Gate(hub.config)
+        if shared is None
+        else Gate(
+            hub.config,
+            tickets=shared.tickets,
+            rate_limit_storage=shared.rate_limit_storage,
+            connection_caps=shared.connection_caps,
+        )
+    )
     app.state.metrics = ServerMetrics(hub)
     app.state.connections = connections
     limits = hub.config.limits

@@ -8,29 +8,40 @@ delivered event. Answers never say which check failed: ``Unauthorized`` carries 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import structlog
 from fastapi import Request, Security
 from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 from jwt import PyJWKClient
+from limits.aio.storage import Storage
 from starlette.requests import HTTPConnection
 
 from ..config import ExecutorStreamerConfig, JwtConfig
 from ..core.hub import ExecutorStreamer
 from ..errors import Forbidden, StreamNotFound, Unauthorized
-from ..history.shared import SharedStore
 from ..security import ApiKey, ApiKeys, Authenticator, JwtVerifier, Principal, RateLimits, Tickets
+from ..security.rate_limits import ConnectionCaps
 from ..security.scope import Scope
+from ..security.tickets import OnceStore
 from ..types.ids import STREAM_ID_PREFIX
 
 _log = structlog.get_logger("executor_streamer.auth")
 
 
 class Gate:
-    def __init__(self, config: ExecutorStreamerConfig, shared: SharedStore | None = None) -> None:
-        """With ``shared`` (hubs sharing a Redis), tickets and rate-limit counters live
-        there, so they hold across hubs (docs/multi-node.md)."""
+    def __init__(
+        self,
+        config: ExecutorStreamerConfig,
+        *,
+        tickets: OnceStore | None = None,
+        rate_limit_storage: Callable[[], Storage] | None = None,
+        connection_caps: ConnectionCaps | None = None,
+    ) -> None:
+        """With hubs sharing a Redis, tickets, rate-limit counters (made only when rate
+        limiting is on) and connection caps live there, so they hold across hubs
+        (docs/multi-node.md); without, in this process."""
         security = config.security
         self.required = security.authentication_required
         self.authenticator = Authenticator(
@@ -44,15 +55,15 @@ class Gate:
             if security.api_keys
             else None,
         )
-        self.tickets = Tickets(shared)
+        self.tickets = Tickets(tickets)
         limits = security.rate_limiting
         self.rate: RateLimits | None = (
             RateLimits(
                 requests_per_minute=limits.max_requests_per_minute,
                 events_per_second=limits.max_events_per_second,
                 connections_per_subject=limits.max_connections_per_subject,
-                storage=None if shared is None else shared.rate_limit_storage(),
-                slots=None if shared is None else shared.connection_slots(),
+                storage=None if rate_limit_storage is None else rate_limit_storage(),
+                caps=connection_caps,
             )
             if limits.enabled
             else None

@@ -2,7 +2,7 @@
 (docs/multi-node.md).
 
 :class:`FollowedStream` is how the shared store hands a followed stream's events to
-the local subscribers, in seq order; :class:`RemoteChanges` applies the changes other
+the local subscribers, in seq order; :class:`AnnouncedChanges` applies the changes other
 hubs announce (a stream made, closed, reopened, purged). Lifecycle callbacks run on the
 hub where a change was made, not again on every hub that hears of it.
 """
@@ -23,7 +23,7 @@ from .subscription import CloseReason
 if TYPE_CHECKING:
     from .streams import Stream, StreamManager
 
-_log = structlog.get_logger("executor_streamer.remote")
+_log = structlog.get_logger("executor_streamer.other_hubs")
 
 
 class FollowedStream:
@@ -65,7 +65,7 @@ class FollowedStream:
         stream.epoch, stream.last_seq = epoch, last_seq
 
 
-class RemoteChanges:
+class AnnouncedChanges:
     """Applies other hubs' announcements to the local registry (a ``StreamChanges``)."""
 
     def __init__(self, manager: StreamManager) -> None:

@@ -1,4 +1,6 @@
-"""``maxConnectionsPerSubject`` across hubs (docs/multi-node.md).
+"""``maxConnectionsPerSubject`` across hubs (docs/multi-node.md): caps on a subject's
+open connections, each connection holding one slot of its subject's cap (not to be
+confused with a Redis Cluster's hash slots, which ``routing.py`` follows).
 
 A subject's open connections are a sorted set in Redis, one member per connection, scored
 by when it lapses unless renewed. Each hub renews its own members every
@@ -14,35 +16,35 @@ import contextlib
 import itertools
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING
 
 from ..errors import StorageUnavailable
+from .calls import call
 from .connect import Client
 from .keys import PREFIX
 from .scripts import Scripts
-
-if TYPE_CHECKING:
-    from .store import RedisHistory
 
 LAPSE_SECONDS = 30.0
 RENEW_SECONDS = 10.0
 CONNECTIONS = PREFIX + "conns:"
 
 
-class RedisConnectionSlots:
-    def __init__(self, client: Client, store: RedisHistory) -> None:
+class RedisConnectionCaps:
+    """A :class:`~executor_streamer.security.rate_limits.ConnectionCaps` shared by every
+    hub on the Redis."""
+
+    def __init__(self, client: Client, node: str) -> None:
         self._client = client
-        self._store = store
-        self._take = Scripts(client).slots
+        self._node = node
+        self._take = Scripts(client).connection_caps
         self._held: defaultdict[str, set[str]] = defaultdict(set)
         self._numbers = itertools.count()
         self._renewer: asyncio.Task[None] | None = None
         self._releases: set[asyncio.Task[None]] = set()
 
     async def take(self, subject: str, limit: int) -> str | None:
-        slot = f"{self._store.node}:{next(self._numbers)}"
+        slot = f"{self._node}:{next(self._numbers)}"
         now = time.time()
-        taken = await self._store._call(
+        taken = await call(
             self._take(
                 keys=[CONNECTIONS + subject],
                 args=[int(now * 1000), int((now + LAPSE_SECONDS) * 1000), limit, slot],
@@ -52,7 +54,9 @@ class RedisConnectionSlots:
             return None
         self._held[subject].add(slot)
         if self._renewer is None:
-            self._renewer = asyncio.create_task(self._renew(), name="executor-streamer-slots")
+            self._renewer = asyncio.create_task(
+                self._renew(), name="executor-streamer-connection-caps"
+            )
         return slot
 
     def give_back(self, subject: str, slot: str) -> None:
@@ -67,7 +71,7 @@ class RedisConnectionSlots:
 
     async def _remove(self, subject: str, slot: str) -> None:
         with contextlib.suppress(StorageUnavailable):  # then it lapses by itself
-            await self._store._call(self._client.zrem(CONNECTIONS + subject, slot))
+            await call(self._client.zrem(CONNECTIONS + subject, slot))
 
     async def _renew(self) -> None:
         while True:
@@ -81,7 +85,7 @@ class RedisConnectionSlots:
                             CONNECTIONS + subject, dict.fromkeys(slots, lapse * 1000), xx=True
                         )
                         pipe.pexpireat(CONNECTIONS + subject, int(lapse * 1000))
-                    await self._store._call(pipe.execute())
+                    await call(pipe.execute())
 
     async def close(self) -> None:
         tasks = {t for t in (self._renewer, *self._releases) if t is not None}

@@ -1,5 +1,5 @@
-"""Cluster-wide figures where the API implies them, for hubs sharing a backend
-(docs/multi-node.md): a stream's clients, stream statistics and hub metrics.
+"""Figures over every hub sharing a backend, where the API implies them
+(docs/multi-node.md: "cluster-wide"): a stream's clients, stream statistics and hub metrics.
 
 Every hub puts a report of its own clients and counters into the shared store every
 :data:`REPORT_SECONDS`; a view is this hub's live figures plus the other hubs' latest
@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from ..history.shared import SharedStore
+from ..history.shared import HubReports, SharedHistory
 from ..types.analytics import StreamMetrics, StreamStats
 from ..types.enums import ClientType
 from ..types.streams import StreamClientInfo, StreamSession
@@ -28,16 +28,18 @@ REPORT_SECONDS = 2.0
 STALE_SECONDS = 3 * REPORT_SECONDS + 1
 
 
-class ClusterView:
+class AllHubsView:
     def __init__(
         self,
-        store: SharedStore,
+        reports: HubReports,
+        history: SharedHistory,
         streams: StreamManager,
         clients: ClientRegistry,
         counters: HubCounters,
         analytics: StreamAnalytics,
     ) -> None:
-        self._store = store
+        self._reports = reports
+        self._history = history
         self._streams = streams
         self._clients = clients
         self._counters = counters
@@ -68,20 +70,20 @@ class ClusterView:
         }
 
     async def publish_report(self) -> None:
-        await self._store.put_report(orjson.dumps(self.report()), STALE_SECONDS)
+        await self._reports.put_report(orjson.dumps(self.report()), STALE_SECONDS)
 
     async def _others(self) -> list[dict[str, Any]]:
         now = time.time()
         fresh: list[dict[str, Any]] = []
         stale: list[str] = []
-        for node, raw in (await self._store.reports()).items():
+        for node, raw in (await self._reports.reports()).items():
             report = orjson.loads(raw)
             if now - report.get("at", 0) <= STALE_SECONDS:
                 fresh.append(report)
             else:
                 stale.append(node)
         if stale:
-            await self._store.drop_reports(stale)
+            await self._reports.drop_reports(stale)
         return fresh
 
     # -- views ---------------------------------------------------------------------------
@@ -136,7 +138,7 @@ class ClusterView:
         remote = [
             r["streams"][stream.id] for r in await self._others() if stream.id in r["streams"]
         ]
-        counts = await self._store.counts([stream.id])
+        counts = await self._history.counts([stream.id])
         total = counts[stream.id][2] if stream.id in counts else local.total_events
         age = max(time.time() - stream.created_at.timestamp(), 1e-3)
         return local.model_copy(
