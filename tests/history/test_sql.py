@@ -12,7 +12,7 @@ from sqlalchemy import Connection, inspect, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from executor_streamer.errors import StorageUnavailable
-from executor_streamer.history import StoredScreenshot, StreamWrite, sql
+from executor_streamer.history import StoredScreenshot, StreamWrite, sql_tables
 from executor_streamer.history.migrations import STEPS, migrate, schema_version
 from executor_streamer.history.records import EventRecord
 from executor_streamer.history.sql import SqlHistory
@@ -45,10 +45,10 @@ class TestMigrations:
         self, backend: str, tmp_path: Path
     ) -> None:
         """Migrating an empty database step by step gives exactly the tables, columns and
-        indexes that sql.py's definitions describe (the steps are snapshots; sql.py is
+        indexes that sql_tables.py's definitions describe (the steps are snapshots; it is
         what the queries expect)."""
         schemas = []
-        for name, build in (("steps", migrate), ("definitions", sql.metadata.create_all)):
+        for name, build in (("steps", migrate), ("definitions", sql_tables.metadata.create_all)):
             if backend == "sqlite":
                 url = f"sqlite+aiosqlite:///{tmp_path / name}.db"
             else:
@@ -163,7 +163,7 @@ class TestScreenshotFiles:
             tmp_path / "hub.db-screenshots" / image.sha256[:2] / image.sha256
         ).read_bytes() == PNG
         async with store._engine.connect() as connection:
-            held = (await connection.execute(select(sql.screenshots.c.data))).all()
+            held = (await connection.execute(select(sql_tables.screenshots.c.data))).all()
         assert [bytes(d) for (d,) in held] == [b"", b""]
         assert await store.get_screenshot("s2", shot_id) == image
         assert await store.usage_bytes("s1") == len(PNG) + len(

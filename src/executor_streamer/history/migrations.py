@@ -1,10 +1,10 @@
 """The SQL schema's history: each step as it shipped, never to be edited.
 
 A step creates exactly what its version added, from table definitions frozen in this
-file at that version, not from the tables ``sql.py`` queries today. So a database made
-by any earlier release, and one made fresh now, pass through the same steps and end in the
-same schema; ``tests/history/test_sql.py`` checks that the steps end where ``sql.py``'s
-definitions say. To change the schema, append a step.
+file at that version, not from the tables ``sql_tables.py`` describes today. So a database
+made by any earlier release, and one made fresh now, pass through the same steps and end
+in the same schema; ``tests/history/test_sql.py`` checks that the steps end where
+``sql_tables.py``'s definitions say. To change the schema, append a step.
 """
 
 from __future__ import annotations

@@ -127,12 +127,20 @@ class SharedHistory(HistoryStore, Protocol):
 
     node: str
     """This process's name among the hubs (the ``node`` label on ``/metrics``)."""
-    registry: StreamRegistry
-    tickets: OnceStore
-    """Where single-use tickets wait, so one hub's ticket opens a connection to another."""
-    reports: HubReports
-    connection_caps: ConnectionCaps
-    """Where ``maxConnectionsPerSubject`` counts connections, shared by every hub."""
+
+    @property
+    def registry(self) -> StreamRegistry: ...
+
+    @property
+    def tickets(self) -> OnceStore:
+        """Where single-use tickets wait, so one hub's ticket opens a connection to another."""
+
+    @property
+    def reports(self) -> HubReports: ...
+
+    @property
+    def connection_caps(self) -> ConnectionCaps:
+        """Where ``maxConnectionsPerSubject`` counts connections, shared by every hub."""
 
     def rate_limit_storage(self) -> Storage:
         """Where the ``limits`` library keeps counters, shared by every hub."""

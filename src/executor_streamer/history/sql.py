@@ -19,22 +19,13 @@ import contextlib
 import functools
 from collections.abc import Callable, Collection, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar
 
-import orjson
 from sqlalchemy import (
-    BigInteger,
-    Column,
     Connection,
     Engine,
-    Index,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    Text,
     and_,
     create_engine,
     delete,
@@ -44,21 +35,34 @@ from sqlalchemy import (
     make_url,
     select,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.sql.elements import ColumnElement
 
 from ..errors import StorageUnavailable
-from ..types.enums import StreamEventType
-from ..types.events import ScreenshotInfo
 from ..types.filters import HistoryFilter
 from ..types.streams import StreamConfig
 from .base import HistoryPage, ResumeRead, StoredScreenshot, StreamState, StreamWrite
 from .blobs import BlobDirectory
 from .migrations import migrate
 from .records import EventRecord, Predicate
+from .sql_tables import (
+    compiled,
+    conditions,
+    delete_events,
+    event_row,
+    events,
+    first_seq,
+    last_seq,
+    millis,
+    record_of_row,
+    screenshot_insert,
+    screenshots,
+    state_of_row,
+    state_row,
+    stream_upsert,
+    streams,
+    trim,
+)
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -84,61 +88,6 @@ def _storage_errors(
     return guarded
 
 
-metadata = MetaData()
-
-events = Table(
-    "es_events",
-    metadata,
-    Column("stream_id", String(64), primary_key=True),
-    Column("seq", BigInteger, primary_key=True),
-    Column("type", String(32), nullable=False),
-    Column("ts_ms", BigInteger, nullable=False),
-    Column("screenshot_id", String(128), nullable=True),
-    Column("search_text", Text, nullable=False),
-    Column("payload", LargeBinary, nullable=False),
-    Index("es_events_by_time", "stream_id", "ts_ms"),
-    Index("es_events_by_type", "stream_id", "type", "seq"),
-)
-
-screenshots = Table(
-    "es_screenshots",
-    metadata,
-    Column("stream_id", String(64), primary_key=True),
-    Column("screenshot_id", String(128), primary_key=True),
-    Column("mime_type", String(32), nullable=False),
-    Column("sha256", String(64), nullable=False),
-    Column("data", LargeBinary, nullable=False),
-)
-
-# The tables as the queries below see them. The schema itself is made by the steps of
-# ``migrations`` (tests hold the two equal); these definitions never create anything.
-# Which events use a screenshot: only screenshot events are indexed (migration 4).
-with_screenshot = Index(
-    "es_events_with_screenshot",
-    events.c.stream_id,
-    events.c.screenshot_id,
-    sqlite_where=events.c.screenshot_id.is_not(None),
-    postgresql_where=events.c.screenshot_id.is_not(None),
-)
-
-# Which screenshot rows still use an image file (migration 4).
-by_digest = Index("es_screenshots_by_sha256", screenshots.c.sha256)
-
-streams = Table(
-    "es_streams",
-    metadata,
-    Column("stream_id", String(64), primary_key=True),
-    Column("workflow_session_id", String(128), nullable=False, unique=True),
-    Column("status", String(16), nullable=False),
-    Column("config", Text, nullable=False),
-    Column("metadata", Text, nullable=False),
-    Column("epoch", String(64), nullable=False),
-    Column("created_ms", BigInteger, nullable=False),
-    Column("last_activity_ms", BigInteger, nullable=False),
-    Column("last_seq", BigInteger, nullable=False),
-    Column("running_commands", Text, nullable=False),
-)
-
 # PostgreSQL advisory lock held while migrating, so hubs starting together on one
 # database migrate it once (an arbitrary constant: "es" + schema).
 _MIGRATION_LOCK = 0x6573_0001
@@ -161,9 +110,9 @@ class SqlHistory:
         # deletes events forgets the oldest.
         self._last: dict[str, int | None] = {}
         self._oldest: dict[str, int | None] = {}
-        self._insert_sql = _compiled(self._engine, insert(events), events)
-        self._upsert_sql = _compiled(self._engine, _stream_upsert(self._engine), streams)
-        self._shot_sql = _compiled(self._engine, _screenshot_insert(self._engine), screenshots)
+        self._insert_sql = compiled(self._engine, insert(events), events)
+        self._upsert_sql = compiled(self._engine, stream_upsert(self._engine), streams)
+        self._shot_sql = compiled(self._engine, screenshot_insert(self._engine), screenshots)
         self._postgres = self._engine.dialect.name == "postgresql"
         self._blobs = _blob_directory(url)
         self._sync_engine: Engine | None = None
@@ -209,11 +158,11 @@ class SqlHistory:
         self._oldest.pop(stream_id, None)
 
         def reopen(connection: Connection) -> set[str]:
-            last = self._last[stream_id] = _last_seq(connection, stream_id)
+            last = self._last[stream_id] = last_seq(connection, stream_id)
             return (
                 set()
                 if last is None
-                else _trim(connection, stream_id, last - config.max_history_size)
+                else trim(connection, stream_id, last - config.max_history_size)
             )
 
         async with self._files():
@@ -230,7 +179,7 @@ class SqlHistory:
     async def load_streams(self) -> list[StreamState]:
         async with self._engine.connect() as connection:
             rows = await connection.execute(select(streams).order_by(streams.c.created_ms))
-            return [_state(row) for row in rows]
+            return [state_of_row(row) for row in rows]
 
     @_storage_errors
     async def write(self, writes: Sequence[StreamWrite]) -> None:
@@ -263,13 +212,13 @@ class SqlHistory:
         self._store_screenshots(connection, writes)
         # Plain tuples through statements compiled once: the hot insert skips
         # SQLAlchemy's per-row parameter processing.
-        rows = [_row(w.stream_id, record) for w in writes for record in w.records]
+        rows = [event_row(w.stream_id, record) for w in writes for record in w.records]
         if rows:
             connection.exec_driver_sql(self._insert_sql, rows)
         states = {w.stream_id: w.state for w in writes if w.state is not None}
         if states:
             connection.exec_driver_sql(
-                self._upsert_sql, [_state_row(state) for state in states.values()]
+                self._upsert_sql, [state_row(state) for state in states.values()]
             )
         released, oldest = self._trim_to_capacity(connection, writes, newest)
         return newest, oldest, released
@@ -287,12 +236,12 @@ class SqlHistory:
                 if stream_id in self._oldest:
                     first = self._oldest[stream_id]
                 else:
-                    first = _first_seq(connection, stream_id)
+                    first = first_seq(connection, stream_id)
                 oldest[stream_id] = write.records[0].seq if first is None else first
         for stream_id, last in newest.items():
             capacity = self._capacity.get(stream_id)
             if capacity is not None and last - capacity >= oldest[stream_id]:
-                released |= _trim(connection, stream_id, last - capacity)
+                released |= trim(connection, stream_id, last - capacity)
                 oldest[stream_id] = last - capacity + 1
         return released, oldest
 
@@ -309,7 +258,7 @@ class SqlHistory:
             elif stream_id in self._last:
                 last = self._last[stream_id]
             else:
-                last = _last_seq(connection, stream_id)
+                last = last_seq(connection, stream_id)
             for record in write.records:
                 if last is not None and record.seq != last + 1:
                     raise ValueError(f"seq {record.seq} does not follow {last}")
@@ -330,7 +279,7 @@ class SqlHistory:
 
     @_storage_errors
     async def query(self, stream_id: str, spec: HistoryFilter) -> HistoryPage:
-        where = and_(events.c.stream_id == stream_id, *_conditions(spec))
+        where = and_(events.c.stream_id == stream_id, *conditions(spec))
         async with self._engine.connect() as connection:
             total = (await connection.execute(select(func.count()).where(where))).scalar() or 0
             rows = await connection.execute(
@@ -340,7 +289,7 @@ class SqlHistory:
                 .limit(spec.limit)
                 .offset(spec.offset)
             )
-            return HistoryPage([_record(row) for row in rows], total)
+            return HistoryPage([record_of_row(row) for row in rows], total)
 
     @_storage_errors
     async def read_range(
@@ -354,7 +303,7 @@ class SqlHistory:
                 .where(mine, events.c.seq > after, events.c.seq <= until)
                 .order_by(events.c.seq)
             )
-            records = [_record(row) for row in rows]
+            records = [record_of_row(row) for row in rows]
         if predicate is not None:
             records = [r for r in records if predicate(r)]
         return ResumeRead(records, until + 1 if first is None else first)
@@ -368,7 +317,7 @@ class SqlHistory:
                 .order_by(events.c.seq.desc())
                 .limit(count)
             )
-            return [_record(row) for row in reversed(rows.all())]
+            return [record_of_row(row) for row in reversed(rows.all())]
 
     async def clear(self, stream_id: str) -> int:
         return await self.compact(stream_id, 0)
@@ -378,18 +327,18 @@ class SqlHistory:
         self._oldest.pop(stream_id, None)
 
         def compact(connection: Connection) -> tuple[int, set[str]]:
-            last = _last_seq(connection, stream_id)
+            last = last_seq(connection, stream_id)
             if last is None:
                 return 0, set()
-            return _delete_events(connection, stream_id, events.c.seq <= last - keep_count)
+            return delete_events(connection, stream_id, events.c.seq <= last - keep_count)
 
         return await self._delete(compact)
 
     @_storage_errors
     async def expire(self, stream_id: str, older_than: datetime) -> int:
         self._oldest.pop(stream_id, None)
-        old = events.c.ts_ms < _millis(older_than)
-        return await self._delete(lambda connection: _delete_events(connection, stream_id, old))
+        old = events.c.ts_ms < millis(older_than)
+        return await self._delete(lambda connection: delete_events(connection, stream_id, old))
 
     @_storage_errors
     async def drop_stream(self, stream_id: str) -> None:
@@ -458,7 +407,7 @@ class SqlHistory:
             self._writer.shutdown()
 
     async def _upsert_stream(self, connection: AsyncConnection, state: StreamState) -> None:
-        await connection.exec_driver_sql(self._upsert_sql, _state_row(state))
+        await connection.exec_driver_sql(self._upsert_sql, state_row(state))
 
     async def _delete(self, deletion: Callable[[Connection], tuple[int, set[str]]]) -> int:
         """Run ``deletion`` in a transaction, then release the images it freed."""
@@ -501,159 +450,3 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
-
-
-def _first_seq(connection: Connection, stream_id: str) -> int | None:
-    value = connection.execute(
-        select(func.min(events.c.seq)).where(events.c.stream_id == stream_id)
-    ).scalar()
-    return None if value is None else int(value)
-
-
-def _last_seq(connection: Connection, stream_id: str) -> int | None:
-    value = connection.execute(
-        select(func.max(events.c.seq)).where(events.c.stream_id == stream_id)
-    ).scalar()
-    return None if value is None else int(value)
-
-
-def _trim(connection: Connection, stream_id: str, through_seq: int) -> set[str]:
-    """Delete events with seq <= ``through_seq`` and the screenshot rows left unused;
-    returns the digests of the images those rows held."""
-    if through_seq <= 0:
-        return set()
-    return _delete_events(connection, stream_id, events.c.seq <= through_seq)[1]
-
-
-def _delete_events(
-    connection: Connection, stream_id: str, which: ColumnElement[bool]
-) -> tuple[int, set[str]]:
-    """Delete the stream's events ``which`` selects and the screenshot rows only they
-    used; returns how many events went and the digests of the screenshot rows deleted.
-
-    Only the screenshot ids the deleted rows carried are looked at (through
-    ``es_events_with_screenshot``), so trimming a long stream stays cheap per append."""
-    mine = events.c.stream_id == stream_id
-    rows = connection.execute(
-        delete(events).where(mine, which).returning(events.c.screenshot_id)
-    ).all()
-    shots = {row.screenshot_id for row in rows if row.screenshot_id is not None}
-    released: set[str] = set()
-    if shots:
-        still_used = select(events.c.screenshot_id).where(
-            mine, events.c.screenshot_id.is_not(None), events.c.screenshot_id.in_(shots)
-        )
-        deleted = connection.execute(
-            delete(screenshots)
-            .where(
-                screenshots.c.stream_id == stream_id,
-                screenshots.c.screenshot_id.in_(shots),
-                screenshots.c.screenshot_id.not_in(still_used),
-            )
-            .returning(screenshots.c.sha256)
-        )
-        released = {row.sha256 for row in deleted}
-    return len(rows), released
-
-
-def _conditions(spec: HistoryFilter) -> list[ColumnElement[bool]]:
-    conditions: list[ColumnElement[bool]] = []
-    if spec.event_types is not None:
-        conditions.append(events.c.type.in_([t.value for t in spec.event_types]))
-    if spec.after_seq is not None:
-        conditions.append(events.c.seq > spec.after_seq)
-    if spec.start_time is not None:
-        conditions.append(events.c.ts_ms >= _millis(spec.start_time))
-    if spec.end_time is not None:
-        conditions.append(events.c.ts_ms <= _millis(spec.end_time))
-    if spec.search_text is not None:
-        needle = spec.search_text.casefold()
-        escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        conditions.append(events.c.search_text.like(f"%{escaped}%", escape="\\"))
-    return conditions
-
-
-def _compiled(engine: AsyncEngine, statement: Any, table: Table) -> str:
-    """``statement`` in the dialect's own SQL, taking parameters in ``table``'s column
-    order. Appends run these with plain tuples, skipping SQLAlchemy's per-call statement
-    building and parameter processing on the hot path."""
-    compiled = statement.compile(dialect=engine.dialect)
-    if compiled.positiontup != [column.name for column in table.columns]:
-        raise RuntimeError(f"{engine.dialect.name}: expected positional column-order parameters")
-    return str(compiled)
-
-
-def _screenshot_insert(engine: AsyncEngine) -> Any:
-    """Insert a screenshot row; one the stream already holds stays as it is."""
-    upsert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
-    return upsert(screenshots).on_conflict_do_nothing()
-
-
-def _stream_upsert(engine: AsyncEngine) -> Any:
-    upsert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
-    statement = upsert(streams)
-    changes = {c.name: statement.excluded[c.name] for c in streams.columns if c.name != "stream_id"}
-    return statement.on_conflict_do_update(index_elements=["stream_id"], set_=changes)
-
-
-def _row(stream_id: str, record: EventRecord) -> tuple[Any, ...]:
-    """An event row in column order: stream, seq, type, time, screenshot, search, payload."""
-    event_ = record.event
-    shot = None
-    if event_.type is StreamEventType.SCREENSHOT:
-        shot = cast(ScreenshotInfo, event_.data).screenshot_id
-    return (
-        stream_id,
-        record.seq,
-        event_.type.value,
-        _millis(event_.timestamp),
-        shot,
-        # Searches match the data's JSON text case-insensitively, as the memory backend does.
-        record.data_text().casefold(),
-        record.payload,
-    )
-
-
-def _state_row(state: StreamState) -> tuple[Any, ...]:
-    """A registry row in column order."""
-    return (
-        state.stream_id,
-        state.workflow_session_id,
-        state.status,
-        orjson.dumps(state.config).decode(),
-        orjson.dumps(state.metadata).decode(),
-        state.epoch,
-        _millis(state.created_at),
-        _millis(state.last_activity),
-        state.last_seq,
-        orjson.dumps(state.running_commands).decode(),
-    )
-
-
-def _state(row: Any) -> StreamState:
-    return StreamState(
-        stream_id=row.stream_id,
-        workflow_session_id=row.workflow_session_id,
-        status=row.status,
-        config=orjson.loads(row.config),
-        metadata=orjson.loads(row.metadata),
-        epoch=row.epoch,
-        created_at=_EPOCH + timedelta(milliseconds=row.created_ms),
-        last_activity=_EPOCH + timedelta(milliseconds=row.last_activity_ms),
-        last_seq=int(row.last_seq),
-        running_commands=orjson.loads(row.running_commands),
-    )
-
-
-def _record(row: Any) -> EventRecord:
-    """The record of an event row (seq, type, payload); its event is parsed on demand."""
-    return EventRecord.stored(int(row.seq), StreamEventType(row.type), bytes(row.payload))
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-@functools.lru_cache(maxsize=64)  # the events of a publish share one stamp
-def _millis(moment: datetime) -> int:
-    """Milliseconds since the epoch, in integers (floats would round .123 to .122)."""
-    return (moment - _EPOCH) // timedelta(milliseconds=1)

@@ -1,13 +1,14 @@
 """The WebSocket protocol: ``GET /ws`` (docs/protocol.md).
 
-One task per connection: it reads client messages, turns them into core calls and queues
-the replies. Everything goes out through :meth:`WebSocketSession.flush`, which writes the
-queued replies first and then what every subscription of the connection has queued, so a
-``subscribed`` always precedes that subscription's events and a ``replay_done`` follows
-its replay. The reader flushes after each message; the server's flush pass
-(``flush.Flusher``) flushes when events arrive. Only a write that has to wait (the
-peer's socket buffer is full, or the server offers nothing but ASGI sends) gets a writer
-task, for as long as it waits: an idle connection holds no task but its reader.
+One task per connection: it reads client messages (``ws_messages``), turns them into core
+calls and queues the replies (``ws_outbox``). Everything goes out through
+:meth:`WebSocketSession.flush`, which writes the queued replies first and then what every
+subscription of the connection has queued, so a ``subscribed`` always precedes that
+subscription's events and a ``replay_done`` follows its replay. The reader flushes after
+each message; the server's flush pass (``flush.Flusher``) flushes when events arrive.
+Only a write that has to wait (the peer's socket buffer is full, or the server offers
+nothing but ASGI sends) gets a writer task, for as long as it waits: an idle connection
+holds no task but its reader.
 Credentials (docs/security.md) are checked before the upgrade when they come in the header
 or a ticket, else the first message must be ``auth``; then once per subscription, never
 per event. Protocol-level pings are the server's (``ws_protocol``; a peer that stops
@@ -19,19 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Any
 
-import orjson
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
-from pydantic.alias_generators import to_camel
 from starlette.websockets import WebSocket
 
 from ..core.clients import ClientSession
 from ..core.hub import ExecutorStreamer
-from ..core.subscription import CloseReason, ReplayBatch, Subscription
+from ..core.subscription import CloseReason, Subscription
 from ..errors import (
     ClientNotFound,
     Forbidden,
@@ -42,14 +39,12 @@ from ..errors import (
     StreamNotFound,
     TooManyClients,
     Unauthorized,
-    field_errors,
 )
 from ..history.records import EventRecord
 from ..security import Principal
-from ..security.authenticator import MAX_CREDENTIAL_CHARS
 from ..types.base import format_timestamp, utc_now
 from ..types.enums import ClientType
-from ..types.filters import HistoryFilter, Seq, StreamFilter
+from ..types.filters import HistoryFilter, StreamFilter
 from .auth import Gate
 from .connections import LiveConnections
 from .errors import (
@@ -57,17 +52,28 @@ from .errors import (
     CLOSE_FORBIDDEN,
     CLOSE_RATE_LIMITED,
     CLOSE_SHUTDOWN,
-    CLOSE_STREAM_CLOSED,
     CLOSE_STREAM_NOT_FOUND,
     CLOSE_TOO_MANY_CLIENTS,
     CLOSE_UNAUTHORIZED,
     error_response,
 )
-from .frames import ws_event, ws_events, ws_message
+from .frames import ws_message
 from .internals import asgi_send_of
 from .metrics import ServerMetrics
 from .query import filters_from_types, parse_seq
 from .writers import FrameWriter, PeerGone
+from .ws_messages import (
+    Auth,
+    ClientMessage,
+    Filter,
+    Invalid,
+    Ping,
+    Replay,
+    Subscribe,
+    Unsubscribe,
+    parse_message,
+)
+from .ws_outbox import ENDS_CONNECTION, Outbox, Subscribed
 
 PROTOCOL_VERSION = 1
 CLOSING_WRITE_TIMEOUT = 2.0
@@ -81,85 +87,6 @@ RATE_LIMITED_MESSAGES_BEFORE_CLOSE = 10
 """Messages refused for the rate limit, one after another, before the connection is
 closed with 4029: a client that heeds the first errors keeps its connection."""
 _log = structlog.get_logger("executor_streamer.websocket")
-
-
-RequestId = Annotated[str, Field(max_length=128)] | Annotated[int, Field(ge=-(2**63), lt=2**63)]
-"""Echoed in the reply: bounded, so that a small request cannot ask for a large answer."""
-
-
-_request_ids: TypeAdapter[str | int] = TypeAdapter(RequestId)
-
-
-def _echoable(value: object) -> str | int | None:
-    """A malformed message's requestId, if it is one that may be echoed."""
-    try:
-        return _request_ids.validate_python(value, strict=True)
-    except ValidationError:
-        return None
-
-
-_ENDS_CONNECTION = frozenset({CloseReason.SLOW_CONSUMER, CloseReason.RESET})
-"""A subscription ended for these closes the whole connection: the client reconnects and
-resumes every stream from its positions (and epochs)."""
-
-
-class _Message(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, validate_by_name=True, extra="forbid")
-    type: str
-    request_id: RequestId | None = None
-
-
-class _Subscribe(_Message):
-    type: Literal["subscribe"]
-    stream_id: str = Field(min_length=1)
-    filters: list[StreamFilter] | None = None
-    replay_options: HistoryFilter | None = None
-    since: Seq | None = None
-    epoch: str | None = None
-    batch: bool = False
-
-
-class _StreamMessage(_Message):
-    type: Literal["unsubscribe"]
-    stream_id: str = Field(min_length=1)
-
-
-class _Replay(_Message):
-    type: Literal["replay"]
-    stream_id: str = Field(min_length=1)
-    replay_options: HistoryFilter = Field(default_factory=HistoryFilter)
-
-
-class _Filter(_Message):
-    type: Literal["filter"]
-    stream_id: str = Field(min_length=1)
-    filters: list[StreamFilter] | None = None
-
-
-class _Ping(_Message):
-    type: Literal["ping"]
-
-
-class _Auth(_Message):
-    type: Literal["auth"]
-    token: str = Field(min_length=1, max_length=MAX_CREDENTIAL_CHARS)
-
-
-_MESSAGES: dict[str, type[_Message]] = {
-    "subscribe": _Subscribe,
-    "unsubscribe": _StreamMessage,
-    "replay": _Replay,
-    "filter": _Filter,
-    "ping": _Ping,
-    "auth": _Auth,
-}
-
-
-@dataclass
-class _Sub:
-    sub: Subscription
-    batch: bool
-    from_query: bool
 
 
 class WebSocketSession:
@@ -181,9 +108,8 @@ class WebSocketSession:
         self.metrics = metrics
         self.connections = connections
         self.client: ClientSession | None = None
-        self.subs: dict[str, _Sub] = {}
-        self.outbox: list[bytes] = []  # a list: an empty deque costs ~600 bytes per connection
-        self._outbox_bytes = 0
+        self.subs: dict[str, Subscribed] = {}
+        self.outbox = Outbox(connections.flusher)
         self._budget = hub.config.limits.max_queued_bytes
         self.close_with: tuple[int, str] | None = None
         self._reader: asyncio.Task[Any] | None = None  # the task running the session
@@ -261,10 +187,10 @@ class WebSocketSession:
                     if message["type"] == "websocket.disconnect":
                         raise Unauthorized(reason="left before authenticating")
                     await self.gate.count_anonymous(self.ws)
-                    parsed = _parse(message.get("text"))
-                    if isinstance(parsed, _Auth):
+                    parsed = parse_message(message.get("text"))
+                    if isinstance(parsed, Auth):
                         return await self.gate.credential(self.ws, parsed.token)
-                    if isinstance(parsed, _Ping):
+                    if isinstance(parsed, Ping):
                         reply = ws_message("pong", {"serverTime": format_timestamp(utc_now())})
                     else:
                         reply = ws_message(
@@ -295,7 +221,7 @@ class WebSocketSession:
         self.connections.kept_alive.add(self.client)
         with self.connections.track():
             try:
-                self._queue(
+                self.outbox.queue(
                     "connection_ack",
                     {
                         "clientId": self.client.id,
@@ -323,7 +249,7 @@ class WebSocketSession:
         for entry in self.subs.values():
             entry.sub.on_ready = None
         self.subs.clear()
-        self.outbox, self._outbox_bytes = [], 0
+        self.outbox.take_replies()
         self._reader = None
 
     async def _subscribe_from_query(self) -> bool:
@@ -346,7 +272,7 @@ class WebSocketSession:
             self.close_with = (CLOSE_TOO_MANY_CLIENTS, exc.message)
             return False
         except StreamerError as exc:
-            self._queue_error(exc.code, exc.message, None, exc.details)
+            self.outbox.queue_error(exc.code, exc.message, None, exc.details)
         return True
 
     def _on_client_ended(self, reason: CloseReason) -> None:
@@ -356,7 +282,7 @@ class WebSocketSession:
         self._end_reading()
 
     def _on_ready(self, sub: Subscription) -> None:
-        if sub.close_reason in _ENDS_CONNECTION:
+        if sub.close_reason in ENDS_CONNECTION:
             self.close_with = CLOSE_FOR_REASON[sub.close_reason]
             self._end_reading()
             return
@@ -375,8 +301,8 @@ class WebSocketSession:
     async def _close_now(self, code: int, reason: str) -> None:
         """Close with ``code``, after the replies already queued (given
         ``CLOSING_WRITE_TIMEOUT`` if they have to wait)."""
-        if self.outbox:
-            frames, self.outbox, self._outbox_bytes = self.outbox, [], 0
+        frames = self.outbox.take_replies()
+        if frames:
             with contextlib.suppress(PeerGone, TimeoutError):
                 await asyncio.wait_for(self._frames.send(frames), CLOSING_WRITE_TIMEOUT)
         with contextlib.suppress(Exception):
@@ -405,7 +331,7 @@ class WebSocketSession:
             if await self._within_rate():
                 text = message.get("text")
                 if text is None:
-                    self._queue_error("INVALID_MESSAGE", "messages must be JSON text frames")
+                    self.outbox.queue_error("INVALID_MESSAGE", "messages must be JSON text frames")
                 else:
                     await self._handle(text)
             self.flush()
@@ -424,15 +350,15 @@ class WebSocketSession:
             if self._refused_in_a_row > RATE_LIMITED_MESSAGES_BEFORE_CLOSE:
                 self.close_with = (CLOSE_RATE_LIMITED, exc.message)
             else:
-                self._queue_error(exc.code, exc.message, None, exc.details)
+                self.outbox.queue_error(exc.code, exc.message, None, exc.details)
             return False
         self._refused_in_a_row = 0
         return True
 
     async def _handle(self, text: str) -> None:
-        message = _parse(text)
-        if isinstance(message, _Invalid):
-            self._queue_error(
+        message = parse_message(text)
+        if isinstance(message, Invalid):
+            self.outbox.queue_error(
                 "INVALID_MESSAGE", message.message, message.request_id, message.details
             )
             return
@@ -440,15 +366,15 @@ class WebSocketSession:
         try:
             await self._dispatch(message)
         except StreamerError as exc:
-            self._queue_error(exc.code, exc.message, request_id, exc.details)
+            self.outbox.queue_error(exc.code, exc.message, request_id, exc.details)
 
-    async def _dispatch(self, message: _Message) -> None:
+    async def _dispatch(self, message: ClientMessage) -> None:
         echo = {} if message.request_id is None else {"requestId": message.request_id}
-        if isinstance(message, _Auth):
+        if isinstance(message, Auth):
             await self._refresh(message.token, echo)
-        elif isinstance(message, _Ping):
-            self._queue("pong", {"serverTime": format_timestamp(utc_now()), **echo})
-        elif isinstance(message, _Subscribe):
+        elif isinstance(message, Ping):
+            self.outbox.queue("pong", {"serverTime": format_timestamp(utc_now()), **echo})
+        elif isinstance(message, Subscribe):
             sub = await self._open(
                 message.stream_id,
                 message.filters,
@@ -460,15 +386,15 @@ class WebSocketSession:
             )
             if message.replay_options is not None:
                 await self._replay(sub.stream_id, message.replay_options, message.request_id)
-        elif isinstance(message, _StreamMessage):
+        elif isinstance(message, Unsubscribe):
             entry = self._find(message.stream_id)
             del self.subs[entry.sub.stream_id]
             entry.sub.close(CloseReason.UNSUBSCRIBED)
-            self._queue("unsubscribed", {"streamId": entry.sub.stream_id, **echo})
-        elif isinstance(message, _Replay):
+            self.outbox.queue("unsubscribed", {"streamId": entry.sub.stream_id, **echo})
+        elif isinstance(message, Replay):
             entry = self._find(message.stream_id)
             await self._replay(entry.sub.stream_id, message.replay_options, message.request_id)
-        elif isinstance(message, _Filter):
+        elif isinstance(message, Filter):
             entry = self._find(message.stream_id)
             if (
                 message.filters is not None
@@ -476,7 +402,7 @@ class WebSocketSession:
             ):
                 raise InvalidInput.single("filters", "too many filters")
             entry.sub.set_filters(message.filters)
-            self._queue(
+            self.outbox.queue(
                 "filter_ack",
                 {
                     "streamId": entry.sub.stream_id,
@@ -504,7 +430,7 @@ class WebSocketSession:
         )
         # Queue the reply before the subscription can have events flushed (the reader
         # flushes both once the message is handled).
-        self._queue(
+        self.outbox.queue(
             "subscribed",
             {
                 "streamId": sub.stream_id,
@@ -515,7 +441,7 @@ class WebSocketSession:
                 **(echo or {}),
             },
         )
-        self.subs[sub.stream_id] = _Sub(sub, batch, from_query)
+        self.subs[sub.stream_id] = Subscribed(sub, batch, from_query)
         sub.on_ready = self._on_ready
         return sub
 
@@ -547,13 +473,13 @@ class WebSocketSession:
             return
         self.principal = principal
         self._schedule_expiry()
-        self._queue("auth_ack", {**self._expires_at(), **echo})
+        self.outbox.queue("auth_ack", {**self._expires_at(), **echo})
         for stream_id, entry in list(self.subs.items()):
             if principal.scope.may_subscribe(entry.sub.workflow_session_id):
                 continue
             del self.subs[stream_id]
             entry.sub.close(CloseReason.UNSUBSCRIBED)
-            self._put(
+            self.outbox.put(
                 ws_message(
                     "error",
                     {"streamId": stream_id},
@@ -581,7 +507,7 @@ class WebSocketSession:
             max(0.0, seconds), self.hub.disconnect, self.client.id, CloseReason.EXPIRED
         )
 
-    def _find(self, stream_ref: str) -> _Sub:
+    def _find(self, stream_ref: str) -> Subscribed:
         stream = self.hub.streams.find(stream_ref)
         entry = None if stream is None else self.subs.get(stream.id)
         if entry is None:
@@ -590,31 +516,11 @@ class WebSocketSession:
 
     # -- writing -----------------------------------------------------------------------
 
-    def _queue(self, kind: str, metadata: dict[str, Any]) -> None:
-        self._put(ws_message(kind, metadata))
-
-    def _queue_error(
-        self,
-        code: str,
-        message: str,
-        request_id: Any = None,
-        details: dict[str, Any] | None = None,
-    ) -> None:
-        error: dict[str, Any] = {"code": code, "message": message}
-        if details:
-            error["details"] = details
-        metadata = None if request_id is None else {"requestId": request_id}
-        self._put(ws_message("error", metadata, error=error))
-
-    def _put(self, frame: bytes) -> None:
-        self.outbox.append(frame)
-        self._outbox_bytes += len(frame)
-
     def _over_budget(self) -> bool:
         """Whether more than ``limits.maxQueuedBytes`` waits for this client: replies not
         yet written, what its socket has not taken, events queued for its subscriptions.
         A client that sends requests and never reads their answers gets here."""
-        waiting = self._outbox_bytes + self._frames.buffered()
+        waiting = self.outbox.bytes + self._frames.buffered()
         waiting += sum(entry.sub.queued_bytes for entry in self.subs.values())
         return waiting > self._budget
 
@@ -624,7 +530,7 @@ class WebSocketSession:
         over its byte budget is closed as a slow consumer instead."""
         if self.close_with is None and self._over_budget():
             self.close_with = CLOSE_FOR_REASON[CloseReason.SLOW_CONSUMER]
-            self.outbox, self._outbox_bytes = [], 0  # it would not read them anyway
+            self.outbox.take_replies()  # it would not read them anyway
             _log.info("websocket_over_budget", client_id=self.client and self.client.id)
             self._end_reading()  # a writer waiting on its full socket is cancelled too
             return
@@ -635,7 +541,9 @@ class WebSocketSession:
             return
         if not self._frames.ready():
             # (A closed subscription still has its ending to report.)
-            if self.outbox or any(e.sub.pending or e.sub.closed for e in self.subs.values()):
+            if self.outbox.replies or any(
+                e.sub.pending or e.sub.closed for e in self.subs.values()
+            ):
                 self._writer = asyncio.create_task(self._write())
             return
         frames, delivered = self._take_ready()
@@ -673,100 +581,9 @@ class WebSocketSession:
     def _take_ready(self) -> tuple[list[bytes], list[EventRecord]]:
         """The queued replies, then frames for every subscription's queued events
         (none once the connection is closing)."""
-        frames, self.outbox, self._outbox_bytes = self.outbox, [], 0
-        delivered: list[EventRecord] = []
-        if self.close_with is None:
-            self._collect(frames, delivered)
-        return frames, delivered
-
-    def _collect(self, frames: list[bytes], delivered: list[EventRecord]) -> None:
-        """Frames for what every subscription has queued, until one asks to close."""
-        for entry in list(self.subs.values()):
-            self._take_items(entry, frames, delivered)
-            if self.close_with is not None:
-                return
-
-    def _take_items(self, entry: _Sub, frames: list[bytes], delivered: list[EventRecord]) -> None:
-        """Turn what ``entry`` has queued into frames."""
-        sub = entry.sub
-        if sub.close_reason in _ENDS_CONNECTION:
-            self.close_with = CLOSE_FOR_REASON[sub.close_reason]
-            return
-        live = sub.drain_live()
-        if live is None:  # a replay batch is queued: frame what comes before and after it
-            live = []
-            for item in sub.drain():
-                if isinstance(item, EventRecord):
-                    live.append(item)
-                    continue
-                self._live_frames(live, entry.batch, frames)
-                delivered += live
-                live = []
-                frames.extend(ws_event(record, replay=True) for record in item.records)
-                delivered += item.records
-                frames.append(ws_message("replay_done", self._replay_done(sub.stream_id, item)))
-        self._live_frames(live, entry.batch, frames)
-        delivered += live
-        if sub.closed and not sub.pending and self.subs.get(sub.stream_id) is entry:
-            del self.subs[sub.stream_id]
-            if sub.close_reason is CloseReason.STREAM_CLOSED:
-                frames.append(
-                    ws_message(
-                        "error",
-                        {"streamId": sub.stream_id},
-                        error={"code": "STREAM_CLOSED", "message": "the stream was closed"},
-                    )
-                )
-                if entry.from_query:
-                    self.close_with = (CLOSE_STREAM_CLOSED, "stream closed")
-
-    def _live_frames(self, records: list[EventRecord], batch: bool, frames: list[bytes]) -> None:
-        if records:
-            build = _batch_frame if batch else _event_frames
-            frames.extend(self.connections.flusher.frames(build, records, build))
-
-    @staticmethod
-    def _replay_done(stream_id: str, batch: ReplayBatch) -> dict[str, Any]:
-        metadata: dict[str, Any] = {
-            "streamId": stream_id,
-            "count": len(batch.records),
-            "lastSeq": batch.last_seq,
-        }
-        if batch.request_id is not None:
-            metadata["requestId"] = batch.request_id
-        return metadata
-
-
-@dataclass(frozen=True, slots=True)
-class _Invalid:
-    message: str
-    request_id: str | int | None = None
-    details: dict[str, Any] | None = None
-
-
-def _parse(text: str | None) -> _Message | _Invalid:
-    """A client message, validated, or why it is not one."""
-    if text is None:
-        return _Invalid("messages must be JSON text frames")
-    try:
-        raw = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return _Invalid("not valid JSON")
-    request_id = _echoable(raw.get("requestId")) if isinstance(raw, dict) else None
-    kind = raw.get("type") if isinstance(raw, dict) else None
-    model = _MESSAGES.get(kind) if isinstance(kind, str) else None
-    if model is None:
-        return _Invalid(f"type must be one of: {', '.join(_MESSAGES)}", request_id)
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        error = InvalidInput(field_errors(exc))
-        return _Invalid(error.message, request_id, error.details)
-
-
-def _batch_frame(records: Sequence[EventRecord]) -> list[bytes]:
-    return [ws_events(records)]
-
-
-def _event_frames(records: Sequence[EventRecord]) -> list[bytes]:
-    return [ws_event(record) for record in records]
+        if self.close_with is not None:
+            return self.outbox.take_replies(), []
+        taken = self.outbox.take(self.subs)
+        if taken.close_with is not None:
+            self.close_with = taken.close_with
+        return taken.frames, taken.delivered
