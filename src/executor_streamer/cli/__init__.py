@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperArgument, TyperCommand
 
 from ..backends import storage_for
 from ..client import HubClient
@@ -17,25 +18,50 @@ from ..config import ExecutorStreamerConfig, StorageBackend
 from ..core.hub import ExecutorStreamer
 from ..core.subscription import Subscription
 from ..demo import SimulatedAgent
-from ..errors import ConfigError, InvalidInput, StorageUnavailable, StreamerError
+from ..errors import ConfigError, Forbidden, InvalidInput, StorageUnavailable, StreamerError
 from ..logs import configure_logging
 from ..security import Scope, mint_token
 from ..server.runner import build_server
 from .render import event_line
 
+
+class _Command(TyperCommand):
+    """Usage lines as people write them, ``tail [OPTIONS] STREAM`` (typer's own marks a
+    required argument ``{STREAM}``)."""
+
+    # ``ctx`` is typer's vendored click Context, which typer does not export.
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                name = param.metavar or (param.name or "").upper()
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+
 app = typer.Typer(
     help="Executor Streamer: a real-time event hub for AI-agent and automation runs.",
     no_args_is_help=True,
     add_completion=False,
+    # Plain help: typer's rich help shows a type beside every flag (``--admin <bool>``).
+    rich_markup_mode=None,
 )
 console = Console(highlight=False)
 
-ConfigOption = Annotated[Path | None, typer.Option("--config", help="A TOML or JSON config file.")]
-UrlOption = Annotated[str, typer.Option("--url", help="The hub's base URL.")]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        metavar="FILE",
+        help="A TOML or JSON config file (hub.toml); nothing is read without it.",
+    ),
+]
+UrlOption = Annotated[str, typer.Option("--url", metavar="URL", help="The hub's base URL.")]
 TokenOption = Annotated[
     str | None,
     typer.Option(
         "--token",
+        metavar="TOKEN",
         envvar="EXECUTOR_STREAMER_TOKEN",
         help="A JWT or API key for a hub with authentication on.",
         show_envvar=True,
@@ -54,13 +80,20 @@ def load_config(config_file: Path | None, overrides: dict[str, Any]) -> Executor
     return config
 
 
-@app.command()
+@app.command(cls=_Command)
 def serve(
-    host: Annotated[str | None, typer.Option(help="Interface to bind (server.host).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (server.port).")] = None,
+    host: Annotated[
+        str | None, typer.Option(metavar="HOST", help="Interface to bind (server.host).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(metavar="PORT", help="Port (server.port).")] = None,
     config_file: ConfigOption = None,
-    storage: Annotated[StorageBackend | None, typer.Option(help="History backend.")] = None,
-    connection_string: Annotated[str | None, typer.Option(help="Backend URL or path.")] = None,
+    storage: Annotated[
+        StorageBackend | None,
+        typer.Option(metavar="memory|file|database|redis", help="History backend."),
+    ] = None,
+    connection_string: Annotated[
+        str | None, typer.Option(metavar="URL", help="Backend URL or path.")
+    ] = None,
 ) -> None:
     """Start the hub: REST, WebSocket, SSE and long polling. Ctrl-C or SIGTERM stops it,
     closing clients (WebSocket 1001) and flushing storage first."""
@@ -98,12 +131,18 @@ async def _check_storage(config: ExecutorStreamerConfig) -> None:
         await store.close()
 
 
-@app.command()
+@app.command(cls=_Command)
 def demo(
     url: UrlOption = DEFAULT_URL,
-    runs: Annotated[int, typer.Option(min=1, help="How many agent runs to simulate.")] = 1,
-    pace: Annotated[float, typer.Option(min=0, help="Mean pause between steps, seconds.")] = 0.4,
-    session: Annotated[str, typer.Option(help="Workflow session id prefix.")] = "demo-run",
+    runs: Annotated[
+        int, typer.Option(min=1, metavar="N", help="How many agent runs to simulate.")
+    ] = 1,
+    pace: Annotated[
+        float, typer.Option(min=0, metavar="SECONDS", help="Mean pause between steps.")
+    ] = 0.4,
+    session: Annotated[
+        str, typer.Option(metavar="PREFIX", help="Workflow session id prefix.")
+    ] = "demo-run",
     in_process: Annotated[
         bool, typer.Option("--in-process", help="Run a hub here instead of using --url.")
     ] = False,
@@ -111,7 +150,8 @@ def demo(
     token: TokenOption = None,
 ) -> None:
     """Simulate an agent run that publishes every event type (real PNG screenshots, a
-    failing click that is retried), into a running hub or one started here."""
+    failing click that is retried), into a running hub or one started here. A credential
+    that may only publish is enough: the first publish creates the stream."""
     config = load_config(config_file, {})
     with contextlib.suppress(KeyboardInterrupt):
         if in_process:
@@ -120,14 +160,19 @@ def demo(
             asyncio.run(_demo_over_http(url, token, runs, pace, session))
 
 
-@app.command()
+@app.command(cls=_Command)
 def tail(
-    stream: Annotated[str, typer.Argument(help="Stream id or workflow session id.")],
+    stream: Annotated[
+        str, typer.Argument(metavar="STREAM", help="Stream id or workflow session id.")
+    ],
     url: UrlOption = DEFAULT_URL,
     types: Annotated[
-        str | None, typer.Option(help="Only these types, e.g. REASONING,STATUS")
+        str | None,
+        typer.Option(metavar="TYPES", help="Only these types, e.g. REASONING,STATUS"),
     ] = None,
-    since: Annotated[int | None, typer.Option(min=0, help="Replay history after this seq.")] = None,
+    since: Annotated[
+        int | None, typer.Option(min=0, metavar="SEQ", help="Replay history after this seq.")
+    ] = None,
     token: TokenOption = None,
 ) -> None:
     """Print a stream's events as they arrive, until it closes (Ctrl-C stops)."""
@@ -135,29 +180,46 @@ def tail(
         asyncio.run(_tail(url, token, stream, types.split(",") if types else None, since))
 
 
-@app.command(name="token")
+@app.command(name="token", cls=_Command)
 def mint(
-    sub: Annotated[str, typer.Option("--sub", help="Who the token is for (its subject).")],
+    sub: Annotated[
+        str,
+        typer.Option("--sub", metavar="SUBJECT", help="Who the token is for (its subject)."),
+    ],
     subscribe: Annotated[
         list[str] | None,
-        typer.Option(help="A stream pattern it may watch: 'wf-1', 'tenant-a:*' or '*'."),
+        typer.Option(
+            metavar="PATTERN",
+            help="A stream it may watch: 'wf-1', 'tenant-a:*' or '*'; repeat for more.",
+        ),
     ] = None,
     publish: Annotated[
-        list[str] | None, typer.Option(help="A stream pattern it may publish into.")
+        list[str] | None,
+        typer.Option(metavar="PATTERN", help="A stream it may publish into; repeat for more."),
     ] = None,
-    admin: Annotated[bool, typer.Option("--admin", help="Administer the hub.")] = False,
-    ttl: Annotated[str, typer.Option(help="How long it is good for: 90s, 30m, 1h, 7d.")] = "1h",
+    admin: Annotated[
+        bool,
+        typer.Option(
+            "--admin", help="Administer the hub: create, close and purge streams, and more."
+        ),
+    ] = False,
+    ttl: Annotated[
+        str,
+        typer.Option(metavar="DURATION", help="How long it is good for: 90s, 30m, 1h, 7d."),
+    ] = "1h",
     config_file: ConfigOption = None,
 ) -> None:
-    """Print a JWT signed with the configured security.jwt.secret (HS256), for tests and
-    small setups; a real deployment's tokens come from its identity provider."""
+    """Print a JWT signed with security.jwt.secret (HS256) from --config or the
+    environment, for tests and small setups; a real deployment's tokens come from its
+    identity provider."""
     config = load_config(config_file, {})
     jwt = config.security.jwt
     if jwt is None or jwt.secret is None:
         console.print(
-            "[bold red]error:[/] minting needs security.jwt.secret (HS256) in the config "
-            "or EXECUTOR_STREAMER_SECURITY__JWT__SECRET; RS256 and ES256 tokens come from "
-            "the holder of the private key"
+            "[bold red]error:[/] minting needs security.jwt.secret (HS256): pass the hub's "
+            "config with --config hub.toml, or set EXECUTOR_STREAMER_SECURITY__JWT__SECRET; "
+            "RS256 and ES256 tokens come from the holder of the private key",
+            soft_wrap=True,
         )
         raise typer.Exit(2)
     try:
@@ -211,18 +273,34 @@ async def _demo_over_http(
         for number in range(1, runs + 1):
             session_id = f"{session}-{number}"
             try:
-                created = await hub.create_stream(session_id)
+                with contextlib.suppress(Forbidden):  # publish-only: the first publish creates it
+                    await hub.create_stream(session_id)
+                console.print(watch_hint(url, session_id, token is not None), soft_wrap=True)
+                await SimulatedAgent(hub, session_id, pace).run()
             except StreamerError as exc:
-                console.print(f"[bold red]error:[/] {exc.to_dict()['code']}: {exc.message}")
+                console.print(
+                    f"[bold red]error:[/] {exc.to_dict()['code']}: {exc.message}", soft_wrap=True
+                )
                 raise typer.Exit(1) from None
-            console.print(
-                f"publishing [bold]{session_id}[/] ({created.stream_id}); watch it with\n"
-                f"  executor-streamer tail {session_id} --since 0 --url {url}\n"
-                f"  curl -N {url}/api/streams/{created.stream_id}/events?since=0"
-            )
-            await SimulatedAgent(hub, session_id, pace).run()
-            await hub.close_stream(session_id)
-            console.print(f"[green]done[/] {session_id}")
+            try:
+                await hub.close_stream(session_id)
+                console.print(f"[green]done[/] {session_id}")
+            except Forbidden:
+                console.print(
+                    f"[green]done[/] {session_id} [dim](left open: closing a stream needs "
+                    "an admin credential)[/]",
+                    soft_wrap=True,
+                )
+
+
+def watch_hint(url: str, session_id: str, with_token: bool) -> str:
+    """How to watch a run: the viewer, the CLI and raw SSE, each line ready to paste."""
+    header = ' -H "Authorization: Bearer $EXECUTOR_STREAMER_TOKEN"' if with_token else ""
+    return (
+        f"publishing [bold]{session_id}[/]; watch it at {url}/view/{session_id} or with\n"
+        f"  executor-streamer tail {session_id} --since 0 --url {url}\n"
+        f"  curl -N{header} '{url}/api/streams/{session_id}/events?since=0'"
+    )
 
 
 async def _demo_in_process(

@@ -132,26 +132,28 @@ class Gate:
     @staticmethod
     def may_subscribe(principal: Principal, hub: ExecutorStreamer, ref: str) -> None:
         if not principal.scope.may_subscribe(workflow_of(hub, ref)):
-            raise Forbidden()
+            raise Forbidden(f"this credential's scope does not let it watch {ref!r}")
 
     @staticmethod
     def may_publish(principal: Principal, hub: ExecutorStreamer, ref: str) -> str:
         """The workflow session ``ref`` names, if ``principal`` may publish into it."""
         workflow = workflow_of(hub, ref)
         if not principal.scope.may_publish(workflow):
-            raise Forbidden()
+            raise Forbidden(f"this credential's scope does not let it publish into {ref!r}")
         return workflow
 
     @staticmethod
     def may_read(principal: Principal, hub: ExecutorStreamer, ref: str) -> None:
         """Read a stream's description: subscribers and publishers may."""
         if not principal.scope.may_see(workflow_of(hub, ref)):
-            raise Forbidden()
+            raise Forbidden(f"this credential's scope does not cover {ref!r}")
 
     @staticmethod
-    def must_be_admin(principal: Principal) -> None:
+    def must_be_admin(principal: Principal, action: str) -> None:
+        """``action`` names what was refused, in the answer: a client learns what it
+        lacks, not whether any other check would have passed."""
         if not principal.scope.admin:
-            raise Forbidden()
+            raise Forbidden(f"{action} needs an admin credential (scope admin: true)")
 
     def check_origin(self, conn: HTTPConnection) -> None:
         """A WebSocket upgrade or SSE request from a page of another origin than the
@@ -247,7 +249,7 @@ async def admin(
     request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
 ) -> Principal:
     principal = await gate_of(request).principal(request)
-    Gate.must_be_admin(principal)
+    Gate.must_be_admin(principal, f"{request.method} {request.url.path}")
     return principal
 
 

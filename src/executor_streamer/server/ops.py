@@ -49,7 +49,7 @@ async def prometheus(
     if gate.metrics_public:
         await gate.count_anonymous(request)
     else:
-        Gate.must_be_admin(await gate.principal(request))
+        Gate.must_be_admin(await gate.principal(request), "reading /metrics")
     if not hub_of(request).config.performance.metrics_enabled:
         return Response(
             error_body("NOT_FOUND", "metrics are off (performance.metricsEnabled)"),

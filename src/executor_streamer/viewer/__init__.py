@@ -18,7 +18,7 @@ STATIC = Path(__file__).parent / "static"
 # it is read where it lives.
 _SDK_COPY = STATIC / "client.js"
 _SDK_SOURCE = Path(__file__).parents[3] / "clients" / "js" / "src" / "index.js"
-_FILES = {"app.js": "text/javascript", "style.css": "text/css"}
+_FILES = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
 _NO_STORE = {"cache-control": "no-cache"}
 
 router = APIRouter(include_in_schema=False)
@@ -40,6 +40,12 @@ async def run_list() -> Response:
 @router.get("/view/{ref}")
 async def run_view(ref: str) -> Response:
     return _page()
+
+
+@router.get("/favicon.ico")
+async def favicon() -> Response:
+    """For clients that ask by convention rather than by the page's ``<link rel=icon>``."""
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml", headers=_NO_STORE)
 
 
 @router.get("/viewer/{name}")

@@ -412,8 +412,21 @@ function image(url) {
 
 // -- start (last: the classes above are defined by now) ----------------------------------------
 
+/** Ask the hub about the run before subscribing: with authentication on and no token, a
+ * subscription would wait out the hub's time for an auth message (10 s) before it could say
+ * so, showing an empty run meanwhile; the request is refused at once. */
+async function openRun(ref) {
+  title.textContent = ref;
+  try {
+    await client.request("GET", `/api/streams/${encodeURIComponent(ref)}`);
+  } catch (error) {
+    return showProblem(error);
+  }
+  runView(ref);
+}
+
 if (location.pathname.startsWith("/view/")) {
-  runView(decodeURIComponent(location.pathname.slice("/view/".length)));
+  openRun(decodeURIComponent(location.pathname.slice("/view/".length)));
 } else {
   runList();
 }
