@@ -66,6 +66,13 @@ async def gated() -> AsyncIterator[tuple[ExecutorStreamer, GatedHistory]]:
     await hub.stop()
 
 
+async def settled() -> None:
+    """Let every task that can make progress make it. All the work here is in memory, so
+    a task still pending after this many turns of the loop waits on something: the gate."""
+    for _ in range(200):
+        await asyncio.sleep(0)
+
+
 async def until(condition: object) -> None:
     """Let other tasks run until ``condition()`` holds (bounded)."""
     assert callable(condition)
@@ -146,7 +153,7 @@ class TestAcknowledgement:
             await until(lambda: hub.streams.resolve("wf-1").staged)
             publish.cancel()
             compact = asyncio.create_task(hub.history.compact_history("wf-1", 5))
-            await asyncio.sleep(0.01)
+            await settled()
             assert not compact.done()
             store.gate.set()
             assert await compact == 0
@@ -166,7 +173,7 @@ class TestAcknowledgement:
         ]
         await until(lambda: len(hub.streams.resolve("wf-1").staged) == 5)
         stopping = asyncio.create_task(hub.stop())
-        await asyncio.sleep(0.01)
+        await settled()
         assert not stopping.done()
         store.gate.set()
         await stopping
@@ -184,7 +191,7 @@ class TestAcknowledgement:
         publish = asyncio.create_task(hub.publisher.publish_status("wf-1", "n", "x"))
         await until(lambda: hub.streams.resolve("wf-1").staged)
         change = asyncio.create_task(hub.update_session_status("wf-1", SessionStatus.ERROR))
-        await asyncio.sleep(0.01)
+        await settled()
         assert not change.done()
         store.gate.set()
         await asyncio.gather(publish, change)

@@ -26,6 +26,7 @@ from executor_streamer.redis_engine.store import RedisHistory
 
 from ..live_server import Served, ServerFactory, status
 from ..redis_server import RedisCluster, RedisServer, running_cluster
+from ..waiting import eventually_async
 from .test_follower import STATE, Recorder, parts
 from .test_hubs import Watcher, hubs, publish, watching
 
@@ -79,7 +80,7 @@ async def publish_events(store: RedisHistory, stream_id: str, count: int, key: s
                 )
                 break
             except StorageUnavailable:
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(0.02)  # a client's pause before it sends again
         else:
             raise AssertionError(f"publish {n} to {stream_id} never got through")
 
@@ -104,7 +105,7 @@ async def test_order_holds_while_every_node_drops_its_pubsub_connections(
 
     async def cutter() -> None:
         for _ in range(6):
-            await asyncio.sleep(0.03)
+            await asyncio.sleep(0.03)  # a cut every 30 ms, while the publishes run
             for node in shared_cluster.nodes:
                 await asyncio.to_thread(node.command, "CLIENT", "KILL", "TYPE", "pubsub")
 
@@ -152,7 +153,7 @@ async def published(hub: Served, session: str, event: dict[str, Any], key: str) 
         if answer.status_code == 201:
             return answer.json()["events"][0]
         assert answer.status_code == 503, answer.text
-        await asyncio.sleep(0.025)
+        await asyncio.sleep(0.025)  # a client's pause before it sends again
     raise AssertionError(f"publish {key} did not get through in 30 s")
 
 
@@ -298,11 +299,11 @@ async def test_a_primary_restarted_without_its_data(
         assert (await b.http.get(f"/api/streams/{lost}")).json()["epoch"] != old["epoch"]
         c = (await hubs(make_server, cluster.url, 1))[0]
 
-        for _ in range(300):  # the hubs' registry sync runs every 5 s
-            answer = await c.http.get(f"/api/streams/{kept}")
-            if answer.status_code == 200:
-                break
-            await asyncio.sleep(0.05)
+        async def c_knows_kept() -> bool:  # the hubs' registry sync runs every 5 s
+            return (await c.http.get(f"/api/streams/{kept}")).status_code == 200
+
+        assert await eventually_async(c_knows_kept), "hub c never learned of the kept stream"
+        answer = await c.http.get(f"/api/streams/{kept}")
         assert answer.json()["streamId"] == kept_id, answer.text
         assert (await published(c, kept, status("from c"), "kept-2"))["seq"] == 5
 

@@ -26,8 +26,8 @@ from executor_streamer.types import StreamEvent, StreamEventType
 from executor_streamer.types.events import StatusData
 
 from ..redis_server import RedisServer, running_redis
+from ..waiting import eventually, eventually_async
 from .silent_proxy import SilentProxy
-from .waiting import eventually
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 CONFIG = {"max_history_size": 10_000}
@@ -105,7 +105,14 @@ async def test_a_message_pubsub_lost_is_filled_from_the_stream(
     await publish(store, 2)
     await publish(store, 3)
     monkeypatch.setattr(publishing_module, "keys_for", real)
-    await asyncio.sleep(0.05)
+    # A message on another stream, heard on the same connection after 2 and 3 were
+    # published: once it is here, so would theirs be, had they been sent anywhere.
+    other = replace(STATE, stream_id="str_o", workflow_session_id="wf-o")
+    await store.registry.register(other)
+    marker = Recorder()
+    await store.follow("str_o", marker)
+    await store.publish(other, parts(1, "str_o", "wf-o"), "2026-01-01T00:00:00.000Z", None)
+    assert await marker.until(1) == [1]
     assert target.seqs == [1]
     await publish(store, 4)
     assert await target.until(4) == [1, 2, 3, 4]
@@ -157,7 +164,7 @@ async def test_order_holds_while_connections_drop_under_load(tmp_path: Path) -> 
 
             async def cutter() -> None:
                 for _ in range(6):
-                    await asyncio.sleep(0.03)
+                    await asyncio.sleep(0.03)  # a cut every 30 ms, while the publishes run
                     redis.command("CLIENT", "KILL", "TYPE", "pubsub")
 
             await asyncio.gather(producer(), producer(), producer(), cutter())
@@ -245,17 +252,16 @@ async def test_connection_caps_lapse_with_their_hub(
         assert await dying.connection_caps.take("sub:kim", 2) is not None
         assert await alive.connection_caps.take("sub:kim", 2) is None
         await dying.close()  # gone without giving its slot back
-        await asyncio.sleep(0.6)  # past the lapse: alive's slot was renewed, dying's not
-        again = await alive.connection_caps.take("sub:kim", 2)
-        assert again is not None
+
+        async def one_more() -> bool:
+            return await alive.connection_caps.take("sub:kim", 2) is not None
+
+        # Dying's slot lapses; alive's, taken before it, would have lapsed first had it
+        # not been renewed, and then two more would fit.
+        assert await eventually_async(one_more, 5), "the stopped hub's slot did not lapse"
         assert await alive.connection_caps.take("sub:kim", 2) is None
         alive.connection_caps.give_back("sub:kim", held)
-        for _ in range(50):
-            if await alive.connection_caps.take("sub:kim", 2) is not None:
-                break
-            await asyncio.sleep(0.01)
-        else:
-            raise AssertionError("a slot given back did not come back")
+        assert await eventually_async(one_more, 5), "a slot given back did not come back"
     finally:
         await alive.close()
 

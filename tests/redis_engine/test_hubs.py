@@ -23,7 +23,7 @@ from executor_streamer.security import Scope, mint_token
 
 from ..live_server import Served, ServerFactory, sse_stream, status
 from ..redis_server import running_redis
-from .waiting import eventually
+from ..waiting import eventually, eventually_async
 
 NO_LIMITS = {"rateLimiting": {"enabled": False}}
 
@@ -352,13 +352,21 @@ async def test_redis_away_refuses_publishes_and_keeps_live_clients(
             assert refused.status_code == 503
             assert refused.json()["error"]["code"] == "STORAGE_UNAVAILABLE"
             assert (await a.http.get("/readyz")).status_code == 503
+
+            async def watchers_hub_noticed() -> bool:
+                return (await b.http.get("/readyz")).status_code == 503
+
+            assert await eventually_async(watchers_hub_noticed), "hub b never saw Redis go"
+            # The outage lasts on purpose: the client must stay through the follower's
+            # failed reconnects and probes (every second), not only through the first.
             await asyncio.sleep(1.0)
             assert watcher.closed is None
             redis.start()
-            for _ in range(100):
-                if (await a.http.get("/readyz")).status_code == 200:
-                    break
-                await asyncio.sleep(0.05)
+
+            async def ready_again() -> bool:
+                return (await a.http.get("/readyz")).status_code == 200
+
+            assert await eventually_async(ready_again), "the hub never saw Redis come back"
             for i in range(5):
                 answer = await publish(a, "wf-1", status(i))
                 assert answer.status_code == 201, answer.text
@@ -392,7 +400,7 @@ async def test_redis_crash_with_appendfsync_always_loses_nothing_acknowledged(
             task = asyncio.create_task(producer())
             await asyncio.wait_for(fifty.wait(), 20)
             redis.kill()
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.3)  # an outage of some length, with publishes refused
             redis.start()
             await task
             history = (await b.http.get("/api/streams/wf-1/history?limit=10000")).json()
@@ -603,13 +611,15 @@ async def test_connections_per_subject_are_counted_across_hubs(
     sse = await b.http.get("/api/streams/wf-x/events", headers=headers)
     assert sse.status_code == 429
     await second.close()
-    for _ in range(100):  # the place comes back once its slot is removed in Redis
-        try:
-            third = await connect(a)
-            break
-        except websockets.InvalidStatus:
-            await asyncio.sleep(0.02)
-    else:
-        raise AssertionError("the closed connection's place never came back")
+    opened: list[websockets.ClientConnection] = []
+
+    async def place_came_back() -> bool:
+        """The place comes back once the closed connection's slot is removed in Redis."""
+        with contextlib.suppress(websockets.InvalidStatus):
+            opened.append(await connect(a))
+        return bool(opened)
+
+    assert await eventually_async(place_came_back), "the closed connection's place never came back"
+    third = opened[0]
     for ws in (first, third):
         await ws.close()

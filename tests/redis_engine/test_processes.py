@@ -28,7 +28,7 @@ from executor_streamer.client import HubClient
 
 from ..live_server import free_port, status
 from ..redis_server import RedisCluster, RedisServer, running_cluster, running_redis
-from .waiting import eventually
+from ..waiting import eventually, eventually_async
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -52,12 +52,10 @@ class Hub:
 
     async def ready(self) -> Hub:
         async with httpx.AsyncClient(base_url=self.url) as http:
-            for _ in range(200):
-                with contextlib.suppress(httpx.TransportError):
-                    if (await http.get("/readyz")).status_code == 200:
-                        return self
-                await asyncio.sleep(0.05)
-        raise AssertionError(f"the hub on {self.port} did not become ready")
+            assert await eventually_async(lambda: answers_ready(http)), (
+                f"the hub on {self.port} did not become ready"
+            )
+        return self
 
     def kill(self) -> None:
         if self.process.poll() is None:
@@ -221,11 +219,7 @@ async def test_clients_behind_nginx_resume_across_a_killed_hub(tmp_path: Path) -
             (tmp_path / "nginx").mkdir()
             with nginx_in_front(tmp_path / "nginx", hubs) as front:
                 async with httpx.AsyncClient(base_url=front, timeout=5) as http:
-                    for _ in range(100):
-                        with contextlib.suppress(httpx.TransportError):
-                            if (await http.get("/readyz")).status_code == 200:
-                                break
-                        await asyncio.sleep(0.05)
+                    assert await eventually_async(lambda: answers_ready(http)), "nginx"
                     assert (await http.post("/api/streams/wf-1/events", json=status(0))).is_success
                     got_ws: list[int] = []
                     got_sse: list[int] = []
@@ -241,7 +235,7 @@ async def test_clients_behind_nginx_resume_across_a_killed_hub(tmp_path: Path) -
                             holder = await _holder(hubs, killed)
                             killed.add(holder)
                             hubs[holder].kill()
-                        await asyncio.sleep(0.002)
+                        await asyncio.sleep(0.002)  # a steady stream, not one burst
                     history = (await http.get("/api/streams/wf-1/history?limit=10000")).json()
                     top = history["events"][-1]["seq"]
                     assert top >= acknowledged
@@ -263,6 +257,13 @@ async def _holder(hubs: list[Hub], killed: set[int]) -> int:
             if session["clients"]:
                 return index
     raise AssertionError("no live hub holds a client")
+
+
+async def answers_ready(http: httpx.AsyncClient) -> bool:
+    """Whether the server (or the proxy) behind ``http`` answers ``/readyz`` with 200."""
+    with contextlib.suppress(httpx.TransportError):
+        return (await http.get("/readyz")).status_code == 200
+    return False
 
 
 async def _sdk_watch(url: str, seqs: list[int]) -> None:
@@ -288,4 +289,4 @@ async def _sse_watch(url: str, seqs: list[int]) -> None:
                                 seqs.append(data["seq"])
                         elif line == "":
                             event = None
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # EventSource's pause before it connects again

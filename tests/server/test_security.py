@@ -27,6 +27,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from executor_streamer.security import Scope, mint_token
+from executor_streamer.security.tickets import TICKET_TTL_SECONDS, LocalOnceStore
 from executor_streamer.server import websocket as websocket_module
 from executor_streamer.server.runner import HubServer, build_server
 
@@ -338,11 +339,12 @@ async def test_a_ticket_expires(make_server: ServerFactory) -> None:
     served = await secured(make_server)
     app = served.server.config.app
     assert isinstance(app, FastAPI)
-    app.state.gate.tickets.ttl = 0.2  # 30 s in production
+    now = [1000.0]
+    app.state.gate.tickets.store = LocalOnceStore(clock=lambda: now[0])
     issued = await served.http.post("/api/auth/tickets", headers=bearer(token()))
     ticket = issued.json()["ticket"]
     SECRETS.add(ticket)
-    await asyncio.sleep(0.4)
+    now[0] += TICKET_TTL_SECONDS + 0.001
     response = await served.http.get(f"/api/streams/wf-1/poll?timeout=0&ticket={ticket}")
     assert response.status_code == 401
 
@@ -466,6 +468,8 @@ async def test_websocket_refresh_keeps_it_open(
         await p.send({"type": "auth", "token": token(ttl=600), "requestId": "r"})
         ack = await p.expect("auth_ack")
         assert ack["metadata"]["requestId"] == "r"
+        # Past the first token's expiry and grace: a timer it set would have closed the
+        # connection by now. Seeing that it did not takes that long.
         await asyncio.sleep(3)
         await p.send({"type": "ping"})
         await p.expect("pong")

@@ -20,6 +20,7 @@ from executor_streamer.server.runner import build_server
 
 from ..history.test_contract import POSTGRES_URL, reset_postgres
 from ..live_server import Served, status
+from ..waiting import eventually, eventually_async
 
 
 class Relay:
@@ -67,8 +68,7 @@ async def relayed() -> AsyncIterator[tuple[Served, Relay]]:
     hub = ExecutorStreamer(ExecutorStreamerConfig(), storage=SqlHistory(url))
     server = build_server(hub, host="127.0.0.1", port=0)
     task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
-        await asyncio.sleep(0.01)
+    assert await eventually(lambda: server.started), "the server did not start"
     base = f"http://127.0.0.1:{server.port}"
     async with httpx.AsyncClient(base_url=base, timeout=10) as http:
         yield Served(hub, server, http, base, f"ws://127.0.0.1:{server.port}/ws"), relay
@@ -92,10 +92,11 @@ class TestStorageFailures:
         ready = await served.http.get("/readyz")
         assert ready.status_code == 503 and ready.json()["isHealthy"] is False
         await relay.start()  # the database is back on the same port
-        for _ in range(50):
-            if (await served.http.get("/readyz")).status_code == 200:
-                break
-            await asyncio.sleep(0.1)
+
+        async def ready_again() -> bool:
+            return (await served.http.get("/readyz")).status_code == 200
+
+        assert await eventually_async(ready_again), "the hub never saw the database come back"
         [event] = await served.publish("wf-1", status(3))
         assert event["seq"] == 2  # the refused publish used no seq
         history = (await served.http.get("/api/streams/wf-1/history")).json()

@@ -17,6 +17,7 @@ from executor_streamer.history import records
 from executor_streamer.types import StreamEvent
 
 from ..live_server import Served, ServerFactory, assert_freed, reasoning, status
+from ..waiting import eventually
 
 
 class Peer:
@@ -398,8 +399,7 @@ class TestWriting:
             assert len(writer_tasks()) == 1
             seqs = [(await p.expect("event"))["event"]["seq"] for _ in range(TOTAL)]
             assert seqs == list(range(1, TOTAL + 1))
-            await asyncio.sleep(0.05)
-            assert writer_tasks() == []
+            assert await eventually(lambda: writer_tasks() == []), "the writer task stayed"
             await p.send({"type": "ping"})
             await p.expect("pong")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
@@ -36,22 +37,25 @@ class OnceStore(Protocol):
 
 
 class LocalOnceStore:
-    def __init__(self) -> None:
+    """Values kept in this process; ``clock`` (seconds, never going back) tells when."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._values: dict[str, tuple[float, bytes]] = {}
+        self._clock = clock
 
     async def put_once(self, key: str, value: bytes, ttl_seconds: float) -> None:
         self._forget_expired()
-        self._values[key] = (time.monotonic() + ttl_seconds, value)
+        self._values[key] = (self._clock() + ttl_seconds, value)
 
     async def take_once(self, key: str) -> bytes | None:
         entry = self._values.pop(key, None)
-        if entry is None or time.monotonic() > entry[0]:
+        if entry is None or self._clock() > entry[0]:
             return None
         return entry[1]
 
     def _forget_expired(self) -> None:
         # Deadlines grow in insertion order (one ttl), and dicts keep that order.
-        now = time.monotonic()
+        now = self._clock()
         while self._values:
             oldest = next(iter(self._values))
             if self._values[oldest][0] >= now:
