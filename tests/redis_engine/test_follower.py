@@ -19,7 +19,7 @@ from executor_streamer.history.base import StreamState
 from executor_streamer.history.records import EventRecord
 from executor_streamer.history.shared import EventParts
 from executor_streamer.redis_engine import connection_caps as caps_module
-from executor_streamer.redis_engine import publishing as publishing_module
+from executor_streamer.redis_engine import publisher as publisher_module
 from executor_streamer.redis_engine.keys import StreamKeys, keys_for
 from executor_streamer.redis_engine.store import RedisHistory
 from executor_streamer.types import StreamEvent, StreamEventType
@@ -101,10 +101,10 @@ async def test_a_message_pubsub_lost_is_filled_from_the_stream(
         keys = real(stream_id)
         return StreamKeys(keys.stream_id, keys.meta, keys.events, keys.images, "es:nowhere")
 
-    monkeypatch.setattr(publishing_module, "keys_for", muted)
+    monkeypatch.setattr(publisher_module, "keys_for", muted)
     await publish(store, 2)
     await publish(store, 3)
-    monkeypatch.setattr(publishing_module, "keys_for", real)
+    monkeypatch.setattr(publisher_module, "keys_for", real)
     # A message on another stream, heard on the same connection after 2 and 3 were
     # published: once it is here, so would theirs be, had they been sent anywhere.
     other = replace(STATE, stream_id="str_o", workflow_session_id="wf-o")
@@ -134,13 +134,13 @@ async def test_events_trimmed_before_they_were_handed_over_reset_the_position(
     assert await target.until(1) == [1]
     real = keys_for
     monkeypatch.setattr(
-        publishing_module,
+        publisher_module,
         "keys_for",
         lambda stream_id: replace(real(stream_id), channel="es:nowhere"),
     )
     for n in range(2, 7):
         await store.publish(small, parts(n), "2026-01-01T00:00:00.000Z", None)
-    monkeypatch.setattr(publishing_module, "keys_for", real)
+    monkeypatch.setattr(publisher_module, "keys_for", real)
     await store.publish(small, parts(7), "2026-01-01T00:00:00.000Z", None)
     assert await target.until(4) == [1, 5, 6, 7]
     assert target.resets[-1] == ("e0", 4)

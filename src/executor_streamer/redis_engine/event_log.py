@@ -44,7 +44,7 @@ class RedisEventLog:
 
     async def write(self, writes: Sequence[StreamWrite]) -> None:
         """Store records the caller numbered (the single-process path; the hub itself
-        publishes through ``publishing.RedisPublisher``): all of them or, if any seq does
+        publishes through ``publisher.RedisPublisher``): all of them or, if any seq does
         not follow its stream's last, none.
 
         One script checks and writes on one server. On a Cluster one script cannot span

@@ -6,7 +6,7 @@ and is made of small parts, one narrow interface each, which the hub and the app
 the code that needs them:
 
 - ``event_log.RedisEventLog``: events and screenshots, read, written and trimmed;
-- ``publishing.RedisPublisher``: the publish script, with safe retries;
+- ``publisher.RedisPublisher``: the publish script, with safe retries;
 - ``follower.ChannelFollower``: each hub's live feed of the streams it watches;
 - ``registry``: which streams exist (a :class:`StreamRegistry`);
 - ``tickets``: values taken once (an :class:`OnceStore`);
@@ -15,7 +15,7 @@ the code that needs them:
 - :meth:`rate_limit_storage`: where ``limits`` counts requests and events.
 
 Reads are idempotent and retried by redis-py as usual; publishing and the pub/sub
-connections use connections that never retry by themselves (``publishing.py``,
+connections use connections that never retry by themselves (``publisher.py``,
 ``follower.py``).
 """
 
@@ -50,7 +50,7 @@ from .connection_caps import RedisConnectionCaps
 from .event_log import RedisEventLog
 from .follower import ChannelFollower
 from .internals import verify as verify_internals
-from .publishing import RedisPublisher
+from .publisher import RedisPublisher
 from .rate_limits import RedisRateLimitStorages
 from .registry import RedisRegistry
 from .reports import RedisReports
