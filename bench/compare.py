@@ -1,7 +1,8 @@
-"""One ``multinode.py`` setup, with the hubs running an older commit's code and this
-checkout's, round by round, to see what a change costs.
+"""One ``multinode.py`` setup or one ``fanout.py`` target, with the hubs running an older
+commit's code and this checkout's, round by round, to see what a change costs.
 
     python bench/compare.py 0798a28 [--setup "redis, 2 hubs"] [--rounds 3]
+    python bench/compare.py 8f36dd8 --setup hub-ws-batch [--rounds 3]
 
 The older commit is checked out in a temporary git worktree; the hub processes import it
 instead of this checkout through ``PYTHONPATH`` (the load generator and the harness stay
@@ -19,8 +20,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import fanout
+import multinode
 from common import write_report
-from multinode import SETUPS, add_run_options, at, measure, summarize
+from multinode import add_run_options, at, summarize
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -28,9 +31,22 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("revision", help="the older commit")
-    parser.add_argument("--setup", default="redis, 2 hubs", choices=SETUPS)
+    hub_targets = {t.key: t for t in fanout.targets() if t.key.startswith("hub-")}
+    parser.add_argument(
+        "--setup",
+        default="redis, 2 hubs",
+        choices=[*multinode.SETUPS, *hub_targets],
+        help="a multinode.py setup, or a fanout.py hub target",
+    )
+    parser.add_argument("--max-rate", type=int, default=0, help="fanout.py's --max-rate")
     add_run_options(parser)
     args = parser.parse_args()
+
+    def measure() -> dict[str, Any]:
+        if args.setup in hub_targets:
+            return fanout.measure(hub_targets[args.setup], args)
+        return multinode.measure(args.setup, args)
+
     with tempfile.TemporaryDirectory() as directory:
         older = Path(directory) / "older"
         git = ["git", "-C", str(REPOSITORY), "worktree"]
@@ -41,7 +57,7 @@ def main() -> None:
             for number in range(args.rounds):
                 for name, source in sources.items():
                     os.environ["PYTHONPATH"] = str(source)
-                    result = measure(args.setup, args)
+                    result = measure()
                     results[name].append(result)
                     print(
                         f"round {number + 1}, {name}: capacity {result['capacity']}, p99 at "

@@ -94,7 +94,7 @@ class ExecutorStreamer:
                 shared.reports, shared, self.streams, self.clients, self.counters, self.analytics
             )
         )
-        """Cluster-wide views, with hubs sharing a backend (docs/multi-node.md)."""
+        """Views over every hub sharing the backend ("cluster-wide" in docs/multi-node.md)."""
         self._maintenance_interval = maintenance_interval
         self._maintenance: asyncio.Task[None] | None = None
         self._stopped = False
