@@ -8,7 +8,6 @@ import contextlib
 import gc
 import socket
 import threading
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +18,8 @@ import pytest
 
 from executor_streamer import ExecutorStreamer, ExecutorStreamerConfig
 from executor_streamer.server.runner import HubServer, build_server
+
+from .waiting import eventually, eventually_blocking
 
 
 @dataclass
@@ -54,10 +55,10 @@ async def make_server() -> AsyncIterator[ServerFactory]:
         if ws is not None:
             server.config.ws = ws
         task = asyncio.create_task(server.serve())
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
+        await eventually(lambda: server.started or task.done(), 30)
+        if task.done():
+            task.result()  # the server's own error, had it failed to start
+        assert server.started, "the hub server did not start within 30 s"
         base = f"http://127.0.0.1:{server.port}"
         http = httpx.AsyncClient(base_url=base, timeout=10)
         served = Served(hub, server, http, base, f"ws://127.0.0.1:{server.port}/ws")
@@ -160,14 +161,16 @@ async def sse_stream(
 
 async def assert_freed(served: Served, kind: type) -> None:
     """Once every client is gone, no object of ``kind`` is left, even in a cycle the
-    collector (disabled by the caller) has not seen yet."""
-    for _ in range(100):
-        if not len(served.hub.clients):
-            break
-        await asyncio.sleep(0.02)
-    await asyncio.sleep(0.05)
-    # type() rather than isinstance: gc.get_objects() holds weak proxies too.
-    assert [o for o in gc.get_objects() if type(o) is kind] == []
+    collector (disabled by the caller) has not seen yet: the last references go as the
+    server's handlers finish, a moment after the client left, so this waits for that;
+    an object kept alive by a cycle never goes, and the wait fails."""
+
+    def left() -> list[object]:
+        # type() rather than isinstance: gc.get_objects() holds weak proxies too.
+        return [o for o in gc.get_objects() if type(o) is kind]
+
+    assert await eventually(lambda: not len(served.hub.clients)), "the clients did not leave"
+    assert await eventually(lambda: not left()), f"still alive: {left()}"
 
 
 @dataclass
@@ -187,10 +190,8 @@ def server_in_thread(**overrides: Any) -> Iterator[ThreadedServer]:
     server = build_server(hub, host="127.0.0.1", port=0)
     thread = threading.Thread(target=asyncio.run, args=(server.serve(),), daemon=True)
     thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.01)
+    eventually_blocking(lambda: server.started or not thread.is_alive(), 30)
+    assert server.started, "the server did not start"
     base = f"http://127.0.0.1:{server.port}"
     try:
         yield ThreadedServer(hub, base, f"ws://127.0.0.1:{server.port}/ws")

@@ -12,13 +12,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from .live_server import free_port
+from .waiting import eventually_blocking
 
 
 class RedisServer:
@@ -55,21 +55,22 @@ class RedisServer:
         return self
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                log = (self.directory / "redis.log").read_text(errors="replace")
-                pytest.fail(f"redis-server exited at start: {log[-2000:]}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn,
-            ):
-                conn.sendall(b"PING\r\n")
-                if conn.recv(64).startswith(b"+PONG"):
-                    return
-            time.sleep(0.02)
-        pytest.fail(f"redis-server on port {self.port} did not answer within 10 s")
+        if not eventually_blocking(self._answers, 10, every=0.02):
+            pytest.fail(f"redis-server on port {self.port} did not answer within 10 s")
+
+    def _answers(self) -> bool:
+        """Whether the server answers PING (failing the test if it exited instead)."""
+        assert self.process is not None
+        if self.process.poll() is not None:
+            log = (self.directory / "redis.log").read_text(errors="replace")
+            pytest.fail(f"redis-server exited at start: {log[-2000:]}")
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn,
+        ):
+            conn.sendall(b"PING\r\n")
+            return conn.recv(64).startswith(b"+PONG")
+        return False
 
     def kill(self) -> None:
         """SIGKILL: nothing is flushed, as in a crash."""
@@ -124,11 +125,8 @@ class RedisCluster:
         return self
 
     def wait_formed(self) -> None:
-        deadline = time.monotonic() + 20
-        while not self._formed():
-            if time.monotonic() > deadline:
-                pytest.fail("the Redis Cluster did not come up within 20 s")
-            time.sleep(0.05)
+        if not eventually_blocking(self._formed, 20, every=0.05):
+            pytest.fail("the Redis Cluster did not come up within 20 s")
 
     def _formed(self) -> bool:
         """Every node sees the Cluster ok, and every replica is in sync with its primary."""
@@ -154,15 +152,14 @@ class RedisCluster:
     def wait_replicated(self, primary: RedisServer) -> None:
         """Until the primary's replica holds everything the primary does."""
         replica = self.replica_of(primary)
-        deadline = time.monotonic() + 10
-        while True:
+
+        def caught_up() -> bool:
             sent = _info_field(primary.command("INFO", "replication"), "master_repl_offset")
             got = _info_field(replica.command("INFO", "replication"), "slave_repl_offset")
-            if got >= sent:
-                return
-            if time.monotonic() > deadline:
-                pytest.fail(f"replica {replica.port} stayed behind its primary")
-            time.sleep(0.02)
+            return got >= sent
+
+        if not eventually_blocking(caught_up, 10, every=0.02):
+            pytest.fail(f"replica {replica.port} stayed behind its primary")
 
     def kill(self) -> None:
         for node in self.nodes:

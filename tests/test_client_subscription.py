@@ -23,6 +23,7 @@ from executor_streamer.security import Scope, mint_token
 from executor_streamer.server.runner import HubServer, build_server
 
 from .live_server import Served, ServerFactory, free_port, reasoning, status
+from .waiting import eventually, eventually_async
 
 SECRET = "python-sdk-test-secret-" + "p" * 32
 
@@ -47,11 +48,10 @@ async def clients_of(served: Served, stream: str) -> list[dict[str, object]]:
 
 
 async def until_subscribed(served: Served, stream: str) -> None:
-    for _ in range(250):
-        if await clients_of(served, stream):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("no client subscribed")
+    async def subscribed() -> bool:
+        return bool(await clients_of(served, stream))
+
+    assert await eventually_async(subscribed), "no client subscribed"
 
 
 @contextlib.asynccontextmanager
@@ -87,24 +87,33 @@ async def test_resume_after_the_hub_drops_it_while_publishing(served: Served) ->
         sub = client.subscribe("wf-1", since=0, on_state=lambda s: states.append(s.state))
         received = asyncio.create_task(take(sub, 300, seconds=30))
 
+        dropped: set[str | None] = {None}
+
+        async def live_on_the_hub() -> bool:
+            """Whether the subscription's current connection is live and the hub lists
+            it (after a drop, it is back only once it has reconnected)."""
+            if sub.state != "live" or sub.client_id in dropped:
+                return False
+            return sub.client_id in [c["id"] for c in await clients_of(served, "wf-1")]
+
         async def drop() -> None:
-            for client_info in await clients_of(served, "wf-1"):
-                await served.http.delete(f"/api/streams/wf-1/clients/{client_info['id']}")
+            assert await eventually_async(live_on_the_hub), "the subscription is not live"
+            dropped.add(sub.client_id)
+            response = await served.http.delete(f"/api/streams/wf-1/clients/{sub.client_id}")
+            assert response.status_code == 204, response.text
 
         # The drops come between publishes, before the last event is published: the
-        # reading loop cannot have ended before one (it once did, timed by sleeps).
+        # reading loop cannot have ended before one (it once did, timed by sleeps). Each
+        # drop waits for the connection it drops, not for the reader to catch up: events
+        # may still be on their way when it goes.
         for start in range(0, 300, 10):
             if start in (80, 160, 240):
                 await drop()
             await served.publish("wf-1", *[status(n) for n in range(start, start + 10)])
-            await asyncio.sleep(0.01)
         assert await received == list(range(1, 301))
         # Dropped and back, then closed as the reading loop ended: the loop's iterator is
         # finalized by the event loop, a moment after the loop returned.
-        for _ in range(200):
-            if states[-1] == "closed":
-                break
-            await asyncio.sleep(0.01)
+        assert await eventually(lambda: states[-1] == "closed"), f"not closed: {states}"
         assert "reconnecting" in states and states[-2:] == ["live", "closed"]
         await sub.close()
 
@@ -166,11 +175,12 @@ async def test_leaving_the_loop_unsubscribes(served: Served) -> None:
         async for event in sub:
             assert event.seq == 1
             break
-        await asyncio.sleep(0)  # the generator's aclose runs
-        for _ in range(100):
-            if not await clients_of(served, "wf-1"):
-                break
-            await asyncio.sleep(0.02)
+
+        # The generator's aclose runs a moment after the loop was left.
+        async def unsubscribed() -> bool:
+            return await clients_of(served, "wf-1") == []
+
+        assert await eventually_async(unsubscribed), "the hub still lists the client"
         assert await clients_of(served, "wf-1") == []
         assert sub.state == "closed"
 
@@ -203,11 +213,11 @@ async def test_a_hub_that_lost_its_history_is_a_new_epoch() -> None:
             await hub.publisher.publish_batch("wf-1", list(first))
         server = build_server(hub, "127.0.0.1", port)
         task = asyncio.create_task(server.serve())
-        for _ in range(1500):
-            if server.started:
-                return server, task
-            await asyncio.sleep(0.01)
-        raise AssertionError("the hub did not start")
+        await eventually(lambda: server.started or task.done(), 30)
+        if task.done():
+            task.result()  # the server's own error, had it failed to start
+        assert server.started, "the hub did not start"
+        return server, task
 
     async def stop(server: HubServer, task: asyncio.Task[None]) -> None:
         server.should_exit = True
@@ -219,8 +229,16 @@ async def test_a_hub_that_lost_its_history_is_a_new_epoch() -> None:
         sub = client.subscribe("wf-1", since=0, on_state=states.append)
         assert await take(sub, 5) == [1, 2, 3, 4, 5]
         old_epoch = sub.epoch
+        before = len(states)
         reader = asyncio.create_task(take(sub, 3, seconds=30))
-        await asyncio.sleep(0.2)
+
+        def reading_live() -> bool:
+            """Whether the second loop has connected again and is live on the first hub
+            (the first loop's connection closed as that loop ended)."""
+            later = [s.state for s in states[before:]]
+            return "connecting" in later and later[-1] == "live"
+
+        assert await eventually(reading_live), f"the reader did not subscribe: {states}"
         await stop(*first)
         second = await serve(*[status(n) for n in range(3)])
         try:

@@ -22,6 +22,7 @@ from executor_streamer.cli import app
 from executor_streamer.types import StreamEventType
 
 from ..live_server import Served, ServerFactory, free_port
+from ..waiting import eventually_async
 
 runner = CliRunner()
 
@@ -63,10 +64,11 @@ class TestDemoAndTail:
                 ["tail", "wf-1", "--types", "REASONING", "--url", served.base_url],
             )
         )
-        for _ in range(100):
-            if (await served.http.get("/api/streams/wf-1/clients")).json():
-                break
-            await asyncio.sleep(0.05)
+
+        async def watching() -> bool:
+            return bool((await served.http.get("/api/streams/wf-1/clients")).json())
+
+        assert await eventually_async(watching), "tail never subscribed"
         await served.publish(
             "wf-1",
             {"type": "STATUS", "data": {"statusType": "a", "status": "hidden"}},
@@ -105,12 +107,14 @@ class TestServe:
         base = f"http://127.0.0.1:{port}"
         try:
             async with httpx.AsyncClient(base_url=base) as http:
-                for _ in range(100):
+
+                async def ready() -> bool:
                     try:
-                        if (await http.get("/readyz")).status_code == 200:
-                            break
+                        return (await http.get("/readyz")).status_code == 200
                     except httpx.TransportError:
-                        await asyncio.sleep(0.1)
+                        return False  # not listening yet
+
+                assert await eventually_async(ready, 30), "the hub did not become ready"
                 await http.post("/api/streams", json={"workflowSessionId": "wf-1"})
                 async with connect(f"ws://127.0.0.1:{port}/ws?streamId=wf-1") as ws:
                     assert orjson.loads(await ws.recv())["type"] == "connection_ack"

@@ -17,6 +17,7 @@ from websockets.asyncio.client import connect
 from executor_streamer.demo import render_png
 
 from ..live_server import free_port
+from ..waiting import eventually_async
 
 
 def start(port: int, database: Path) -> subprocess.Popen[bytes]:
@@ -30,14 +31,13 @@ def start(port: int, database: Path) -> subprocess.Popen[bytes]:
 
 
 async def ready(http: httpx.AsyncClient) -> None:
-    for _ in range(150):
+    async def answers() -> bool:
         try:
-            if (await http.get("/readyz")).status_code == 200:
-                return
+            return (await http.get("/readyz")).status_code == 200
         except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError("the hub did not become ready")
+            return False  # not listening yet
+
+    assert await eventually_async(answers, 30), "the hub did not become ready"
 
 
 class TestCrashRecovery:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import timedelta
 
@@ -13,6 +12,7 @@ from executor_streamer.core.subscription import CloseReason
 from executor_streamer.types import utc_now
 
 from ..conftest import HubFactory
+from ..waiting import eventually
 
 
 class TestIdleExpiry:
@@ -34,7 +34,7 @@ class TestIdleExpiry:
         """touch() moves lastPing and resets the idle clock."""
         client = hub.connect(ClientType.WEBSOCKET)
         before = client.last_ping
-        await asyncio.sleep(0.002)
+        assert await eventually(lambda: utc_now() > before), "the clock did not move"
         client.touch()
         assert client.last_ping > before
         assert client.idle_seconds() < 1
@@ -44,10 +44,7 @@ class TestIdleExpiry:
         hub = await make_hub(server={"idle_client_timeout": 1000})
         hub._maintenance_interval = 0.05
         client = hub.connect(ClientType.SERVER_SENT_EVENTS)
-        for _ in range(100):
-            if hub.clients.find(client.id) is None:
-                break
-            await asyncio.sleep(0.05)
+        assert await eventually(lambda: hub.clients.find(client.id) is None), "not expired"
         assert hub.clients.find(client.id) is None
 
 

@@ -19,6 +19,8 @@ from executor_streamer import Unauthorized
 from executor_streamer.security import Authenticator, JwtVerifier, Principal, Scope
 from executor_streamer.security.authenticator import VerifiedTokens
 
+from ..waiting import eventually_blocking
+
 SECRET = "authenticator-test-secret-" + "a" * 32
 LEEWAY = 30
 
@@ -95,7 +97,11 @@ def test_an_entry_ends_when_the_verifier_would_start_refusing() -> None:
     principal = Principal("alice", Scope(admin=True), _at(time.time() - LEEWAY + 0.3))
     verified.put("token", principal)
     assert verified.get("token") is principal
-    time.sleep(0.4)
+    # Until the moment the verifier would start refusing (exp plus the leeway), on the
+    # clock VerifiedTokens reads (it takes no other); then the entry must be gone.
+    assert principal.expires_at is not None
+    refused_from = principal.expires_at.timestamp() + LEEWAY
+    assert eventually_blocking(lambda: time.time() >= refused_from, 5), "the clock stood"
     assert verified.get("token") is None
 
 

@@ -20,6 +20,7 @@ from executor_streamer.types.filters import MAX_SEQ
 
 from ..conftest import HubFactory
 from ..live_server import Served, ServerFactory, reasoning, status
+from ..waiting import eventually
 from .test_websocket import peer
 
 EDGE_TIMES = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"]
@@ -252,7 +253,17 @@ class TestPollingClientsBetweenPolls:
         waiting = asyncio.create_task(
             served.http.get("/api/streams/wf-1/poll", params={"since": 1, "timeout": 5})
         )
-        await asyncio.sleep(0.2)
+
+        def poll_waits() -> bool:
+            """Whether the hub holds the poll, waiting for its subscription's events."""
+            return any(
+                sub.on_ready is not None
+                for client in served.hub.clients
+                if client.type is ClientType.HTTP_POLLING
+                for sub in client.subscriptions.values()
+            )
+
+        assert await eventually(poll_waits), "the poll never waited"
         async with peer(served) as p:
             await p.send({"type": "subscribe", "streamId": "wf-1"})
             assert (await p.expect("error"))["error"]["code"] == "TOO_MANY_CLIENTS"

@@ -311,6 +311,8 @@ async def run_program(
             response = await http.post(f"/api/streams/{session}/events", json=body)
             assert response.status_code == 201, response.text
             published += response.json()["events"]
+            # Not a wait for anything: the pause is part of the drawn program, spreading
+            # the events' timestamps over the time-range filters and the flush passes.
             await asyncio.sleep(publish.pause_ms / 1000)
             await join(step)
         # Every client holds its subscription before the stream closes.

@@ -13,6 +13,7 @@ from executor_streamer.server.flush import COALESCE_SECONDS, Flusher, FrameCache
 from executor_streamer.server.frames import ws_events
 
 from ..history.test_contract import record
+from ..waiting import eventually
 
 
 class Target:
@@ -48,7 +49,7 @@ class TestFlusher:
         flusher.request(target)
         await asyncio.sleep(0)
         flusher.request(target)
-        await asyncio.sleep(COALESCE_SECONDS * 3)
+        assert await eventually(lambda: len(target.flushes) >= 2), "no second pass"
         first, second = target.flushes
         assert first - asked < COALESCE_SECONDS
         assert second - first >= COALESCE_SECONDS * 0.9

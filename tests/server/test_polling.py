@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from ..live_server import Served, ServerFactory, reasoning, status
+from ..waiting import eventually, eventually_async
 
 
 async def poll(served: Served, query: str) -> dict[str, Any]:
@@ -33,18 +36,28 @@ class TestPolling:
         waiting = asyncio.create_task(
             poll(served, f"since={first['lastSeq']}&clientId={first['clientId']}&timeout=10")
         )
-        await asyncio.sleep(0.2)
+        client = served.hub.clients.get(first["clientId"])
+        # The hub has the poll, waiting for its subscription to have something.
+        assert await eventually(
+            lambda: any(sub.on_ready is not None for sub in client.subscriptions.values())
+        ), "the poll never waited"
         assert not waiting.done()
         await served.publish("wf-1", status(2))
         body = await asyncio.wait_for(waiting, 5)
         assert [e["seq"] for e in body["events"]] == [2]
         assert body["clientId"] == first["clientId"]
 
-    async def test_a_client_polling_back_to_back_is_paced(self, served: Served) -> None:
+    async def test_a_client_polling_back_to_back_is_paced(
+        self, served: Served, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """Polling again at once while events keep coming: the answer waits until
         POLL_INTERVAL after the previous one and carries what arrived meanwhile."""
-        from executor_streamer.server.polling import POLL_INTERVAL
+        from executor_streamer.server import polling
 
+        # A second, rather than the 50 ms the hub uses: status(3) must be published
+        # within the interval, which on a loaded machine takes longer than 50 ms.
+        interval = 1.0
+        monkeypatch.setattr(polling, "POLL_INTERVAL", interval)
         await served.publish("wf-1", status(1))
         first = await poll(served, "since=0")
         await served.publish("wf-1", status(2))
@@ -53,10 +66,11 @@ class TestPolling:
         again = asyncio.create_task(
             poll(served, f"since={first['lastSeq']}&clientId={first['clientId']}")
         )
-        await asyncio.sleep(POLL_INTERVAL / 5)
+        client = served.hub.clients.get(first["clientId"])
+        assert await eventually(lambda: client.polls_in_progress), "the hub never got the poll"
         await served.publish("wf-1", status(3))
         body = await again
-        assert loop.time() - started >= POLL_INTERVAL * 0.8
+        assert loop.time() - started >= interval * 0.8
         assert [e["seq"] for e in body["events"]] == [2, 3]
 
     async def test_timeout_returns_empty(self, served: Served) -> None:
@@ -147,10 +161,12 @@ class TestPolling:
         served = await make_server(server={"idleClientTimeout": 1000})
         await served.publish("wf-1", status(1))
         await poll(served, "since=0&timeout=0")
-        for _ in range(50):
-            if not (await served.http.get("/api/streams/wf-1/clients")).json():
-                break
-            await asyncio.sleep(0.1)
+
+        async def removed() -> bool:
+            clients: list[Any] = (await served.http.get("/api/streams/wf-1/clients")).json()
+            return clients == []
+
+        assert await eventually_async(removed), "the idle client was not removed"
         assert (await served.http.get("/api/streams/wf-1/clients")).json() == []
 
     async def test_bad_queries(self, served: Served) -> None:

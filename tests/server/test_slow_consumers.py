@@ -10,6 +10,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from ..live_server import Served, ServerFactory
+from ..waiting import eventually, eventually_async
 
 # Incompressible, so permessage-deflate cannot shrink the flood below what sockets buffer.
 BIG = secrets.token_urlsafe(75_000)
@@ -38,11 +39,18 @@ async def fast_websocket_reader(served: Served, ready: asyncio.Event) -> list[in
 
 
 async def wait_for_drop(served: Served) -> None:
-    for _ in range(200):
-        if served.hub.counters.slow_consumers:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("the slow consumer was never dropped")
+    dropped = await eventually(lambda: served.hub.counters.slow_consumers)
+    assert dropped, "the slow consumer was never dropped"
+
+
+async def until_both_subscribed(served: Served) -> None:
+    """Until the hub lists the slow client beside the fast one, so that the flood finds
+    it subscribed."""
+
+    async def both() -> bool:
+        return len((await served.http.get("/api/streams/wf-1/clients")).json()) == 2
+
+    assert await eventually_async(both), "the slow client never subscribed"
 
 
 class TestSlowConsumers:
@@ -55,7 +63,7 @@ class TestSlowConsumers:
         await ready.wait()
         # max_queue=1: once one message is buffered the client stops reading the socket.
         async with connect(served.ws_url + "?streamId=wf-1", max_size=None, max_queue=1) as slow:
-            await asyncio.sleep(0.1)
+            await until_both_subscribed(served)
             await flood(served)
             await wait_for_drop(served)
             assert await asyncio.wait_for(fast, 30) == list(range(1, TOTAL + 1))
@@ -79,7 +87,7 @@ class TestSlowConsumers:
         await writer.drain()
         await reader.readuntil(b"\r\n\r\n")  # headers, then never read again
         try:
-            await asyncio.sleep(0.1)
+            await until_both_subscribed(served)
             await flood(served)
             await wait_for_drop(served)
             assert await asyncio.wait_for(fast, 30) == list(range(1, TOTAL + 1))

@@ -4,8 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from typing import Any
 
 from ..live_server import Served, ServerFactory, assert_freed, reasoning, sse_stream, status
+from ..waiting import eventually_async
+
+
+async def until_listed(served: Served, stream: str = "wf-1") -> list[dict[str, Any]]:
+    """The clients the hub lists for ``stream``, once it lists one: the test goes on when
+    the hub holds the SSE client that just connected, not after a guessed delay."""
+    clients: list[dict[str, Any]] = []
+
+    async def listed() -> bool:
+        nonlocal clients
+        clients = (await served.http.get(f"/api/streams/{stream}/clients")).json()
+        return bool(clients)
+
+    assert await eventually_async(listed), f"the hub lists no client of {stream}"
+    return clients
 
 
 class TestFrames:
@@ -47,7 +63,7 @@ class TestResume:
         async with sse_stream(served, "/api/streams/wf-1/events?since=1") as sse:
             assert [m.id for m in await sse.events(2)] == ["2", "3"]
         async with sse_stream(served, "/api/streams/wf-1/events") as sse:
-            await asyncio.sleep(0.1)
+            await until_listed(served)
             await served.publish("wf-1", status(4))
             assert [m.id for m in await sse.events(1)] == ["4"]
 
@@ -124,7 +140,7 @@ class TestEnding:
         """Closing the stream sends `event: error` STREAM_CLOSED and ends the response."""
         await served.http.post("/api/streams", json={"workflowSessionId": "wf-1"})
         async with sse_stream(served, "/api/streams/wf-1/events") as sse:
-            await asyncio.sleep(0.1)
+            await until_listed(served)
             await served.http.delete("/api/streams/wf-1")
             message = await sse.next()
             assert message.event == "error" and message.json()["code"] == "STREAM_CLOSED"
@@ -139,8 +155,7 @@ class TestEnding:
         """An SSE client is listed with its type and filters; DELETE disconnects it."""
         await served.http.post("/api/streams", json={"workflowSessionId": "wf-1"})
         async with sse_stream(served, "/api/streams/wf-1/events?types=STATUS") as sse:
-            await asyncio.sleep(0.1)
-            [client] = (await served.http.get("/api/streams/wf-1/clients")).json()
+            [client] = await until_listed(served)
             assert client["type"] == "SERVER_SENT_EVENTS" and client["isActive"] is True
             assert client["filters"] == [{"eventTypes": ["STATUS"]}]
             gone = await served.http.delete(f"/api/streams/wf-1/clients/{client['id']}")
@@ -156,7 +171,7 @@ class TestEnding:
         served = await make_server(default_stream_config={"max_clients": 1})
         await served.http.post("/api/streams", json={"workflowSessionId": "wf-1"})
         async with sse_stream(served, "/api/streams/wf-1/events"):
-            await asyncio.sleep(0.05)
+            await until_listed(served)
             refused = await served.http.get("/api/streams/wf-1/events")
             assert refused.status_code == 503
             assert refused.json()["error"]["code"] == "TOO_MANY_CLIENTS"
@@ -178,8 +193,7 @@ class TestReplayAndLimits:
         """POST /replay/{clientId} sends history to a live SSE client as stream_event frames."""
         await served.publish("wf-1", status(1), status(2), status(3))
         async with sse_stream(served, "/api/streams/wf-1/events") as sse:
-            await asyncio.sleep(0.1)
-            [client] = (await served.http.get("/api/streams/wf-1/clients")).json()
+            [client] = await until_listed(served)
             response = await served.http.post(
                 f"/api/streams/wf-1/replay/{client['id']}", json={"afterSeq": 1}
             )
@@ -195,7 +209,7 @@ class TestReplayAndLimits:
         )
         await served.publish("wf-1", status(1))
         async with sse_stream(served, "/api/streams/wf-1/events"):
-            await asyncio.sleep(0.05)
+            await until_listed(served)
             for path in ("/api/streams/wf-1/events", "/api/streams/wf-1/poll?timeout=0"):
                 refused = await served.http.get(path)
                 assert refused.status_code == 503, path

@@ -6,6 +6,21 @@ import asyncio
 
 from executor_streamer.server.timers import Rounds, Signal, Ticker
 
+from ..waiting import eventually
+
+
+async def intervals_pass(interval: float, count: int = 2) -> None:
+    """Until a witness ``Ticker(interval)``, started now, has ticked ``count`` times: by
+    then every timer of that interval that was due would have fired too, since the event
+    loop runs its timers in the order they fall due. A positive signal that the time has
+    passed (on a loaded machine, more of it), in place of a sleep that guesses."""
+    ticks: list[int] = []
+    witness = Ticker(interval, lambda: ticks.append(1))
+    try:
+        assert await eventually(lambda: len(ticks) >= count), "the witness timer never ticked"
+    finally:
+        witness.stop()
+
 
 class TestTimers:
     async def test_signal(self) -> None:
@@ -24,10 +39,10 @@ class TestTimers:
     async def test_ticker_ticks_until_stopped(self) -> None:
         ticks: list[int] = []
         ticker = Ticker(0.01, lambda: ticks.append(1))
-        await asyncio.sleep(0.055)
+        assert await eventually(lambda: len(ticks) >= 2), "the ticker did not tick twice"
         ticker.stop()
         count = len(ticks)
-        await asyncio.sleep(0.03)
+        await intervals_pass(0.01)  # a tick still scheduled would have come by now
         assert 2 <= count == len(ticks)
 
     async def test_rounds_visit_members_while_there_are_any(self) -> None:
@@ -45,11 +60,11 @@ class TestTimers:
         for member in ("a", "broken", "b"):
             rounds.add(member)
         assert rounds.running and len(rounds) == 3
-        await asyncio.sleep(0.035)
+        assert await eventually(lambda: visits.count("b") >= 2), "fewer than two rounds"
         assert visits.count("a") >= 2 and visits.count("a") == visits.count("b")
         for member in ("a", "broken", "b"):
             rounds.discard(member)
         assert not rounds.running
         count = len(visits)
-        await asyncio.sleep(0.03)
+        await intervals_pass(0.01)  # a round still scheduled would have come by now
         assert len(visits) == count

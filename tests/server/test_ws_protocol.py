@@ -14,11 +14,14 @@ from typing import Any
 
 import pytest
 import uvicorn
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.frames import Frame, Opcode
+from websockets.protocol import Event
 
 from executor_streamer.server.ws_protocol import HubWebSocketProtocol, _Shared
+
+from ..waiting import eventually
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -75,10 +78,10 @@ async def serving(app: Any, **options: Any) -> AsyncIterator[uvicorn.Server]:
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
+    await eventually(lambda: server.started or task.done(), 30)
+    if task.done():
+        task.result()  # the server's own error, had it failed to start
+    assert server.started, "the server did not start"
     try:
         yield server
     finally:
@@ -88,6 +91,27 @@ async def serving(app: Any, **options: Any) -> AsyncIterator[uvicorn.Server]:
 
 def url(server: uvicorn.Server, path: str = "/") -> str:
     return f"ws://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}{path}"
+
+
+class CountingPings(ClientConnection):
+    """The ``websockets`` client (which answers every ping), counting the pings it got."""
+
+    pings = 0
+
+    def process_event(self, event: Event) -> None:
+        if isinstance(event, Frame) and event.opcode is Opcode.PING:
+            self.pings += 1
+        super().process_event(event)
+
+
+def protocols(server: uvicorn.Server) -> list[HubWebSocketProtocol]:
+    return [c for c in server.server_state.connections if isinstance(c, HubWebSocketProtocol)]
+
+
+def alive(kind: type) -> list[object]:
+    """Every object of exactly ``kind`` (not isinstance: gc.get_objects() holds weak
+    proxies too), whether or not the collector could free it."""
+    return [o for o in gc.get_objects() if type(o) is kind]
 
 
 class RawPeer:
@@ -186,10 +210,7 @@ class TestAsgi:
             async with connect(url(server)) as ws:
                 await ws.recv()
                 await ws.close(4000, "done")
-            for _ in range(100):
-                if app.received[-1]["type"] == "websocket.disconnect":
-                    break
-                await asyncio.sleep(0.01)
+            assert await eventually(lambda: app.received[-1]["type"] == "websocket.disconnect")
         assert app.received[0] == {"type": "websocket.connect"}
         assert app.received[-1] == {"type": "websocket.disconnect", "code": 4000, "reason": "done"}
 
@@ -249,19 +270,28 @@ class TestWire:
         the timeout; one that answers (the websockets client does) stays; the shared
         timer stops with the last connection."""
         async with serving(Echo(), ws_ping_interval=0.2, ws_ping_timeout=0.4) as server:
-            async with connect(url(server)) as lively, raw_peer(server) as silent:
+            async with (
+                connect(url(server), create_connection=CountingPings) as lively,
+                raw_peer(server) as silent,
+            ):
+                assert isinstance(lively, CountingPings)
                 await lively.recv()
                 await silent.frame()
                 opcode, _ = await silent.frame(seconds=1)
                 assert opcode is Opcode.PING
                 assert await silent.close_code(seconds=2) == 1011
-                await asyncio.sleep(0.6)  # several ping rounds
+                # Several ping rounds past the silent peer's timeout: the hub pings again
+                # only once the last ping was answered, so three more pings are three
+                # answered ones, 0.6 s of them, longer than the timeout.
+                pings = lively.pings
+                assert await eventually(lambda: lively.pings >= pings + 3), "no more pings"
                 await lively.send("still here")
                 assert await lively.recv() == "still here"
-            await asyncio.sleep(0.1)
             assert server.config in _Shared._by_config
             pinged = _Shared.of(server.config).pinged
-            assert pinged is not None and not pinged.running and len(pinged) == 0
+            assert pinged is not None
+            # The last connection goes as the server sees the client's close.
+            assert await eventually(lambda: not pinged.running and len(pinged) == 0)
 
     async def test_pings_are_answered(self) -> None:
         async with serving(Echo()) as server, raw_peer(server) as peer:
@@ -284,8 +314,16 @@ class TestWire:
                 sent.append(n)
             await receive()
 
+        def held_back() -> bool:
+            """Whether the hub's socket buffer is full: past its transport's high-water
+            mark, so that the app's next send waits."""
+            return any(
+                p.transport.get_write_buffer_size() > p.transport.get_write_buffer_limits()[1]
+                for p in protocols(server)
+            )
+
         async with serving(flood) as server, raw_peer(server, 65_536) as peer:
-            await asyncio.sleep(0.5)
+            assert await eventually(held_back), "the hub's socket buffer never filled"
             stalled = len(sent)
             assert 0 < stalled < total
             got = []
@@ -306,7 +344,10 @@ class TestWire:
                         await ws.recv()
                         await ws.send("hi")
                         await ws.recv()
-                await asyncio.sleep(0.1)
-                assert [o for o in gc.get_objects() if type(o) is HubWebSocketProtocol] == []
+                # The last references go as the server sees each close; one kept alive
+                # by a cycle never goes (the collector is off), and the wait fails.
+                assert await eventually(lambda: not alive(HubWebSocketProtocol)), alive(
+                    HubWebSocketProtocol
+                )
         finally:
             gc.enable()

@@ -5,7 +5,6 @@ after the hub drops the page's client later events appear once; 10,000 events sc
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ from executor_streamer.demo import SimulatedAgent
 from executor_streamer.security import Scope, mint_token
 
 from ..live_server import Served, ServerFactory, status
+from ..waiting import eventually_async
 
 CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 README_SCREENSHOT = Path(__file__).parents[2] / "docs" / "viewer.png"
@@ -122,7 +122,15 @@ async def test_event_text_is_text(served: Served, viewer: Page) -> None:
     await viewer.locator(".row").first.click()
     assert attack in await viewer.locator(".row").first.inner_text()
     assert attack.replace('"', '\\"') in await viewer.locator("#detail").inner_text()
-    await asyncio.sleep(0.3)
+    # A witness: an image of the same source, made now, fails to load and runs its
+    # onerror handler. Had the attack's markup become an element, loaded earlier, its
+    # handler would have run by then too.
+    witness = await viewer.evaluate(
+        "new Promise((resolve) => { const img = new Image();"
+        " img.onerror = () => resolve('error'); img.onload = () => resolve('load');"
+        " img.src = 'x'; })"
+    )
+    assert witness == "error"
     assert await viewer.evaluate("window.__pwned") is None
     assert await viewer.locator("#list img, #detail img, #list script").count() == 0
 
@@ -161,8 +169,16 @@ async def test_after_the_hub_drops_the_page_events_appear_once(
     await served.publish("wf-drop", status(1))
     await viewer.goto(f"{served.base_url}/view/wf-drop")
     await events_shown(viewer, 1)
-    for round_ in range(3):
+    clients: list[dict[str, str]] = []
+
+    async def listed() -> bool:
+        """Whether the hub lists the page's client: after a drop, once it reconnected."""
+        nonlocal clients
         clients = (await served.http.get("/api/streams/wf-drop/clients")).json()
+        return bool(clients)
+
+    for round_ in range(3):
+        assert await eventually_async(listed), "the page did not (re)connect"
         for client in clients:
             await served.http.delete(f"/api/streams/wf-drop/clients/{client['id']}")
         await served.publish("wf-drop", *[status(f"r{round_}-{n}") for n in range(5)])
