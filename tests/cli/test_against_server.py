@@ -210,3 +210,29 @@ class TestWithAuthentication:
             runner.invoke, app, ["tail", "demo-run-1", "--token", outside, *url]
         )
         assert forbidden.exit_code == 1 and "FORBIDDEN" in forbidden.output
+
+    async def test_demo_with_a_publish_only_token(
+        self, secured: Served, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A producer's token (publish only) runs the demo: its first publish makes the
+        stream, which stays open, since closing it needs admin. A token for other streams
+        is refused with what was refused."""
+        url = ["--url", secured.base_url, "--pace", "0"]
+        producer = self.mint(monkeypatch, "--publish", "tenant-a:*")
+        demo = await asyncio.to_thread(
+            runner.invoke, app, ["demo", *url, "--session", "tenant-a:run", "--token", producer]
+        )
+        assert demo.exit_code == 0, demo.output
+        assert "done tenant-a:run-1 (left open: closing a stream needs an admin credential)" in (
+            demo.output
+        )
+        stream = secured.hub.streams.resolve("tenant-a:run-1")
+        assert stream.last_seq == 30 and stream.is_open
+        other = await asyncio.to_thread(
+            runner.invoke, app, ["demo", *url, "--session", "tenant-b:run", "--token", producer]
+        )
+        assert other.exit_code == 1
+        assert (
+            "FORBIDDEN: this credential's scope does not let it publish into 'tenant-b:run-1'"
+            in other.output
+        )

@@ -249,6 +249,21 @@ async def test_a_subscribe_only_token_may_not_publish(make_server: ServerFactory
     assert served.hub.streams.find("wf-1") is None
 
 
+async def test_a_refusal_says_what_was_refused(make_server: ServerFactory) -> None:
+    """A 403 names the action and what it needs, never which other check passed."""
+    served = await secured(make_server)
+    viewer = bearer(token(subscribe=("wf-*",)))
+    cases = [
+        ("POST", "/api/streams", {"workflowSessionId": "wf-1"}, "POST /api/streams needs an admin"),
+        ("POST", "/api/streams/x-1/events", status(1), "does not let it publish into 'x-1'"),
+        ("GET", "/api/streams/x-1/history", None, "does not let it watch 'x-1'"),
+    ]
+    for method, path, body, message in cases:
+        answer = await served.http.request(method, path, json=body, headers=viewer)
+        assert answer.status_code == 403, path
+        assert message in answer.json()["error"]["message"], answer.text
+
+
 async def test_a_prefix_scope_stops_at_its_prefix(make_server: ServerFactory) -> None:
     served = await secured(make_server)
     writer = token("w", publish=("*",))

@@ -231,3 +231,37 @@ async def test_with_authentication_the_token_comes_from_the_fragment(
         )
     finally:
         await page.close()
+
+
+async def test_without_a_token_the_run_page_asks_at_once(
+    make_server: ServerFactory, browser: Browser
+) -> None:
+    """With authentication on and no token, /view/{id} asks for one before it opens any
+    connection: not an empty run while the hub waits out its time for an auth message."""
+    secret = "viewer-test-secret-" + "w" * 32
+    served = await make_server(security={"authenticationRequired": True, "jwt": {"secret": secret}})
+    page = await browser.new_page()
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    try:
+        await page.goto(f"{served.base_url}/view/wf-secure")
+        await page.wait_for_selector(".token-form")
+        assert sockets == []
+        assert await page.locator("#count").count() == 0  # no empty run was drawn
+    finally:
+        await page.close()
+
+
+async def test_every_file_the_pages_ask_for_is_there(served: Served, viewer: Page) -> None:
+    """The run list and a run page load without a 404, the icon included (browsers ask
+    for /favicon.ico by convention too)."""
+    await demo_run(served)
+    failed: list[str] = []
+    viewer.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
+    for path in ("/", "/view/demo-run-1"):
+        await viewer.goto(served.base_url + path, wait_until="networkidle")
+    assert failed == []
+    icon = await viewer.evaluate("document.querySelector('link[rel=icon]').href")
+    for url in (icon, f"{served.base_url}/favicon.ico"):
+        answer = await served.http.get(url)
+        assert (answer.status_code, answer.headers["content-type"]) == (200, "image/svg+xml")
