@@ -395,7 +395,7 @@ async def test_redis_crash_with_appendfsync_always_loses_nothing_acknowledged(
                             fifty.set()
                     else:
                         assert answer.status_code == 503
-                        await asyncio.sleep(0.01)
+                        await asyncio.sleep(0.01)  # a client's pause before it sends again
 
             task = asyncio.create_task(producer())
             await asyncio.wait_for(fifty.wait(), 20)

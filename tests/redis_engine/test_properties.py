@@ -89,7 +89,7 @@ async def run_program(
                 for control in controls:
                     await control.client_kill_filter(_type="pubsub")
             else:
-                await asyncio.sleep(op.seconds)
+                await asyncio.sleep(op.seconds)  # a pause hypothesis chose, between steps
         await asyncio.gather(*tasks, *(t for _, t in subs))
         published = await hubs[1].history.get_all_events("wf-1")
         # Closing ends every subscription on both hubs once it has every stored event.
