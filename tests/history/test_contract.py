@@ -8,14 +8,11 @@ three-primary Redis Cluster they start.)
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from executor_streamer.history import (
     HistoryStore,
@@ -30,6 +27,7 @@ from executor_streamer.redis_engine.store import RedisHistory
 from executor_streamer.types import HistoryFilter, StreamConfig, StreamEvent
 
 from ..conftest import PNG
+from ..postgres import POSTGRES_URL, reset_postgres
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 SHOT_ID = "scr_" + hashlib.sha256(PNG).hexdigest()[:32]
@@ -73,26 +71,7 @@ def record(
     )
 
 
-POSTGRES_URL = os.environ.get(
-    "EXECUTOR_STREAMER_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-)
 StoreFactory = Callable[[int], Awaitable[HistoryStore]]
-
-
-async def reset_postgres() -> None:
-    """Drop the hub's tables so each test starts from an empty, freshly migrated schema.
-
-    PostgreSQL must be reachable: a missing service fails the test, it is never skipped
-    (.ci/run starts it)."""
-    engine = create_async_engine(POSTGRES_URL)
-    try:
-        async with engine.begin() as connection:
-            for table in ("es_events", "es_screenshots", "es_streams", "es_schema_version"):
-                await connection.execute(text(f"DROP TABLE IF EXISTS {table}"))
-    except OSError as exc:
-        pytest.fail(f"PostgreSQL at {POSTGRES_URL} is not reachable ({exc}); start it")
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgres", "redis", "redis-cluster"])

@@ -17,7 +17,7 @@ from executor_streamer.history.sql import SqlHistory
 from executor_streamer.types import CommandCompletedData, CommandStartedData, ScreenshotInfo
 
 from ..conftest import PNG
-from .test_contract import POSTGRES_URL, reset_postgres
+from ..postgres import POSTGRES_URL, reset_postgres
 
 HubMaker = Callable[[], ExecutorStreamer]
 

@@ -19,7 +19,8 @@ from executor_streamer.history.sql import SqlHistory
 from executor_streamer.types import StreamConfig
 
 from ..conftest import PNG
-from .test_contract import POSTGRES_URL, record, reset_postgres
+from ..postgres import POSTGRES_URL, reset_postgres
+from .test_contract import record
 
 
 def schema(sync: Connection) -> dict[str, object]:

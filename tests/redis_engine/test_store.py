@@ -11,7 +11,7 @@ from executor_streamer.security.tickets import OnceStore
 async def test_the_engine_is_a_shared_history_made_of_narrow_parts() -> None:
     """RedisHistory is what the hub takes for a shared backend, and each part is what its
     user takes (mypy checks the assignments; isinstance the runtime view the hub has)."""
-    engine = RedisHistory("redis://127.0.0.1:6379/0")
+    engine = RedisHistory("redis://127.0.0.1:1/0")  # never connected: no server needed
     try:
         shared: SharedHistory = engine
         registry: StreamRegistry = engine.registry

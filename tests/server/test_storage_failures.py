@@ -18,8 +18,8 @@ from executor_streamer import ExecutorStreamer, ExecutorStreamerConfig
 from executor_streamer.history.sql import SqlHistory
 from executor_streamer.server.runner import build_server
 
-from ..history.test_contract import POSTGRES_URL, reset_postgres
 from ..live_server import Served, status
+from ..postgres import POSTGRES_URL, reset_postgres
 from ..waiting import eventually, eventually_async
 
 
