@@ -12,7 +12,7 @@ LOCK   := requirements/dev.lock
 # for dependencies and built offline by the locked hatchling. (`make test-latest` installs
 # the newest versions pyproject.toml allows instead, into .venv-latest.)
 $(STAMP): pyproject.toml $(LOCK)
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv --clear $(VENV)
 ifeq ($(VENV),.venv-latest)
 	$(BIN)/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'
 else
@@ -50,9 +50,12 @@ test-latest:
 	$(MAKE) test VENV=.venv-latest
 
 ## Re-resolve requirements/dev.lock to the newest versions pyproject.toml allows (every
-## platform, Python >= 3.11, with hashes); then `make test` and `make test-latest`.
-lock: $(STAMP)
-	$(BIN)/uv pip compile pyproject.toml --extra dev --universal --generate-hashes \
+## platform, Python >= 3.11, with hashes), with uv in a throwaway .venv-lock (so a lock
+## that no longer installs can still be refreshed); then `make test` and `make test-latest`.
+lock:
+	$(PYTHON) -m venv --clear .venv-lock
+	.venv-lock/bin/python -m pip install --quiet uv
+	.venv-lock/bin/uv pip compile pyproject.toml --extra dev --universal --generate-hashes \
 		--python-version 3.11 --upgrade --quiet -o $(LOCK)
 
 lint: $(STAMP)
@@ -83,4 +86,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests bench
 
 clean:
-	rm -rf .venv .venv-latest .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf .venv .venv-latest .venv-lock .mypy_cache .grimp_cache .import_linter_cache .pytest_cache .ruff_cache .hypothesis

@@ -16,7 +16,13 @@ BASE_URL = os.environ.get(
     "EXECUTOR_STREAMER_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER")
-POSTGRES_URL = BASE_URL if _WORKER is None else f"{BASE_URL}_{_WORKER}"
+POSTGRES_URL = (
+    BASE_URL
+    if _WORKER is None
+    else make_url(BASE_URL)
+    .set(database=f"{make_url(BASE_URL).database}_{_WORKER}")
+    .render_as_string(hide_password=False)
+)
 """``…/test`` in a plain run; ``…/test_gw0``, ``…/test_gw1``… in pytest-xdist's workers."""
 
 

@@ -33,7 +33,7 @@ def test_help_names_values_not_python_types(command: str) -> None:
     result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "120"})
     assert result.exit_code == 0, result.output
     for python_type in ("<bool>", "<list[str]>", "<str>", "<path>", "{"):
-        assert python_type not in result.output.replace("STREAM <str>", ""), python_type
+        assert python_type not in result.output, python_type
 
 
 def test_usage_lines_read_as_people_write_them() -> None:
@@ -83,9 +83,16 @@ class TestWatchHint:
         )
         assert "str_" not in hint
 
-    def test_with_a_token_curl_sends_it(self) -> None:
+    def test_with_authentication_it_asks_for_a_token_that_may_watch(self) -> None:
+        """The producer's token may only publish: watching takes another, named once."""
         hint = watch_hint("http://h:1", "r-1", with_token=True)
-        assert 'curl -N -H "Authorization: Bearer $EXECUTOR_STREAMER_TOKEN" ' in hint
+        assert 'tail r-1 --since 0 --url http://h:1 --token "$WATCH_TOKEN"' in hint
+        assert 'curl -N -H "Authorization: Bearer $WATCH_TOKEN" ' in hint
+        assert "WATCH_TOKEN is a token that may watch it" in hint
+
+    def test_a_session_id_the_shell_would_split_is_quoted(self) -> None:
+        hint = watch_hint("http://h:1", "run;1", with_token=False)
+        assert "tail 'run;1' --since" in hint
 
     async def test_demo_does_not_wrap_the_hint_when_output_is_no_terminal(
         self, served: Served

@@ -40,7 +40,7 @@ def command_id(event: Any) -> str:
 
 class TestMethods:
     async def test_every_publisher_method(self, hub: ExecutorStreamer) -> None:
-        """Each seed method stores its event type and returns the stored event."""
+        """Each typed publish method stores its event type and returns the stored event."""
         p = hub.publisher
         events = [
             await p.publish_reasoning("wf-1", "plan", 0.5, "planning", {"step": 1}),

@@ -460,6 +460,14 @@ async def test_websocket_subscribe_outside_the_scope(make_server: ServerFactory)
     async with ws_peer(served, "?streamId=tenant-b:1", reader) as p:
         await p.expect("connection_ack")
         assert await p.closed_with() == 4003
+    # A reference long enough that the message naming it cannot be a close reason whole:
+    # the code still arrives, with the reason cut to fit the frame.
+    long_ref = "tenant-b:" + "é" * 100
+    async with ws_peer(served, f"?streamId={long_ref}", reader) as p:
+        await p.expect("connection_ack")
+        assert await p.closed_with() == 4003
+        assert p.ws.close_reason is not None
+        assert p.ws.close_reason.startswith("this credential's scope does not let it watch")
 
 
 async def test_websocket_closes_4001_after_expiry_and_grace(

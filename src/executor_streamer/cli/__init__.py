@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import shlex
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,10 +27,10 @@ from .render import event_line
 
 
 class _Command(TyperCommand):
-    """Usage lines as people write them, ``tail [OPTIONS] STREAM`` (typer's own marks a
-    required argument ``{STREAM}``)."""
+    """Help as people write it: ``tail [OPTIONS] STREAM`` and ``STREAM  what it is``
+    (typer's own marks a required argument ``{STREAM}`` and lists it as ``STREAM <str>``).
+    ``ctx`` and ``formatter`` are typer's vendored click types, which it does not export."""
 
-    # ``ctx`` is typer's vendored click Context, which typer does not export.
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
         for param in self.get_params(ctx):
@@ -37,6 +38,19 @@ class _Command(TyperCommand):
                 name = param.metavar or (param.name or "").upper()
                 pieces.append(name if param.required else f"[{name}]")
         return pieces
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        arguments, options = [], []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):
+                if param.help:
+                    arguments.append((param.metavar or (param.name or "").upper(), param.help))
+            elif (record := param.get_help_record(ctx)) is not None:
+                options.append(record)
+        for title, rows in (("Arguments", arguments), ("Options", options)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
 
 
 app = typer.Typer(
@@ -294,13 +308,21 @@ async def _demo_over_http(
 
 
 def watch_hint(url: str, session_id: str, with_token: bool) -> str:
-    """How to watch a run: the viewer, the CLI and raw SSE, each line ready to paste."""
-    header = ' -H "Authorization: Bearer $EXECUTOR_STREAMER_TOKEN"' if with_token else ""
-    return (
-        f"publishing [bold]{session_id}[/]; watch it at {url}/view/{session_id} or with\n"
-        f"  executor-streamer tail {session_id} --since 0 --url {url}\n"
-        f"  curl -N{header} '{url}/api/streams/{session_id}/events?since=0'"
-    )
+    """How to watch a run: the viewer, the CLI and raw SSE, each line ready to paste. With
+    authentication on, watching takes a token that may subscribe to the stream (the
+    producer's may only publish), so the lines name it ``$WATCH_TOKEN``."""
+    session = shlex.quote(session_id)
+    events = shlex.quote(f"{url}/api/streams/{session_id}/events?since=0")
+    tail = f"executor-streamer tail {session} --since 0 --url {url}"
+    curl = f"curl -N {events}"
+    lines = [f"publishing [bold]{session_id}[/]; watch it at {url}/view/{session_id} or with"]
+    if with_token:
+        tail += ' --token "$WATCH_TOKEN"'
+        curl = f'curl -N -H "Authorization: Bearer $WATCH_TOKEN" {events}'
+    lines += [f"  {tail}", f"  {curl}"]
+    if with_token:
+        lines.append("where WATCH_TOKEN is a token that may watch it (see `token --subscribe`)")
+    return "\n".join(lines)
 
 
 async def _demo_in_process(

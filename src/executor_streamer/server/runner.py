@@ -24,8 +24,6 @@ class HubServer(DrainingServer):
         self, config: uvicorn.Config, hub: ExecutorStreamer, connections: LiveConnections
     ) -> None:
         super().__init__(config, lambda: connections.drain(hub, SHUTDOWN_GRACE_SECONDS))
-        self.hub = hub
-        self.connections = connections
 
     def run(self, sockets: list[socket.socket] | None = None) -> None:
         tune_garbage_collector()
