@@ -10,10 +10,13 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from executor_streamer.history import records
+from executor_streamer.server.errors import MAX_CLOSE_REASON_BYTES, fit_close_reason
 from executor_streamer.types import StreamEvent
 
 from ..live_server import Served, ServerFactory, assert_freed, reasoning, status
@@ -455,3 +458,16 @@ class TestCompression:
                 header = ws.response.headers.get("Sec-WebSocket-Extensions")
                 accepted = header.split(";")[0] if header else None
                 assert accepted == expected
+
+
+@given(st.text())
+def test_a_close_reason_is_cut_to_fit_its_frame(message: str) -> None:
+    """What fits is kept whole; what does not is cut to 123 bytes, never inside a
+    character, so the close frame stays valid and keeps its code."""
+    reason = fit_close_reason(message)
+    assert message.startswith(reason)
+    assert len(reason.encode()) <= MAX_CLOSE_REASON_BYTES
+    if len(message.encode()) <= MAX_CLOSE_REASON_BYTES:
+        assert reason == message
+    else:
+        assert len(reason.encode()) > MAX_CLOSE_REASON_BYTES - 4  # at most one character cut

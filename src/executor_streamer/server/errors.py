@@ -64,6 +64,15 @@ CLOSE_FOR_REASON: dict[CloseReason, tuple[int, str]] = {
     CloseReason.RESET: (CLOSE_RESET, "the stream began a new epoch: reconnect to resume"),
 }
 
+MAX_CLOSE_REASON_BYTES = 123
+"""A close frame's payload is at most 125 bytes, two of them the code (RFC 6455 §5.5)."""
+
+
+def fit_close_reason(message: str) -> str:
+    """``message`` cut to fit a close frame (a longer one is a protocol error, and the
+    close would go out with no code at all), never inside a UTF-8 sequence."""
+    return message.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
+
 
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> bytes:
     error: dict[str, Any] = {"code": code, "message": message}

@@ -56,6 +56,7 @@ from .errors import (
     CLOSE_TOO_MANY_CLIENTS,
     CLOSE_UNAUTHORIZED,
     error_response,
+    fit_close_reason,
 )
 from .frames import ws_message
 from .internals import asgi_send_of
@@ -87,16 +88,6 @@ RATE_LIMITED_MESSAGES_BEFORE_CLOSE = 10
 """Messages refused for the rate limit, one after another, before the connection is
 closed with 4029: a client that heeds the first errors keeps its connection."""
 _log = structlog.get_logger("executor_streamer.websocket")
-
-
-MAX_CLOSE_REASON_BYTES = 123
-"""A close frame's payload is at most 125 bytes, two of them the code (RFC 6455 §5.5)."""
-
-
-def close_reason(message: str) -> str:
-    """``message`` cut to fit a close frame (a longer one is a protocol error, and the
-    close would go out with no code at all), never inside a UTF-8 sequence."""
-    return message.encode()[:MAX_CLOSE_REASON_BYTES].decode(errors="ignore")
 
 
 class WebSocketSession:
@@ -316,7 +307,9 @@ class WebSocketSession:
             with contextlib.suppress(PeerGone, TimeoutError):
                 await asyncio.wait_for(self._frames.send(frames), CLOSING_WRITE_TIMEOUT)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ws.close(code, close_reason(reason)), CLOSING_WRITE_TIMEOUT)
+            await asyncio.wait_for(
+                self.ws.close(code, fit_close_reason(reason)), CLOSING_WRITE_TIMEOUT
+            )
 
     # -- reading -----------------------------------------------------------------------
 
