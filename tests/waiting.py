@@ -54,3 +54,14 @@ def eventually_blocking(
             return False
         time.sleep(every)
     return True
+
+
+async def clear_of_a_minute_edge(margin: float = 10.0) -> None:
+    """Return at once, unless the wall clock is within ``margin`` seconds of a whole
+    minute: then wait until that minute has begun.
+
+    Per-minute rate limits count in the ``limits`` library's sliding windows, which are
+    whole minutes of the wall clock. Across an edge, the previous minute's count is weighed
+    by the time left of it and rounded down, so a burst that straddles the edge is counted
+    one short; a test of an exact count starts clear of that."""
+    assert await eventually(lambda: time.time() % 60 < 60 - margin, margin + 5), "clock stood"

@@ -23,7 +23,7 @@ from executor_streamer.security import Scope, mint_token
 
 from ..live_server import Served, ServerFactory, sse_stream, status
 from ..redis_server import running_redis
-from ..waiting import eventually, eventually_async
+from ..waiting import clear_of_a_minute_edge, eventually, eventually_async
 
 NO_LIMITS = {"rateLimiting": {"enabled": False}}
 
@@ -544,6 +544,7 @@ async def test_rate_limits_hold_across_hubs(make_server: ServerFactory, engine_u
     """Requests per minute are counted in Redis: spreading them over two hubs does not
     double the allowance."""
     config = secured_config(engine_url, maxRequestsPerMinute=10)
+    await clear_of_a_minute_edge()
     a, b = [await make_server(**config) for _ in range(2)]
     headers = bearer("carol")
     answers = [

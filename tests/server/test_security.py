@@ -33,6 +33,7 @@ from executor_streamer.server.runner import HubServer, build_server
 
 from .. import live_server
 from ..live_server import Served, ServerFactory, sse_stream, status
+from ..waiting import clear_of_a_minute_edge
 from .test_websocket import Peer
 
 SECRET = "test-secret-" + "k" * 40
@@ -606,6 +607,7 @@ async def test_origins_are_checked_without_authentication_too(
 
 
 async def test_requests_per_minute(make_server: ServerFactory) -> None:
+    await clear_of_a_minute_edge()
     served = await secured(make_server, rateLimiting={"maxRequestsPerMinute": 5})
     headers = bearer(token())
     statuses = [
@@ -620,6 +622,7 @@ async def test_requests_per_minute(make_server: ServerFactory) -> None:
 
 
 async def test_no_bypass_through_new_connections(make_server: ServerFactory) -> None:
+    await clear_of_a_minute_edge()
     served = await secured(make_server, rateLimiting={"maxRequestsPerMinute": 3})
     headers = bearer(token())
     statuses = []
@@ -630,6 +633,7 @@ async def test_no_bypass_through_new_connections(make_server: ServerFactory) -> 
 
 
 async def test_no_bypass_through_x_forwarded_for(make_server: ServerFactory) -> None:
+    await clear_of_a_minute_edge()
     served = await make_server(security={"rateLimiting": {"maxRequestsPerMinute": 3}})
     statuses = [
         (
@@ -641,6 +645,7 @@ async def test_no_bypass_through_x_forwarded_for(make_server: ServerFactory) -> 
 
 
 async def test_trusted_proxies_name_the_client(make_server: ServerFactory) -> None:
+    await clear_of_a_minute_edge()
     served = await make_server(
         server={"trustedProxies": ["127.0.0.1"]},
         security={"rateLimiting": {"maxRequestsPerMinute": 2}},
@@ -654,6 +659,7 @@ async def test_trusted_proxies_name_the_client(make_server: ServerFactory) -> No
 
 
 async def test_failed_credentials_cost_the_address(make_server: ServerFactory) -> None:
+    await clear_of_a_minute_edge()
     served = await secured(make_server, rateLimiting={"maxRequestsPerMinute": 3})
     statuses = [
         (await served.http.get("/api/streams", headers=bearer(f"guess-{i}"))).status_code
@@ -693,6 +699,7 @@ async def test_a_batch_counts_each_event(make_server: ServerFactory) -> None:
 
 
 async def test_websocket_messages_are_rate_limited(make_server: ServerFactory) -> None:
+    await clear_of_a_minute_edge()
     served = await secured(make_server, rateLimiting={"maxRequestsPerMinute": 4})
     async with ws_peer(served, "", bearer(token())) as p:  # the upgrade is one request
         await p.expect("connection_ack")
