@@ -10,7 +10,7 @@ import pytest
 import structlog
 
 from executor_streamer.config import LoggingConfig
-from executor_streamer.logs import configure_logging
+from executor_streamer.logs import configure_logging, redact
 
 
 @pytest.fixture(autouse=True)
@@ -60,3 +60,21 @@ class TestConfigureLogging:
         """Messages below the configured level are dropped."""
         assert emit(LoggingConfig(level="WARN"), "info") == ""
         assert "stream_created" in emit(LoggingConfig(level="WARN"), "warning")
+
+
+class TestRedact:
+    @pytest.mark.parametrize(
+        "name", ["ticket", "%74icket", "tick%65t", "TOKEN", "access_token", "%74oken"]
+    )
+    def test_a_secret_query_parameter_is_redacted_however_it_is_spelled(self, name: str) -> None:
+        """The server reads ``?%74icket=`` as a ticket, so the log must not print it."""
+        line = f"GET /api/streams/wf-1/events?since=0&{name}=SECRET-VALUE HTTP/1.1"
+        assert "SECRET-VALUE" not in redact(line)
+        assert "since=0" in redact(line)
+
+    def test_other_parameters_are_kept(self) -> None:
+        assert redact("GET /x?ticketed=1&tokens=2") == "GET /x?ticketed=1&tokens=2"
+
+    def test_bearer_and_auth_messages_are_redacted(self) -> None:
+        assert "abc" not in redact("Authorization: Bearer abc")
+        assert "abc" not in redact('{"type": "auth", "token": "abc"}')

@@ -10,6 +10,7 @@ import logging
 import re
 import sys
 from typing import Any, TextIO
+from urllib.parse import unquote_plus
 
 import orjson
 import structlog
@@ -26,16 +27,23 @@ _LEVELS = {
 }
 
 
-# A ticket or token in a query string, a Bearer credential, a WebSocket auth message's token.
-_SECRETS = re.compile(
-    r"(?P<key>(?:[?&](?:ticket|token|access_token)=)|(?:bearer\s+)|(?:\"token\"\s*:\s*\"))"
-    r"[^&\s\"']+",
-    re.IGNORECASE,
-)
+# A Bearer credential, a WebSocket auth message's token.
+_SECRETS = re.compile(r"(?P<key>(?:bearer\s+)|(?:\"token\"\s*:\s*\"))[^&\s\"']+", re.IGNORECASE)
+# Any query parameter: its name is compared once percent-decoded, as the server reads it
+# (``?%74icket=`` is a ticket too).
+_QUERY_PARAMETER = re.compile(r"(?P<key>[?&](?P<name>[^=&\s\"'#]+)=)[^&\s\"'#]*")
+_SECRET_PARAMETERS = frozenset({"ticket", "token", "access_token"})
+
+
+def _redact_parameter(match: re.Match[str]) -> str:
+    if unquote_plus(match.group("name")).strip().lower() in _SECRET_PARAMETERS:
+        return match.group("key") + "[redacted]"
+    return match.group(0)
 
 
 def redact(text: str) -> str:
     """``text`` with tickets, tokens and Bearer credentials replaced by ``[redacted]``."""
+    text = _QUERY_PARAMETER.sub(_redact_parameter, text)
     return _SECRETS.sub(lambda m: m.group("key") + "[redacted]", text)
 
 

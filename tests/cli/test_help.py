@@ -110,3 +110,12 @@ class TestWatchHint:
         plain = hint.replace("[bold]", "").replace("[/]", "")
         assert plain in result.output
         assert max(len(line) for line in plain.splitlines()) > 80
+
+
+def test_token_refuses_a_ttl_no_date_can_hold(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A token expiring past the year 10000 would be refused by every hub: none is minted."""
+    monkeypatch.setenv("EXECUTOR_STREAMER_SECURITY__AUTHENTICATION_REQUIRED", "true")
+    monkeypatch.setenv("EXECUTOR_STREAMER_SECURITY__JWT__SECRET", SECRET)
+    result = runner.invoke(app, ["token", "--sub", "ci", "--ttl", "3000000d"])
+    assert result.exit_code == 2
+    assert "year 10000" in result.output

@@ -27,11 +27,12 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from executor_streamer.security import Scope, mint_token
-from executor_streamer.security.tickets import TICKET_TTL_SECONDS, LocalOnceStore
+from executor_streamer.security.tickets import TICKET_TTL_SECONDS, LocalOnceStore, Tickets
 from executor_streamer.server import websocket as websocket_module
 from executor_streamer.server.runner import HubServer, build_server
 
 from .. import live_server
+from ..conftest import PNG
 from ..live_server import Served, ServerFactory, sse_stream, status
 from ..waiting import clear_of_a_minute_edge
 from .test_websocket import Peer
@@ -859,3 +860,74 @@ async def test_a_stream_may_burst_up_to_its_buffer(make_server: ServerFactory) -
     body = {"events": [status(i) for i in range(11)]}
     too_big = await served.http.post("/api/streams/wf-2/events", json=body, headers=headers)
     assert too_big.status_code == 413
+
+
+# -- defects an adversarial probe found (issue 21) -------------------------------------
+
+
+@pytest.mark.parametrize("exp", [253_402_300_800, 10**12, "1900000000", 1.5e300])
+async def test_a_token_whose_exp_no_date_holds_is_refused(
+    make_server: ServerFactory, exp: Any
+) -> None:
+    """``exp`` past the year 10000, or not a number, is a bad credential (401), not a 500,
+    over HTTP and as a WebSocket's auth message (close 4001, with its code)."""
+    served = await secured(make_server)
+    forged = jwt.encode({"sub": "x", "exp": exp, "scope": {"admin": True}}, SECRET)
+    SECRETS.add(forged)
+    answer = await served.http.get("/api/streams", headers=bearer(forged))
+    assert answer.status_code == 401, answer.text
+    async with ws_peer(served) as p:
+        await p.send({"type": "auth", "token": forged})
+        assert await p.closed_with() == 4001
+
+
+async def test_a_ticket_does_not_outlive_its_credential(make_server: ServerFactory) -> None:
+    """A token inside its leeway buys a ticket; once the hub would refuse the token
+    itself, the ticket is refused too."""
+    served = await secured(make_server)
+    app = served.server.config.app
+    assert isinstance(app, FastAPI)
+    gate = app.state.gate
+    now = [time.time()]
+    gate.tickets = Tickets(gate.tickets.store, leeway_seconds=30, clock=lambda: now[0])
+    late = token(ttl=-20)  # expired 20 s ago: still accepted, within the 30 s leeway
+    issued = await served.http.post("/api/auth/tickets", headers=bearer(late))
+    assert issued.status_code == 201, issued.text
+    ticket = issued.json()["ticket"]
+    SECRETS.add(ticket)
+    now[0] += 11  # past exp + leeway, well within the ticket's own 30 s
+    answer = await served.http.get(f"/api/streams/wf-1/poll?timeout=0&ticket={ticket}")
+    assert answer.status_code == 401
+
+
+async def test_after_failed_guesses_the_right_key_is_refused_too(
+    make_server: ServerFactory,
+) -> None:
+    """Once failed credentials spent the address's requests, every credential from it
+    gets 429 before it is checked: a guesser cannot tell a hit."""
+    await clear_of_a_minute_edge()
+    served = await secured(make_server, rateLimiting={"maxRequestsPerMinute": 3})
+    for i in range(3):
+        wrong = await served.http.get("/api/streams", headers=bearer(f"guess-{i}"))
+        assert wrong.status_code == 401
+    right = await served.http.get("/api/streams", headers=bearer(token()))
+    assert right.status_code == 429, right.text
+    async with ws_peer(served) as p:  # the WebSocket auth message is refused the same way
+        await p.send({"type": "auth", "token": token()})
+        assert await p.closed_with() == 4029
+
+
+@pytest.mark.parametrize(("required", "cache"), [(True, "private"), (False, "public")])
+async def test_screenshots_are_cached_by_shared_caches_only_without_credentials(
+    make_server: ServerFactory, required: bool, cache: str
+) -> None:
+    """Behind a caching proxy, one tenant's image must not answer another's request."""
+    served = await (secured(make_server) if required else make_server())
+    headers = bearer(token(publish=("*",))) if required else {}
+    shot = {"type": "SCREENSHOT", "data": {"image": base64.b64encode(PNG).decode()}}
+    published = await served.http.post("/api/streams/wf-1/events", json=shot, headers=headers)
+    assert published.status_code == 201, published.text
+    url = published.json()["events"][0]["data"]["url"]
+    answer = await served.http.get(url, headers=headers)
+    assert answer.status_code == 200
+    assert answer.headers["cache-control"] == f"{cache}, max-age=31536000, immutable"

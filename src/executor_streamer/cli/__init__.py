@@ -240,18 +240,17 @@ def mint(
         scope = Scope.from_claim(
             {"subscribe": subscribe or [], "publish": publish or [], "admin": admin}
         )
-        seconds = parse_duration(ttl)
+        token = mint_token(
+            jwt.secret.get_secret_value(),
+            sub,
+            scope,
+            parse_duration(ttl),
+            audience=jwt.audience,
+            issuer=jwt.issuer,
+        )
     except (InvalidInput, ValueError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(2) from None
-    token = mint_token(
-        jwt.secret.get_secret_value(),
-        sub,
-        scope,
-        seconds,
-        audience=jwt.audience,
-        issuer=jwt.issuer,
-    )
     typer.echo(token)
 
 

@@ -96,7 +96,20 @@ class JwtVerifier:
             scope = Scope.from_claim(claims.get("scope"))
         except InvalidInput as exc:
             raise Unauthorized(reason=exc.message) from None
-        return Principal(subject, scope, datetime.fromtimestamp(claims["exp"], UTC))
+        return Principal(subject, scope, datetime.fromtimestamp(expiry(claims["exp"]), UTC))
+
+
+MAX_EXP = 253_402_300_800
+"""The first second of the year 10000: ``exp`` must be a JSON number below it."""
+
+
+def expiry(exp: object) -> float:
+    """A token's ``exp`` as seconds since the epoch; ``Unauthorized`` unless it is a JSON
+    number (PyJWT also takes a numeric string) below :data:`MAX_EXP`, which every date
+    type can hold."""
+    if isinstance(exp, bool) or not isinstance(exp, int | float) or not 0 <= exp < MAX_EXP:
+        raise Unauthorized(reason="exp must be a number of seconds before the year 10000")
+    return float(exp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +148,8 @@ def mint_token(
     """A token for ``subject`` with ``scope``, valid ``ttl_seconds`` from now (for tests
     and small setups; a real deployment's tokens come from its identity provider)."""
     now = int(time.time())
+    if not 0 < now + ttl_seconds < MAX_EXP:
+        raise ValueError(f"a ttl of {ttl_seconds} s would expire past the year 10000")
     claims: dict[str, Any] = {"sub": subject, "iat": now, "exp": now + ttl_seconds}
     claims["scope"] = scope.to_claim()
     if audience is not None:

@@ -83,6 +83,13 @@ class RateLimits:
                 "too many requests; slow down", await self._retry_after(self._requests, subject)
             )
 
+    async def refuse_if_spent(self, subject: str) -> None:
+        """``RateLimited`` if ``subject`` has no request left this minute; counts nothing."""
+        if not await self._limiter.test(self._requests, subject):
+            raise RateLimited(
+                "too many requests; slow down", await self._retry_after(self._requests, subject)
+            )
+
     async def events(self, stream: str, count: int, burst: int) -> None:
         """Count ``count`` events published into ``stream`` (its workflow session id),
         whose ``bufferSize`` is ``burst``; nothing is counted when they are refused."""

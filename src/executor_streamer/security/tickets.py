@@ -64,23 +64,38 @@ class LocalOnceStore:
 
 
 class Tickets:
-    def __init__(self, store: OnceStore | None = None, ttl_seconds: float = TICKET_TTL_SECONDS):
+    def __init__(
+        self,
+        store: OnceStore | None = None,
+        ttl_seconds: float = TICKET_TTL_SECONDS,
+        *,
+        leeway_seconds: float = 0,
+        clock: Callable[[], float] = time.time,
+    ):
+        """``leeway_seconds`` is how long past its ``exp`` the hub still accepts a
+        credential (``security.jwt.leewaySeconds``): a ticket is good no longer than that."""
         self.ttl = ttl_seconds
         self.store: OnceStore = store or LocalOnceStore()
+        self._leeway = leeway_seconds
+        self._clock = clock
 
     async def issue(self, principal: Principal) -> str:
         ticket = secrets.token_urlsafe(32)
-        # What the ticket opens expires with the credential (``Principal.expires_at``).
         await self.store.put_once(_key(ticket), _dump(principal), self.ttl)
         return ticket
 
     async def redeem(self, ticket: str) -> Principal:
         """The principal a ticket was issued to; the ticket is spent. A ticket that is
-        unknown, spent or past its time is ``Unauthorized``."""
+        unknown, spent or past its time is ``Unauthorized``, and so is one whose
+        credential the hub would refuse by now: a ticket never outlives what bought it."""
         value = await self.store.take_once(_key(ticket))
         if value is None:
             raise Unauthorized(reason="unknown, spent or expired ticket")
-        return _load(value)
+        principal = _load(value)
+        expires = principal.expires_at
+        if expires is not None and self._clock() > expires.timestamp() + self._leeway:
+            raise Unauthorized(reason="the credential that bought the ticket has expired")
+        return principal
 
 
 def _key(ticket: str) -> str:

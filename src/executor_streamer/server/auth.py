@@ -55,7 +55,9 @@ class Gate:
             if security.api_keys
             else None,
         )
-        self.tickets = Tickets(tickets)
+        self.tickets = Tickets(
+            tickets, leeway_seconds=0 if security.jwt is None else security.jwt.leeway_seconds
+        )
         limits = security.rate_limiting
         self.rate: RateLimits | None = (
             RateLimits(
@@ -96,6 +98,7 @@ class Gate:
     async def credential(self, conn: HTTPConnection, credential: str) -> Principal:
         """The principal of a credential sent other than in a header (a WebSocket's
         ``auth`` message)."""
+        await self._refuse_a_spent_address(conn)
         try:
             return await self.authenticator.verify(credential)
         except Unauthorized as exc:
@@ -103,6 +106,7 @@ class Gate:
             raise
 
     async def _authenticate(self, conn: HTTPConnection, ticket: bool) -> Principal:
+        await self._refuse_a_spent_address(conn)
         try:
             header = conn.headers.get("authorization")
             if header is not None:
@@ -117,6 +121,12 @@ class Gate:
         except Unauthorized as exc:
             await self._refused(conn, exc)
             raise
+
+    async def _refuse_a_spent_address(self, conn: HTTPConnection) -> None:
+        """``RateLimited`` before any credential is checked, once failed credentials
+        spent the address's requests: a guesser cannot tell a hit from a miss."""
+        if self.rate is not None:
+            await self.rate.refuse_if_spent("ip:" + peer_of(conn))
 
     async def _refused(self, conn: HTTPConnection, exc: Unauthorized) -> None:
         _log.info("unauthorized", reason=exc.reason, peer=peer_of(conn))

@@ -17,7 +17,7 @@ from ..types.base import Timestamp
 from ..types.enums import StreamEventType
 from ..types.filters import MAX_SEQ, HistoryFilter
 from ..types.streams import StreamClientInfo, StreamSession
-from .auth import BEARER, Admin, Caller, Gate, admin
+from .auth import BEARER, Admin, Caller, Gate, admin, gate_of
 from .bodies import json_body, json_content
 from .frames import json_list
 from .query import parse_event_types
@@ -286,7 +286,9 @@ async def screenshot(request: Request, ref: str, screenshot_id: str, caller: Cal
     Gate.may_subscribe(caller, hub, ref)
     image = await hub.history.get_screenshot(ref, screenshot_id)
     etag = f'"{image.sha256}"'
-    headers = {"etag": etag, "cache-control": "public, max-age=31536000, immutable"}
+    # With credentials required, a shared cache must never answer another caller with it.
+    shared = "private" if gate_of(request).required else "public"
+    headers = {"etag": etag, "cache-control": f"{shared}, max-age=31536000, immutable"}
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
     return Response(image.data, media_type=image.mime_type, headers=headers)
