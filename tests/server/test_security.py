@@ -931,3 +931,22 @@ async def test_screenshots_are_cached_by_shared_caches_only_without_credentials(
     answer = await served.http.get(url, headers=headers)
     assert answer.status_code == 200
     assert answer.headers["cache-control"] == f"{cache}, max-age=31536000, immutable"
+
+
+async def test_a_producer_sees_its_streams_but_not_who_watches_them(
+    make_server: ServerFactory,
+) -> None:
+    """The stream's description reaches a publish-only credential without its clients
+    (ids and filters), on the list and on the stream itself; a subscriber sees them."""
+    served = await secured(make_server)
+    producer = bearer(token("p", subscribe=(), publish=("wf-*",)))
+    assert (await publish(served, "wf-1", token("p", subscribe=(), publish=("*",)))).is_success
+    async with ws_peer(served, "?streamId=wf-1&types=STATUS", bearer(token())) as p:
+        await p.expect("connection_ack")
+        await p.expect("subscribed")
+        mine = (await served.http.get("/api/streams/wf-1", headers=producer)).json()
+        listed = (await served.http.get("/api/streams", headers=producer)).json()
+        watched = (await served.http.get("/api/streams/wf-1", headers=bearer(token()))).json()
+    assert mine["clients"] == [] and [s["clients"] for s in listed] == [[]]
+    assert mine["linkedWorkflowSessionId"] == "wf-1"
+    assert len(watched["clients"]) == 1

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from ..core.hub import ExecutorStreamer
 from ..core.subscription import CloseReason
 from ..errors import ClientNotFound, InvalidInput
+from ..security import Principal
 from ..types.analytics import ClientActivityReport, StreamMetrics, StreamStats
 from ..types.base import Timestamp
 from ..types.enums import StreamEventType
@@ -41,6 +42,15 @@ def hub_of(request: Request) -> ExecutorStreamer:
     return hub
 
 
+def described(session: StreamSession, caller: Principal) -> dict[str, Any]:
+    """A stream's description as ``caller`` may read it: a producer (publish scope only)
+    sees the stream, not who watches it (the clients, their ids and filters)."""
+    wire = session.to_wire()
+    if not caller.scope.may_subscribe(session.linked_workflow_session_id):
+        wire["clients"] = []
+    return wire
+
+
 def json(payload: Any, status: int = 200) -> Response:
     if hasattr(payload, "model_dump"):
         body = payload.model_dump_json(by_alias=True, exclude_none=True).encode()
@@ -65,7 +75,7 @@ async def list_streams(
         for s in hub.streams
         if (s.is_open or include_closed) and caller.scope.may_see(s.workflow_session_id)
     ]
-    return json([session.to_wire() for session in await hub.stream_sessions(shown)])
+    return json([described(s, caller) for s in await hub.stream_sessions(shown)])
 
 
 @router.post(
@@ -95,7 +105,7 @@ async def metrics(request: Request, _: Admin) -> Response:
 async def get_stream(request: Request, ref: str, caller: Caller) -> Response:
     hub = hub_of(request)
     Gate.may_read(caller, hub, ref)
-    return json(await hub.stream_session(ref))
+    return json(described(await hub.stream_session(ref), caller))
 
 
 @router.delete("/streams/{ref}", status_code=204, responses=ERRORS)
