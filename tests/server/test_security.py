@@ -931,6 +931,8 @@ async def test_screenshots_are_cached_by_shared_caches_only_without_credentials(
     answer = await served.http.get(url, headers=headers)
     assert answer.status_code == 200
     assert answer.headers["cache-control"] == f"{cache}, max-age=31536000, immutable"
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert answer.headers["content-security-policy"] == "default-src 'none'; sandbox"
 
 
 async def test_a_producer_sees_its_streams_but_not_who_watches_them(

@@ -298,7 +298,13 @@ async def screenshot(request: Request, ref: str, screenshot_id: str, caller: Cal
     etag = f'"{image.sha256}"'
     # With credentials required, a shared cache must never answer another caller with it.
     shared = "private" if gate_of(request).required else "public"
-    headers = {"etag": etag, "cache-control": f"{shared}, max-age=31536000, immutable"}
+    headers = {
+        "etag": etag,
+        "cache-control": f"{shared}, max-age=31536000, immutable",
+        # Bytes a producer sent: never sniffed into another type, never run if opened.
+        "x-content-type-options": "nosniff",
+        "content-security-policy": "default-src 'none'; sandbox",
+    }
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
     return Response(image.data, media_type=image.mime_type, headers=headers)

@@ -19,7 +19,19 @@ STATIC = Path(__file__).parent / "static"
 _SDK_COPY = STATIC / "client.js"
 _SDK_SOURCE = Path(__file__).parents[3] / "clients" / "js" / "src" / "index.js"
 _FILES = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
-_NO_STORE = {"cache-control": "no-cache"}
+_HEADERS = {
+    "cache-control": "no-cache",
+    # Only the hub's own files run, talk and draw here (screenshots fetched with a token
+    # become blob: URLs), and no other site may frame the page.
+    "content-security-policy": (
+        "default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
+        "script-src 'self'; style-src 'self'; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
 
 router = APIRouter(include_in_schema=False)
 
@@ -29,7 +41,7 @@ def sdk_path() -> Path:
 
 
 def _page() -> Response:
-    return FileResponse(STATIC / "index.html", media_type="text/html", headers=_NO_STORE)
+    return FileResponse(STATIC / "index.html", media_type="text/html", headers=_HEADERS)
 
 
 @router.get("/")
@@ -45,14 +57,14 @@ async def run_view(ref: str) -> Response:
 @router.get("/favicon.ico")
 async def favicon() -> Response:
     """For clients that ask by convention rather than by the page's ``<link rel=icon>``."""
-    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml", headers=_NO_STORE)
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml", headers=_HEADERS)
 
 
 @router.get("/viewer/{name}")
 async def asset(name: str) -> Response:
     if name == "client.js":
-        return FileResponse(sdk_path(), media_type="text/javascript", headers=_NO_STORE)
+        return FileResponse(sdk_path(), media_type="text/javascript", headers=_HEADERS)
     media_type = _FILES.get(name)
     if media_type is None:
         raise HTTPException(404)
-    return FileResponse(STATIC / name, media_type=media_type, headers=_NO_STORE)
+    return FileResponse(STATIC / name, media_type=media_type, headers=_HEADERS)
