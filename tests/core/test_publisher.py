@@ -368,3 +368,28 @@ class TestLimitsAndAtomicity:
         wire = orjson.loads(record.payload)
         assert wire == event.to_wire()
         assert wire["type"] == StreamEventType.REASONING and "context" not in wire["data"]
+
+
+STATUS = {"type": "STATUS", "data": {"statusType": "step", "status": "running"}}
+
+
+class TestIdempotencyKeys:
+    """A key names one publish into one stream, however the stream is named, and only as
+    long as that stream exists (the Redis engine keeps keys per stream id already)."""
+
+    async def test_a_retry_naming_the_stream_by_its_id_stores_nothing(
+        self, hub: ExecutorStreamer
+    ) -> None:
+        first = await hub.publisher.publish_event("wf-1", STATUS, idempotency_key="k")
+        again = await hub.publisher.publish_event(first.stream_id, STATUS, idempotency_key="k")
+        assert again.id == first.id and again.seq == first.seq == 1
+        assert (await hub.history.get_events("wf-1")).total == 1
+
+    async def test_after_a_purge_the_key_publishes_into_the_new_stream(
+        self, hub: ExecutorStreamer
+    ) -> None:
+        first = await hub.publisher.publish_event("wf-1", STATUS, idempotency_key="k")
+        await hub.destroy_stream("wf-1", purge=True)
+        again = await hub.publisher.publish_event("wf-1", STATUS, idempotency_key="k")
+        assert again.stream_id != first.stream_id and again.seq == 1
+        assert (await hub.history.get_events("wf-1")).total == 1

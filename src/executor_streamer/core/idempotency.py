@@ -31,7 +31,9 @@ def check_idempotency_key(key: object) -> str:
 
 
 class RecentPublishes:
-    """Results of recent publishes by (stream reference, key), oldest first."""
+    """Results of recent publishes by (workflow session id, key), oldest first. The caller
+    names the stream by its workflow session id whatever reference the publish used, so
+    a retry naming it by its ``str_`` id finds the first result."""
 
     def __init__(self, kept_seconds: float = KEPT_SECONDS, max_keys: int = MAX_KEYS) -> None:
         self._kept = kept_seconds
@@ -40,19 +42,27 @@ class RecentPublishes:
         self._entries = OrderedDict()
 
     async def run(
-        self, key: tuple[str, str], publish: Callable[[], Awaitable[list[EventRecord]]]
+        self,
+        key: tuple[str, str],
+        publish: Callable[[], Awaitable[list[EventRecord]]],
+        still_stored: Callable[[list[EventRecord]], bool] = lambda records: True,
     ) -> list[EventRecord]:
         """The first result for ``key``; ``publish`` runs only when there is none. A
-        publish that failed leaves no result: the next call with the key publishes."""
+        publish that failed leaves no result: the next call with the key publishes, and
+        so does one whose result ``still_stored`` denies (its stream was purged since)."""
         while True:
             self._expire(time.monotonic())
             entry = self._entries.get(key)
             if entry is None:
                 break
             try:  # the first call with this key is still in flight, or has stored
-                return list(await asyncio.shield(entry[1]))
+                records = list(await asyncio.shield(entry[1]))
             except Exception:
                 continue
+            if still_stored(records):
+                return records
+            if self._entries.get(key) is entry:
+                del self._entries[key]
         future: asyncio.Future[list[EventRecord]] = asyncio.get_running_loop().create_future()
         self._entries[key] = (time.monotonic() + self._kept, future)
         while len(self._entries) > self._max:

@@ -169,9 +169,18 @@ class StreamPublisher(PublishApi):
                 async with self._in_flight:
                     return await self._shared.publish(session_id, prepared, idempotency_key)
             if idempotency_key is not None:
+                found = self._streams.find(session_id)
+                workflow = session_id if found is None else found.workflow_session_id
+
+                def still_stored(records: list[EventRecord]) -> bool:
+                    """The stream that stored them is the one the session names now."""
+                    current = self._streams.find(workflow)
+                    return current is not None and current.id == records[0].event.stream_id
+
                 return await self._recent.run(
-                    (session_id, idempotency_key),
+                    (workflow, idempotency_key),
                     lambda: self._publish_local(session_id, prepared),
+                    still_stored,
                 )
             return await self._publish_local(session_id, prepared)
         except Exception:
