@@ -234,6 +234,16 @@ async def cors_answer(config: ExecutorStreamerConfig) -> object:
     return response.headers.get("access-control-allow-origin")
 
 
+async def origin_from_the_public_url(config: ExecutorStreamerConfig) -> object:
+    """An SSE request from a page at https://hub.example: refused (403) unless that is
+    the hub's own origin; then it reaches the stream lookup (404, no such stream)."""
+    response = await http_get(config, "/api/streams/nowhere/events", {"origin": ORIGIN})
+    return response.status_code
+
+
+ORIGIN = "https://hub.example"
+
+
 async def storage_url(config: ExecutorStreamerConfig) -> object:
     store = storage_for(config)
     return type(store).__name__, getattr(store, "url", None)
@@ -399,6 +409,7 @@ PROBES: dict[tuple[str, ...], Effect | Refused | Permits] = {
         1000, retained_after_five_seconds
     ),
     ("server", "trusted_proxies"): Effect(["10.0.0.0/8"], forwarded_for),
+    ("server", "public_url"): Effect("https://hub.example", origin_from_the_public_url),
     ("security", "cors_origins"): Effect(["http://app.example"], cors_answer),
     ("security", "authentication_required"): Effect(
         True, streams_status, also={"security": {"jwt": {"secret": SECRET}}}

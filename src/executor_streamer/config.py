@@ -58,6 +58,19 @@ class ServerConfig(WireModel):
     trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
     """Addresses or networks of proxies whose ``X-Forwarded-For`` names the client (for
     per-IP rate limits); any other peer's forwarded headers are ignored."""
+    public_url: str | None = None
+    """The origin browsers reach the hub at (``scheme://host[:port]``, e.g. behind a
+    proxy); with the loopback names on the port the hub listens on, the hub's own origin.
+    Never taken from a request's ``Host`` (DNS rebinding)."""
+
+    @field_validator("public_url")
+    @classmethod
+    def _an_origin(cls, url: str | None) -> str | None:
+        if url is not None and not (
+            _ORIGIN.fullmatch(url.rstrip("/")) and url.lower().startswith(("http://", "https://"))
+        ):
+            raise ValueError(f"{url!r} is not an origin: scheme://host[:port]")
+        return None if url is None else url.rstrip("/").lower()
 
 
 class RateLimitingConfig(WireModel):

@@ -596,6 +596,29 @@ async def test_allowed_and_own_origins_pass(make_server: ServerFactory) -> None:
             assert reader.response.status_code == 200, origin
 
 
+async def test_the_host_header_does_not_make_an_origin_the_hubs_own(
+    make_server: ServerFactory,
+) -> None:
+    """DNS rebinding: a page at rebind.attacker.test:PORT, its name now pointing at the
+    hub, sends a matching Host and Origin. The hub's own origin comes from its
+    configuration and the port it listens on, never from Host: refused."""
+    served = await make_server()
+    await served.http.post("/api/streams/wf-1/events", json=status(1))
+    port = served.base_url.rsplit(":", 1)[1]
+    rebound = {
+        "host": f"rebind.attacker.test:{port}",
+        "origin": f"http://rebind.attacker.test:{port}",
+    }
+    assert await denial_status(served.ws_url, rebound) == 403
+    response = await served.http.get("/api/streams/wf-1/events", headers=rebound)
+    assert response.status_code == 403
+    # The same page on a name the hub was told is its own (server.publicUrl) passes.
+    named = await make_server(server={"publicUrl": f"http://rebind.attacker.test:{port}"})
+    await named.http.post("/api/streams/wf-1/events", json=status(1))
+    async with sse_stream(named, "/api/streams/wf-1/events", rebound) as reader:
+        assert reader.response.status_code == 200
+
+
 async def test_origins_are_checked_without_authentication_too(
     make_server: ServerFactory,
 ) -> None:

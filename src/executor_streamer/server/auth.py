@@ -71,6 +71,7 @@ class Gate:
             else None
         )
         self._origins = frozenset(security.cors_origins)
+        self._public_origin = config.server.public_url
         self.metrics_public = security.metrics_public or not self.required
         if "*" in self._origins:
             _log.warning("cors_any_origin", detail="security.corsOrigins allows any origin")
@@ -175,7 +176,9 @@ class Gate:
         origin = origin.lower()
         if origin == "null":
             raise Forbidden("this origin may not connect")
-        if origin in self._origins or "*" in self._origins or origin == own_origin(conn):
+        if origin in self._origins or "*" in self._origins:
+            return
+        if origin == self._public_origin or origin in loopback_origins(conn):
             return
         raise Forbidden("this origin may not connect")
 
@@ -197,9 +200,22 @@ def peer_of(conn: HTTPConnection) -> str:
     return client.host if client is not None else "unknown"
 
 
-def own_origin(conn: HTTPConnection) -> str:
+_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def loopback_origins(conn: HTTPConnection) -> set[str]:
+    """The origins of this hub's own pages when reached on loopback: the loopback names
+    on the port the connection came in on (the socket's, not the ``Host`` header's)."""
     scheme = {"ws": "http", "wss": "https"}.get(conn.url.scheme, conn.url.scheme)
-    return f"{scheme}://{conn.headers.get('host', '').lower()}"
+    server = conn.scope.get("server")
+    if not server or server[1] is None:
+        return set()
+    port = int(server[1])
+    origins = {f"{scheme}://{name}:{port}" for name in _LOOPBACK_NAMES}
+    if _DEFAULT_PORTS.get(scheme) == port:
+        origins |= {f"{scheme}://{name}" for name in _LOOPBACK_NAMES}
+    return origins
 
 
 def _jwt_verifier(config: JwtConfig) -> JwtVerifier:
