@@ -299,6 +299,28 @@ class TestWire:
             peer.send(Opcode.PING, b"are you there")
             assert await peer.frame() == (Opcode.PONG, b"are you there")
 
+    async def test_a_ping_flood_that_reads_nothing_is_held_to_a_buffer(self) -> None:
+        """A peer that pings and never reads (no credential needed: the protocol answers
+        pings) fills the hub's write buffer with pongs once; then the hub reads no more
+        from it until it takes what was written, so what waits for it stays bounded. Once
+        it reads, the connection works on."""
+        pings = Frame(Opcode.PING, b"p" * 125).serialize(mask=True, extensions=[]) * 500
+        async with serving(Echo()) as server, raw_peer(server, 65_536) as peer:
+            await peer.frame()
+            for _ in range(200):  # at most 13 MB of pings, 26,000 writes of 500 each
+                peer.writer.write(pings)
+                try:
+                    await asyncio.wait_for(peer.writer.drain(), 0.5)
+                except TimeoutError:
+                    break  # the hub stopped reading: the rest waits in the kernel
+            else:
+                raise AssertionError("the hub read 13 MB of pings it could not answer")
+            held = max(p.transport.get_write_buffer_size() for p in protocols(server))
+            assert held < 1 << 20, held
+            peer.send(Opcode.PING, b"still there?")
+            while (frame := await peer.frame(10)) != (Opcode.PONG, b"still there?"):
+                assert frame[0] is Opcode.PONG
+
     async def test_a_full_socket_buffer_holds_sends_back(self) -> None:
         """While the peer reads nothing, the app's sends wait (memory stays bounded);
         once it reads, everything arrives in order."""

@@ -77,6 +77,7 @@ class HubWebSocketProtocol(asyncio.Protocol):
         "_loop",
         "_ping",
         "_ping_sent",
+        "_read_held",
         "_read_paused",
         "_receiver",
         "_response",
@@ -116,6 +117,7 @@ class HubWebSocketProtocol(asyncio.Protocol):
         self._receiver: asyncio.Future[None] | None = None  # while the app waits for a message
         self._writable: asyncio.Future[None] | None = None  # while the socket buffer is full
         self._read_paused = False
+        self._read_held = False  # reading stopped until the peer takes what we wrote
         self._fragments: list[bytes] = []  # the message being received, frame by frame
         self._fragments_text = False
         self.handshake_complete = False
@@ -157,6 +159,10 @@ class HubWebSocketProtocol(asyncio.Protocol):
         writable, self._writable = self._writable, None
         if writable is not None and not writable.done():
             writable.set_result(None)
+        if self._read_held:
+            self._read_held = False
+            if not self._read_paused and not self.transport.is_closing():
+                self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
@@ -239,6 +245,12 @@ class HubWebSocketProtocol(asyncio.Protocol):
             self._data_frame(frame)
         elif opcode is Opcode.PING:
             self._write_pending()  # the pong the connection queued
+            if self._writable is not None and not self._read_held:
+                # A peer that pings and does not read would have us queue pongs without
+                # end, authenticated or not: read on once it has taken what we wrote.
+                self._read_held = True
+                if not self._read_paused:
+                    self.transport.pause_reading()
         elif opcode is Opcode.PONG:
             if self._ping is not None and bytes(frame.data) == self._ping:
                 self._ping = None
@@ -333,7 +345,8 @@ class HubWebSocketProtocol(asyncio.Protocol):
         message = inbox.pop(0)
         if self._read_paused and not inbox and not self.disconnected:
             self._read_paused = False
-            self.transport.resume_reading()
+            if not self._read_held:
+                self.transport.resume_reading()
         return message
 
     async def send(self, message: ASGISendEvent) -> None:
@@ -453,7 +466,8 @@ class HubWebSocketProtocol(asyncio.Protocol):
         self.close_sent = True
         if self._read_paused:
             self._read_paused = False
-            self.transport.resume_reading()
+            if not self._read_held:
+                self.transport.resume_reading()
         # Abort, not close: close would wait to flush what a peer that stopped reading
         # never takes, holding its buffer for good.
         self._close_timer = self._loop.call_later(CLOSE_HANDSHAKE_TIMEOUT, self.transport.abort)
