@@ -54,7 +54,7 @@ class Recorder:
         self.epoch, self.last_seq = epoch, last_seq
 
     async def until(self, count: int) -> list[int]:
-        await eventually(lambda: len(self.seqs) >= count, 5)
+        await eventually(lambda: len(self.seqs) >= count, 30)
         return self.seqs
 
 

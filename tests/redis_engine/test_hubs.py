@@ -624,3 +624,30 @@ async def test_connections_per_subject_are_counted_across_hubs(
     third = opened[0]
     for ws in (first, third):
         await ws.close()
+
+
+async def test_a_request_without_a_valid_credential_never_reaches_redis(
+    make_server: ServerFactory, engine_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request without a valid credential is answered 401 before any lookup in the
+    shared store, so its timing cannot tell whether a stream exists; with one, a stream
+    another hub made is found."""
+    a, b = [await make_server(**secured_config(engine_url)) for _ in range(2)]
+    assert await a.http.post("/api/streams/wf-1/events", json=status(1), headers=bearer())
+    registry = b.hub.streams.shared.registry  # type: ignore[union-attr]
+    lookups: list[str] = []
+    real = registry.lookup
+
+    async def counted(ref: str) -> Any:
+        lookups.append(ref)
+        return await real(ref)
+
+    monkeypatch.setattr(registry, "lookup", counted)
+    for path in ("/api/streams/wf-1/history", "/api/streams/wf-1/events", "/api/streams/wf-1"):
+        for headers in ({}, {"authorization": "Bearer not-a-token"}):
+            assert (await b.http.get(path, headers=headers)).status_code == 401, path
+    published = await b.http.post("/api/streams/wf-2/events", json=status(1))
+    assert published.status_code == 401
+    assert lookups == []
+    found = await b.http.get("/api/streams/wf-1/history", headers=bearer())
+    assert found.status_code == 200 and found.json()["total"] == 1

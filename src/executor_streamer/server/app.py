@@ -36,7 +36,6 @@ SHUTDOWN_GRACE_SECONDS = 5.0
 
 
 _EVENTS_PATH = re.compile(r"/api/streams/([^/]+)/events")
-_STREAM_PATH = re.compile(r"/api/streams/([^/]+)")
 
 
 class HubApp(FastAPI):
@@ -62,8 +61,6 @@ class HubApp(FastAPI):
                 websocket, state.hub, state.metrics, state.connections, state.gate
             ).run()
             return
-        if kind == "http" and self.state.hub.streams.shared is not None:
-            await self._discover(scope["path"])
         if kind == "http" and scope["method"] in ("POST", "GET"):
             target = _EVENTS_PATH.fullmatch(scope["path"])
             if target is not None:
@@ -71,14 +68,6 @@ class HubApp(FastAPI):
                 await self._events(scope, receive, send, target.group(1))
                 return
         await super().__call__(scope, receive, send)
-
-    async def _discover(self, path: str) -> None:
-        """With hubs sharing a backend, a stream another hub made a moment ago may not be
-        known here yet: look it up before any handler asks for it."""
-        target = _STREAM_PATH.match(path)
-        if target is not None:
-            with contextlib.suppress(StreamerError):  # the handler reports it as usual
-                await self.state.hub.streams.discover(target.group(1))
 
     async def _events(self, scope: Scope, receive: Receive, send: Send, ref: str) -> None:
         request = Request(scope, receive)

@@ -8,6 +8,7 @@ delivered event. Answers never say which check failed: ``Unauthorized`` carries 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Annotated
 
@@ -20,7 +21,7 @@ from starlette.requests import HTTPConnection
 
 from ..config import ExecutorStreamerConfig, JwtConfig
 from ..core.hub import ExecutorStreamer
-from ..errors import Forbidden, StreamNotFound, Unauthorized
+from ..errors import Forbidden, StreamerError, StreamNotFound, Unauthorized
 from ..security import ApiKey, ApiKeys, Authenticator, JwtVerifier, Principal, RateLimits, Tickets
 from ..security.rate_limits import ConnectionCaps
 from ..security.scope import Scope
@@ -257,10 +258,23 @@ TICKET = APIKeyQuery(
 )
 
 
+async def discover(conn: HTTPConnection, ref: str | None) -> None:
+    """With hubs sharing a backend, a stream another hub made a moment ago may not be
+    known here yet: look it up before the scope check and the handler ask for it. Only
+    for a caller already authenticated, so that a request without a valid credential
+    never reaches the shared store (nor tells by its timing whether a stream exists)."""
+    streams = conn.app.state.hub.streams
+    if ref is not None and streams.shared is not None:
+        with contextlib.suppress(StreamerError):  # the handler reports it as usual
+            await streams.discover(ref)
+
+
 async def caller(
     request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
 ) -> Principal:
-    return await gate_of(request).principal(request)
+    principal = await gate_of(request).principal(request)
+    await discover(request, request.path_params.get("ref"))
+    return principal
 
 
 async def ticket_caller(
@@ -268,7 +282,9 @@ async def ticket_caller(
     _: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
     __: Annotated[str | None, Security(TICKET)],
 ) -> Principal:
-    return await gate_of(request).principal(request, ticket=True)
+    principal = await gate_of(request).principal(request, ticket=True)
+    await discover(request, request.path_params.get("ref"))
+    return principal
 
 
 async def admin(
@@ -276,6 +292,7 @@ async def admin(
 ) -> Principal:
     principal = await gate_of(request).principal(request)
     Gate.must_be_admin(principal, f"{request.method} {request.url.path}")
+    await discover(request, request.path_params.get("ref"))
     return principal
 
 

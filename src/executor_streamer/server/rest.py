@@ -18,7 +18,7 @@ from ..types.base import Timestamp
 from ..types.enums import StreamEventType
 from ..types.filters import MAX_SEQ, HistoryFilter
 from ..types.streams import StreamClientInfo, StreamSession
-from .auth import BEARER, Admin, Caller, Gate, admin, gate_of
+from .auth import BEARER, Admin, Caller, Gate, admin, discover, gate_of
 from .bodies import json_body, json_content
 from .frames import json_list
 from .query import parse_event_types
@@ -192,6 +192,7 @@ async def publish_response(request: Request, ref: str) -> Response:
     gate: Gate = state.gate
     # Publishes count against the stream's events per second, not the caller's requests.
     principal = await gate.principal(request, count=False)
+    await discover(request, ref)
     hub: ExecutorStreamer = state.hub
     workflow = gate.may_publish(principal, hub, ref)
     document = await json_body(request, state.max_body_bytes)

@@ -12,7 +12,7 @@ from ..core.subscription import CloseReason
 from ..errors import HubNotRunning
 from ..types.base import utc_now
 from ..types.enums import ClientType
-from .auth import BEARER, TICKET, Gate, TicketCaller
+from .auth import BEARER, TICKET, Gate, TicketCaller, discover
 from .polling import poll
 from .query import SEQ, filters_from_types, parse_seq
 from .rest import ERRORS, hub_of
@@ -64,6 +64,7 @@ async def open_event_stream(
     connections = state.connections
     gate.check_origin(request)
     principal = await gate.principal(request, ticket=True)
+    await discover(request, ref)
     if connections.closing:
         raise HubNotRunning("the server is shutting down")
     gate.may_subscribe(principal, hub, ref)
