@@ -975,3 +975,22 @@ async def test_a_producer_sees_its_streams_but_not_who_watches_them(
     assert mine["clients"] == [] and [s["clients"] for s in listed] == [[]]
     assert mine["linkedWorkflowSessionId"] == "wf-1"
     assert len(watched["clients"]) == 1
+
+
+async def test_what_stays_open_without_a_credential(make_server: ServerFactory) -> None:
+    """Health, the viewer's files and the API's description hold no data: open with
+    authentication on, as docs/security.md says; the API itself is not."""
+    served = await secured(make_server)
+    for path in (
+        "/healthz",
+        "/readyz",
+        "/",
+        "/view/wf-1",
+        "/viewer/app.js",
+        "/favicon.ico",
+        "/docs",
+        "/openapi.json",
+    ):
+        assert (await served.http.get(path)).status_code == 200, path
+    for path in ("/api/streams", "/api/streams/wf-1", "/metrics"):
+        assert (await served.http.get(path)).status_code == 401, path
