@@ -20,6 +20,8 @@ import httpx
 import jwt
 import orjson
 import pytest
+import structlog
+import structlog.testing
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
@@ -994,3 +996,22 @@ async def test_what_stays_open_without_a_credential(make_server: ServerFactory) 
         assert (await served.http.get(path)).status_code == 200, path
     for path in ("/api/streams", "/api/streams/wf-1", "/metrics"):
         assert (await served.http.get(path)).status_code == 401, path
+
+
+async def test_forwarded_headers_from_an_untrusted_peer_are_told_once(
+    make_server: ServerFactory,
+) -> None:
+    """A hub behind a proxy it was not told to trust would count every client as the
+    proxy: the first request carrying X-Forwarded-For says so in the log, once."""
+    served = await make_server()
+    forwarded = {"x-forwarded-for": "203.0.113.7"}
+    with structlog.testing.capture_logs() as logged:
+        for _ in range(3):
+            assert (await served.http.get("/api/streams", headers=forwarded)).is_success
+    told = [entry for entry in logged if entry["event"] == "forwarded_headers_ignored"]
+    assert len(told) == 1 and told[0]["log_level"] == "warning"
+    assert "server.trustedProxies" in told[0]["detail"]
+    trusting = await make_server(server={"trustedProxies": ["127.0.0.1"]})
+    with structlog.testing.capture_logs() as logged:
+        assert (await trusting.http.get("/api/streams", headers=forwarded)).is_success
+    assert not [entry for entry in logged if entry["event"] == "forwarded_headers_ignored"]

@@ -73,6 +73,8 @@ class Gate:
         )
         self._origins = frozenset(security.cors_origins)
         self._public_origin = config.server.public_url
+        # Forwarded headers with no proxy trusted: said once, not on every request.
+        self._untrusted_forwards_told = bool(config.server.trusted_proxies)
         self.metrics_public = security.metrics_public or not self.required
         if "*" in self._origins:
             _log.warning("cors_any_origin", detail="security.corsOrigins allows any origin")
@@ -88,9 +90,26 @@ class Gate:
             principal = Authenticator.anonymous(peer_of(conn))
         else:
             principal = await self._authenticate(conn, ticket)
+        if not self._untrusted_forwards_told:
+            self._tell_of_untrusted_forwards(conn)
         if count and self.rate is not None:
             await self.rate.request(self.subject_key(principal))
         return principal
+
+    def _tell_of_untrusted_forwards(self, conn: HTTPConnection) -> None:
+        """A request with ``X-Forwarded-For`` while no proxy is trusted: the hub is most
+        likely behind one, counting every client as the proxy's address (one rate limit
+        for all, and one lock-out after failed credentials). Logged once."""
+        forwarded = conn.headers.get("x-forwarded-for")
+        if forwarded is not None:
+            self._untrusted_forwards_told = True
+            _log.warning(
+                "forwarded_headers_ignored",
+                peer=peer_of(conn),
+                detail="X-Forwarded-For from a peer not in server.trustedProxies: every "
+                "client behind it counts as its address for rate limits; list the proxy "
+                "in server.trustedProxies",
+            )
 
     async def count_anonymous(self, conn: HTTPConnection) -> None:
         """Count a request that needs no credential against its address."""
