@@ -633,7 +633,8 @@ async def test_a_request_without_a_valid_credential_never_reaches_redis(
     shared store, so its timing cannot tell whether a stream exists; with one, a stream
     another hub made is found."""
     a, b = [await make_server(**secured_config(engine_url)) for _ in range(2)]
-    assert await a.http.post("/api/streams/wf-1/events", json=status(1), headers=bearer())
+    made = await a.http.post("/api/streams/wf-1/events", json=status(1), headers=bearer())
+    assert made.status_code == 201, made.text
     registry = b.hub.streams.shared.registry  # type: ignore[union-attr]
     lookups: list[str] = []
     real = registry.lookup
