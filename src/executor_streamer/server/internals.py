@@ -6,7 +6,9 @@ the transport, several WebSocket frames in one write under the hub's own WebSock
 protocol (``ws_protocol``), which itself stands in for uvicorn's. The parts they use are:
 
 - uvicorn: the httptools protocol's ``RequestResponseCycle`` (its response state, flow
-  control, transport and the ``STATUS_LINE`` table); ``protocols.utils`` (addresses,
+  control, transport and the ``STATUS_LINE`` table); ``HttpToolsProtocol``'s parser,
+  pipeline, current cycle and keep-alive timer, which :class:`BoundedHttpProtocol` uses to
+  bound what one connection can make the hub hold; ``protocols.utils`` (addresses,
   ``ClientDisconnected``); ``ServerState`` (what a custom WebSocket protocol is given);
   ``Server.shutdown`` and ``Server.capture_signals``, which :class:`DrainingServer`
   overrides to close live clients first and to exit 0 after a signal;
@@ -30,20 +32,26 @@ import signal
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
+import httptools
 import uvicorn
 from starlette.responses import Response
 from starlette.types import Send
 from starlette.websockets import WebSocket
 from starlette_compress import remove_compress_type
 from uvicorn.protocols.http.flow_control import FlowControl
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.protocols.utils import ClientDisconnected, get_local_addr, get_remote_addr, is_ssl
 from uvicorn.server import ServerState
 from websockets.server import ServerProtocol
 
 __all__ = [
+    "BoundedHttpProtocol",
     "ChunkWriter",
     "ClientDisconnected",
     "DrainingServer",
@@ -180,6 +188,164 @@ def write_whole_response(send: Send, response: Response) -> bool:
     return True
 
 
+MAX_HEADER_BYTES = 64 << 10
+"""A request line and headers larger than this are refused with 431."""
+HEADER_DEADLINE_SECONDS = 10.0
+"""A request's line and headers must arrive within this long of its first byte (and a new
+connection's first request within this long of the connection): slowloris."""
+MAX_QUEUED_REQUESTS = 16
+"""Pipelined requests read ahead of the one being answered; one more ends the connection."""
+MAX_WAITING_CONNECTIONS = 256
+"""Connections still waiting for a request's headers; past it, the longest-waiting one that
+has waited a second or more is closed for each new connection."""
+PATIENCE_SECONDS = 1.0
+LINGER_SECONDS = 2.0
+"""How long a refused connection's input is still read (and dropped) after the answer."""
+
+
+class _QueueFull(Exception):
+    """Raised in a parser callback to stop reading a connection's pipelined requests."""
+
+
+class BoundedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, bounded as docs/security.md "Connections and memory"
+    says: what one connection can make the hub hold does not depend on what it sends.
+
+    - Headers: at most :data:`MAX_HEADER_BYTES` (then 431 and close), within
+      :data:`HEADER_DEADLINE_SECONDS` of the request's first byte (then 408 and close).
+    - Pipelining: uvicorn parses every request in what it read and resumes reading after
+      each answer, so a client that pipelines without reading grew the hub without bound.
+      Here reading resumes only when nothing is queued, and a read that queues more than
+      :data:`MAX_QUEUED_REQUESTS` stops there: the queued requests are answered and the
+      connection closes, so a pipelining client retries the rest on a new one (RFC 9112
+      §9.3.2).
+    - Connections waiting for headers are few: past :data:`MAX_WAITING_CONNECTIONS`, the
+      longest-waiting one is closed for each new one (only one that has waited a second
+      or more: an honest client sends its headers at once, even in a reconnect storm).
+
+    :func:`bounded_http_protocol` gives a subclass per server, with its own list of
+    connections waiting for headers.
+    """
+
+    waiting: ClassVar[dict[BoundedHttpProtocol, float]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_bytes = 0
+        self._deadline: asyncio.TimerHandle | None = None
+        self._finishing = False  # no more requests are read; close after the queued answers
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._close_the_longest_waiting()
+        self._await_headers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._headers_arrived()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._finishing:
+            return  # the rest of a pipeline that went too far: never read
+        self._unset_keepalive_if_required()
+        if self._deadline is not None:
+            self._header_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError:
+            if self._finishing:
+                self._finish_after_queued()
+            else:
+                self.logger.warning("Invalid HTTP request received.")
+                self._refuse(400, "Invalid HTTP request received.")
+            return
+        if self._deadline is not None and self._header_bytes > MAX_HEADER_BYTES:
+            self._refuse(431, "Request header fields too large.")
+
+    def on_message_begin(self) -> None:
+        if len(self.pipeline) >= MAX_QUEUED_REQUESTS:
+            self._finishing = True
+            raise _QueueFull  # stops the parser here: nothing more of this read is kept
+        super().on_message_begin()
+        if self._deadline is None:
+            self._await_headers()
+
+    def on_headers_complete(self) -> None:
+        self._headers_arrived()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.pipeline:
+            self.flow.pause_reading()  # read on only once every queued request is answered
+
+    def _await_headers(self) -> None:
+        self._header_bytes = 0
+        self._deadline = self.loop.call_later(HEADER_DEADLINE_SECONDS, self._too_slow)
+        self.waiting[self] = self.loop.time()
+
+    def _headers_arrived(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self.waiting.pop(self, None)
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        self.waiting.pop(self, None)
+        self._refuse(408, "Request headers took too long.")
+
+    def _close_the_longest_waiting(self) -> None:
+        if len(self.waiting) < MAX_WAITING_CONNECTIONS:
+            return
+        oldest, since = next(iter(self.waiting.items()))
+        if self.loop.time() - since >= PATIENCE_SECONDS:
+            oldest._too_slow()
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer ``status`` and close, or, with answers still to write, close after them."""
+        self._headers_arrived()
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._finishing = True
+            self._finish_after_queued()
+            return
+        self._finishing = True
+        head = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            head += [name, b": ", value, b"\r\n"]
+        body = message.encode("ascii")
+        head.append(b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n")
+        head.append(b"content-length: %d\r\n\r\n%b" % (len(body), body))
+        self.transport.write(b"".join(head))
+        if self.transport.can_write_eof():
+            # Closing now, with what the peer still sends unread, would reset the
+            # connection and lose the answer: read (and drop) a little longer instead.
+            self.transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        else:
+            self.transport.close()
+
+    def _finish_after_queued(self) -> None:
+        """Stop reading; the last request read is answered with ``connection: close``."""
+        self.flow.pause_reading()
+        last = self.pipeline[0][0] if self.pipeline else self.cycle
+        if last is None or last.response_complete:
+            self.transport.close()
+        else:
+            last.keep_alive = False
+
+
+def bounded_http_protocol() -> type[BoundedHttpProtocol]:
+    """A :class:`BoundedHttpProtocol` for one server (its own waiting connections)."""
+    return type("HubHttpProtocol", (BoundedHttpProtocol,), {"waiting": {}})
+
+
 _CYCLE_PARTS = (
     "transport",
     "flow",
@@ -194,6 +360,10 @@ _CYCLE_PARTS = (
     "response_complete",
     "chunked_encoding",
 )
+
+
+async def _no_app(scope: Any, receive: Any, send: Any) -> None:
+    """An ASGI app for :func:`missing_parts` to build a protocol with."""
 
 
 def missing_parts() -> list[str]:
@@ -218,7 +388,28 @@ def missing_parts() -> list[str]:
         lambda: None,
     )
     need(cycle, _CYCLE_PARTS, "uvicorn RequestResponseCycle")
-    need(cycle.flow, ("write_paused",), "uvicorn FlowControl")
+    need(cycle.flow, ("write_paused", "pause_reading"), "uvicorn FlowControl")
+    need(
+        HttpToolsProtocol,
+        (
+            "_unset_keepalive_if_required",
+            "_should_upgrade",
+            "_unsupported_upgrade_warning",
+            "handle_websocket_upgrade",
+            "on_response_complete",
+        ),
+        "uvicorn HttpToolsProtocol",
+    )
+    loop = asyncio.new_event_loop()
+    try:
+        protocol = HttpToolsProtocol(uvicorn.Config(_no_app), ServerState(), {}, _loop=loop)
+    finally:
+        loop.close()
+    need(
+        protocol,
+        ("parser", "pipeline", "cycle", "loop", "logger", "server_state"),
+        "uvicorn HttpToolsProtocol",
+    )
     if 200 not in STATUS_LINE:
         missing.append("uvicorn httptools_impl.STATUS_LINE")
     need(ServerState(), ("connections", "tasks", "default_headers"), "uvicorn ServerState")

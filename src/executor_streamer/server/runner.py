@@ -12,7 +12,7 @@ from ..core.hub import ExecutorStreamer
 from ..logs import redact_library_logs
 from .app import SHUTDOWN_GRACE_SECONDS, create_app
 from .connections import LiveConnections, ping_settings
-from .internals import DrainingServer
+from .internals import DrainingServer, bounded_http_protocol
 from .internals import verify as verify_internals
 from .ws_protocol import HubWebSocketProtocol
 
@@ -50,7 +50,7 @@ def build_server(
         host=host or config.server.host,
         port=config.server.port if port is None else port,
         loop="auto",
-        http="httptools",
+        http=bounded_http_protocol(),  # httptools, bounded (docs/security.md)
         ws=HubWebSocketProtocol,  # instead of uvicorn's websockets-sansio: leaner per connection
         lifespan="on",
         # Protocol pings; a peer that does not answer is closed within the idle
