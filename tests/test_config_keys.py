@@ -381,6 +381,34 @@ async def byte_budget(config: ExecutorStreamerConfig) -> object:
         return sub.close_reason
 
 
+async def large_create_body(config: ExecutorStreamerConfig) -> object:
+    async with running(config) as hub:
+        app = create_app(hub)
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://hub") as http:
+            body = {"workflowSessionId": "wf-1", "metadata": {"note": "n" * (3 << 20)}}
+            response = await http.post("/api/streams", json=body)
+            return response.status_code
+
+
+async def three_streams(config: ExecutorStreamerConfig) -> object:
+    async with running(config) as hub:
+        for name in ("wf-1", "wf-2", "wf-3"):
+            code = await outcome(hub.create_stream(name))
+            if isinstance(code, str):
+                return code
+        return "created"
+
+
+async def memory_at_publish(config: ExecutorStreamerConfig) -> object:
+    async with running(config) as hub:
+        for _ in range(20):
+            code = await outcome(hub.publisher.publish_reasoning("wf-1", "x" * 100_000, 0.5, "p"))
+            if isinstance(code, str):
+                return code
+        return "stored"
+
+
 # SQLite URLs, not paths: for a path the hub makes the folder, and a probe only builds the
 # store (its engine connects lazily), so with URLs nothing is created on disk.
 DB_A = "sqlite+aiosqlite:///probe-a.db"
@@ -452,6 +480,11 @@ PROBES: dict[tuple[str, ...], Effect | Refused | Permits] = {
     ("limits", "max_history_size"): Effect(300_000, big_history),
     ("limits", "max_buffer_size"): Effect(30_000, big_buffer),
     ("limits", "max_queued_bytes"): Effect(64 << 10, byte_budget),
+    ("limits", "max_body_bytes"): Effect(
+        2 << 20, large_create_body, also={"limits": {"maxScreenshotBytes": 1 << 20}}
+    ),
+    ("limits", "max_streams"): Effect(2, three_streams),
+    ("limits", "max_memory_bytes"): Effect(1 << 20, memory_at_publish),
 }
 
 KEYS = sorted(leaf_keys(ExecutorStreamerConfig))

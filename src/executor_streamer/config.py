@@ -248,6 +248,29 @@ class LimitsConfig(WireModel):
     """Bytes that may wait for one client: events and replays queued for each of its
     subscriptions, and on a WebSocket also the replies not yet written and what its
     socket has not taken. A client past it is dropped as a slow consumer (4008)."""
+    max_body_bytes: Annotated[int, Field(ge=1 << 10)] = 16 << 20
+    """Bytes of one HTTP request body, whatever the route (413 past it, unread). It must
+    hold a batch (``maxMessageBytes``) and a base64 screenshot (4/3 of
+    ``maxScreenshotBytes``); a larger one of those is refused at start."""
+    max_streams: Annotated[int, Field(ge=1)] = 10_000
+    """ACTIVE streams this hub holds; creating, auto-creating or reopening one more is a
+    503 ``TOO_MANY_STREAMS`` (closing or purging one frees a place)."""
+    max_memory_bytes: Annotated[int, Field(ge=1 << 20)] = 1 << 30
+    """The budget for what the hub keeps in memory: retained history and screenshots (the
+    memory backend's) and events queued for clients. Past 90 % the oldest CLOSED streams'
+    history is evicted; with nothing left to evict, a publish at the budget is a 503
+    ``MEMORY_PRESSURE`` (docs/configuration.md)."""
+
+    @model_validator(mode="after")
+    def _a_body_holds_a_batch_and_a_screenshot(self) -> Self:
+        needed = max(self.max_message_bytes, self.max_screenshot_bytes * 4 // 3 + 1024)
+        if self.max_body_bytes < needed:
+            raise ValueError(
+                f"maxBodyBytes ({self.max_body_bytes}) must be at least {needed}: a request "
+                "body carries a batch (maxMessageBytes) or a base64 screenshot "
+                "(4/3 of maxScreenshotBytes)"
+            )
+        return self
 
 
 class ExecutorStreamerConfig(ConfigModel):

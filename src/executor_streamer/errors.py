@@ -20,6 +20,8 @@ transports map codes to HTTP statuses and close codes in one table.
     ├── ClientNotFound               CLIENT_NOT_FOUND
     ├── NotSubscribed                NOT_SUBSCRIBED     client has no subscription there
     ├── TooManyClients               TOO_MANY_CLIENTS   per-stream or global limit reached
+    ├── TooManyStreams               TOO_MANY_STREAMS   limits.maxStreams ACTIVE streams held
+    ├── MemoryPressure               MEMORY_PRESSURE    limits.maxMemoryBytes spent; retry later
     ├── SlowConsumer                 SLOW_CONSUMER      a subscriber's queue overflowed
     ├── ReplayNotAllowed             REPLAY_NOT_ALLOWED disabled, or asked of a poller
     ├── ScreenshotNotFound           SCREENSHOT_NOT_FOUND
@@ -201,6 +203,21 @@ class TooManyClients(StreamerError):
     code = "TOO_MANY_CLIENTS"
 
 
+class TooManyStreams(StreamerError):
+    code = "TOO_MANY_STREAMS"
+
+
+class MemoryPressure(StreamerError):
+    """The memory budget is spent and nothing is left to evict; publishing may work again
+    after ``retry_after`` seconds (HTTP ``Retry-After``)."""
+
+    code = "MEMORY_PRESSURE"
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message, {"retryAfter": retry_after})
+        self.retry_after = retry_after
+
+
 class SlowConsumer(StreamerError):
     """The subscriber fell ``bufferSize`` events behind; resume from ``last_seq``."""
 
@@ -263,7 +280,7 @@ def error_from_wire(
             ]
         elif isinstance(error, SlowConsumer):
             error.last_seq = int(error.details.get("lastSeq", 0))
-        elif isinstance(error, RateLimited):
+        elif isinstance(error, RateLimited | MemoryPressure):
             error.retry_after = int(error.details.get("retryAfter", 1))
         elif isinstance(error, Unauthorized):
             error.reason = message
@@ -315,6 +332,7 @@ __all__ = [
     "HubNotRunning",
     "InvalidInput",
     "InvalidStatusTransition",
+    "MemoryPressure",
     "NotSubscribed",
     "RateLimited",
     "RemoteError",
@@ -326,6 +344,7 @@ __all__ = [
     "StreamNotFound",
     "StreamerError",
     "TooManyClients",
+    "TooManyStreams",
     "Unauthorized",
     "UnsupportedMediaType",
     "error_from_wire",

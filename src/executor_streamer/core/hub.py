@@ -51,6 +51,7 @@ from .analytics import StreamAnalytics
 from .clients import ClientRegistry, ClientSession
 from .counters import HubCounters
 from .lifecycle import LifecycleCallbacks, LifecycleNotifier
+from .memory_budget import MemoryBudget
 from .publisher import StreamPublisher
 from .stream_history import StreamHistory
 from .streams import Stream, StreamManager
@@ -83,7 +84,11 @@ class ExecutorStreamer:
             self._notifier.callbacks = callbacks
         self.streams = StreamManager(self.config, self.storage, self._notifier)
         self.clients = ClientRegistry(self.config.server.max_connections)
-        self.publisher = StreamPublisher(self.config, self.streams, self.storage, self.counters)
+        self.memory = MemoryBudget(self.config.limits.max_memory_bytes, self.storage, self.streams)
+        """``limits.maxMemoryBytes`` (docs/configuration.md)."""
+        self.publisher = StreamPublisher(
+            self.config, self.streams, self.storage, self.counters, self.memory
+        )
         self.history = StreamHistory(self.streams, self.storage)
         self.analytics = StreamAnalytics(self.streams, self.clients, self.counters, self.history)
         shared = self.streams.shared
@@ -450,6 +455,7 @@ class ExecutorStreamer:
         while True:
             try:
                 self.expire_idle_clients()
+                await self.memory.maintain()
                 if loop.time() >= next_sync:
                     next_sync = loop.time() + REGISTRY_SYNC_SECONDS
                     await self.streams.sync_registry()

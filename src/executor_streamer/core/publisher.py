@@ -38,6 +38,7 @@ from .commands import CommandTracker
 from .committer import GroupCommitter, PendingPublish
 from .counters import HubCounters
 from .idempotency import InFlight, RecentPublishes, check_idempotency_key
+from .memory_budget import MemoryBudget
 from .publish_api import JsonObject, PublishApi
 from .shared_publish import SharedPublisher
 from .streams import Stream, StreamManager
@@ -64,11 +65,13 @@ class StreamPublisher(PublishApi):
         streams: StreamManager,
         storage: HistoryStore,
         counters: HubCounters,
+        budget: MemoryBudget,
     ) -> None:
         self._config = config
         self._limits = config.limits
         self._streams = streams
         self._counters = counters
+        self._budget = budget
         self._committer = GroupCommitter(storage, self._apply)
         self._recent = RecentPublishes()
         self._in_flight = InFlight()
@@ -165,6 +168,8 @@ class StreamPublisher(PublishApi):
             self._streams.check_running()
             if idempotency_key is not None:
                 check_idempotency_key(idempotency_key)
+            if self._budget.used >= self._budget.limit:
+                await self._budget.admit()  # evicts, or refuses with MEMORY_PRESSURE
             if self._shared is not None:
                 async with self._in_flight:
                     return await self._shared.publish(session_id, prepared, idempotency_key)

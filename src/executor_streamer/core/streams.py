@@ -34,6 +34,7 @@ from ..errors import (
     InvalidStatusTransition,
     StreamNotFound,
     TooManyClients,
+    TooManyStreams,
 )
 from ..history.base import HistoryStore, StreamState
 from ..history.records import EventRecord
@@ -249,6 +250,9 @@ class StreamManager:
         self._by_id: dict[str, Stream] = {}
         self._by_session: dict[str, Stream] = {}
         self._create_lock = asyncio.Lock()
+        self.closings = 0
+        """Streams closed so far: the memory budget looks for something to evict again
+        only when this has changed."""
         self.running = False
         """Set by the hub between start() and stop(); nothing is accepted outside that."""
         self.shared: SharedHistory | None = storage if isinstance(storage, SharedHistory) else None
@@ -399,6 +403,7 @@ class StreamManager:
         stream = self._by_session.get(workflow_session_id)
         if stream is not None and stream.is_open:
             return stream, False
+        self._check_room()
         if stream is not None:
             stream.config = resolved
             if metadata is not None:
@@ -421,6 +426,17 @@ class StreamManager:
         self._notifier.created(workflow_session_id, stream.id)
         _log.info("stream_created", session_id=workflow_session_id, stream_id=stream.id)
         return stream, True
+
+    def _check_room(self) -> None:
+        """``limits.maxStreams``: one more ACTIVE stream must fit. Counted when a stream
+        is made or reopened, never per publish (at most 10,000 streams by default; a
+        shared backend's streams count once this hub holds them)."""
+        limit = self._hub_config.limits.max_streams
+        if sum(1 for s in self._by_id.values() if s.is_open) >= limit:
+            raise TooManyStreams(
+                f"the hub already holds {limit} active streams (limits.maxStreams): "
+                "close or purge one first"
+            )
 
     def get_stream(self, ref: str) -> StreamSession | None:
         stream = self.find(ref)
@@ -568,6 +584,8 @@ class StreamManager:
                 f"a {old} stream cannot become {status}", {"from": old, "to": status}
             )
         stream.status = status
+        if status is SessionStatus.CLOSED:
+            self.closings += 1
         stream.last_activity = utc_now()
         self._notifier.status_changed(stream.workflow_session_id, old, status)
 

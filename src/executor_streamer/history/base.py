@@ -143,6 +143,16 @@ class HistoryStore(Protocol):
     async def usage_bytes(self, stream_id: str) -> int:
         """Bytes held for the stream: serialized events plus screenshots."""
 
+    def held_in_memory(self) -> int:
+        """Bytes of events and screenshots this store keeps in the hub's own memory, what
+        ``limits.maxMemoryBytes`` counts: the memory backend's history; 0 for a backend
+        that keeps history elsewhere and caches none."""
+
+    async def evict(self, stream_id: str) -> int:
+        """Give back the memory held for a CLOSED stream; returns the bytes freed. For the
+        memory backend that is its history itself (gone: the hub gives the stream a new
+        epoch); a durable backend would drop only caches, and holding none, frees 0."""
+
     async def close(self) -> None: ...
 
 

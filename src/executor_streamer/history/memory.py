@@ -37,6 +37,9 @@ class MemoryHistory:
     def __init__(self) -> None:
         self._streams: dict[str, _StreamData] = {}
         self._states: dict[str, StreamState] = {}
+        self._held = 0
+        """Every stream's event and screenshot bytes, kept as they change: read per
+        publish by the memory budget, so never summed."""
 
     async def start(self) -> None:
         """Nothing to connect to."""
@@ -73,11 +76,14 @@ class MemoryHistory:
     def _append(self, write: StreamWrite) -> None:
         data = self._streams[write.stream_id]
         for screenshot_id, image in write.screenshots:
-            data.screenshots.setdefault(screenshot_id, image)
+            if screenshot_id not in data.screenshots:
+                data.screenshots[screenshot_id] = image
+                self._held += len(image.data)
         for record in write.records:
             shot = _screenshot_id(record)
             evicted = data.ring.append(stored(record, shot))
             data.event_bytes += len(record.payload)
+            self._held += len(record.payload)
             if shot is not None:
                 data.references[shot] = data.references.get(shot, 0) + 1
             if evicted is not None:
@@ -145,7 +151,9 @@ class MemoryHistory:
         return drop
 
     async def drop_stream(self, stream_id: str) -> None:
-        self._streams.pop(stream_id, None)
+        data = self._streams.pop(stream_id, None)
+        if data is not None:
+            self._held -= _bytes_of(data)
         self._states.pop(stream_id, None)
 
     async def get_screenshot(self, stream_id: str, screenshot_id: str) -> StoredScreenshot | None:
@@ -154,9 +162,18 @@ class MemoryHistory:
 
     async def usage_bytes(self, stream_id: str) -> int:
         data = self._streams.get(stream_id)
+        return 0 if data is None else _bytes_of(data)
+
+    def held_in_memory(self) -> int:
+        return self._held
+
+    async def evict(self, stream_id: str) -> int:
+        data = self._streams.get(stream_id)
         if data is None:
             return 0
-        return data.event_bytes + sum(len(s.data) for s in data.screenshots.values())
+        before = self._held
+        await self.clear(stream_id)
+        return before - self._held
 
     async def close(self) -> None:
         """Nothing to release; what is held stays for a hub that reuses this store."""
@@ -167,10 +184,10 @@ class MemoryHistory:
             raise KeyError(f"stream {stream_id} was not opened")
         return data
 
-    @staticmethod
-    def _forget(data: _StreamData, removed: Sequence[StoredEvent]) -> None:
+    def _forget(self, data: _StreamData, removed: Sequence[StoredEvent]) -> None:
         for _, _, _, payload, shot in removed:
             data.event_bytes -= len(payload)
+            self._held -= len(payload)
             if shot is None:
                 continue
             left = data.references.get(shot, 0) - 1
@@ -178,7 +195,13 @@ class MemoryHistory:
                 data.references[shot] = left
             else:
                 data.references.pop(shot, None)
-                data.screenshots.pop(shot, None)
+                image = data.screenshots.pop(shot, None)
+                if image is not None:
+                    self._held -= len(image.data)
+
+
+def _bytes_of(data: _StreamData) -> int:
+    return data.event_bytes + sum(len(s.data) for s in data.screenshots.values())
 
 
 def _screenshot_id(record: EventRecord) -> str | None:

@@ -378,6 +378,12 @@ class SqlHistory:
                 raise StorageUnavailable(f"screenshot file {row.sha256} is missing")
         return StoredScreenshot(data, row.mime_type, row.sha256)
 
+    def held_in_memory(self) -> int:
+        return 0  # history lives in the database; nothing is cached in the hub
+
+    async def evict(self, stream_id: str) -> int:
+        return 0
+
     @_storage_errors
     async def usage_bytes(self, stream_id: str) -> int:
         async with self._engine.connect() as connection:

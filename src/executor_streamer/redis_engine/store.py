@@ -197,6 +197,12 @@ class RedisHistory:
     async def usage_bytes(self, stream_id: str) -> int:
         return await self.log.usage_bytes(stream_id)
 
+    def held_in_memory(self) -> int:
+        return 0  # history lives in Redis; nothing is cached in the hub
+
+    async def evict(self, stream_id: str) -> int:
+        return 0
+
     async def clear(self, stream_id: str) -> int:
         return await self.log.clear(stream_id)
 

@@ -20,6 +20,7 @@ from ..errors import StreamerError
 from ..types.events import EventInput
 from ..viewer import router as viewer_router
 from .auth import Gate
+from .bodies import capped_body
 from .connections import LiveConnections, liveness_interval
 from .errors import error_response, install_error_handlers
 from .internals import never_compress, write_whole_response
@@ -67,6 +68,11 @@ class HubApp(FastAPI):
                 scope["app"] = self
                 await self._events(scope, receive, send, target.group(1))
                 return
+        if kind == "http":
+            capped = await capped_body(scope, receive, send, self.state.max_body_bytes)
+            if capped is None:
+                return
+            receive, send = capped
         await super().__call__(scope, receive, send)
 
     async def _events(self, scope: Scope, receive: Receive, send: Send, ref: str) -> None:
@@ -143,9 +149,7 @@ def create_app(hub: ExecutorStreamer) -> FastAPI:
     )
     app.state.metrics = ServerMetrics(hub)
     app.state.connections = connections
-    limits = hub.config.limits
-    # A body may carry a batch or a base64 screenshot, whichever limit is larger.
-    app.state.max_body_bytes = max(limits.max_message_bytes, limits.max_screenshot_bytes * 4 // 3)
+    app.state.max_body_bytes = hub.config.limits.max_body_bytes
     install_error_handlers(app)
     compression = hub.config.compression
     if compression.enabled:

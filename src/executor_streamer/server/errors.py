@@ -11,7 +11,14 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from ..core.subscription import CloseReason
-from ..errors import FieldError, InvalidInput, RateLimited, StreamerError, Unauthorized
+from ..errors import (
+    FieldError,
+    InvalidInput,
+    MemoryPressure,
+    RateLimited,
+    StreamerError,
+    Unauthorized,
+)
 
 HTTP_STATUS: dict[str, int] = {
     "VALIDATION_ERROR": 422,
@@ -33,6 +40,8 @@ HTTP_STATUS: dict[str, int] = {
     "SLOW_CONSUMER": 409,
     "RATE_LIMITED": 429,
     "TOO_MANY_CLIENTS": 503,
+    "TOO_MANY_STREAMS": 503,
+    "MEMORY_PRESSURE": 503,
     "HUB_NOT_RUNNING": 503,
     "STORAGE_UNAVAILABLE": 503,
     "CONFIG_ERROR": 500,
@@ -94,7 +103,7 @@ def error_headers(exc: StreamerError) -> dict[str, str]:
     """What an HTTP answer to ``exc`` must say besides its body (RFC 6750, RFC 9110)."""
     if isinstance(exc, Unauthorized):
         return {"www-authenticate": "Bearer"}
-    if isinstance(exc, RateLimited):
+    if isinstance(exc, RateLimited | MemoryPressure):
         return {"retry-after": str(exc.retry_after)}
     return {}
 

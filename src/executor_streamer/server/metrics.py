@@ -105,6 +105,26 @@ class _HubCollector(Collector):
             "Publish requests refused (invalid, too large, closed stream...).",
             value=hub.counters.publish_failures,
         )
+        budget = hub.memory
+        memory = GaugeMetricFamily(
+            "executor_streamer_memory_bytes",
+            "The memory budget (limits.maxMemoryBytes) and what is counted against it.",
+            labels=["part"],
+        )
+        memory.add_metric(["limit"], budget.limit)
+        memory.add_metric(["history"], budget.history_bytes)
+        memory.add_metric(["queues"], budget.queued_bytes)
+        yield memory
+        yield CounterMetricFamily(
+            "executor_streamer_memory_evicted_streams",
+            "Closed streams whose history was evicted to keep within the memory budget.",
+            value=budget.evicted_streams,
+        )
+        yield CounterMetricFamily(
+            "executor_streamer_memory_refused_publishes",
+            "Publishes refused with MEMORY_PRESSURE: the budget spent, nothing to evict.",
+            value=budget.refused_publishes,
+        )
         yield CounterMetricFamily(
             "executor_streamer_slow_consumers_dropped",
             "Subscribers dropped for falling bufferSize events behind.",

@@ -1,0 +1,111 @@
+"""``limits.maxMemoryBytes``: one budget for what the hub keeps in memory.
+
+What counts: the history and screenshots the storage backend keeps in the hub's own
+memory (the memory backend's; a durable backend keeps none) and the events queued for
+subscribers. Past :data:`EVICT_FROM` of the budget, the CLOSED streams whose history is
+held here are evicted, least recently active first, until the use is back under
+:data:`EVICT_TO`; an evicted stream gets a new epoch, so a client resuming it learns
+``recovered: false`` rather than missing events silently. Open streams are never evicted:
+with nothing left to evict, a publish at the budget is refused (503 ``MEMORY_PRESSURE``),
+while subscribers, history reads and health checks go on.
+
+The publish path reads one integer and compares it (:meth:`MemoryBudget.admit`); queued
+bytes are summed once a second by the maintenance loop, never per event.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from ..errors import MemoryPressure
+from ..history.base import HistoryStore
+from ..types.enums import SessionStatus
+from ..types.ids import new_epoch
+from .streams import StreamManager
+
+EVICT_FROM = 0.9
+EVICT_TO = 0.8
+RETRY_AFTER_SECONDS = 5
+
+_log = structlog.get_logger("executor_streamer.memory")
+
+
+class MemoryBudget:
+    def __init__(self, limit: int, storage: HistoryStore, streams: StreamManager) -> None:
+        self.limit = limit
+        self._storage = storage
+        self._streams = streams
+        self.queued_bytes = 0
+        """Bytes queued for subscribers at the last :meth:`maintain`."""
+        self.evicted_streams = 0
+        self.evicted_bytes = 0
+        self.refused_publishes = 0
+        self._searched_at_closings = -1
+        """``streams.closings`` when a search last found nothing to evict: until another
+        stream closes, a publish at the budget is refused without searching again (a
+        refusal stays cheap under a flood)."""
+
+    @property
+    def history_bytes(self) -> int:
+        return self._storage.held_in_memory()
+
+    @property
+    def used(self) -> int:
+        return self._storage.held_in_memory() + self.queued_bytes
+
+    async def admit(self) -> None:
+        """Before a publish: evict if the budget is spent, and refuse if that frees nothing."""
+        if self.used < self.limit:
+            return
+        if self._streams.closings != self._searched_at_closings:
+            await self.evict()
+            if self.used < self.limit:
+                return
+            self._searched_at_closings = self._streams.closings
+        self.refused_publishes += 1
+        raise MemoryPressure(
+            f"the hub's memory budget ({self.limit} bytes, limits.maxMemoryBytes) is spent "
+            "and no closed stream is left to evict: retry later",
+            RETRY_AFTER_SECONDS,
+        )
+
+    async def maintain(self) -> None:
+        """Once a second: count queued bytes, and evict past :data:`EVICT_FROM`."""
+        self.queued_bytes = sum(
+            sub.queued_bytes for stream in self._streams for sub in stream.subscriptions
+        )
+        if self.used > self.limit * EVICT_FROM:
+            await self.evict()
+
+    async def evict(self) -> int:
+        """Evict CLOSED streams' history, least recently active first, down to
+        :data:`EVICT_TO` of the budget; returns the bytes freed."""
+        target = int(self.limit * EVICT_TO)
+        closed = sorted(
+            (s for s in self._streams if s.status is SessionStatus.CLOSED),
+            key=lambda s: s.last_activity,
+        )
+        freed = 0
+        for stream in closed:
+            if self.used <= target:
+                break
+            async with stream.exclusive():
+                if stream.status is not SessionStatus.CLOSED:
+                    continue  # reopened meanwhile
+                released = await self._storage.evict(stream.id)
+                if not released:
+                    continue
+                # The history is gone: a new epoch tells a resuming client so.
+                stream.epoch = new_epoch()
+                await self._storage.save_stream(stream.state())
+            freed += released
+            self.evicted_streams += 1
+            self.evicted_bytes += released
+            _log.info(
+                "stream_history_evicted",
+                session_id=stream.workflow_session_id,
+                freed_bytes=released,
+                used_bytes=self.used,
+                limit_bytes=self.limit,
+            )
+        return freed
