@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from executor_streamer.history.ring import EventRing, StoredEvent, stored
 
@@ -63,3 +65,23 @@ class TestEventRing:
         ring = EventRing(3)
         assert (ring.first_seq, ring.last_seq, list(ring)) == (None, None, [])
         assert ring.index_of_seq(4) == 0
+
+
+@given(
+    capacity=st.integers(1, 40),
+    appended=st.integers(0, 120),
+    popped=st.integers(0, 10),
+    start=st.integers(-3, 45),
+    stop=st.integers(-3, 45),
+)
+def test_a_copy_is_what_a_slice_reads(
+    capacity: int, appended: int, popped: int, start: int, stop: int
+) -> None:
+    """``copy`` (list slicing over the ring's storage, wrapped or not) against ``slice``
+    (one position at a time)."""
+    ring = EventRing(capacity)
+    for seq in range(1, appended + 1):
+        ring.append(entry(seq))
+    for _ in range(min(popped, len(ring))):
+        ring.pop_oldest()
+    assert ring.copy(start, stop) == list(ring.slice(start, stop))

@@ -9,6 +9,7 @@ rely on both.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +43,36 @@ def page_of(
         if predicate is not None and not predicate(record):
             continue
         if spec.offset <= total < spec.offset + spec.limit:
+            page.append(record)
+        total += 1
+    return HistoryPage(page, total)
+
+
+SLICE_BYTES = 256 << 10
+SLICE_RECORDS = 2_000
+"""A search over what a backend holds in the hub (memory, or read back from Redis) gives
+the event loop a turn after this many bytes of events or this many events, whichever
+comes first: a search over 100 MiB once held every client up for 130 ms."""
+
+
+async def page_in_slices(
+    records: Iterable[EventRecord], spec: HistoryFilter, predicate: Predicate | None
+) -> HistoryPage:
+    """:func:`page_of`, in slices, letting other tasks run between them. ``records`` must
+    not change meanwhile (a copy, not a live view of a ring)."""
+    total = 0
+    page: list[EventRecord] = []
+    work = count = 0
+    first, last = spec.offset, spec.offset + spec.limit
+    for record in records:
+        work += len(record.payload)
+        count += 1
+        if work >= SLICE_BYTES or count >= SLICE_RECORDS:
+            await asyncio.sleep(0)
+            work = count = 0
+        if predicate is not None and not predicate(record):
+            continue
+        if first <= total < last:
             page.append(record)
         total += 1
     return HistoryPage(page, total)
@@ -163,5 +194,6 @@ __all__ = [
     "StoredScreenshot",
     "StreamState",
     "StreamWrite",
+    "page_in_slices",
     "page_of",
 ]

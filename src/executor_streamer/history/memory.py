@@ -8,17 +8,23 @@ also frees the images only trimmed events used: memory stays bounded by
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import islice
 
 from ..types.enums import StreamEventType
 from ..types.events import ScreenshotInfo
 from ..types.filters import HistoryFilter
 from ..types.streams import StreamConfig
-from .base import HistoryPage, ResumeRead, StoredScreenshot, StreamState, StreamWrite, page_of
+from .base import (
+    HistoryPage,
+    ResumeRead,
+    StoredScreenshot,
+    StreamState,
+    StreamWrite,
+    page_in_slices,
+)
 from .records import EventRecord, Predicate, history_predicate
 from .ring import EventRing, StoredEvent, record_of, stored
 
@@ -99,15 +105,16 @@ class MemoryHistory:
         start = 0 if spec.after_seq is None else ring.index_of_seq(spec.after_seq + 1)
         if spec.start_time is not None:
             start = max(start, ring.index_of_time(spec.start_time))
-        end = spec.end_time
-        in_time = (
-            record_of(entry)
-            # Stamps never decrease, so nothing after the first one past the end matches.
-            for entry in itertools.takewhile(
-                lambda e: end is None or e[1] <= end, ring.slice(start)
-            )
-        )
-        return page_of(in_time, spec, history_predicate(spec))
+        stop = len(ring)
+        if spec.end_time is not None:
+            # Stamps never decrease and have microseconds: the first one past the end.
+            stop = ring.index_of_time(spec.end_time + timedelta(microseconds=1))
+        entries = ring.copy(start, stop)  # the ring may move while the search yields
+        predicate = history_predicate(spec)
+        if predicate is None:  # nothing to read: the page is a slice of what is held
+            window = entries[spec.offset : spec.offset + spec.limit]
+            return HistoryPage([record_of(e) for e in window], len(entries))
+        return await page_in_slices(map(record_of, entries), spec, predicate)
 
     async def read_range(
         self, stream_id: str, after: int, until: int, predicate: Predicate | None

@@ -12,7 +12,13 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from ..errors import StorageUnavailable
-from ..history.base import HistoryPage, ResumeRead, StoredScreenshot, StreamWrite, page_of
+from ..history.base import (
+    HistoryPage,
+    ResumeRead,
+    StoredScreenshot,
+    StreamWrite,
+    page_in_slices,
+)
 from ..history.records import EventRecord, Predicate, history_predicate, stamp_text
 from ..types.base import format_timestamp
 from ..types.filters import HistoryFilter
@@ -123,7 +129,7 @@ class RedisEventLog:
             if end is not None and stamp > end:
                 break  # stamps never decrease along seqs
             in_time.append(record)
-        return page_of(in_time, spec, history_predicate(spec))
+        return await page_in_slices(in_time, spec, history_predicate(spec))
 
     async def read_range(
         self, stream_id: str, after: int, until: int, predicate: Predicate | None
