@@ -121,7 +121,7 @@ async def http_gets(
     async with running(config) as hub:
         app = create_app(hub)
         transport = httpx.ASGITransport(app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://hub") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
             return [await http.get(path, headers=headers) for _ in range(times)]
 
 
@@ -293,7 +293,7 @@ async def five_requests(config: ExecutorStreamerConfig) -> object:
 async def three_events_published(config: ExecutorStreamerConfig) -> object:
     async with running(config) as hub:
         transport = httpx.ASGITransport(create_app(hub))
-        async with httpx.AsyncClient(transport=transport, base_url="http://hub") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
             statuses = []
             for i in range(3):
                 event = {"type": "STATUS", "data": {"statusType": "a", "status": str(i)}}
@@ -385,7 +385,7 @@ async def large_create_body(config: ExecutorStreamerConfig) -> object:
     async with running(config) as hub:
         app = create_app(hub)
         transport = httpx.ASGITransport(app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://hub") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
             body = {"workflowSessionId": "wf-1", "metadata": {"note": "n" * (3 << 20)}}
             response = await http.post("/api/streams", json=body)
             return response.status_code

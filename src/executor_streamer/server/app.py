@@ -16,13 +16,14 @@ from starlette.websockets import WebSocket
 from starlette_compress import CompressMiddleware
 
 from ..core.hub import ExecutorStreamer
-from ..errors import StreamerError
+from ..errors import Forbidden, StreamerError
 from ..types.events import EventInput
 from ..viewer import router as viewer_router
 from .auth import Gate
 from .bodies import capped_body
 from .connections import LiveConnections, liveness_interval
 from .errors import error_response, install_error_handlers
+from .hosts import names_this_hub, own_host_names
 from .internals import never_compress, write_whole_response
 from .metrics import ServerMetrics
 from .ops import router as ops_router
@@ -54,6 +55,10 @@ class HubApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
+        names = self.state.own_host_names
+        if names is not None and kind != "lifespan" and not names_this_hub(scope, names):
+            await self._not_this_hub(scope, receive, send)
+            return
         if kind == "websocket" and scope["path"] == "/ws":
             scope["app"] = self
             state = self.state
@@ -98,6 +103,18 @@ class HubApp(FastAPI):
             response = error_response(exc, cors)
         if not write_whole_response(send, response):
             await response(scope, receive, send)
+
+    async def _not_this_hub(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refusal = Forbidden(
+            "this hub does not answer to that name (DNS rebinding): reach it at localhost, "
+            "an address, or the host of server.publicUrl"
+        )
+        if scope["type"] != "websocket":
+            await error_response(refusal)(scope, receive, send)
+        elif "websocket.http.response" in scope.get("extensions", {}):
+            await WebSocket(scope, receive, send).send_denial_response(error_response(refusal))
+        else:
+            await WebSocket(scope, receive, send).close()  # 403 is all such a server can say
 
     def _cors_headers(self, origin: str | None) -> dict[str, str]:
         """What CORSMiddleware adds to a simple request's response from ``origin``."""
@@ -150,6 +167,7 @@ def create_app(hub: ExecutorStreamer) -> FastAPI:
     app.state.metrics = ServerMetrics(hub)
     app.state.connections = connections
     app.state.max_body_bytes = hub.config.limits.max_body_bytes
+    app.state.own_host_names = own_host_names(hub.config)
     install_error_handlers(app)
     compression = hub.config.compression
     if compression.enabled:
