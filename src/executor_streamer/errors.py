@@ -10,6 +10,7 @@ transports map codes to HTTP statuses and close codes in one table.
     │   └── BatchTooLarge            BATCH_TOO_LARGE    over limits.maxBatchSize
     ├── BodyTooLarge                 BODY_TOO_LARGE     a request body over the limit
     ├── UnsupportedMediaType         UNSUPPORTED_MEDIA_TYPE a body that is not JSON
+    ├── IdempotencyKeyReused         IDEMPOTENCY_KEY_REUSED a key sent again with other events
     ├── ConfigError                  CONFIG_ERROR       an invalid configuration value
     ├── Unauthorized                 UNAUTHORIZED       no credential, or a bad one
     ├── Forbidden                    FORBIDDEN          a good credential, not allowed this
@@ -126,6 +127,13 @@ class UnsupportedMediaType(StreamerError):
             f"request bodies must be application/json, not {content_type or 'untyped'}",
             {"contentType": content_type},
         )
+
+
+class IdempotencyKeyReused(StreamerError):
+    """An ``Idempotency-Key`` sent again within its lifetime with other events than the
+    first time: nothing is stored (a retry must repeat its request exactly)."""
+
+    code = "IDEMPOTENCY_KEY_REUSED"
 
 
 class ConfigError(StreamerError):
@@ -330,6 +338,7 @@ __all__ = [
     "FieldError",
     "Forbidden",
     "HubNotRunning",
+    "IdempotencyKeyReused",
     "InvalidInput",
     "InvalidStatusTransition",
     "MemoryPressure",

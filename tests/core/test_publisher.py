@@ -17,6 +17,7 @@ from executor_streamer import (
     EventTooLarge,
     ExecutorStreamer,
     ExecutorStreamerConfig,
+    IdempotencyKeyReused,
     InvalidInput,
     StreamEventType,
     StreamNotFound,
@@ -393,3 +394,24 @@ class TestIdempotencyKeys:
         again = await hub.publisher.publish_event("wf-1", STATUS, idempotency_key="k")
         assert again.stream_id != first.stream_id and again.seq == 1
         assert (await hub.history.get_events("wf-1")).total == 1
+
+    async def test_the_same_key_with_other_events_is_refused_and_stores_nothing(
+        self, hub: ExecutorStreamer
+    ) -> None:
+        await hub.publisher.publish_wire("wf-1", STATUS, "k")
+        other = {"type": "STATUS", "data": {"statusType": "step", "status": "other"}}
+        with pytest.raises(IdempotencyKeyReused):
+            await hub.publisher.publish_wire("wf-1", other, "k")
+        with pytest.raises(IdempotencyKeyReused):  # a batch is other events too
+            await hub.publisher.publish_wire("wf-1", {"events": [STATUS, STATUS]}, "k")
+        assert (await hub.history.get_events("wf-1")).total == 1
+
+    async def test_a_key_is_its_owner_s(self, hub: ExecutorStreamer) -> None:
+        """Two producers that happen to pick the same key publish twice; each one's retry
+        stores nothing."""
+        a = await hub.publisher.publish_wire("wf-1", STATUS, "k", owner="producer-a")
+        b = await hub.publisher.publish_wire("wf-1", STATUS, "k", owner="producer-b")
+        assert [r.seq for r in a + b] == [1, 2]
+        again = await hub.publisher.publish_wire("wf-1", STATUS, "k", owner="producer-b")
+        assert [r.seq for r in again] == [2]
+        assert (await hub.history.get_events("wf-1")).total == 2

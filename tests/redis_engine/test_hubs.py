@@ -17,6 +17,7 @@ import orjson
 import pytest
 import websockets
 
+from executor_streamer.errors import IdempotencyKeyReused
 from executor_streamer.history.shared import Published
 from executor_streamer.redis_engine.store import RedisHistory
 from executor_streamer.security import Scope, mint_token
@@ -652,3 +653,26 @@ async def test_a_request_without_a_valid_credential_never_reaches_redis(
     assert lookups == []
     found = await b.http.get("/api/streams/wf-1/history", headers=bearer())
     assert found.status_code == 200 and found.json()["total"] == 1
+
+
+async def test_a_key_is_its_owner_s_and_names_one_publish(
+    make_server: ServerFactory, engine_url: str
+) -> None:
+    """Keys kept in Redis follow the same rules as one hub's: per owner, and refused
+    when sent again with other events (nothing stored)."""
+    a, b = await hubs(make_server, engine_url, 2)
+    one = {"type": "STATUS", "data": {"statusType": "n", "status": "one"}}
+    two = {"type": "STATUS", "data": {"statusType": "n", "status": "two"}}
+    first = await a.hub.publisher.publish_wire("wf-1", one, "k", owner="producer-a")
+    other_owner = await b.hub.publisher.publish_wire("wf-1", one, "k", owner="producer-b")
+    assert [r.seq for r in first + other_owner] == [1, 2]
+    again = await b.hub.publisher.publish_wire("wf-1", one, "k", owner="producer-a")
+    assert [r.seq for r in again] == [1]
+    with pytest.raises(IdempotencyKeyReused):
+        await b.hub.publisher.publish_wire("wf-1", two, "k", owner="producer-a")
+    refused = await publish(a, "wf-1", status(1), **{"Idempotency-Key": "h"})
+    assert refused.status_code == 201
+    reused = await publish(b, "wf-1", status(2), **{"Idempotency-Key": "h"})
+    assert reused.status_code == 422
+    assert reused.json()["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+    assert (await a.http.get("/api/streams/wf-1/history")).json()["total"] == 3

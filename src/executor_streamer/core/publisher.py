@@ -21,6 +21,7 @@ from ..config import ExecutorStreamerConfig
 from ..errors import EventTooLarge, FieldError, InvalidInput, StreamClosed, StreamNotFound
 from ..history.base import HistoryStore, StreamWrite
 from ..history.records import EventRecord
+from ..history.shared import IdempotencyKey
 from ..types.enums import SessionStatus, StreamEventType
 from ..types.events import (
     COMMAND_EVENT_TYPES,
@@ -37,7 +38,7 @@ from ..types.ids import STREAM_ID_PREFIX, new_event_ids
 from .commands import CommandTracker
 from .committer import GroupCommitter, PendingPublish
 from .counters import HubCounters
-from .idempotency import InFlight, RecentPublishes, check_idempotency_key
+from .idempotency import InFlight, RecentPublishes, check_idempotency_key, fingerprint
 from .memory_budget import MemoryBudget
 from .publish_api import JsonObject, PublishApi
 from .shared_publish import SharedPublisher
@@ -130,10 +131,15 @@ class StreamPublisher(PublishApi):
         return [r.event for r in records]
 
     async def publish_wire(
-        self, session_id: str, document: Any, idempotency_key: str | None = None
+        self,
+        session_id: str,
+        document: Any,
+        idempotency_key: str | None = None,
+        owner: str = "",
     ) -> list[EventRecord]:
         """Publish a decoded request body: one event ``{type, data, metadata?}`` or a
-        batch ``{events: [...]}``. Returns the records, wire bytes included."""
+        batch ``{events: [...]}``. Returns the records, wire bytes included. ``owner``:
+        whose ``idempotency_key`` it is (see :meth:`publish_prepared`)."""
         try:
             if isinstance(document, dict) and "events" in document:
                 items = document["events"]
@@ -150,7 +156,7 @@ class StreamPublisher(PublishApi):
         except InvalidInput:
             self._counters.record_rejected()
             raise
-        return await self.publish_prepared(session_id, prepared, idempotency_key)
+        return await self.publish_prepared(session_id, prepared, idempotency_key, owner)
 
     # -- the one path every publish takes ----------------------------------------------
 
@@ -159,21 +165,27 @@ class StreamPublisher(PublishApi):
         session_id: str,
         prepared: Sequence[PreparedEvent],
         idempotency_key: str | None = None,
+        owner: str = "",
     ) -> list[EventRecord]:
         """Store and deliver validated events; returns the records, wire bytes included.
 
         A publish repeated with the same ``idempotency_key`` within 5 minutes stores
-        nothing and returns the events the first one stored (docs/rest.md)."""
+        nothing and returns the events the first one stored; with other events it is
+        refused (``IDEMPOTENCY_KEY_REUSED``). A key is ``owner``'s (the credential's
+        subject over HTTP; "" in-process): another owner's key of the same text is
+        another key (docs/rest.md)."""
         try:
             self._streams.check_running()
+            idempotency = None
             if idempotency_key is not None:
                 check_idempotency_key(idempotency_key)
+                idempotency = IdempotencyKey(idempotency_key, owner, fingerprint(prepared))
             if self._budget.used >= self._budget.limit:
                 await self._budget.admit()  # evicts, or refuses with MEMORY_PRESSURE
             if self._shared is not None:
                 async with self._in_flight:
-                    return await self._shared.publish(session_id, prepared, idempotency_key)
-            if idempotency_key is not None:
+                    return await self._shared.publish(session_id, prepared, idempotency)
+            if idempotency is not None:
                 found = self._streams.find(session_id)
                 workflow = session_id if found is None else found.workflow_session_id
 
@@ -183,7 +195,8 @@ class StreamPublisher(PublishApi):
                     return current is not None and current.id == records[0].event.stream_id
 
                 return await self._recent.run(
-                    (workflow, idempotency_key),
+                    (owner, workflow, idempotency.key),
+                    idempotency.fingerprint,
                     lambda: self._publish_local(session_id, prepared),
                     still_stored,
                 )

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import StreamNotFound
 from ..history.records import STAMP_FIELD, STAMP_SIZE, EventRecord
-from ..history.shared import CommandOp, EventParts, SharedHistory
+from ..history.shared import CommandOp, EventParts, IdempotencyKey, SharedHistory
 from ..types.base import format_timestamp, utc_now
 from ..types.enums import StreamEventType
 from ..types.events import CommandCompletedData, CommandFailedData, CommandStartedData
@@ -49,7 +49,10 @@ class SharedPublisher:
         self._store = store
 
     async def publish(
-        self, session_id: str, prepared: Sequence[PreparedEvent], idempotency_key: str | None
+        self,
+        session_id: str,
+        prepared: Sequence[PreparedEvent],
+        idempotency: IdempotencyKey | None,
     ) -> list[EventRecord]:
         stamp = utc_now()
         stream = await self._streams.discover(session_id)
@@ -66,7 +69,7 @@ class SharedPublisher:
         else:
             parts = self._parts(stream.id, stream.workflow_session_id, prepared, stamp)
         published = await self._store.publish(
-            stream.state(), parts, format_timestamp(stamp), idempotency_key
+            stream.state(), parts, format_timestamp(stamp), idempotency
         )
         records = published.records
         if not published.repeated and records:

@@ -43,6 +43,17 @@ class EventParts:
 
 
 @dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    """An ``Idempotency-Key`` as the hub keeps it (docs/rest.md): the key is its owner's
+    (the credential's subject; "" in-process and without authentication) and names one
+    publish into one stream, whose events ``fingerprint`` sums up."""
+
+    key: str
+    owner: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
 class Published:
     epoch: str
     records: list[EventRecord]
@@ -150,7 +161,7 @@ class SharedHistory(HistoryStore, Protocol):
         state: StreamState,
         parts: Sequence[EventParts],
         timestamp: str,
-        idempotency_key: str | None,
+        idempotency: IdempotencyKey | None,
     ) -> Published:
         """Number and store ``parts`` atomically and tell every hub following the stream.
         Raises ``StreamClosed`` if the stream is closed and ``StorageUnavailable`` when the

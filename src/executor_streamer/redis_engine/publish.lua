@@ -2,8 +2,8 @@
 -- to its end before any other command, so seqs are contiguous whichever hub calls it.
 --
 -- KEYS: 1 meta hash, 2 events Stream, 3 images hash, 4 idempotency key
--- ARGV: 1 epoch to use if the stream has none, 2 maxHistorySize, 3 idempotency key
---       given ("1") or not (""), 4 its lifetime in ms, 5 the hub's timestamp,
+-- ARGV: 1 epoch to use if the stream has none, 2 maxHistorySize, 3 the fingerprint of
+--       the events, kept with the key (the hub compares it on a repeat), 4 its lifetime in ms, 5 the hub's timestamp,
 --       6 workflow session id, 7 config JSON, 8 metadata JSON, 9 created-at,
 --       10 channel, 11 number of events, then 11 fields per event:
 --       type, head, mid, tail, command op, command name, command id,
@@ -11,7 +11,7 @@
 -- An event's payload is head .. seq .. mid .. timestamp .. tail: the hub serialized it
 -- with those two fields cut out, since only this script knows them.
 -- Returns {"ok", epoch, first seq, timestamp, created, resolved command ids...},
--- {"dup", "<epoch>\n<first seq>\n<count>"} or {"closed"}.
+-- {"dup", "<epoch>\n<first seq>\n<count>\n<fingerprint>"} or {"closed"}.
 
 local meta, events, images, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 
@@ -103,7 +103,7 @@ redis.call('SPUBLISH', ARGV[10],
   'E' .. epoch .. '\n' .. string.format('%d', first) .. '\n' .. table.concat(types, ',') .. '\n' .. table.concat(payloads, '\n'))
 
 if ARGV[3] ~= '' then
-  redis.call('SET', idem, epoch .. '\n' .. string.format('%d', first) .. '\n' .. count, 'PX', ARGV[4])
+  redis.call('SET', idem, epoch .. '\n' .. string.format('%d', first) .. '\n' .. count .. '\n' .. ARGV[3], 'PX', ARGV[4])
 end
 local reply = {'ok', epoch, first, ts, created}
 for _, id in ipairs(resolved) do reply[#reply + 1] = id end

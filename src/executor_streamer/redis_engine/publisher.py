@@ -11,6 +11,7 @@ say): a script that did run answers with what it stored.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,10 +19,10 @@ import orjson
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..errors import StorageUnavailable, StreamClosed
+from ..errors import IdempotencyKeyReused, StorageUnavailable, StreamClosed
 from ..history.base import StreamState
 from ..history.records import EventRecord
-from ..history.shared import EventParts, Published
+from ..history.shared import EventParts, IdempotencyKey, Published
 from ..types.base import format_timestamp
 from ..types.ids import new_epoch, new_event_ids
 from .batcher import ScriptBatcher
@@ -32,6 +33,7 @@ from .keys import SESSIONS, keys_for
 
 IDEMPOTENCY_MS = 5 * 60 * 1000
 RETRY_KEY_MS = 60 * 1000
+_REUSED = "this Idempotency-Key was used for other events within 5 minutes"
 """How long the key of a publish without one is kept: only for the engine's own retries."""
 PUBLISH_RETRIES = (0.05, 0.25)
 """Pauses before sending a publish again after its connection failed."""
@@ -53,18 +55,21 @@ class RedisPublisher:
         state: StreamState,
         parts: Sequence[EventParts],
         timestamp: str,
-        idempotency_key: str | None,
+        idempotency: IdempotencyKey | None,
     ) -> Published:
         keys = keys_for(state.stream_id)
-        if idempotency_key is not None:
-            idem, kept = keys.idempotency("u:" + idempotency_key), IDEMPOTENCY_MS
+        if idempotency is not None:
+            owner = hashlib.sha256(idempotency.owner.encode()).hexdigest()[:16]
+            idem = keys.idempotency(f"u:{owner}:{idempotency.key}")
+            kept, fingerprint = IDEMPOTENCY_MS, idempotency.fingerprint
         else:
             # An event id is random enough, and cheaper than asking the OS again.
             idem, kept = keys.idempotency("a:" + new_event_ids(1)[0]), RETRY_KEY_MS
+            fingerprint = "-"
         args: list[Any] = [
             new_epoch(),  # taken only if the stream has no state (new, or Redis lost it)
             state.config.get("max_history_size", self._log.capacity(state.stream_id)),
-            "1",
+            fingerprint,
             kept,
             timestamp,
             state.workflow_session_id,
@@ -97,11 +102,13 @@ class RedisPublisher:
         if outcome == "closed":
             raise StreamClosed(state.workflow_session_id)
         if outcome == "dup":
-            epoch, first, count = reply[1].decode().split("\n")
+            epoch, first, count, *stored = reply[1].decode().split("\n")
+            if stored and stored[0] != fingerprint:
+                raise IdempotencyKeyReused(_REUSED)
             records = await self._log.read_after(
                 state.stream_id, int(first) - 1, int(first) + int(count) - 1
             )
-            return Published(epoch, records, new_epoch=False, repeated=idempotency_key is not None)
+            return Published(epoch, records, new_epoch=False, repeated=idempotency is not None)
         epoch, first, stamp = reply[1].decode(), int(reply[2]), reply[3]
         if int(reply[4]):  # a new epoch: the registry entry may be gone with the data
             await call(self._client.hsetnx(SESSIONS, state.workflow_session_id, keys.stream_id))

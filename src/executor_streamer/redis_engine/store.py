@@ -40,7 +40,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..errors import StorageUnavailable
 from ..history.base import HistoryPage, ResumeRead, StoredScreenshot, StreamState, StreamWrite
 from ..history.records import EventRecord, Predicate
-from ..history.shared import EventParts, FollowTarget, Published
+from ..history.shared import EventParts, FollowTarget, IdempotencyKey, Published
 from ..types.filters import HistoryFilter
 from ..types.streams import StreamConfig
 from .batcher import ScriptBatcher
@@ -159,9 +159,9 @@ class RedisHistory:
         state: StreamState,
         parts: Sequence[EventParts],
         timestamp: str,
-        idempotency_key: str | None,
+        idempotency: IdempotencyKey | None,
     ) -> Published:
-        return await self.publisher.publish(state, parts, timestamp, idempotency_key)
+        return await self.publisher.publish(state, parts, timestamp, idempotency)
 
     async def follow(self, stream_id: str, target: FollowTarget) -> None:
         await self.follower.follow(stream_id, target)
