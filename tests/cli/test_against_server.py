@@ -214,25 +214,24 @@ class TestWithAuthentication:
     async def test_demo_with_a_publish_only_token(
         self, secured: Served, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """A producer's token (publish only) runs the demo: its first publish makes the
-        stream, which stays open, since closing it needs admin. A token for other streams
-        is refused with what was refused."""
+        """A producer's token (publish only) runs the demo: it creates the stream,
+        publishes and closes it, as a producer may. A token for other streams is refused
+        with what was refused."""
         url = ["--url", secured.base_url, "--pace", "0"]
         producer = self.mint(monkeypatch, "--publish", "tenant-a:*")
         demo = await asyncio.to_thread(
             runner.invoke, app, ["demo", *url, "--session", "tenant-a:run", "--token", producer]
         )
         assert demo.exit_code == 0, demo.output
-        assert "done tenant-a:run-1 (left open: closing a stream needs an admin credential)" in (
-            demo.output
-        )
+        assert "done tenant-a:run-1" in demo.output and "left open" not in demo.output
         stream = secured.hub.streams.resolve("tenant-a:run-1")
-        assert stream.last_seq == 30 and stream.is_open
+        assert stream.last_seq == 30 and not stream.is_open
         other = await asyncio.to_thread(
             runner.invoke, app, ["demo", *url, "--session", "tenant-b:run", "--token", producer]
         )
         assert other.exit_code == 1
         assert (
-            "FORBIDDEN: this credential's scope does not let it publish into 'tenant-b:run-1'"
-            in other.output
+            "FORBIDDEN: this credential's scope does not let it create or reopen "
+            "'tenant-b:run-1'" in other.output
         )
+        assert secured.hub.streams.find("tenant-b:run-1") is None

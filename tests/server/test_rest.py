@@ -87,6 +87,61 @@ class TestStreams:
         assert await listed("") == ["wf-open"]
         assert await listed("?all=true") == ["wf-closed", "wf-open"]
 
+    async def test_the_list_is_newest_activity_first_in_pages(self, served: Served) -> None:
+        """limit (default 100) bounds a page; X-Next-Cursor and Link name the next one,
+        absent on the last; the cursor keeps ?all and limit in the Link."""
+        for stream in ("wf-a", "wf-b", "wf-c", "wf-d", "wf-a"):
+            await served.publish(stream, status(1))
+        await served.http.delete("/api/streams/wf-b")  # closing is activity too
+        first = await served.http.get("/api/streams?all=true&limit=2")
+        assert first.status_code == 200
+        assert [s["linkedWorkflowSessionId"] for s in first.json()] == ["wf-b", "wf-a"]
+        cursor = first.headers["x-next-cursor"]
+        assert (
+            first.headers["link"] == f'</api/streams?all=true&limit=2&cursor={cursor}>; rel="next"'
+        )
+        second = await served.http.get(first.headers["link"][1:].partition(">")[0])
+        assert [s["linkedWorkflowSessionId"] for s in second.json()] == ["wf-d", "wf-c"]
+        assert "x-next-cursor" not in second.headers and "link" not in second.headers
+        open_only = await served.http.get("/api/streams")
+        assert [s["linkedWorkflowSessionId"] for s in open_only.json()] == ["wf-a", "wf-d", "wf-c"]
+        assert "link" not in open_only.headers
+
+    async def test_the_list_refuses_bad_pages(self, served: Served) -> None:
+        await served.publish("wf-1", status(1))
+        for query in ("limit=0", "limit=1001", "limit=x", "cursor=", "cursor=abc", "cursor=a%2Fb"):
+            response = await served.http.get(f"/api/streams?{query}")
+            assert response.status_code == 422, query
+            assert response.json()["error"]["code"] == "VALIDATION_ERROR", query
+        assert (await served.http.get("/api/streams?limit=1000")).status_code == 200
+
+    async def test_paging_while_streams_are_made(self, served: Served) -> None:
+        """Streams made while a client pages come before its cursor: every page after
+        the first holds none of them, and no stream is listed twice or left out."""
+        before = [f"wf-{n}" for n in range(30)]
+        for stream in before:
+            await served.http.post("/api/streams", json={"workflowSessionId": stream})
+        made = 0
+
+        async def make(count: int) -> None:
+            nonlocal made
+            for _ in range(count):
+                body = {"workflowSessionId": f"new-{made}"}
+                made += 1
+                assert (await served.http.post("/api/streams", json=body)).status_code == 201
+
+        seen: list[str] = []
+        query = "limit=4"
+        while True:
+            page, _ = await asyncio.gather(served.http.get(f"/api/streams?{query}"), make(3))
+            seen += [s["linkedWorkflowSessionId"] for s in page.json()]
+            if "x-next-cursor" not in page.headers:
+                break
+            query = f"limit=4&cursor={page.headers['x-next-cursor']}"
+        assert len(seen) == len(set(seen)), "a stream was listed twice"
+        assert set(before) <= set(seen), "a stream was left out"
+        assert made > 20 and len(served.hub.streams) == 30 + made
+
     async def test_close_then_purge(self, served: Served) -> None:
         """DELETE closes (history stays, publish is 409); purge removes it entirely."""
         await served.publish("wf-1", status(1))
@@ -162,6 +217,7 @@ class TestPublish:
                 "maxBatchSize": 2,
                 "maxMessageBytes": 4096,
                 "maxScreenshotBytes": 1024,
+                "maxBodyBytes": 4096,
             }
         )
         big = {"type": "STATUS", "data": {"statusType": "a", "status": "b", "message": "x" * 700}}
@@ -245,7 +301,7 @@ async def raw_http(served: Served, requests: bytes, until_eof: bool = False) -> 
 
 
 def post(path: str, body: bytes, *extra: str) -> bytes:
-    head = [f"POST {path} HTTP/1.1", "Host: test", "Content-Type: application/json"]
+    head = [f"POST {path} HTTP/1.1", "Host: localhost", "Content-Type: application/json"]
     head += [*extra, f"Content-Length: {len(body)}", "", ""]
     return "\r\n".join(head).encode() + body
 

@@ -36,7 +36,7 @@ from executor_streamer.server.runner import HubServer, build_server
 from .. import live_server
 from ..conftest import PNG
 from ..live_server import Served, ServerFactory, sse_stream, status
-from ..waiting import clear_of_a_minute_edge
+from ..waiting import clear_of_a_minute_edge, eventually
 from .test_websocket import Peer
 
 SECRET = "test-secret-" + "k" * 40
@@ -152,6 +152,7 @@ ROUTES = [
     ("GET", "/api/streams/metrics"),
     ("GET", "/api/streams/wf-1"),
     ("DELETE", "/api/streams/wf-1"),
+    ("DELETE", "/api/streams/wf-1?purge=true"),
     ("POST", "/api/streams/wf-1/events"),
     ("GET", "/api/streams/wf-1/events"),
     ("GET", "/api/streams/wf-1/poll?timeout=0"),
@@ -258,7 +259,14 @@ async def test_a_refusal_says_what_was_refused(make_server: ServerFactory) -> No
     served = await secured(make_server)
     viewer = bearer(token(subscribe=("wf-*",)))
     cases = [
-        ("POST", "/api/streams", {"workflowSessionId": "wf-1"}, "POST /api/streams needs an admin"),
+        (
+            "POST",
+            "/api/streams",
+            {"workflowSessionId": "wf-1"},
+            "not let it create or reopen 'wf-1'",
+        ),
+        ("DELETE", "/api/streams/wf-1", None, "does not let it close 'wf-1'"),
+        ("DELETE", "/api/streams/wf-1?purge=true", None, "purge=true needs an admin credential"),
         ("POST", "/api/streams/x-1/events", status(1), "does not let it publish into 'x-1'"),
         ("GET", "/api/streams/x-1/history", None, "does not let it watch 'x-1'"),
     ]
@@ -288,7 +296,7 @@ async def test_a_stream_id_is_judged_by_its_workflow_session(make_server: Server
     await publish(served, "tenant-b:1", token("w", publish=("*",)))
     stream_id = served.hub.streams.resolve("tenant-b:1").id
     reader = bearer(token("a", subscribe=("tenant-a:*", f"{stream_id}*")))
-    for path in ("history", "stats", "clients"):
+    for path in ("history", "stats"):
         response = await served.http.get(f"/api/streams/{stream_id}/{path}", headers=reader)
         assert response.status_code == 403, path
     response = await served.http.get(f"/api/streams/{stream_id}/events", headers=reader)
@@ -300,9 +308,9 @@ async def test_admin_routes_need_admin(make_server: ServerFactory) -> None:
     await publish(served, "wf-1", token(publish=("*",)))
     everyone = bearer(token(subscribe=("*",), publish=("*",)))
     for method, path in [
-        ("POST", "/api/streams"),
-        ("DELETE", "/api/streams/wf-1"),
+        ("DELETE", "/api/streams/wf-1?purge=true"),
         ("GET", "/api/streams/metrics"),
+        ("GET", "/api/streams/wf-1/clients"),
         ("DELETE", "/api/streams/wf-1/clients/cl_x"),
         ("POST", "/api/streams/wf-1/replay/cl_x"),
         ("GET", "/api/analytics/events?start=2026-01-01T00:00:00Z&end=2026-01-02T00:00:00Z"),
@@ -310,8 +318,91 @@ async def test_admin_routes_need_admin(make_server: ServerFactory) -> None:
     ]:
         response = await served.http.request(method, path, headers=everyone, json={})
         assert response.status_code == 403, (method, path)
-    admin = await served.http.delete("/api/streams/wf-1", headers=admin_headers())
+    assert served.hub.streams.resolve("wf-1").is_open  # the refused purge did nothing
+    admin = await served.http.delete("/api/streams/wf-1?purge=true", headers=admin_headers())
     assert admin.status_code == 204
+
+
+async def test_a_producer_runs_its_own_streams_lifecycle(make_server: ServerFactory) -> None:
+    """Publish scope creates, closes and reopens the producer's streams (by either id),
+    and no other's; purging stays the admin's."""
+    served = await secured(make_server)
+    producer = bearer(token("p", subscribe=(), publish=("tenant-a:*",)))
+    created = await served.http.post(
+        "/api/streams", json={"workflowSessionId": "tenant-a:1"}, headers=producer
+    )
+    assert created.status_code == 201, created.text
+    stream_id = created.json()["streamId"]
+    assert (
+        await served.http.delete(f"/api/streams/{stream_id}", headers=producer)
+    ).status_code == 204
+    assert served.hub.streams.resolve("tenant-a:1").status.value == "CLOSED"
+    reopened = await served.http.post(
+        "/api/streams", json={"workflowSessionId": "tenant-a:1"}, headers=producer
+    )
+    assert reopened.status_code == 200 and reopened.json()["status"] == "ACTIVE"
+    assert reopened.json()["streamId"] == stream_id
+    assert (
+        await served.http.delete("/api/streams/tenant-a:1", headers=producer)
+    ).status_code == 204
+    purge = await served.http.delete("/api/streams/tenant-a:1?purge=true", headers=producer)
+    assert purge.status_code == 403
+    assert served.hub.streams.find("tenant-a:1") is not None
+    # Another tenant's stream: neither made nor closed, by either id.
+    other = await served.http.post(
+        "/api/streams", json={"workflowSessionId": "tenant-b:1"}, headers=producer
+    )
+    assert other.status_code == 403 and served.hub.streams.find("tenant-b:1") is None
+    await publish(served, "tenant-b:1", token("w", publish=("*",)))
+    other_id = served.hub.streams.resolve("tenant-b:1").id
+    for ref in ("tenant-b:1", other_id):
+        assert (
+            await served.http.delete(f"/api/streams/{ref}", headers=producer)
+        ).status_code == 403
+    assert served.hub.streams.resolve("tenant-b:1").is_open
+    # A watcher (subscribe only) does neither.
+    watcher = bearer(token("v", subscribe=("*",)))
+    body = {"workflowSessionId": "tenant-a:2"}
+    assert (await served.http.post("/api/streams", json=body, headers=watcher)).status_code == 403
+    assert (await served.http.delete("/api/streams/tenant-b:1", headers=watcher)).status_code == 403
+
+
+async def test_a_producer_creating_a_watched_stream_sees_no_clients(
+    make_server: ServerFactory,
+) -> None:
+    """Creating is idempotent: asked again for an open stream, the answer describes it
+    as a producer may see it, without who watches it."""
+    served = await secured(make_server)
+    await publish(served, "wf-1", token("w", publish=("*",)))
+    async with ws_peer(served, "?streamId=wf-1", bearer(token())) as p:
+        await p.expect("connection_ack")
+        await p.expect("subscribed")
+        again = await served.http.post(
+            "/api/streams",
+            json={"workflowSessionId": "wf-1"},
+            headers=bearer(token("p", subscribe=(), publish=("wf-*",))),
+        )
+        watched = await served.http.post(
+            "/api/streams", json={"workflowSessionId": "wf-1"}, headers=admin_headers()
+        )
+    assert again.status_code == 200 and again.json()["clients"] == []
+    assert len(watched.json()["clients"]) == 1
+
+
+async def test_the_credential_comes_before_the_body_and_the_stream(
+    make_server: ServerFactory,
+) -> None:
+    """Without a credential: 401 for a body of any kind and a stream that does not exist;
+    with one, the body is judged (415, 422) and the scope (403)."""
+    served = await secured(make_server)
+    producer = bearer(token("p", subscribe=(), publish=("wf-*",)))
+    for headers, expected in [({}, (401, 401, 401)), (producer, (415, 422, 404))]:
+        wrong_type = await served.http.post(
+            "/api/streams", content=b"{}", headers={**headers, "content-type": "text/plain"}
+        )
+        invalid = await served.http.post("/api/streams", json={"config": 7}, headers=headers)
+        missing = await served.http.delete("/api/streams/str_nope", headers=headers)
+        assert (wrong_type.status_code, invalid.status_code, missing.status_code) == expected
 
 
 async def test_metrics_public_opens_metrics_only(make_server: ServerFactory) -> None:
@@ -565,6 +656,38 @@ async def test_a_poll_never_waits_past_the_credential(make_server: ServerFactory
     assert response.json()["events"] == []
 
 
+async def test_a_polling_client_id_is_its_subjects_own(make_server: ServerFactory) -> None:
+    """A poll naming another subject's clientId gets a client of its own: it neither
+    takes the events waiting for the other's next poll nor moves its position. The
+    subject's own polls, with a token or a ticket, keep their client."""
+    served = await secured(make_server)
+    writer = token("w", publish=("*",))
+    alice, bob = bearer(token("alice")), bearer(token("bob"))
+    await publish(served, "wf-1", writer, 1)
+
+    async def poll(headers: dict[str, str], query: str) -> dict[str, Any]:
+        response = await served.http.get(f"/api/streams/wf-1/poll?{query}", headers=headers)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    first = await poll(alice, "since=0&timeout=0")
+    mine = first["clientId"]
+    await publish(served, "wf-1", writer, 2)  # waits in alice's subscription
+    assert await eventually(lambda: served.hub.clients.get(mine).subscriptions)
+    waiting = next(iter(served.hub.clients.get(mine).subscriptions.values()))
+    assert await eventually(lambda: waiting.pending == 1), "seq 2 did not reach alice's client"
+    taken = await poll(bob, f"since=1&timeout=0&clientId={mine}")
+    assert taken["clientId"] != mine
+    assert served.hub.clients.get(taken["clientId"]).subject == "sub:bob"
+    assert waiting.pending == 1 and waiting.resume_position == 1  # alice's, untouched
+    again = await poll(alice, f"since=1&timeout=0&clientId={mine}")
+    assert again["clientId"] == mine and [e["seq"] for e in again["events"]] == [2]
+    ticket = await ticket_for(served, token("alice"))
+    by_ticket = await poll({}, f"since=2&timeout=0&clientId={mine}&ticket={ticket}")
+    assert by_ticket["clientId"] == mine
+
+
 # -- origins -------------------------------------------------------------------------------
 
 FOREIGN = [
@@ -771,7 +894,9 @@ async def test_oversized_websocket_message_closes_1009(make_server: ServerFactor
 
 
 async def test_oversized_body_is_413(make_server: ServerFactory) -> None:
-    served = await make_server(limits={"maxMessageBytes": 4096, "maxScreenshotBytes": 1024})
+    served = await make_server(
+        limits={"maxMessageBytes": 4096, "maxScreenshotBytes": 1024, "maxBodyBytes": 4096}
+    )
     body = {"type": "STATUS", "data": {"statusType": "a", "status": "x" * 10_000}}
     response = await served.http.post("/api/streams/wf-1/events", json=body)
     assert response.status_code == 413
@@ -963,8 +1088,9 @@ async def test_screenshots_are_cached_by_shared_caches_only_without_credentials(
 async def test_a_producer_sees_its_streams_but_not_who_watches_them(
     make_server: ServerFactory,
 ) -> None:
-    """The stream's description reaches a publish-only credential without its clients
-    (ids and filters), on the list and on the stream itself; a subscriber sees them."""
+    """The stream's description reaches a publish-only credential or a subscriber
+    without its clients (ids and filters): who watches is an operator's to know, like
+    the client list. The stream list is the subscribers'."""
     served = await secured(make_server)
     producer = bearer(token("p", subscribe=(), publish=("wf-*",)))
     assert (await publish(served, "wf-1", token("p", subscribe=(), publish=("*",)))).is_success
@@ -974,9 +1100,17 @@ async def test_a_producer_sees_its_streams_but_not_who_watches_them(
         mine = (await served.http.get("/api/streams/wf-1", headers=producer)).json()
         listed = (await served.http.get("/api/streams", headers=producer)).json()
         watched = (await served.http.get("/api/streams/wf-1", headers=bearer(token()))).json()
-    assert mine["clients"] == [] and [s["clients"] for s in listed] == [[]]
-    assert mine["linkedWorkflowSessionId"] == "wf-1"
-    assert len(watched["clients"]) == 1
+        watchers = (await served.http.get("/api/streams", headers=bearer(token()))).json()
+        operator = bearer(token(admin=True))
+        seen = (await served.http.get("/api/streams/wf-1", headers=operator)).json()
+        client_list = await served.http.get("/api/streams/wf-1/clients", headers=bearer(token()))
+        operators_list = await served.http.get("/api/streams/wf-1/clients", headers=operator)
+    assert mine["clients"] == [] and mine["linkedWorkflowSessionId"] == "wf-1"
+    # The list is for watching: a publish-only credential finds nothing in it.
+    assert listed == []
+    assert watched["clients"] == [] and [s["clients"] for s in watchers] == [[]]
+    assert len(seen["clients"]) == 1
+    assert client_list.status_code == 403 and len(operators_list.json()) == 1
 
 
 async def test_what_stays_open_without_a_credential(make_server: ServerFactory) -> None:
@@ -1015,3 +1149,22 @@ async def test_forwarded_headers_from_an_untrusted_peer_are_told_once(
     with structlog.testing.capture_logs() as logged:
         assert (await trusting.http.get("/api/streams", headers=forwarded)).is_success
     assert not [entry for entry in logged if entry["event"] == "forwarded_headers_ignored"]
+
+
+async def test_an_idempotency_key_is_its_subject_s(make_server: ServerFactory) -> None:
+    """Two producers that pick the same key each publish once; one cannot answer for (or
+    read through) the other's key, and reusing one's own key with other events is a 422."""
+    served = await secured(make_server)
+    key = {"Idempotency-Key": "step-1"}
+    first, second = (bearer(token(sub, publish=("*",))) for sub in ("p1", "p2"))
+    one = {"type": "STATUS", "data": {"statusType": "s", "status": "one"}}
+    a = await served.http.post("/api/streams/wf-1/events", json=one, headers={**first, **key})
+    b = await served.http.post("/api/streams/wf-1/events", json=one, headers={**second, **key})
+    assert [r.json()["events"][0]["seq"] for r in (a, b)] == [1, 2]
+    other = {"type": "STATUS", "data": {"statusType": "s", "status": "two"}}
+    reused = await served.http.post(
+        "/api/streams/wf-1/events", json=other, headers={**first, **key}
+    )
+    assert reused.status_code == 422
+    assert reused.json()["error"]["code"] == "IDEMPOTENCY_KEY_REUSED"
+    assert served.hub.streams.resolve("wf-1").head_seq == 2

@@ -19,7 +19,7 @@ from ..config import ExecutorStreamerConfig, StorageBackend
 from ..core.hub import ExecutorStreamer
 from ..core.subscription import Subscription
 from ..demo import SimulatedAgent
-from ..errors import ConfigError, Forbidden, InvalidInput, StorageUnavailable, StreamerError
+from ..errors import ConfigError, InvalidInput, StorageUnavailable, StreamerError
 from ..logs import configure_logging
 from ..security import Scope, mint_token
 from ..server.runner import build_server
@@ -285,25 +285,17 @@ async def _demo_over_http(
     async with HubClient(url, token=token) as hub:
         for number in range(1, runs + 1):
             session_id = f"{session}-{number}"
-            try:
-                with contextlib.suppress(Forbidden):  # publish-only: the first publish creates it
-                    await hub.create_stream(session_id)
+            try:  # a producer's credential (publish scope) creates and closes its streams
+                await hub.create_stream(session_id)
                 console.print(watch_hint(url, session_id, token is not None), soft_wrap=True)
                 await SimulatedAgent(hub, session_id, pace).run()
+                await hub.close_stream(session_id)
             except StreamerError as exc:
                 console.print(
                     f"[bold red]error:[/] {exc.to_dict()['code']}: {exc.message}", soft_wrap=True
                 )
                 raise typer.Exit(1) from None
-            try:
-                await hub.close_stream(session_id)
-                console.print(f"[green]done[/] {session_id}")
-            except Forbidden:
-                console.print(
-                    f"[green]done[/] {session_id} [dim](left open: closing a stream needs "
-                    "an admin credential)[/]",
-                    soft_wrap=True,
-                )
+            console.print(f"[green]done[/] {session_id}")
 
 
 def watch_hint(url: str, session_id: str, with_token: bool) -> str:

@@ -43,6 +43,9 @@ class ClientSession:
         self.stream_ids: set[str] = set()
         self.polls_in_progress = 0
         """Polls of this (long-polling) client being answered now."""
+        self.subject: str | None = None
+        """Who registered this client, when the transport records it (long polling: only
+        that subject may poll with its id); None for anonymous callers."""
         self.on_disconnect: Callable[[CloseReason], None] | None = None
         """Set by the transport: called when the hub ends this client (idle, operator,
         shutdown, a failure), so the connection itself can be closed. It may run inside

@@ -32,17 +32,22 @@ class Scope:
     subscribe: tuple[str, ...] = ()
     publish: tuple[str, ...] = ()
     admin: bool = False
-    """Create, close and purge streams, disconnect clients, replay to a client, read
-    analytics and metrics, and subscribe to and publish into every stream."""
+    """Purge streams, disconnect clients, replay to a client, read hub-wide analytics
+    and metrics, and subscribe to and publish into every stream."""
 
     def may_subscribe(self, workflow_session_id: str) -> bool:
+        """Watch the stream (every transport), read its history, screenshots, stats and
+        clients, and find it in the stream list."""
         return self.admin or any(pattern_matches(p, workflow_session_id) for p in self.subscribe)
 
     def may_publish(self, workflow_session_id: str) -> bool:
+        """Publish into the stream, and the producer's own lifecycle of it: create it,
+        reopen it once closed, close it (purging it is the admin's)."""
         return self.admin or any(pattern_matches(p, workflow_session_id) for p in self.publish)
 
     def may_see(self, workflow_session_id: str) -> bool:
-        """Know the stream exists and read its description: subscribers and publishers."""
+        """Read the stream's description (``GET /api/streams/{id}``): subscribers and
+        publishers. Finding it in the stream list is watching: :meth:`may_subscribe`."""
         return self.may_subscribe(workflow_session_id) or self.may_publish(workflow_session_id)
 
     @classmethod

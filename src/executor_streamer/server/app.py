@@ -187,7 +187,7 @@ def create_app(hub: ExecutorStreamer) -> FastAPI:
         allow_origins=hub.config.security.cors_origins,
         allow_methods=["*"],
         allow_headers=["*"],
-        expose_headers=["ETag"],
+        expose_headers=["ETag", "Link", "X-Next-Cursor"],
     )
     app.include_router(rest_router)
     app.include_router(streaming_router)

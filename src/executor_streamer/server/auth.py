@@ -158,6 +158,12 @@ class Gate:
         """Whose requests and connections a principal's count toward."""
         return ("sub:" if self.required else "ip:") + principal.subject
 
+    def owner_key(self, principal: Principal) -> str | None:
+        """Whom a polling client ``principal`` registers belongs to: only its owner may
+        poll with its ``clientId``. With authentication on, the subject; without, every
+        caller is one anonymous owner (None), as a ``clientId`` was always enough."""
+        return self.subject_key(principal) if self.required else None
+
     # -- may they ------------------------------------------------------------------------
 
     @staticmethod
@@ -166,12 +172,23 @@ class Gate:
             raise Forbidden(f"this credential's scope does not let it watch {ref!r}")
 
     @staticmethod
-    def may_publish(principal: Principal, hub: ExecutorStreamer, ref: str) -> str:
-        """The workflow session ``ref`` names, if ``principal`` may publish into it."""
+    def may_publish(
+        principal: Principal, hub: ExecutorStreamer, ref: str, action: str = "publish into"
+    ) -> str:
+        """The workflow session ``ref`` names, if ``principal`` may publish into it: the
+        same scope lets a producer close its stream (``action`` says which was asked)."""
         workflow = workflow_of(hub, ref)
         if not principal.scope.may_publish(workflow):
-            raise Forbidden(f"this credential's scope does not let it publish into {ref!r}")
+            raise Forbidden(f"this credential's scope does not let it {action} {ref!r}")
         return workflow
+
+    @staticmethod
+    def may_create(principal: Principal, workflow_session_id: str) -> None:
+        """Create or reopen the stream of ``workflow_session_id``: a producer's own, so its
+        ``publish`` scope (the id is taken as given, never resolved as a ``str_`` id)."""
+        if not principal.scope.may_publish(workflow_session_id):
+            what = f"create or reopen {workflow_session_id!r}"
+            raise Forbidden(f"this credential's scope does not let it {what}")
 
     @staticmethod
     def may_read(principal: Principal, hub: ExecutorStreamer, ref: str) -> None:

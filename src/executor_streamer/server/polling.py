@@ -50,9 +50,13 @@ async def poll(
     wait_seconds: float,
     client_id: str | None,
     epoch: str | None = None,
+    *,
+    owner: str | None = None,
 ) -> Response:
+    """``owner``: whom the caller is (``Gate.owner_key``); a ``client_id`` registered by
+    another owner is not theirs, and the poll registers a client of its own."""
     stream = hub.streams.resolve(ref)
-    client = _client_for(hub, client_id)
+    client = _client_for(hub, client_id, owner)
     client.polls_in_progress += 1
     try:
         return await _answer(hub, metrics, stream, client, since, filters, wait_seconds, epoch)
@@ -112,13 +116,21 @@ async def _pace(sub: Subscription) -> None:
         await asyncio.sleep(wait)
 
 
-def _client_for(hub: ExecutorStreamer, client_id: str | None) -> ClientSession:
-    """The polling client of that id, or a newly registered one."""
+def _client_for(hub: ExecutorStreamer, client_id: str | None, owner: str | None) -> ClientSession:
+    """The polling client of that id if ``owner`` registered it, or else a newly
+    registered one: a ``clientId`` someone else learnt (from a log, a shared URL) never
+    lets them take another subject's events or move its position."""
     if client_id is not None:
         client = hub.clients.find(client_id)
-        if client is not None and client.type is ClientType.HTTP_POLLING:
+        if (
+            client is not None
+            and client.type is ClientType.HTTP_POLLING
+            and client.subject == owner
+        ):
             return client
-    return hub.connect(ClientType.HTTP_POLLING)
+    client = hub.connect(ClientType.HTTP_POLLING)
+    client.subject = owner
+    return client
 
 
 def _must_restart(

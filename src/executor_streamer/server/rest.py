@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import orjson
@@ -10,6 +13,7 @@ from fastapi import APIRouter, Body, Depends, Header, Query, Request, Security
 from starlette.responses import Response
 
 from ..core.hub import ExecutorStreamer
+from ..core.streams import Stream
 from ..core.subscription import CloseReason
 from ..errors import ClientNotFound, InvalidInput
 from ..security import Principal
@@ -19,6 +23,7 @@ from ..types.enums import StreamEventType
 from ..types.filters import MAX_SEQ, HistoryFilter
 from ..types.streams import StreamClientInfo, StreamSession
 from .auth import BEARER, Admin, Caller, Gate, admin, discover, gate_of
+from .auth import caller as authenticated
 from .bodies import json_body, json_content
 from .frames import json_list
 from .query import parse_event_types
@@ -43,23 +48,69 @@ def hub_of(request: Request) -> ExecutorStreamer:
 
 
 def described(session: StreamSession, caller: Principal) -> dict[str, Any]:
-    """A stream's description as ``caller`` may read it: a producer (publish scope only)
-    sees the stream, not who watches it (the clients, their ids and filters)."""
+    """A stream's description as ``caller`` may read it: who watches it (the clients,
+    their ids and filters) is an operator's to know, like the client list itself."""
     wire = session.to_wire()
-    if not caller.scope.may_subscribe(session.linked_workflow_session_id):
+    if not caller.scope.admin:
         wire["clients"] = []
     return wire
 
 
-def json(payload: Any, status: int = 200) -> Response:
+def json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     if hasattr(payload, "model_dump"):
         body = payload.model_dump_json(by_alias=True, exclude_none=True).encode()
     else:
         body = orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS)
-    return Response(body, status_code=status, media_type="application/json")
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
-@router.get("/streams", response_model=list[StreamSession], summary="Active streams")
+# -- the stream list, newest activity first, in pages --------------------------------------
+
+LIST_LIMIT = 100
+LIST_LIMIT_MAX = 1000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NEXT = "A cursor for the next page (absent on the last): pass it as ?cursor="
+_LINK = 'The next page, as <URL>; rel="next" (absent on the last)'
+_LIST_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "headers": {
+            "X-Next-Cursor": {"description": _NEXT, "schema": {"type": "string"}},
+            "Link": {"description": _LINK, "schema": {"type": "string"}},
+        }
+    },
+    **ERRORS,
+}
+Position = tuple[int, str]
+"""Where a stream stands in the list: its last activity (microseconds since the epoch)
+and its id. The list is in descending order of it; a cursor is the last item's."""
+
+
+def position(stream: Stream) -> Position:
+    return (stream.last_activity - _EPOCH) // timedelta(microseconds=1), stream.id
+
+
+def encode_cursor(at: Position) -> str:
+    return base64.urlsafe_b64encode(f"{at[0]}:{at[1]}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> Position:
+    """The position a cursor from :func:`encode_cursor` stands for; 422 for any other."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        micros, _, stream_id = text.partition(":")
+        if stream_id:
+            return int(micros), stream_id
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise InvalidInput.single("query.cursor", "is not a cursor from a previous page")
+
+
+@router.get(
+    "/streams",
+    response_model=list[StreamSession],
+    responses=_LIST_RESPONSES,
+    summary="Streams the caller may watch, newest activity first",
+)
 async def list_streams(
     request: Request,
     caller: Caller,
@@ -67,33 +118,59 @@ async def list_streams(
         bool,
         Query(alias="all", description="Closed streams too (their history stays readable)"),
     ] = False,
+    limit: Annotated[int, Query(ge=1, le=LIST_LIMIT_MAX, description="Streams per page")] = (
+        LIST_LIMIT
+    ),
+    cursor: Annotated[
+        str | None,
+        Query(
+            description="From X-Next-Cursor of the previous page: the streams after it",
+            pattern=r"^[A-Za-z0-9_-]{1,400}$",
+        ),
+    ] = None,
 ) -> Response:
+    after = None if cursor is None else decode_cursor(cursor)
     hub = hub_of(request)
     await hub.streams.sync_registry()  # hubs sharing a backend list every hub's streams
-    shown = [
-        s
-        for s in hub.streams
-        if (s.is_open or include_closed) and caller.scope.may_see(s.workflow_session_id)
-    ]
-    return json([described(s, caller) for s in await hub.stream_sessions(shown)])
+    # No await from here to the cursor: the page and its cursor are of one moment.
+    shown = sorted(
+        (
+            (position(s), s)
+            for s in hub.streams
+            if (s.is_open or include_closed) and caller.scope.may_subscribe(s.workflow_session_id)
+        ),
+        key=lambda item: item[0],
+        reverse=True,
+    )
+    if after is not None:
+        shown = [item for item in shown if item[0] < after]
+    page = [stream for _, stream in shown[:limit]]
+    headers = None
+    if len(shown) > limit:
+        following = encode_cursor(shown[limit - 1][0])
+        url = request.url.include_query_params(cursor=following)
+        headers = {"x-next-cursor": following, "link": f'<{url.path}?{url.query}>; rel="next"'}
+    return json([described(s, caller) for s in await hub.stream_sessions(page)], 200, headers)
 
 
 @router.post(
     "/streams",
     # The credential first: a caller without one learns nothing, not even about bodies.
-    dependencies=[Security(admin), Depends(json_content)],
+    dependencies=[Security(authenticated), Depends(json_content)],
     status_code=201,
     response_model=StreamSession,
     responses={200: {"model": StreamSession, "description": "Already existed"}, **ERRORS},
-    summary="Create a stream (idempotent per workflow session)",
+    summary="Create a stream, or reopen a closed one (idempotent per workflow session)",
 )
-async def create_stream(request: Request, _: Admin, body: CreateStreamRequest) -> Response:
+async def create_stream(request: Request, caller: Caller, body: CreateStreamRequest) -> Response:
+    """A producer's own: ``publish`` scope on the workflow session is enough."""
     hub = hub_of(request)
+    Gate.may_create(caller, body.workflow_session_id)
     hub.streams.check_running()
     stream, created = await hub.streams.ensure_stream(
         body.workflow_session_id, body.config, body.metadata
     )
-    return json(stream.session(), 201 if created else 200)
+    return json(described(stream.session(), caller), 201 if created else 200)
 
 
 @router.get("/streams/metrics", response_model=StreamMetrics, summary="Hub metrics")
@@ -112,10 +189,18 @@ async def get_stream(request: Request, ref: str, caller: Caller) -> Response:
 async def delete_stream(
     request: Request,
     ref: str,
-    _: Admin,
-    purge: Annotated[bool, Query(description="Remove the stream and its history")] = False,
+    caller: Caller,
+    purge: Annotated[
+        bool, Query(description="Remove the stream and its history (admin only)")
+    ] = False,
 ) -> Response:
-    await hub_of(request).destroy_stream(ref, purge=purge)
+    """Closing is the producer's own (``publish`` scope); purging is the admin's."""
+    hub = hub_of(request)
+    if purge:
+        Gate.must_be_admin(caller, f"DELETE {request.url.path}?purge=true")
+    else:
+        Gate.may_publish(caller, hub, ref, "close")
+    await hub.destroy_stream(ref, purge=purge)
     return Response(status_code=204)
 
 
@@ -201,7 +286,8 @@ async def publish_response(request: Request, ref: str) -> Response:
         burst = (stream.config if stream else hub.config.default_stream_config).buffer_size
         await gate.rate.events(workflow, _event_count(document), burst)
     key = request.headers.get("idempotency-key")
-    records = await state.hub.publisher.publish_wire(ref, document, key)
+    owner = gate.owner_key(principal) or ""  # a key is its subject's (docs/rest.md)
+    records = await state.hub.publisher.publish_wire(ref, document, key, owner)
     state.metrics.publish_latency.observe(time.perf_counter() - started)
     return Response(json_list("events", records), 201, media_type="application/json")
 
@@ -251,9 +337,8 @@ async def history(
 
 
 @router.get("/streams/{ref}/clients", response_model=list[StreamClientInfo], responses=ERRORS)
-async def clients(request: Request, ref: str, caller: Caller) -> Response:
+async def clients(request: Request, ref: str, _: Admin) -> Response:
     hub = hub_of(request)
-    Gate.may_subscribe(caller, hub, ref)
     return json([client.to_wire() for client in await hub.stream_clients(ref)])
 
 

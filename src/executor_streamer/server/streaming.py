@@ -12,7 +12,7 @@ from ..core.subscription import CloseReason
 from ..errors import HubNotRunning
 from ..types.base import utc_now
 from ..types.enums import ClientType
-from .auth import BEARER, TICKET, Gate, TicketCaller, discover
+from .auth import BEARER, TICKET, Gate, TicketCaller, discover, gate_of
 from .polling import poll
 from .query import SEQ, filters_from_types, parse_seq
 from .rest import ERRORS, hub_of
@@ -126,6 +126,7 @@ async def long_poll(
     position = parse_seq(since, "query.since") or 0
     if caller.expires_at is not None:  # a poll never waits past its credential
         wait = max(0.0, min(wait, (caller.expires_at - utc_now()).total_seconds()))
+    owner = gate_of(request).owner_key(caller)  # a clientId answers only its owner
     return await poll(
-        hub, request.app.state.metrics, ref, position, filters, wait, client_id, epoch
+        hub, request.app.state.metrics, ref, position, filters, wait, client_id, epoch, owner=owner
     )
