@@ -15,7 +15,7 @@ import pytest
 from executor_streamer.server import internals
 from executor_streamer.server.internals import BoundedHttpProtocol
 
-from ..live_server import Served
+from ..live_server import Served, ServerFactory
 from ..waiting import eventually
 
 HEALTH = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -68,6 +68,26 @@ class TestPipelining:
             assert most_queued <= internals.MAX_QUEUED_REQUESTS
         # and an honest client is served as before
         assert (await served.http.get("/healthz")).status_code == 200
+
+    async def test_pipelined_refusals_are_bounded_too(self, make_server: ServerFactory) -> None:
+        """The probe's second variant: 401s on a hub with authentication, +203 MiB."""
+        served = await make_server(
+            security={"authenticationRequired": True, "jwt": {"secret": "s" * 40}}
+        )
+        request = b"GET /api/streams HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        most_queued = 0
+        async with raw(served) as (_, writer):
+            for _ in range(300):
+                writer.write(request * 2000)
+                try:
+                    await asyncio.wait_for(writer.drain(), 0.5)
+                except (TimeoutError, ConnectionError):
+                    break
+                queued = [len(p.pipeline) for p in http_protocols(served)]
+                most_queued = max([most_queued, *queued])
+            else:
+                raise AssertionError("the hub read 14 MB of requests it had not answered")
+        assert most_queued <= internals.MAX_QUEUED_REQUESTS
 
     async def test_a_short_pipeline_is_answered_in_order(self, served: Served) -> None:
         async with raw(served) as (reader, writer):

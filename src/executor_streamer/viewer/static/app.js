@@ -82,7 +82,8 @@ async function runList() {
   const refresh = async () => {
     let streams;
     try {
-      streams = await client.request("GET", "/api/streams?all=true"); // finished runs too
+      // finished runs too; the newest 1,000 (the list is newest activity first)
+      streams = await client.request("GET", "/api/streams?all=true&limit=1000");
     } catch (error) {
       return showProblem(error);
     }
