@@ -11,8 +11,10 @@ import re
 from collections.abc import AsyncIterator
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
-from executor_streamer.server import internals
+from executor_streamer.server import connections, internals
 from executor_streamer.server.internals import BoundedHttpProtocol
 
 from ..live_server import Served, ServerFactory
@@ -210,3 +212,30 @@ class TestWaitingConnections:
         finally:
             for _, writer in connections:
                 writer.close()
+
+
+class TestUnauthenticatedWebSockets:
+    async def test_past_the_cap_the_longest_waiting_socket_is_closed(
+        self, make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """WebSockets that send no credential wait at most 10 s each; past the cap, each
+        new one ends the one that has waited longest (close 4001), so they stay few."""
+        monkeypatch.setattr(connections, "MAX_UNAUTHENTICATED", 3)
+        monkeypatch.setattr(connections, "PATIENCE_SECONDS", 0.2)
+        served = await make_server(
+            security={"authenticationRequired": True, "jwt": {"secret": "s" * 40}}
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            waiting = [await stack.enter_async_context(connect(served.ws_url)) for _ in range(3)]
+            for ws in waiting:  # each is accepted and answers before it authenticates
+                await ws.send('{"type": "ping"}')
+                assert "pong" in str(await asyncio.wait_for(ws.recv(), 10))
+            await asyncio.sleep(0.3)  # longer than the patience: these count as stuck
+            newest = await stack.enter_async_context(connect(served.ws_url))
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(waiting[0].recv(), 10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 4001
+            await newest.send('{"type": "ping"}')
+            assert "pong" in str(await asyncio.wait_for(newest.recv(), 10))
+            await waiting[1].send('{"type": "ping"}')  # the others still wait their turn
+            assert "pong" in str(await asyncio.wait_for(waiting[1].recv(), 10))

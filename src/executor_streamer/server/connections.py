@@ -14,6 +14,13 @@ from .flush import Flusher
 from .timers import Rounds
 
 
+MAX_UNAUTHENTICATED = 256
+"""WebSockets waiting for their first ``auth`` message; past it, each new one ends the
+longest-waiting one that has waited :data:`PATIENCE_SECONDS` or more (an honest client
+sends its credential at once, even in a reconnect storm)."""
+PATIENCE_SECONDS = 1.0
+
+
 class LiveConnections:
     """Streaming connections (WebSocket, SSE) the server must close before it exits."""
 
@@ -23,6 +30,7 @@ class LiveConnections:
         self._idle.set()
         self.closing = False
         self.flusher = Flusher()
+        self._unauthenticated: dict[object, tuple[float, asyncio.Timeout]] = {}
         self.kept_alive: Rounds[ClientSession] = Rounds(liveness, ClientSession.touch)
         """Clients counted alive every ``liveness`` seconds while they are in it: those of
         transports that watch liveness themselves (``ws_protocol`` pings WebSockets and
@@ -40,6 +48,22 @@ class LiveConnections:
             self._tasks.discard(task)
             if not self._tasks:
                 self._idle.set()
+
+    @contextlib.contextmanager
+    def awaiting_auth(self, session: object, deadline: asyncio.Timeout) -> Iterator[None]:
+        """``session`` waits for its credential until ``deadline``; unauthenticated
+        connections stay few (docs/security.md, "Connections and memory")."""
+        now = asyncio.get_running_loop().time()
+        if len(self._unauthenticated) >= MAX_UNAUTHENTICATED:
+            oldest, (since, its_deadline) = next(iter(self._unauthenticated.items()))
+            if now - since >= PATIENCE_SECONDS:
+                del self._unauthenticated[oldest]
+                its_deadline.reschedule(now)  # it times out now: close 4001
+        self._unauthenticated[session] = (now, deadline)
+        try:
+            yield
+        finally:
+            self._unauthenticated.pop(session, None)
 
     def __len__(self) -> int:
         return len(self._tasks)

@@ -182,30 +182,35 @@ class WebSocketSession:
         any other message gets an ``UNAUTHORIZED`` error. The peer leaving, a bad token or
         the time running out is ``Unauthorized``."""
         try:
-            async with asyncio.timeout(AUTH_TIMEOUT):
-                while True:
-                    message = await self.ws.receive()
-                    if message["type"] == "websocket.disconnect":
-                        raise Unauthorized(reason="left before authenticating")
-                    await self.gate.count_anonymous(self.ws)
-                    parsed = parse_message(message.get("text"))
-                    if isinstance(parsed, Auth):
-                        return await self.gate.credential(self.ws, parsed.token)
-                    if isinstance(parsed, Ping):
-                        reply = ws_message("pong", {"serverTime": format_timestamp(utc_now())})
-                    else:
-                        reply = ws_message(
-                            "error",
-                            None if parsed.request_id is None else {"requestId": parsed.request_id},
-                            error={
-                                "code": "UNAUTHORIZED",
-                                "message": 'send {"type": "auth", "token": ...} first',
-                            },
-                        )
-                    with contextlib.suppress(PeerGone):
-                        await self._frames.send([reply])
+            async with asyncio.timeout(AUTH_TIMEOUT) as deadline:
+                with self.connections.awaiting_auth(self, deadline):
+                    return await self._auth_message()
         except TimeoutError:
             raise Unauthorized(reason="no auth message in time") from None
+
+    async def _auth_message(self) -> Principal:
+        """The credential in the first ``auth`` message (see :meth:`_first_auth`)."""
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                raise Unauthorized(reason="left before authenticating")
+            await self.gate.count_anonymous(self.ws)
+            parsed = parse_message(message.get("text"))
+            if isinstance(parsed, Auth):
+                return await self.gate.credential(self.ws, parsed.token)
+            if isinstance(parsed, Ping):
+                reply = ws_message("pong", {"serverTime": format_timestamp(utc_now())})
+            else:
+                reply = ws_message(
+                    "error",
+                    None if parsed.request_id is None else {"requestId": parsed.request_id},
+                    error={
+                        "code": "UNAUTHORIZED",
+                        "message": 'send {"type": "auth", "token": ...} first',
+                    },
+                )
+            with contextlib.suppress(PeerGone):
+                await self._frames.send([reply])
 
     async def _serve(self) -> None:
         try:
