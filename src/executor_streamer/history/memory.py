@@ -28,6 +28,12 @@ from .base import (
 from .records import EventRecord, Predicate, history_predicate
 from .ring import EventRing, StoredEvent, record_of, stored
 
+EVENT_OVERHEAD = 200
+"""Bytes a retained event costs besides its payload: its tuple, seq, timestamp, the
+payload's bytes header and its slot in the ring (``ring.StoredEvent``; measured with
+``sys.getsizeof``, in tests/history/test_memory.py). Counted with the payload, so the
+memory budget is about the process's memory, not only the events' text."""
+
 
 @dataclass
 class _StreamData:
@@ -88,8 +94,8 @@ class MemoryHistory:
         for record in write.records:
             shot = _screenshot_id(record)
             evicted = data.ring.append(stored(record, shot))
-            data.event_bytes += len(record.payload)
-            self._held += len(record.payload)
+            data.event_bytes += len(record.payload) + EVENT_OVERHEAD
+            self._held += len(record.payload) + EVENT_OVERHEAD
             if shot is not None:
                 data.references[shot] = data.references.get(shot, 0) + 1
             if evicted is not None:
@@ -193,8 +199,8 @@ class MemoryHistory:
 
     def _forget(self, data: _StreamData, removed: Sequence[StoredEvent]) -> None:
         for _, _, _, payload, shot in removed:
-            data.event_bytes -= len(payload)
-            self._held -= len(payload)
+            data.event_bytes -= len(payload) + EVENT_OVERHEAD
+            self._held -= len(payload) + EVENT_OVERHEAD
             if shot is None:
                 continue
             left = data.references.get(shot, 0) - 1
