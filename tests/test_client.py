@@ -3,9 +3,14 @@ raises in-process, rebuilt from the server's error code."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
 import pytest
 
 import executor_streamer
+import executor_streamer.client as client_module
 from executor_streamer import (
     EventTooLarge,
     HubClient,
@@ -14,12 +19,15 @@ from executor_streamer import (
     SlowConsumer,
     StreamClosed,
     StreamerError,
+    StreamEvent,
     StreamNotFound,
 )
+from executor_streamer.client import ServerSentEvent
 from executor_streamer.errors import _with_codes, error_from_wire
 from executor_streamer.server.errors import HTTP_STATUS
 
-from .live_server import Served, ServerFactory
+from .live_server import Served, ServerFactory, status
+from .waiting import eventually, eventually_async
 
 ERROR_CLASSES = [cls for cls in _with_codes(StreamerError) if cls is not RemoteError]
 
@@ -82,3 +90,106 @@ async def test_a_publish_retried_with_its_idempotency_key_is_stored_once(served:
         again = await client.publish_event("wf-idem", event, idempotency_key="k-1")
         assert again == first
         assert (await served.http.get("/api/streams/wf-idem/history")).json()["total"] == 1
+
+
+class TestWatch:
+    """``HubClient.watch`` over SSE: each event once, in seq order, across reconnects."""
+
+    async def test_replays_are_not_yielded_and_never_move_the_position_back(
+        self, served: Served, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An operator's replay to the watching client (``replay_event`` frames) is not
+        handed out; the next live event is, and a reconnect resumes after it."""
+        monkeypatch.setattr(client_module, "RECONNECT_DELAY", 0.01)
+        await served.publish("wf-1", status(1), status(2), status(3))
+        async with HubClient(served.base_url) as client:
+            events = client.watch("wf-1", since=0)
+            assert [(await anext(events)).seq for _ in range(3)] == [1, 2, 3]
+            [listed] = (await served.http.get("/api/streams/wf-1/clients")).json()
+            replay = await served.http.post(
+                f"/api/streams/wf-1/replay/{listed['id']}", json={"afterSeq": 0}
+            )
+            assert replay.status_code == 202 and replay.json()["count"] == 3
+            await served.publish("wf-1", status(4))
+            assert (await anext(events)).seq == 4
+            # Dropped (the generator waits at its yield), then resumed after 4, not 3.
+            await served.http.delete(f"/api/streams/wf-1/clients/{listed['id']}")
+            await served.publish("wf-1", status(5))
+            assert (await anext(events)).seq == 5
+            await events.aclose()
+
+    async def test_a_reconnect_into_a_new_epoch_starts_over(
+        self, served: Served, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The epoch from ``subscribed`` goes with the resume: after the stream was purged
+        and made again, the reconnect gets the new life from seq 1, not from after 3."""
+        monkeypatch.setattr(client_module, "RECONNECT_DELAY", 0.01)
+        await served.publish("wf-1", status(1), status(2), status(3))
+        old = served.hub.streams.resolve("wf-1")
+        async with HubClient(served.base_url) as client:
+            events = client.watch("wf-1", since=0)
+            assert [(await anext(events)).seq for _ in range(3)] == [1, 2, 3]
+            [listed] = (await served.http.get("/api/streams/wf-1/clients")).json()
+            await served.http.delete(f"/api/streams/wf-1/clients/{listed['id']}")
+            purged = await served.http.delete("/api/streams/wf-1", params={"purge": True})
+            assert purged.status_code == 204
+            await served.publish("wf-1", *[status(f"new {i}") for i in range(5)])
+            new = served.hub.streams.resolve("wf-1")
+            assert new.epoch != old.epoch
+            first = await anext(events)
+            assert (first.seq, first.stream_id) == (1, new.id)
+            await events.aclose()
+
+    async def test_live_only_resumes_from_where_it_subscribed(
+        self, served: Served, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Live only and dropped before any event: the reconnect resumes after the
+        ``lastSeq`` that ``subscribed`` named, so an event published in between arrives."""
+        monkeypatch.setattr(client_module, "RECONNECT_DELAY", 0.01)
+        await served.publish("wf-1", status(1))
+        connects: list[tuple[int | None, str | None]] = []
+        gate = asyncio.Event()
+        original = HubClient._sse
+
+        def gated(
+            self: HubClient, stream: str, last: int | None, epoch: str | None, types: Any
+        ) -> AsyncIterator[ServerSentEvent]:
+            connects.append((last, epoch))
+            return _after(
+                gate if len(connects) > 1 else None, original(self, stream, last, epoch, types)
+            )
+
+        monkeypatch.setattr(HubClient, "_sse", gated)
+        async with HubClient(served.base_url) as client:
+            events = client.watch("wf-1")
+            first = asyncio.create_task(_next(events))
+            clients: list[dict[str, Any]] = []
+
+            async def listed() -> bool:
+                nonlocal clients
+                clients = (await served.http.get("/api/streams/wf-1/clients")).json()
+                return bool(clients)
+
+            assert await eventually_async(listed), "the watch did not connect"
+            await served.http.delete(f"/api/streams/wf-1/clients/{clients[0]['id']}")
+            assert await eventually(lambda: len(connects) == 2), "the watch did not reconnect"
+            await served.publish("wf-1", status(2))  # while it is away
+            gate.set()
+            assert (await asyncio.wait_for(first, 10)).seq == 2
+            epoch = served.hub.streams.resolve("wf-1").epoch
+            assert connects == [(None, None), (1, epoch)]
+            await events.aclose()
+
+
+async def _next(events: AsyncIterator[StreamEvent]) -> StreamEvent:
+    return await anext(events)
+
+
+async def _after(
+    gate: asyncio.Event | None, frames: AsyncIterator[ServerSentEvent]
+) -> AsyncIterator[ServerSentEvent]:
+    """``frames``, once ``gate`` is set."""
+    if gate is not None:
+        await gate.wait()
+    async for frame in frames:
+        yield frame

@@ -11,7 +11,8 @@
 asked for it at every request and connection, so that a token can be renewed.
 Publishing has the same methods as the in-process ``hub.publisher``. ``watch`` follows a
 stream over Server-Sent Events and, like a browser's EventSource, reconnects with
-``Last-Event-ID`` after a dropped connection, so it misses nothing.
+``Last-Event-ID`` after a dropped connection, in the epoch the hub named in ``subscribed``,
+so it misses nothing.
 """
 
 from __future__ import annotations
@@ -124,16 +125,30 @@ class HubClient(PublishApi):
 
     async def watch(
         self, stream: str, *, since: int | None = None, types: Sequence[str] | None = None
-    ) -> AsyncIterator[StreamEvent]:
-        """Events of ``stream`` as they arrive; ends when the stream closes."""
-        last = since
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Events of ``stream`` as they arrive, each once in seq order; ends when the
+        stream closes.
+
+        After a dropped connection it resumes after the last seq it yielded (live only at
+        first: after the stream's ``lastSeq`` when it subscribed), in the epoch of that
+        seq; in another epoch the hub sends everything it holds again, from seq 1.
+        Events an operator replays to this client (``replay_event``) are not yielded:
+        they repeat seqs already handed out and never move the resume position."""
+        last, epoch = since, None
         while True:
             try:
-                async for frame in self._sse(stream, last, types):
+                async for frame in self._sse(stream, last, epoch, types):
                     if frame.event == "stream_event":
                         event = StreamEvent.model_validate_json(frame.data)
                         last = event.seq
                         yield event
+                    elif frame.event == "subscribed":
+                        opening = orjson.loads(frame.data)
+                        if last is None:  # live only: resume from where it began
+                            last = opening["lastSeq"]
+                        elif epoch is not None and opening["epoch"] != epoch:
+                            last = 0  # seqs start over, and the hub sends all it holds
+                        epoch = opening["epoch"]
                     elif frame.event == "error":
                         error = orjson.loads(frame.data)
                         if error.get("code") == "STREAM_CLOSED":
@@ -143,12 +158,14 @@ class HubClient(PublishApi):
             await asyncio.sleep(RECONNECT_DELAY)
 
     async def _sse(
-        self, stream: str, last: int | None, types: Sequence[str] | None
+        self, stream: str, last: int | None, epoch: str | None, types: Sequence[str] | None
     ) -> AsyncIterator[ServerSentEvent]:
         params = {"types": ",".join(types)} if types else {}
         headers = {"accept": "text/event-stream"}
         if last is not None:
             headers["last-event-id"] = str(last)
+            if epoch is not None:
+                params["epoch"] = epoch
         url = f"/api/streams/{stream}/events"
         async with self._http.stream(
             "GET", url, params=params, headers=headers, timeout=None

@@ -118,8 +118,11 @@ class TestCrashRecovery:
                     timeout=10,
                 ) as sse:
                     seqs: list[int] = []
+                    kind = ""
                     async for line in sse.aiter_lines():
-                        if line.startswith("data: "):
+                        if line.startswith("event: "):
+                            kind = line[7:]
+                        elif line.startswith("data: ") and kind == "stream_event":
                             seqs.append(orjson.loads(line[6:])["seq"])
                             if len(seqs) == 4:
                                 break

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from executor_streamer.errors import StorageUnavailable
+from executor_streamer.history.shared import IdempotencyKey
 from executor_streamer.redis_engine.calls import call
 from executor_streamer.redis_engine.keys import SESSIONS
 from executor_streamer.redis_engine.store import RedisHistory
@@ -78,7 +79,10 @@ async def publish_events(store: RedisHistory, stream_id: str, count: int, key: s
         while True:
             try:
                 await store.publish(
-                    state, parts(n, stream_id, stream_id), "2026-01-01T00:00:00.000Z", f"{key}{n}"
+                    state,
+                    parts(n, stream_id, stream_id),
+                    "2026-01-01T00:00:00.000Z",
+                    IdempotencyKey(f"{key}{n}", "", "fingerprint"),
                 )
                 break
             except StorageUnavailable:

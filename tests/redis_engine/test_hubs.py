@@ -469,6 +469,7 @@ async def test_an_sse_client_in_a_lost_epoch_is_told_to_resume(
             await publish(a, "wf-1", status(i))
         old = (await b.http.get("/api/streams/wf-1")).json()
         async with sse_stream(b, "/api/streams/wf-1/events?since=0") as reader:
+            assert (await reader.next()).event == "subscribed"
             seen = [(await reader.next()).json()["seq"] for _ in range(3)]
             redis.kill()
             redis.start()
@@ -480,6 +481,9 @@ async def test_an_sse_client_in_a_lost_epoch_is_told_to_resume(
         assert seen == [1, 2, 3]
         query = f"since=3&epoch={old['epoch']}"
         async with sse_stream(b, f"/api/streams/wf-1/events?{query}") as reader:
+            opening = await reader.next()
+            assert opening.event == "subscribed" and opening.json()["recovered"] is False
+            assert opening.json()["epoch"] != old["epoch"]
             recovery = await reader.next()
             assert recovery.event == "recovery" and recovery.json()["recovered"] is False
             assert (await reader.next()).json()["seq"] == 1

@@ -88,7 +88,7 @@ class TestFaultContainment:
                 await publish_concurrently(served)
                 # What was queued before the failure still goes out, then the end.
                 message = await victim.next()
-                while message.event == "stream_event":
+                while message.event in ("subscribed", "stream_event"):
                     message = await victim.next()
                 assert (message.event, message.json()["code"]) == ("error", "INTERNAL_ERROR")
                 got = await healthy.events(EVENTS)

@@ -6,8 +6,20 @@ import asyncio
 import gc
 from typing import Any
 
-from ..live_server import Served, ServerFactory, assert_freed, reasoning, sse_stream, status
-from ..waiting import eventually_async
+import orjson
+import pytest
+
+from ..live_server import (
+    Served,
+    ServerFactory,
+    SSEMessage,
+    SSEReader,
+    assert_freed,
+    reasoning,
+    sse_stream,
+    status,
+)
+from ..waiting import eventually, eventually_async
 
 
 async def until_listed(served: Served, stream: str = "wf-1") -> list[dict[str, Any]]:
@@ -24,9 +36,31 @@ async def until_listed(served: Served, stream: str = "wf-1") -> list[dict[str, A
     return clients
 
 
+async def frames_of(sse: SSEReader, event: str, count: int) -> list[SSEMessage]:
+    """The next ``count`` frames named ``event``, skipping any other (heartbeats)."""
+    out: list[SSEMessage] = []
+    while len(out) < count:
+        message = await sse.next()
+        if message.event == event:
+            out.append(message)
+    return out
+
+
+def subscribed(served: Served, last_seq: int, recovered: bool = True) -> dict[str, Any]:
+    """What `event: subscribed` says for wf-1 as the hub stands now."""
+    stream = served.hub.streams.resolve("wf-1")
+    return {
+        "streamId": stream.id,
+        "lastSeq": last_seq,
+        "epoch": stream.epoch,
+        "recovered": recovered,
+    }
+
+
 class TestFrames:
     async def test_frames_are_exactly_as_designed(self, served: Served) -> None:
-        """retry first, then `event: stream_event`, `id: <seq>`, one JSON data line."""
+        """retry first, then `event: subscribed`, then `event: stream_event`, `id: <seq>`,
+        each with one JSON data line."""
         await served.publish("wf-1", status(1))
         async with sse_stream(served, "/api/streams/wf-1/events?since=0") as sse:
             assert sse.response.headers["content-type"].startswith("text/event-stream")
@@ -35,7 +69,30 @@ class TestFrames:
             [message] = await sse.events(1)
             assert sse.retry == 3000
             assert message.id == "1" and message.json()["seq"] == 1
-            assert sse.raw[-4:] == ["event: stream_event", "id: 1", f"data: {message.data}", ""]
+            opening = subscribed(served, 1)
+            assert sse.raw == [
+                ": executor-streamer",
+                "retry: 3000",
+                "",
+                "event: subscribed",
+                f"data: {orjson.dumps(opening).decode()}",
+                "",
+                "event: stream_event",
+                "id: 1",
+                f"data: {message.data}",
+                "",
+            ]
+
+    async def test_subscribed_comes_first_with_the_epoch(self, served: Served) -> None:
+        """Live-only or resuming, the first frame is `subscribed`: the stream's id, last
+        seq and epoch, and `recovered`; it has no `id:`, so it moves no Last-Event-ID."""
+        await served.publish("wf-1", status(1), status(2))
+        for query in ("", "?since=0", "?since=2"):
+            async with sse_stream(served, f"/api/streams/wf-1/events{query}") as sse:
+                first = await sse.next()
+                assert (first.event, first.id) == ("subscribed", None), query
+                assert first.json() == subscribed(served, 2), query
+                assert "id: " not in "".join(sse.raw), query
 
     async def test_newlines_in_values_cannot_inject_fields(self, served: Served) -> None:
         """A value holding newlines and SSE field names stays inside one data line."""
@@ -50,6 +107,7 @@ class TestFrames:
         served = await make_server(default_stream_config={"heartbeat_interval": 200})
         await served.http.post("/api/streams", json={"workflowSessionId": "wf-1"})
         async with sse_stream(served, "/api/streams/wf-1/events") as sse:
+            assert (await sse.next()).event == "subscribed"
             message = await sse.next()
             assert message.event == "heartbeat"
             assert message.json()["active_clients"] == 1
@@ -86,10 +144,14 @@ class TestResume:
     async def test_recovery_frame_when_history_was_trimmed(
         self, make_server: ServerFactory
     ) -> None:
-        """A resume whose events were trimmed starts with `event: recovery`."""
+        """A resume whose events were trimmed says `recovered: false` in `subscribed`,
+        then `event: recovery` tells from which seq history still holds."""
         served = await make_server(default_stream_config={"max_history_size": 2})
         await served.publish("wf-1", *[status(i) for i in range(5)])
         async with sse_stream(served, "/api/streams/wf-1/events?since=1") as sse:
+            opening = await sse.next()
+            assert opening.event == "subscribed"
+            assert opening.json() == subscribed(served, 5, recovered=False)
             first = await sse.next()
             assert first.event == "recovery"
             assert first.json()["recovered"] is False and first.json()["firstSeq"] == 4
@@ -122,6 +184,9 @@ class TestResume:
         """`?epoch=` from another life of the stream: recovered false, everything held."""
         await served.publish("wf-1", status(1), status(2))
         async with sse_stream(served, "/api/streams/wf-1/events?since=1&epoch=old") as reader:
+            opening = await reader.next()
+            assert opening.event == "subscribed"
+            assert opening.json() == subscribed(served, 2, recovered=False)
             first = await reader.next()
             assert first.event == "recovery" and first.json()["recovered"] is False
             assert first.json()["epoch"] != "old"
@@ -132,6 +197,8 @@ class TestResume:
         epoch = served.hub.streams.resolve("wf-1").epoch
         path = f"/api/streams/wf-1/events?since=1&epoch={epoch}"
         async with sse_stream(served, path) as reader:
+            opening = await reader.next()
+            assert (opening.event, opening.json()) == ("subscribed", subscribed(served, 2))
             assert [int(m.json()["seq"]) for m in await reader.events(1)] == [2]
 
 
@@ -140,6 +207,7 @@ class TestEnding:
         """Closing the stream sends `event: error` STREAM_CLOSED and ends the response."""
         await served.http.post("/api/streams", json={"workflowSessionId": "wf-1"})
         async with sse_stream(served, "/api/streams/wf-1/events") as sse:
+            assert (await sse.next()).event == "subscribed"
             await until_listed(served)
             await served.http.delete("/api/streams/wf-1")
             message = await sse.next()
@@ -160,7 +228,7 @@ class TestEnding:
             assert client["filters"] == [{"eventTypes": ["STATUS"]}]
             gone = await served.http.delete(f"/api/streams/wf-1/clients/{client['id']}")
             assert gone.status_code == 204
-            message = await sse.next()
+            [message] = await frames_of(sse, "error", 1)
             assert message.json()["code"] == "DISCONNECTED"
         assert (await served.http.get("/api/streams/wf-1/clients")).json() == []
         missing = await served.http.delete("/api/streams/wf-1/clients/cli_nope")
@@ -190,7 +258,9 @@ class TestEnding:
 
 class TestReplayAndLimits:
     async def test_rest_replay_to_an_sse_client(self, served: Served) -> None:
-        """POST /replay/{clientId} sends history to a live SSE client as stream_event frames."""
+        """POST /replay/{clientId} sends history to a live SSE client as `replay_event`
+        frames with no `id:` (which would move Last-Event-ID back); the next live event
+        is a `stream_event` with its `id:` as before."""
         await served.publish("wf-1", status(1), status(2), status(3))
         async with sse_stream(served, "/api/streams/wf-1/events") as sse:
             [client] = await until_listed(served)
@@ -198,9 +268,56 @@ class TestReplayAndLimits:
                 f"/api/streams/wf-1/replay/{client['id']}", json={"afterSeq": 1}
             )
             assert response.status_code == 202 and response.json()["count"] == 2
-            assert [m.id for m in await sse.events(2)] == ["2", "3"]
+            replayed = await frames_of(sse, "replay_event", 2)
+            assert [(m.id, m.json()["seq"]) for m in replayed] == [(None, 2), (None, 3)]
+            await served.publish("wf-1", status(4))
+            [live] = await sse.events(1)
+            assert (live.id, live.json()["seq"]) == ("4", 4)
+            # On the wire: the replayed frames' lines, exactly, and the only id is the live one.
+            start = sse.raw.index("event: replay_event")
+            assert sse.raw[start : start + 6] == [
+                "event: replay_event",
+                f"data: {replayed[0].data}",
+                "",
+                "event: replay_event",
+                f"data: {replayed[1].data}",
+                "",
+            ]
+            assert [line for line in sse.raw if line.startswith("id:")] == ["id: 4"]
         bad = await served.http.post("/api/streams/wf-1/replay/cli_nope", json={})
         assert bad.status_code == 404 and bad.json()["error"]["code"] == "CLIENT_NOT_FOUND"
+
+    async def test_a_replay_keeps_its_place_among_live_events(
+        self, served: Served, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Live events queued before and after a replay go out in one write, in order:
+        the live ones as `stream_event` with their `id:`, the replay between them as
+        `replay_event` without."""
+        from executor_streamer.server.sse import EventStreamResponse
+
+        await served.publish("wf-1", status(1), status(2))
+        async with sse_stream(served, "/api/streams/wf-1/events?since=0") as sse:
+            assert [m.id for m in await sse.events(2)] == ["1", "2"]
+            [client] = await until_listed(served)
+            # Hold the flush pass so that what follows queues up for one write.
+            held: list[EventStreamResponse] = []
+            monkeypatch.setattr(EventStreamResponse, "flush", lambda self: held.append(self))
+            await served.publish("wf-1", status(3))
+            replay = await served.http.post(
+                f"/api/streams/wf-1/replay/{client['id']}", json={"afterSeq": 1}
+            )
+            assert replay.status_code == 202
+            await served.publish("wf-1", status(4))
+            assert await eventually(lambda: held and held[0].sub.pending == 3), "not queued"
+            monkeypatch.undo()
+            held[0].flush()
+            frames = [await sse.next() for _ in range(4)]
+            assert [(m.event, m.id, m.json()["seq"]) for m in frames] == [
+                ("stream_event", "3", 3),
+                ("replay_event", None, 2),
+                ("replay_event", None, 3),
+                ("stream_event", "4", 4),
+            ]
 
     async def test_global_connection_limit(self, make_server: ServerFactory) -> None:
         """Past server.maxConnections, SSE and long polling answer 503 TOO_MANY_CLIENTS."""

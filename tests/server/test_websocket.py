@@ -307,6 +307,7 @@ class TestLiveness:
             sse_stream(served, "/api/streams/wf-1/events") as sse,
         ):
             await p.expect("subscribed")
+            assert (await sse.next()).event == "subscribed"
             beats = [await sse.next() for _ in range(6)]  # about two idle timeouts
             assert {b.event for b in beats} == {"heartbeat"}
             clients = (await served.http.get("/api/streams/wf-1/clients")).json()

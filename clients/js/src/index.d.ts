@@ -97,6 +97,9 @@ export declare class Subscription implements AsyncIterable<StreamEvent> {
   on(kind: "event", handler: (event: StreamEvent) => void): () => void;
   on(kind: "state", handler: (change: StateChange) => void): () => void;
   on(kind: "error", handler: (error: unknown) => void): () => void;
+  /** Events an operator replayed to this client (`POST /api/streams/{id}/replay/{clientId}`):
+   * they repeat seqs, so they never enter the iteration or `on("event")`, nor move `position`. */
+  on(kind: "replay", handler: (event: StreamEvent) => void): () => void;
   /** Unsubscribe; iterations end. Leaving a `for await` loop does it too. */
   close(): void;
   [Symbol.asyncIterator](): AsyncIterator<StreamEvent>;

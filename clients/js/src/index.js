@@ -8,7 +8,9 @@
 //   for await (const event of sub) console.log(event.seq, event.type);
 //
 // A subscription reconnects with jittered backoff and resumes from `position` (the last
-// seq it handed over) and the stream's epoch: no gap, no duplicate. It tries WebSocket,
+// seq it handed over) and the stream's epoch: no gap, no duplicate. Events an operator
+// replays to it go to `on("replay")` only: never into the iteration, never moving
+// `position`. It tries WebSocket,
 // then Server-Sent Events (over fetch, so headers work), then long polling, moving on when
 // a transport is refused before it ever delivered.
 
@@ -160,7 +162,7 @@ export class Subscription {
     this.transport = undefined;
     this.error = undefined;
     this.transports = (transports ?? client.transports).filter((t) => client.transports.includes(t));
-    this.listeners = { event: new Set(), state: new Set(), error: new Set() };
+    this.listeners = { event: new Set(), state: new Set(), error: new Set(), replay: new Set() };
     this.buffer = []; // events for `for await`, kept only once somebody iterates
     this.iterating = false;
     this.waiting = undefined;
@@ -169,7 +171,7 @@ export class Subscription {
     this.run();
   }
 
-  /** `on("event" | "state" | "error", fn)`; returns a function that removes `fn`. */
+  /** `on("event" | "state" | "error" | "replay", fn)`; returns a function that removes `fn`. */
   on(kind, handler) {
     this.listeners[kind].add(handler);
     return () => this.listeners[kind].delete(handler);
@@ -238,6 +240,19 @@ export class Subscription {
     if (this.epoch !== undefined && epoch !== undefined && epoch !== this.epoch) this.position = 0;
     if (epoch !== undefined) this.epoch = epoch;
     if (recovered === false) this.recovered = false;
+  }
+
+  /** The hub's `subscribed`: its epoch, whether the resume is complete, and (live only)
+   * the seq to resume after if the connection drops before any event. */
+  subscribed({ epoch, recovered, lastSeq }) {
+    this.learnEpoch(epoch, recovered);
+    if (this.position === undefined && lastSeq !== undefined) this.position = lastSeq;
+    this.setState("live");
+  }
+
+  /** Events an operator replayed (they repeat seqs): to `on("replay")`, nowhere else. */
+  replayed(events) {
+    for (const item of events) this.emit("replay", item);
   }
 
   deliver(events) {
@@ -367,15 +382,15 @@ async function viaWebSocket(sub) {
           scheduleRefresh(frame.metadata.expiresAt);
           break;
         case "subscribed":
-          sub.learnEpoch(frame.metadata.epoch, frame.metadata.recovered);
           live = true;
-          sub.setState("live");
+          sub.subscribed(frame.metadata);
           break;
         case "events":
           sub.deliver(frame.events);
           break;
         case "event":
-          sub.deliver([frame.event]);
+          if (frame.metadata?.replay) sub.replayed([frame.event]);
+          else sub.deliver([frame.event]);
           break;
         case "error":
           if (frame.error.code === "STREAM_CLOSED") finish({ ended: true });
@@ -408,14 +423,13 @@ async function viaEventStream(sub) {
     );
     if (response.status !== 200) return refusal(response);
     live = true;
-    sub.setState("live");
     for await (const frame of sseFrames(response.body)) {
       if (frame.event === "stream_event") {
         sub.deliver([JSON.parse(frame.data)]);
-      } else if (frame.event === "recovery") {
-        const recovery = JSON.parse(frame.data);
-        sub.learnEpoch(recovery.epoch, recovery.recovered);
-        sub.setState("live");
+      } else if (frame.event === "subscribed") {
+        sub.subscribed(JSON.parse(frame.data)); // always first: epoch, recovered, lastSeq
+      } else if (frame.event === "replay_event") {
+        sub.replayed([JSON.parse(frame.data)]); // no id: it moves no position
       } else if (frame.event === "error") {
         const error = JSON.parse(frame.data);
         if (error.code === "STREAM_CLOSED") return { live, ended: true };

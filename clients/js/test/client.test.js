@@ -293,6 +293,42 @@ describe("against a hub", () => {
     assert.deepEqual(await reading, [1]);
   });
 
+  for (const transport of ["sse", "websocket"]) {
+    test(`${transport}: the epoch is learned on subscribing; replays go to on("replay") only`, async () => {
+      const client = createClient({ url: hub.url });
+      const stream = `js-replay-${transport}`;
+      await client.publish(stream, range(1, 3).map(status));
+      const sub = client.subscribe(stream, { since: 0, transports: [transport] });
+      const seen = [];
+      const replayed = [];
+      sub.on("event", (event) => seen.push(event.seq));
+      sub.on("replay", (event) => replayed.push(event.seq));
+      await until(() => seen.length === 3);
+      const { epoch } = await client.request("GET", `/api/streams/${stream}`);
+      assert.equal(sub.epoch, epoch);
+      const [listed] = await clientsOf(hub.url, stream);
+      await client.request("POST", `/api/streams/${stream}/replay/${listed.id}`, { afterSeq: 0 });
+      await until(() => replayed.length === 3);
+      assert.deepEqual(replayed, [1, 2, 3]);
+      assert.equal(sub.position, 3); // a replay never moves it back
+      await client.publish(stream, status(4));
+      await until(() => seen.length === 4);
+      assert.deepEqual(seen, [1, 2, 3, 4]);
+      assert.equal(sub.position, 4);
+      sub.close();
+    });
+  }
+
+  test("sse: live only, the position starts at the lastSeq the hub said on subscribing", async () => {
+    const client = createClient({ url: hub.url });
+    const stream = "js-live-sse";
+    await client.publish(stream, range(1, 2).map(status));
+    const sub = client.subscribe(stream, { transports: ["sse"] });
+    await until(() => sub.state === "live");
+    assert.equal(sub.position, 2);
+    sub.close();
+  });
+
   describe("through a proxy that refuses WebSocket upgrades", () => {
     let proxy;
     before(async () => {

@@ -13,7 +13,6 @@ from ..core.subscription import CloseReason
 from .flush import Flusher
 from .timers import Rounds
 
-
 MAX_UNAUTHENTICATED = 256
 """WebSockets waiting for their first ``auth`` message; past it, each new one ends the
 longest-waiting one that has waited :data:`PATIENCE_SECONDS` or more (an honest client

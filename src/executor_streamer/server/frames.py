@@ -20,8 +20,13 @@ def sse_event(record: EventRecord) -> bytes:
     return b"event: stream_event\nid: %d\ndata: %b\n\n" % (record.seq, record.payload)
 
 
+def sse_replay_event(record: EventRecord) -> bytes:
+    """A replayed event: no ``id:``, which would move the client's Last-Event-ID back."""
+    return b"event: replay_event\ndata: %b\n\n" % record.payload
+
+
 def sse_frame(event: str, data: Any) -> bytes:
-    """A control frame (heartbeat, error, recovery); JSON keeps it on one line."""
+    """A control frame (subscribed, heartbeat, error, recovery); JSON keeps it on one line."""
     return b"event: %b\ndata: %b\n\n" % (event.encode(), orjson.dumps(data))
 
 

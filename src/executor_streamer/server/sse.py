@@ -1,10 +1,14 @@
 """Server-Sent Events: ``GET /api/streams/{id}/events`` (docs/protocol.md).
 
-One writer per connection drains the client's subscription and sends everything queued
-as one write (several frames in one chunk). Heartbeats go out after ``heartbeatInterval``
-without other writes. A write that does not drain within the idle timeout means the
-client vanished; so does falling ``bufferSize`` events behind: either way the connection
-is cut, and the client resumes with ``Last-Event-ID`` without losing anything.
+The response opens with ``event: subscribed`` (the stream's epoch and last seq, and
+whether the resume asked for is complete). One writer per connection drains the client's
+subscription and sends everything queued as one write (several frames in one chunk).
+Events replayed on request (``POST /api/streams/{id}/replay/{clientId}``) go out as
+``event: replay_event`` with no ``id:``, so the client's ``Last-Event-ID`` never moves
+back. Heartbeats go out after ``heartbeatInterval`` without other writes. A write that
+does not drain within the idle timeout means the client vanished; so does falling
+``bufferSize`` events behind: either way the connection is cut, and the client resumes
+with ``Last-Event-ID`` without losing anything.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from ..history.records import EventRecord
 from ..types.base import format_timestamp, utc_now
 from .connections import LiveConnections, liveness_interval
 from .flush import Pacer
-from .frames import sse_event, sse_frame, sse_preamble
+from .frames import sse_event, sse_frame, sse_preamble, sse_replay_event
 from .internals import ChunkWriter
 from .metrics import ServerMetrics
 from .timers import Signal, Ticker
@@ -158,13 +162,38 @@ class EventStreamResponse(Response):
         ):
             self._wake.set()
             return
-        records = self.sub.drain_records()
+        body, records = self._take()
         if not records:
             return
-        chunks.write_now(self._body(records))
+        chunks.write_now(body)
         self.metrics.record_delivered(records)
         self._last_write = self._loop.time()
         self.client.touch()
+
+    def _take(self) -> tuple[bytes, list[EventRecord]]:
+        """Everything queued now: its frames, and the records they carry. Live and
+        resumed events are ``stream_event`` frames with their ``id:``; a replay batch's
+        are ``replay_event`` frames without one, in place among them."""
+        live = self.sub.drain_live()
+        if live is not None:  # no replay queued: the common case, frames shared per pass
+            return (self._body(live) if live else b""), live
+        parts: list[bytes] = []
+        records: list[EventRecord] = []
+        run: list[EventRecord] = []
+        for item in self.sub.drain():
+            if isinstance(item, EventRecord):
+                run.append(item)
+                continue
+            if run:
+                parts.append(self._body(run))
+                records += run
+                run = []
+            parts.extend(sse_replay_event(record) for record in item.records)
+            records += item.records
+        if run:
+            parts.append(self._body(run))
+            records += run
+        return b"".join(parts), records
 
     def _body(self, records: list[EventRecord]) -> bytes:
         """The frames of ``records``, built once per flush pass for every client that
@@ -194,15 +223,20 @@ class EventStreamResponse(Response):
 
     async def _write(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.start_headers})
-        opening = sse_preamble()
-        if not self.sub.recovered:
+        sub = self.sub
+        opening = sse_preamble() + sse_frame(
+            "subscribed",
+            {
+                "streamId": sub.stream_id,
+                "lastSeq": sub.last_seq,
+                "epoch": sub.epoch,
+                "recovered": sub.recovered,
+            },
+        )
+        if not sub.recovered:
             opening += sse_frame(
                 "recovery",
-                {
-                    "recovered": False,
-                    "epoch": self.sub.epoch,
-                    "firstSeq": self.sub.first_retained_seq,
-                },
+                {"recovered": False, "epoch": sub.epoch, "firstSeq": sub.first_retained_seq},
             )
         await self._send(send, opening)
         self._started = True
@@ -213,9 +247,9 @@ class EventStreamResponse(Response):
                 return
             if self.sub.pending:
                 await pacer.pace()
-                records = self.sub.drain_records()  # replays go out as stream_event too
+                body, records = self._take()
                 if records:
-                    await self._send(send, self._body(records))
+                    await self._send(send, body)
                     self.metrics.record_delivered(records)
                 continue
             if self.sub.closed:
