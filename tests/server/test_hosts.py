@@ -6,8 +6,12 @@ address, or the host of ``server.publicUrl``."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+
+from executor_streamer.server.hosts import host_passes
 
 from ..live_server import Served, ServerFactory, reasoning
 
@@ -59,3 +63,22 @@ async def test_with_authentication_the_credential_decides(make_server: ServerFac
     served = await make_server(security={"authenticationRequired": True, "jwt": {"secret": secret}})
     response = await served.http.get("/api/streams", headers=host(served, REBOUND))
     assert response.status_code == 401  # no credential: refused for that, not for Host
+
+
+@given(
+    calls=st.lists(
+        st.tuples(
+            st.sampled_from(
+                [b"localhost:1", b"LOCALHOST", b"127.0.0.1:9", b"[::1]:3", b"10.0.0.1", b"x.test"]
+            )
+            | st.binary(max_size=20),
+            st.sampled_from([frozenset({"localhost"}), frozenset({"localhost", "x.test"})]),
+        ),
+        max_size=40,
+    )
+)
+def test_a_remembered_answer_is_the_answer(calls: list[tuple[bytes, frozenset[str]]]) -> None:
+    """``host_passes`` remembers answers by the whole input (the Host value and the names):
+    each is what working it out again gives."""
+    for value, names in calls:
+        assert host_passes(value, names) == host_passes.__wrapped__(value, names)

@@ -83,7 +83,7 @@ class TestSlowConsumers:
         await ready.wait()
         port = served.server.port
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /api/streams/wf-1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        writer.write(b"GET /api/streams/wf-1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         await writer.drain()
         await reader.readuntil(b"\r\n\r\n")  # headers, then never read again
         try:

@@ -17,6 +17,7 @@ therefore never holds the stream or anyone else back.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -123,7 +124,8 @@ class Subscription:
         # and an empty deque costs ~600 bytes for each of thousands of idle subscribers.
         self._queue: list[SubscriptionItem] = []
         self._replays = 0  # replay batches in _queue: with none, it holds only records
-        self._max_bytes = max_queued_bytes
+        # No budget is a budget no queue reaches: one comparison per push either way.
+        self._max_bytes = sys.maxsize if max_queued_bytes is None else max_queued_bytes
         self.queued_bytes = 0
         """Payload bytes of the live events and replays queued now (resumed history is
         bounded by the history itself and does not count). Past ``max_queued_bytes`` the
@@ -189,10 +191,12 @@ class Subscription:
             # Under load, nearly every push: all new, unfiltered, with room for all.
             if size is None:
                 size = sum(len(r.payload) for r in records)
-            if not self._room_for(size):
+            queued = self.queued_bytes + size
+            if queued > self._max_bytes:  # _room_for, inlined: this runs per delivery
+                self.close(CloseReason.SLOW_CONSUMER)
                 return
             queue.extend(records)
-            self.queued_bytes += size
+            self.queued_bytes = queued
             self._position = records[-1].seq
             if was_empty:
                 self._wake()
@@ -228,7 +232,7 @@ class Subscription:
 
     def _room_for(self, size: int) -> bool:
         """Whether ``size`` more bytes fit the budget; if not, the subscription ends."""
-        if self._max_bytes is not None and self.queued_bytes + size > self._max_bytes:
+        if self.queued_bytes + size > self._max_bytes:
             self.close(CloseReason.SLOW_CONSUMER)
             return False
         return True

@@ -231,6 +231,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._in_headers = True  # a request's line and headers are being read
+        self._began = 0.0  # when they began (or the connection did, for its first)
         self._header_bytes = 0
         self._deadline: asyncio.TimerHandle | None = None
         self._finishing = False  # no more requests are read; close after the queued answers
@@ -238,17 +240,18 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._close_the_longest_waiting()
+        self._began = self.loop.time()
         self._await_headers()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._headers_arrived()
+        self._stop_waiting()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._finishing:
             return  # the rest of a pipeline that went too far: never read
         self._unset_keepalive_if_required()
-        if self._deadline is not None:
+        if self._in_headers:
             self._header_bytes += len(data)
         try:
             self.parser.feed_data(data)
@@ -265,19 +268,29 @@ class BoundedHttpProtocol(HttpToolsProtocol):
                 self.logger.warning("Invalid HTTP request received.")
                 self._refuse(400, "Invalid HTTP request received.")
             return
-        if self._deadline is not None and self._header_bytes > MAX_HEADER_BYTES:
+        if not self._in_headers:
+            return
+        if self._header_bytes > MAX_HEADER_BYTES:
             self._refuse(431, "Request header fields too large.")
+        elif self._deadline is None:
+            # A read ended inside a request's headers: only now is a deadline needed (a
+            # request that arrives whole, nearly every one, costs no timer).
+            self._await_headers()
 
     def on_message_begin(self) -> None:
         if len(self.pipeline) >= MAX_QUEUED_REQUESTS:
             self._finishing = True
             raise _QueueFull  # stops the parser here: nothing more of this read is kept
         super().on_message_begin()
-        if self._deadline is None:
-            self._await_headers()
+        if not self._in_headers:
+            self._in_headers = True
+            self._began = self.loop.time()
+            self._header_bytes = 0
 
     def on_headers_complete(self) -> None:
-        self._headers_arrived()
+        self._in_headers = False
+        if self._deadline is not None:
+            self._stop_waiting()
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
@@ -286,11 +299,12 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self.flow.pause_reading()  # read on only once every queued request is answered
 
     def _await_headers(self) -> None:
-        self._header_bytes = 0
-        self._deadline = self.loop.call_later(HEADER_DEADLINE_SECONDS, self._too_slow)
-        self.waiting[self] = self.loop.time()
+        """Arm the deadline :data:`HEADER_DEADLINE_SECONDS` after the headers began."""
+        due = max(0.0, self._began + HEADER_DEADLINE_SECONDS - self.loop.time())
+        self._deadline = self.loop.call_later(due, self._too_slow)
+        self.waiting[self] = self._began
 
-    def _headers_arrived(self) -> None:
+    def _stop_waiting(self) -> None:
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
@@ -310,7 +324,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: int, message: str) -> None:
         """Answer ``status`` and close, or, with answers still to write, close after them."""
-        self._headers_arrived()
+        self._stop_waiting()
+        self._in_headers = False
         if self.cycle is not None and not self.cycle.response_complete:
             self._finishing = True
             self._finish_after_queued()

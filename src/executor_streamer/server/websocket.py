@@ -1,19 +1,17 @@
 """The WebSocket protocol: ``GET /ws`` (docs/protocol.md).
 
-One task per connection: it reads client messages (``ws_messages``), turns them into core
-calls and queues the replies (``ws_outbox``). Everything goes out through
+One task per connection: it reads client messages (``ws_messages``), turns them into core calls
+and queues the replies (``ws_outbox``). Everything goes out through
 :meth:`WebSocketSession.flush`, which writes the queued replies first and then what every
 subscription of the connection has queued, so a ``subscribed`` always precedes that
-subscription's events and a ``replay_done`` follows its replay. The reader flushes after
-each message; the server's flush pass (``flush.Flusher``) flushes when events arrive.
-Only a write that has to wait (the peer's socket buffer is full, or the server offers
-nothing but ASGI sends) gets a writer task, for as long as it waits: an idle connection
-holds no task but its reader.
-Credentials (docs/security.md) are checked before the upgrade when they come in the header
-or a ticket, else the first message must be ``auth``; then once per subscription, never
-per event. Protocol-level pings are the server's (``ws_protocol``; a peer that stops
-answering is closed within the idle timeout), so a connection that is still open has
-shown a sign of life.
+subscription's events and a ``replay_done`` follows its replay. The reader flushes after each
+message; the server's flush pass (``flush.Flusher``) flushes when events arrive. Only a write
+that has to wait (the peer's socket buffer is full, or the server offers nothing but ASGI sends)
+gets a writer task, for as long as it waits: an idle connection holds no task but its reader.
+Credentials (docs/security.md) are checked before the upgrade when they come in the header or a
+ticket, else the first message must be ``auth``; then once per subscription, never per event.
+Protocol-level pings are the server's (``ws_protocol``; a peer that stops answering is closed
+within the idle timeout), so a connection that is still open has shown a sign of life.
 """
 
 from __future__ import annotations
@@ -525,11 +523,16 @@ class WebSocketSession:
     # -- writing -----------------------------------------------------------------------
 
     def _over_budget(self) -> bool:
-        """Whether more than ``limits.maxQueuedBytes`` waits for this client: replies not
-        yet written, what its socket has not taken, events queued for its subscriptions.
-        A client that sends requests and never reads their answers gets here."""
-        waiting = self.outbox.bytes + self._frames.buffered()
-        waiting += sum(entry.sub.queued_bytes for entry in self.subs.values())
+        """Whether more than ``limits.maxQueuedBytes`` waits for this client: unwritten
+        replies, what its socket has not taken, its subscriptions' queues (each alone held
+        to it by ``Subscription.push``: with one and nothing else waiting, nothing to add
+        up). A client that sends requests and never reads their answers gets here."""
+        buffered = self._frames.buffered()
+        if not (buffered or self.outbox.bytes or self._writer) and len(self.subs) <= 1:
+            return False
+        waiting = self.outbox.bytes + buffered
+        for entry in self.subs.values():
+            waiting += entry.sub.queued_bytes
         return waiting > self._budget
 
     def flush(self) -> None:
