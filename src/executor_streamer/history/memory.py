@@ -31,8 +31,9 @@ from .ring import EventRing, StoredEvent, record_of, stored
 EVENT_OVERHEAD = 200
 """Bytes a retained event costs besides its payload: its tuple, seq, timestamp, the
 payload's bytes header and its slot in the ring (``ring.StoredEvent``; measured with
-``sys.getsizeof``, in tests/history/test_memory.py). Counted with the payload, so the
-memory budget is about the process's memory, not only the events' text."""
+``sys.getsizeof``, in tests/history/test_memory.py). The memory budget counts it with the
+payload (:meth:`MemoryHistory.held_in_memory`), so it is about the process's memory, not
+only the events' text; ``usage_bytes`` stays the events and images, as on every backend."""
 
 
 @dataclass
@@ -94,7 +95,7 @@ class MemoryHistory:
         for record in write.records:
             shot = _screenshot_id(record)
             evicted = data.ring.append(stored(record, shot))
-            data.event_bytes += len(record.payload) + EVENT_OVERHEAD
+            data.event_bytes += len(record.payload)
             self._held += len(record.payload) + EVENT_OVERHEAD
             if shot is not None:
                 data.references[shot] = data.references.get(shot, 0) + 1
@@ -166,7 +167,7 @@ class MemoryHistory:
     async def drop_stream(self, stream_id: str) -> None:
         data = self._streams.pop(stream_id, None)
         if data is not None:
-            self._held -= _bytes_of(data)
+            self._held -= _bytes_of(data) + EVENT_OVERHEAD * len(data.ring)
         self._states.pop(stream_id, None)
 
     async def get_screenshot(self, stream_id: str, screenshot_id: str) -> StoredScreenshot | None:
@@ -199,7 +200,7 @@ class MemoryHistory:
 
     def _forget(self, data: _StreamData, removed: Sequence[StoredEvent]) -> None:
         for _, _, _, payload, shot in removed:
-            data.event_bytes -= len(payload) + EVENT_OVERHEAD
+            data.event_bytes -= len(payload)
             self._held -= len(payload) + EVENT_OVERHEAD
             if shot is None:
                 continue
