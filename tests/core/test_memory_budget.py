@@ -172,3 +172,32 @@ async def test_the_running_count_is_the_sum_of_what_each_stream_holds(
 def test_the_budget_has_a_floor() -> None:
     config = ExecutorStreamerConfig().with_overrides({"limits": {"maxMemoryBytes": 2 * MIB}})
     assert config.limits.max_memory_bytes == 2 * MIB
+
+
+async def test_subscribers_queueing_the_same_events_count_once(make_hub: HubFactory) -> None:
+    """A hundred subscribers behind on one stream queue the same records: the budget
+    counts them once, not a hundred times."""
+    hub = await make_hub(limits={"maxMemoryBytes": 4 * MIB})
+    await hub.create_stream("busy")
+    subs = [await hub.open_subscription("busy") for _ in range(100)]
+    try:
+        await fill(hub, "busy", 3)  # ~300 KB, queued for each and drained by none
+        await hub.memory.maintain()
+        assert 300_000 <= hub.memory.queued_bytes < 400_000
+        await fill(hub, "busy", 3)  # a hundred-fold count would be far over the budget
+    finally:
+        for sub in subs:
+            sub.close(CloseReason.UNSUBSCRIBED)
+
+
+async def test_a_keyed_retry_at_the_budget_gets_its_first_answer(make_hub: HubFactory) -> None:
+    hub = await make_hub(limits={"maxMemoryBytes": 1 * MIB})
+    event = {
+        "type": "REASONING",
+        "data": {"thought": TEXT, "confidence": 0.5, "reasoningType": "p"},
+    }
+    first = await hub.publisher.publish_wire("busy", event, "k")
+    with pytest.raises(MemoryPressure):
+        await fill(hub, "busy", 30)
+    again = await hub.publisher.publish_wire("busy", event, "k")
+    assert [r.seq for r in again] == [r.seq for r in first]

@@ -125,6 +125,37 @@ class TestHeaders:
                     await asyncio.wait_for(writer.drain(), 10)
             assert await answers(reader) == [b"HTTP/1.1 431 Request Header Fields Too Large"]
 
+    @pytest.mark.parametrize("size", [70_000, 120_000])
+    async def test_large_headers_in_one_read_are_a_431_too(self, served: Served, size: int) -> None:
+        """Headers that arrive whole, in one read or after a request on the same
+        connection, are measured exactly."""
+        big = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: %b\r\n\r\n" % (b"a" * size)
+        async with raw(served) as (reader, writer):
+            writer.write(big)
+            await writer.drain()
+            assert await answers(reader) == [b"HTTP/1.1 431 Request Header Fields Too Large"]
+        async with raw(served) as (reader, writer):
+            writer.write(HEALTH)
+            await writer.drain()
+            assert b"200 OK" in await asyncio.wait_for(reader.read(65_536), 10)
+            writer.write(big)
+            await writer.drain()
+            assert await answers(reader) == [b"HTTP/1.1 431 Request Header Fields Too Large"]
+
+    async def test_a_broken_chunked_body_ends_its_request(self, served: Served) -> None:
+        """A body whose chunking breaks off: the request in flight learns its client is
+        gone and the client gets a 400, rather than both waiting for ever."""
+        async with raw(served) as (reader, writer):
+            writer.write(
+                b"POST /api/streams/wf-1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b'5\r\n{"typ\r\nzz\r\n'
+            )
+            await writer.drain()
+            assert await answers(reader) == [b"HTTP/1.1 400 Bad Request"]
+        await eventually(lambda: not served.server.server_state.tasks)
+        assert (await served.http.get("/api/streams/wf-1")).status_code == 404
+
     async def test_headers_just_under_the_cap_are_served(self, served: Served) -> None:
         padding = "a" * (60 << 10)
         response = await served.http.get("/healthz", headers={"X-Padding": padding})
@@ -180,19 +211,20 @@ class TestWaitingConnections:
         has waited longest for headers."""
         monkeypatch.setattr(internals, "MAX_WAITING_CONNECTIONS", 5)
         monkeypatch.setattr(internals, "PATIENCE_SECONDS", 0.2)
-        idle = [await asyncio.open_connection("127.0.0.1", served.server.port) for _ in range(5)]
+        monkeypatch.setattr(internals, "HEADER_DEADLINE_SECONDS", 600)  # only eviction ends them
+        port = served.server.port
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]
         await eventually(lambda: len(http_protocols(served)) >= 5)
-        await asyncio.sleep(0.3)  # longer than the patience: these now count as stuck
+        newer = []
         try:
-            for _ in range(5):
-                response = await served.http.get("/healthz")  # a new connection each time
-                assert response.status_code == 200
-                await served.http.aclose()
-                served.http = type(served.http)(base_url=served.base_url, timeout=10)
             for reader, _ in idle:
+                await asyncio.sleep(0.3)  # longer than the patience: the oldest is stuck
+                newer.append(await asyncio.open_connection("127.0.0.1", port))
                 assert await answers(reader) == [b"HTTP/1.1 408 Request Timeout"]
+            response = await served.http.get("/healthz")
+            assert response.status_code == 200
         finally:
-            for _, writer in idle:
+            for _, writer in idle + newer:
                 writer.close()
 
     async def test_connections_that_just_arrived_are_not_closed(

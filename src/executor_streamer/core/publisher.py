@@ -180,9 +180,8 @@ class StreamPublisher(PublishApi):
             if idempotency_key is not None:
                 check_idempotency_key(idempotency_key)
                 idempotency = IdempotencyKey(idempotency_key, owner, fingerprint(prepared))
-            if self._budget.used >= self._budget.limit:
-                await self._budget.admit()  # evicts, or refuses with MEMORY_PRESSURE
             if self._shared is not None:
+                await self._admit()
                 async with self._in_flight:
                     return await self._shared.publish(session_id, prepared, idempotency)
             if idempotency is not None:
@@ -197,13 +196,25 @@ class StreamPublisher(PublishApi):
                 return await self._recent.run(
                     (owner, workflow, idempotency.key),
                     idempotency.fingerprint,
-                    lambda: self._publish_local(session_id, prepared),
+                    lambda: self._publish_admitted(session_id, prepared),
                     still_stored,
                 )
-            return await self._publish_local(session_id, prepared)
+            return await self._publish_admitted(session_id, prepared)
         except Exception:
             self._counters.record_rejected()
             raise
+
+    async def _admit(self) -> None:
+        if self._budget.used >= self._budget.limit:
+            await self._budget.admit()  # evicts, or refuses with MEMORY_PRESSURE
+
+    async def _publish_admitted(
+        self, session_id: str, prepared: Sequence[PreparedEvent]
+    ) -> list[EventRecord]:
+        """:meth:`_publish_local` within the memory budget (a retry whose key found the
+        first result stored is answered without it)."""
+        await self._admit()
+        return await self._publish_local(session_id, prepared)
 
     async def _publish_local(
         self, session_id: str, prepared: Sequence[PreparedEvent]

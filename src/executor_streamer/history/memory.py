@@ -116,11 +116,12 @@ class MemoryHistory:
         if spec.end_time is not None:
             # Stamps never decrease and have microseconds: the first one past the end.
             stop = ring.index_of_time(spec.end_time + timedelta(microseconds=1))
-        entries = ring.copy(start, stop)  # the ring may move while the search yields
         predicate = history_predicate(spec)
-        if predicate is None:  # nothing to read: the page is a slice of what is held
-            window = entries[spec.offset : spec.offset + spec.limit]
-            return HistoryPage([record_of(e) for e in window], len(entries))
+        if predicate is None:  # nothing to read: the page is a window of what is held
+            first = start + spec.offset
+            window = ring.copy(first, min(stop, first + spec.limit))
+            return HistoryPage([record_of(e) for e in window], max(stop - start, 0))
+        entries = ring.copy(start, stop)  # the ring may move while the search yields
         return await page_in_slices(map(record_of, entries), spec, predicate)
 
     async def read_range(
@@ -187,6 +188,7 @@ class MemoryHistory:
             return 0
         before = self._held
         await self.clear(stream_id)
+        data.ring = EventRing(data.ring.capacity)  # its storage too, grown to the history
         return before - self._held
 
     async def close(self) -> None:

@@ -57,7 +57,8 @@ class LiveConnections:
             oldest, (since, its_deadline) = next(iter(self._unauthenticated.items()))
             if now - since >= PATIENCE_SECONDS:
                 del self._unauthenticated[oldest]
-                its_deadline.reschedule(now)  # it times out now: close 4001
+                if not its_deadline.expired():  # (its own time may be up already)
+                    its_deadline.reschedule(now)  # it times out now: close 4001
         self._unauthenticated[session] = (now, deadline)
         try:
             yield

@@ -204,7 +204,8 @@ LINGER_SECONDS = 2.0
 
 
 class _QueueFull(Exception):
-    """Raised in a parser callback to stop reading a connection's pipelined requests."""
+    """Raised in a parser callback to stop reading the connection: its pipelined requests
+    went past the queue, or a request's headers past their cap."""
 
 
 class BoundedHttpProtocol(HttpToolsProtocol):
@@ -234,6 +235,8 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._in_headers = True  # a request's line and headers are being read
         self._began = 0.0  # when they began (or the connection did, for its first)
         self._header_bytes = 0
+        self._read = 0  # the size of the read being parsed
+        self._too_large = False
         self._deadline: asyncio.TimerHandle | None = None
         self._finishing = False  # no more requests are read; close after the queued answers
 
@@ -251,8 +254,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         if self._finishing:
             return  # the rest of a pipeline that went too far: never read
         self._unset_keepalive_if_required()
+        self._read = len(data)
         if self._in_headers:
-            self._header_bytes += len(data)
+            self._header_bytes += self._read
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -264,9 +268,11 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         except httptools.HttpParserError:
             if self._finishing:
                 self._finish_after_queued()
+            elif self._too_large:
+                self._refuse(431, "Request header fields too large.")
             else:
                 self.logger.warning("Invalid HTTP request received.")
-                self._refuse(400, "Invalid HTTP request received.")
+                self._bad_request()
             return
         if not self._in_headers:
             return
@@ -288,6 +294,14 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self._header_bytes = 0
 
     def on_headers_complete(self) -> None:
+        # Exact only when it could matter: headers that took several reads or one large
+        # read (a request that arrives whole in a small read cannot be over).
+        if self._header_bytes + self._read > MAX_HEADER_BYTES and (
+            len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+            > MAX_HEADER_BYTES
+        ):
+            self._too_large = True
+            raise _QueueFull  # stops the parser; data_received answers 431
         self._in_headers = False
         if self._deadline is not None:
             self._stop_waiting()
@@ -315,22 +329,40 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self.waiting.pop(self, None)
         self._refuse(408, "Request headers took too long.")
 
+    def _bad_request(self) -> None:
+        """The parser gave up. A request whose body was being read learns that its client
+        is gone (its app stops waiting for the rest), and is answered 400 if nothing was
+        answered yet; requests read whole before are answered first."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and cycle.more_body:
+            cycle.disconnected = True
+            cycle.message_event.set()
+            if cycle.response_started:
+                self._finishing = True
+                self.transport.close()
+                return
+            self._refuse(400, "Invalid HTTP request received.", in_flight=False)
+            return
+        self._refuse(400, "Invalid HTTP request received.")
+
     def _close_the_longest_waiting(self) -> None:
         if len(self.waiting) < MAX_WAITING_CONNECTIONS:
             return
         oldest, since = next(iter(self.waiting.items()))
         if self.loop.time() - since >= PATIENCE_SECONDS:
-            oldest._too_slow()
+            oldest._refuse(408, "Request headers took too long.")
 
-    def _refuse(self, status: int, message: str) -> None:
-        """Answer ``status`` and close, or, with answers still to write, close after them."""
+    def _refuse(self, status: int, message: str, in_flight: bool = True) -> None:
+        """Answer ``status`` and close, or, with answers still to write, close after them
+        (``in_flight`` False: the request in flight is not answered, and this is its answer)."""
+        if self._finishing:
+            return  # refused already
         self._stop_waiting()
         self._in_headers = False
-        if self.cycle is not None and not self.cycle.response_complete:
-            self._finishing = True
+        self._finishing = True
+        if in_flight and self.cycle is not None and not self.cycle.response_complete:
             self._finish_after_queued()
             return
-        self._finishing = True
         head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]
@@ -417,7 +449,9 @@ def missing_parts() -> list[str]:
     )
     loop = asyncio.new_event_loop()
     try:
-        protocol = HttpToolsProtocol(uvicorn.Config(_no_app), ServerState(), {}, _loop=loop)
+        protocol = HttpToolsProtocol(
+            uvicorn.Config(_no_app, log_config=None), ServerState(), {}, _loop=loop
+        )
     finally:
         loop.close()
     need(

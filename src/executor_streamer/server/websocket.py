@@ -176,18 +176,18 @@ class WebSocketSession:
                 release()
 
     async def _first_auth(self) -> Principal:
-        """Wait up to ``AUTH_TIMEOUT`` for ``{type: "auth", token}``, answering pings;
-        any other message gets an ``UNAUTHORIZED`` error. The peer leaving, a bad token or
-        the time running out is ``Unauthorized``."""
+        """Wait up to ``AUTH_TIMEOUT`` for ``{type: "auth", token}``, answering pings (other
+        messages get an ``UNAUTHORIZED`` error); leaving, a bad token or no time: refused."""
         try:
             async with asyncio.timeout(AUTH_TIMEOUT) as deadline:
                 with self.connections.awaiting_auth(self, deadline):
-                    return await self._auth_message()
+                    token = await self._auth_message()
+                return await self.gate.credential(self.ws, token)  # sent: no longer waiting
         except TimeoutError:
             raise Unauthorized(reason="no auth message in time") from None
 
-    async def _auth_message(self) -> Principal:
-        """The credential in the first ``auth`` message (see :meth:`_first_auth`)."""
+    async def _auth_message(self) -> str:
+        """The token of the first ``auth`` message (see :meth:`_first_auth`)."""
         while True:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
@@ -195,7 +195,7 @@ class WebSocketSession:
             await self.gate.count_anonymous(self.ws)
             parsed = parse_message(message.get("text"))
             if isinstance(parsed, Auth):
-                return await self.gate.credential(self.ws, parsed.token)
+                return parsed.token
             if isinstance(parsed, Ping):
                 reply = ws_message("pong", {"serverTime": format_timestamp(utc_now())})
             else:
