@@ -43,7 +43,7 @@ async def test_a_rebound_name_is_refused_on_every_route(served: Served) -> None:
     assert refused.value.response.status_code == 403
 
 
-@pytest.mark.parametrize("name", ["localhost", "127.0.0.1", "[::1]", "LOCALHOST"])
+@pytest.mark.parametrize("name", ["localhost", "127.0.0.1", "[::1]", "LOCALHOST", "localhost."])
 async def test_the_hub_s_own_names_and_addresses_pass(served: Served, name: str) -> None:
     response = await served.http.get("/api/streams", headers=host(served, name))
     assert response.status_code == 200

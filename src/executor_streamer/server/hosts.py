@@ -22,16 +22,21 @@ from starlette.types import Scope
 from ..config import ExecutorStreamerConfig
 
 
-def own_host_names(config: ExecutorStreamerConfig) -> frozenset[str] | None:
-    """The names a request may give in ``Host``; None when anything goes (auth on)."""
-    host = config.server.host.lower()
+def own_host_names(
+    config: ExecutorStreamerConfig, bound_host: str | None = None
+) -> frozenset[str] | None:
+    """The names a request may give in ``Host``; None when anything goes (auth on, or a
+    hub bound to a network address). ``bound_host``: where it listens, if not the
+    configured ``server.host``."""
+    host = (bound_host or config.server.host).lower()
     if config.security.authentication_required or not (
         host == "localhost" or (_is_address(host) and ipaddress.ip_address(host).is_loopback)
     ):
         return None  # a hub open on the network already answers anyone there
     names = {"localhost"}
     if config.server.public_url is not None:
-        names.add((urlsplit(config.server.public_url).hostname or "").lower())
+        name = (urlsplit(config.server.public_url).hostname or "").lower()
+        names.add(name.encode("idna").decode("ascii"))  # what browsers send for it
     return frozenset(names)
 
 
@@ -50,7 +55,7 @@ def host_passes(value: bytes, names: frozenset[str]) -> bool:
     host = value.decode("latin-1").lower()
     if host.startswith("["):  # [v6]:port
         return True
-    name = host.rpartition(":")[0] if ":" in host else host
+    name = (host.rpartition(":")[0] if ":" in host else host).removesuffix(".")
     return name in names or _is_address(name)
 
 
