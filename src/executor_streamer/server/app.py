@@ -77,7 +77,7 @@ class HubApp(FastAPI):
             capped = await capped_body(scope, receive, send, self.state.max_body_bytes)
             if capped is None:
                 return
-            receive, send = capped
+            receive = capped
         await super().__call__(scope, receive, send)
 
     async def _events(self, scope: Scope, receive: Receive, send: Send, ref: str) -> None:

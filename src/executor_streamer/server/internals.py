@@ -237,6 +237,7 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._read = 0  # the size of the read being parsed
         self._too_large = False
+        self._unread: RequestResponseCycle | None = None  # answered before its body came
         self._deadline: asyncio.TimerHandle | None = None
         self._finishing = False  # no more requests are read; close after the queued answers
 
@@ -308,9 +309,27 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
+        cycle = self.cycle
+        unread = cycle is not None and cycle.more_body and not self.transport.is_closing()
         super().on_response_complete()
-        if self.pipeline:
+        if unread:
+            # Answered before its body was read (a 413, a 401): the parser reads and drops
+            # the rest, so the answer is not lost to a reset and the connection serves on;
+            # but a body still coming after a moment is not read for ever.
+            self._unread = cycle
+            self.loop.call_later(LINGER_SECONDS, self._close_if_unread, cycle)
+        elif self.pipeline:
             self.flow.pause_reading()  # read on only once every queued request is answered
+
+    def on_message_complete(self) -> None:
+        if self.cycle is self._unread:
+            self._unread = None  # the rest of an answered request's body came and went
+        super().on_message_complete()
+
+    def _close_if_unread(self, cycle: RequestResponseCycle) -> None:
+        if self._unread is cycle:
+            self._finishing = True
+            self.transport.close()
 
     def _await_headers(self) -> None:
         """Arm the deadline :data:`HEADER_DEADLINE_SECONDS` after the headers began."""
