@@ -19,7 +19,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Event
 
-from executor_streamer.server.ws_protocol import HubWebSocketProtocol, _Shared
+from executor_streamer.server import ws_protocol
+from executor_streamer.server.ws_protocol import HubWebSocketProtocol
+from executor_streamer.server.ws_shared import ServerShared
 
 from ..waiting import eventually
 
@@ -287,8 +289,8 @@ class TestWire:
                 assert await eventually(lambda: lively.pings >= pings + 3), "no more pings"
                 await lively.send("still here")
                 assert await lively.recv() == "still here"
-            assert server.config in _Shared._by_config
-            pinged = _Shared.of(server.config).pinged
+            assert server.config in ServerShared._by_config
+            pinged = ServerShared.of(server.config).pinged
             assert pinged is not None
             # The last connection goes as the server sees the client's close.
             assert await eventually(lambda: not pinged.running and len(pinged) == 0)
@@ -299,11 +301,15 @@ class TestWire:
             peer.send(Opcode.PING, b"are you there")
             assert await peer.frame() == (Opcode.PONG, b"are you there")
 
-    async def test_a_ping_flood_that_reads_nothing_is_held_to_a_buffer(self) -> None:
+    async def test_a_ping_flood_that_reads_nothing_is_held_to_a_buffer(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """A peer that pings and never reads (no credential needed: the protocol answers
         pings) fills the hub's write buffer with pongs once; then the hub reads no more
         from it until it takes what was written, so what waits for it stays bounded. Once
-        it reads, the connection works on."""
+        it reads, the connection works on. (Past the ping rate, below, it would be
+        closed first.)"""
+        monkeypatch.setattr(ws_protocol, "MAX_PINGS_PER_SECOND", 1 << 30)
         pings = Frame(Opcode.PING, b"p" * 125).serialize(mask=True, extensions=[]) * 500
         async with serving(Echo()) as server, raw_peer(server, 65_536) as peer:
             await peer.frame()
@@ -320,6 +326,23 @@ class TestWire:
             peer.send(Opcode.PING, b"still there?")
             while (frame := await peer.frame(10)) != (Opcode.PONG, b"still there?"):
                 assert frame[0] is Opcode.PONG
+
+    async def test_a_peer_pinging_past_the_rate_is_closed(self) -> None:
+        """The attack benchmark: four peers' ping floods cost the hub seconds of CPU in
+        pongs (the kernel's buffers take many before the hub's fills), stalling
+        everyone. Past ``MAX_PINGS_PER_SECOND`` the peer is closed with 1008."""
+        limit = ws_protocol.MAX_PINGS_PER_SECOND
+        pings = Frame(Opcode.PING, b"p").serialize(mask=True, extensions=[]) * (limit + 50)
+        async with serving(Echo()) as server, raw_peer(server) as peer:
+            await peer.frame()
+            peer.writer.write(pings)
+            pongs = 0
+            while (frame := await peer.frame(10))[0] is Opcode.PONG:
+                pongs += 1
+            assert frame[0] is Opcode.CLOSE and frame[1][:2] == (1008).to_bytes(2, "big")
+            # what one read held is answered (the frame parser answers as it parses);
+            # nothing after it is read
+            assert pongs <= limit + 50
 
     async def test_a_full_socket_buffer_holds_sends_back(self) -> None:
         """While the peer reads nothing, the app's sends wait (memory stays bounded);

@@ -12,7 +12,7 @@ sits idle, which for 10,000 subscribers is most of the server's memory:
   an ``asyncio.Queue``: three deques, ~2.3 KiB);
 - a future only while the socket buffer is full, instead of an ``asyncio.Event``;
 - the handshake's request and response (two header multidicts) dropped once answered;
-- one timer per server pinging every connection (``_Shared.pinged``), instead of a
+- one timer per server pinging every connection (``ServerShared.pinged``), instead of a
   timer per connection.
 
 The ASGI side is the ``websocket`` scope and messages of the ASGI spec 2.4, with the
@@ -28,17 +28,14 @@ import asyncio
 import logging
 import random
 import struct
-import weakref
 from collections.abc import MutableMapping, Sequence
 from http import HTTPStatus
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 from urllib.parse import unquote
 
 from uvicorn import Config
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidState
-from websockets.extensions.base import ServerExtensionFactory
-from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
@@ -53,7 +50,7 @@ from .internals import (
     is_ssl,
     parser_failed,
 )
-from .timers import Rounds
+from .ws_shared import ServerShared
 
 ASGIReceiveEvent = dict[str, Any]
 ASGISendEvent = MutableMapping[str, Any]
@@ -61,6 +58,9 @@ WebSocketScope = dict[str, Any]
 
 _log = logging.getLogger("executor_streamer.ws_protocol")
 
+MAX_PINGS_PER_SECOND = 100
+"""Pings a peer may send in a second before it is closed with 1008: clients ping every
+few seconds; answering a flood cost the attack benchmark's hub seconds of CPU."""
 CLOSE_HANDSHAKE_TIMEOUT = 10.0
 """How long a connection waits for the peer's answer to its close frame (as uvicorn)."""
 
@@ -77,6 +77,8 @@ class HubWebSocketProtocol(asyncio.Protocol):
         "_loop",
         "_ping",
         "_ping_sent",
+        "_pings",
+        "_pings_since",
         "_read_held",
         "_read_paused",
         "_receiver",
@@ -105,7 +107,7 @@ class HubWebSocketProtocol(asyncio.Protocol):
         self._config = config
         self._server_state = server_state
         self._app_state = app_state
-        self._shared = _Shared.of(config)
+        self._shared = ServerShared.of(config)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.conn = ServerProtocol(
             extensions=self._shared.extensions, max_size=config.ws_max_size, logger=_log
@@ -125,6 +127,8 @@ class HubWebSocketProtocol(asyncio.Protocol):
         self.disconnected = False
         self._close_timer: asyncio.TimerHandle | None = None
         self._ping: bytes | None = None  # the keepalive ping awaiting its pong
+        self._pings = 0  # pings from the peer since _pings_since (MAX_PINGS_PER_SECOND)
+        self._pings_since = 0.0
         self._ping_sent = 0.0
 
     # -- asyncio.Protocol ----------------------------------------------------------------
@@ -173,8 +177,8 @@ class HubWebSocketProtocol(asyncio.Protocol):
         for event in conn.events_received():
             if isinstance(event, Request):
                 self._handshake(event)
-            elif isinstance(event, Frame):
-                self._frame(event)
+            elif isinstance(event, Frame) and self._frame(event):
+                return  # it failed the connection: nothing after it is read
 
     def shutdown(self) -> None:
         """uvicorn's server shutdown: close with 1012 (service restart)."""
@@ -239,11 +243,20 @@ class HubWebSocketProtocol(asyncio.Protocol):
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    def _frame(self, frame: Frame) -> None:
+    def _frame(self, frame: Frame) -> bool:
+        """Act on one frame; True when it failed the connection."""
         opcode = frame.opcode
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY or opcode is Opcode.CONT:
             self._data_frame(frame)
         elif opcode is Opcode.PING:
+            now = self._loop.time()
+            if now - self._pings_since >= 1.0:
+                self._pings_since, self._pings = now, 0
+            self._pings += 1
+            if self._pings > MAX_PINGS_PER_SECOND:
+                self.conn.fail(1008, "too many pings")
+                self._fail_on_parse_error()
+                return True
             self._write_pending()  # the pong the connection queued
             if self._writable is not None and not self._read_held:
                 # A peer that pings and does not read would have us queue pongs without
@@ -256,6 +269,7 @@ class HubWebSocketProtocol(asyncio.Protocol):
                 self._ping = None
         elif opcode is Opcode.CLOSE:
             self._close_frame()
+        return False
 
     def _data_frame(self, frame: Frame) -> None:
         # (The connection has already refused a continuation that continues nothing.)
@@ -522,7 +536,7 @@ class HubWebSocketProtocol(asyncio.Protocol):
     # -- keepalive -----------------------------------------------------------------------
 
     def keepalive(self, interval: float, timeout: float | None) -> None:
-        """A round of the server's pinger (``_Shared.pinged``): ping if due; close the
+        """A round of the server's pinger (``ServerShared.pinged``): ping if due; close the
         connection if the last ping went unanswered for ``timeout``."""
         now = self._loop.time()
         if self.close_sent or self.transport.is_closing():
@@ -553,48 +567,3 @@ def _text_header(length: int) -> bytes:
     if length < 1 << 16:
         return b"\x81\x7e" + length.to_bytes(2, "big")
     return b"\x81\x7f" + length.to_bytes(8, "big")
-
-
-class _Shared:
-    """What every connection of one server shares: the deflate offer and the pinger."""
-
-    _by_config: ClassVar[weakref.WeakKeyDictionary[Config, _Shared]] = weakref.WeakKeyDictionary()
-
-    def __init__(self, config: Config) -> None:
-        self.extensions: list[ServerExtensionFactory] = (
-            [
-                ServerPerMessageDeflateFactory(
-                    server_max_window_bits=12,
-                    client_max_window_bits=12,
-                    compress_settings={"memLevel": 5},
-                )
-            ]
-            if config.ws_per_message_deflate
-            else []
-        )
-        interval, timeout = config.ws_ping_interval, config.ws_ping_timeout
-        self.pinged: Rounds[HubWebSocketProtocol] | None = None
-        """Open connections, each pinged once ``interval`` has passed since its last ping
-        (or since it opened) and that ping was answered, and closed with 1011 when a ping
-        goes unanswered for ``timeout``. Rounds come every ``min(interval, timeout)``, so
-        a deadline is noticed at most one round late."""
-        if interval is not None and interval > 0:
-            self.pinged = Rounds(
-                min(interval, timeout or interval),
-                lambda connection: connection.keepalive(interval, timeout),
-            )
-
-    def watch(self, connection: HubWebSocketProtocol) -> None:
-        if self.pinged is not None:
-            self.pinged.add(connection)
-
-    def unwatch(self, connection: HubWebSocketProtocol) -> None:
-        if self.pinged is not None:
-            self.pinged.discard(connection)
-
-    @classmethod
-    def of(cls, config: Config) -> _Shared:
-        shared = cls._by_config.get(config)
-        if shared is None:
-            shared = cls._by_config[config] = cls(config)
-        return shared
