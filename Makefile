@@ -74,6 +74,7 @@ bench: $(STAMP) bench/fanout/node_modules
 	$(BIN)/python bench/multinode.py
 	$(BIN)/python bench/connections.py
 	$(BIN)/python bench/soak.py
+	$(BIN)/python bench/attacks.py
 	scripts/test-tools
 	$(BIN)/python bench/viewer.py
 
