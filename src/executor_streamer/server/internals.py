@@ -223,6 +223,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     - Connections waiting for headers are few: past :data:`MAX_WAITING_CONNECTIONS`, the
       longest-waiting one is closed for each new one (only one that has waited a second
       or more: an honest client sends its headers at once, even in a reconnect storm).
+    - Bodies: the rest of one answered early (a 413, a 401) is read and dropped for
+      :data:`LINGER_SECONDS` at most, then the connection closes; a body whose chunking
+      breaks off ends its request (its app sees the client gone) with a 400.
 
     :func:`bounded_http_protocol` gives a subclass per server, with its own list of
     connections waiting for headers.
