@@ -118,6 +118,20 @@ class TestMaxBody:
         assert head.startswith(b"HTTP/1.1 413")
         assert orjson.loads(body)["error"]["code"] == "BODY_TOO_LARGE"
 
+    async def test_a_413_tells_a_page_of_another_allowed_origin(
+        self, make_server: ServerFactory
+    ) -> None:
+        """The refusal comes before the CORS middleware, and carries what it would add:
+        a page on an allowed origin reads the 413, not a network error."""
+        served = await make_server(limits={"maxBodyBytes": 2 * MIB, "maxScreenshotBytes": MIB})
+        response = await served.http.post(
+            "/api/streams",
+            content=chunks(3 * MIB),
+            headers={"content-type": "application/json", "origin": "http://localhost:3000"},
+        )
+        assert response.status_code == 413
+        assert response.headers["access-control-allow-origin"] == "http://localhost:3000"
+
     async def test_a_chunked_body_over_the_cap_is_a_413(self, make_server: ServerFactory) -> None:
         served = await make_server(limits={"maxBodyBytes": 2 * MIB, "maxScreenshotBytes": MIB})
         response = await served.http.post(

@@ -74,7 +74,8 @@ class HubApp(FastAPI):
                 await self._events(scope, receive, send, target.group(1))
                 return
         if kind == "http":
-            capped = await capped_body(scope, receive, send, self.state.max_body_bytes)
+            cors = self._cors_headers(dict(scope["headers"]).get(b"origin", b"").decode() or None)
+            capped = await capped_body(scope, receive, send, self.state.max_body_bytes, cors)
             if capped is None:
                 return
             receive = capped

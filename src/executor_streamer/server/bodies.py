@@ -62,9 +62,12 @@ def require_json(request: Request) -> None:
         raise UnsupportedMediaType(content_type)
 
 
-async def capped_body(scope: Scope, receive: Receive, send: Send, limit: int) -> Receive | None:
+async def capped_body(
+    scope: Scope, receive: Receive, send: Send, limit: int, cors: dict[str, str]
+) -> Receive | None:
     """``limits.maxBodyBytes`` for a request any route reads: None when it has been
-    answered already (413), else the ``receive`` to hand the app.
+    answered already (413, with the ``cors`` headers the middleware it bypasses would
+    add), else the ``receive`` to hand the app.
 
     A declared length over the limit is answered before anything is read. A body without
     one (chunked) is read here whole, up to the limit, before the app sees any of it: one
@@ -78,7 +81,7 @@ async def capped_body(scope: Scope, receive: Receive, send: Send, limit: int) ->
     declared = headers.get(b"content-length")
     if declared is not None:
         if declared.isdigit() and int(declared) > limit:
-            await _too_large(limit)(scope, receive, send)
+            await _too_large(limit, cors)(scope, receive, send)
             return None
         return receive  # the parser delivers no more than the declared length
     if b"transfer-encoding" not in headers:
@@ -93,7 +96,7 @@ async def capped_body(scope: Scope, receive: Receive, send: Send, limit: int) ->
         size += len(chunk)
         if size > limit:
             chunks.clear()
-            await _too_large(limit)(scope, receive, send)
+            await _too_large(limit, cors)(scope, receive, send)
             return None
         chunks.append(chunk)
         if not message.get("more_body", False):
@@ -101,8 +104,8 @@ async def capped_body(scope: Scope, receive: Receive, send: Send, limit: int) ->
     return _Replay(b"".join(chunks), receive).receive
 
 
-def _too_large(limit: int) -> Any:
-    return error_response(BodyTooLarge(limit))
+def _too_large(limit: int, cors: dict[str, str]) -> Any:
+    return error_response(BodyTooLarge(limit), cors)
 
 
 class _Replay:
