@@ -99,3 +99,13 @@ class TestImportCost:
             "assert 'text/event-stream' in before[0] | before[1]\n"
         )
         subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_no_module_is_over_600_lines() -> None:
+    """Small modules (docs/architecture.md, "Modules"): one past 600 lines is split."""
+    long = {
+        str(path.relative_to(ROOT.parent)): lines
+        for path in ROOT.parent.rglob("*.py")
+        if (lines := len(path.read_text().splitlines())) > 600
+    }
+    assert not long, long

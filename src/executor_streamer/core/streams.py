@@ -42,13 +42,7 @@ from ..history.shared import SharedHistory
 from ..types.base import utc_now
 from ..types.enums import SessionStatus
 from ..types.events import ErrorContext
-from ..types.ids import (
-    RESERVED_WORKFLOW_SESSION_IDS,
-    STREAM_ID_PREFIX,
-    WORKFLOW_SESSION_ID,
-    new_epoch,
-    new_stream_id,
-)
+from ..types.ids import new_epoch, new_stream_id
 from ..types.json_values import JsonObject
 from ..types.streams import ModuleSessionInfo, StreamConfig, StreamSession
 from .clients import ClientSession, longest_parked
@@ -57,7 +51,7 @@ from .counters import StreamCounters
 from .lifecycle import LifecycleNotifier
 from .other_hubs import AnnouncedChanges
 from .subscription import CloseReason, Subscription
-from .validation import check_metadata
+from .validation import check_metadata, validate_workflow_session_id
 
 if TYPE_CHECKING:
     from .committer import PendingPublish
@@ -591,19 +585,3 @@ class StreamManager:
 
     def record_activity(self, ref: str) -> None:
         self.resolve(ref).last_activity = utc_now()
-
-
-def validate_workflow_session_id(value: object) -> str:
-    if not isinstance(value, str) or not WORKFLOW_SESSION_ID.fullmatch(value):
-        raise InvalidInput.single(
-            "workflowSessionId",
-            "must be 1-128 characters of letters, digits, '.', '_', ':' or '-', "
-            "starting with a letter or digit",
-        )
-    if value in RESERVED_WORKFLOW_SESSION_IDS:
-        raise InvalidInput.single("workflowSessionId", f"{value!r} is reserved")
-    if value.startswith(STREAM_ID_PREFIX):
-        raise InvalidInput.single(
-            "workflowSessionId", f"must not start with {STREAM_ID_PREFIX!r}, which marks stream ids"
-        )
-    return value

@@ -22,7 +22,12 @@ from ..history.base import StoredScreenshot
 from ..types.base import WireModel
 from ..types.enums import StreamEventType
 from ..types.events import EventInput, ScreenshotFields, ScreenshotUpload
-from ..types.ids import screenshot_id_for
+from ..types.ids import (
+    RESERVED_WORKFLOW_SESSION_IDS,
+    STREAM_ID_PREFIX,
+    WORKFLOW_SESSION_ID,
+    screenshot_id_for,
+)
 
 # Leading bytes of each image type the hub accepts.
 _SIGNATURES: dict[str, tuple[bytes, ...]] = {
@@ -145,3 +150,19 @@ def _matches_type(image: bytes, mime_type: str) -> bool:
     if not image.startswith(_SIGNATURES[mime_type]):
         return False
     return mime_type != "image/webp" or image[8:12] == b"WEBP"
+
+
+def validate_workflow_session_id(value: object) -> str:
+    if not isinstance(value, str) or not WORKFLOW_SESSION_ID.fullmatch(value):
+        raise InvalidInput.single(
+            "workflowSessionId",
+            "must be 1-128 characters of letters, digits, '.', '_', ':' or '-', "
+            "starting with a letter or digit",
+        )
+    if value in RESERVED_WORKFLOW_SESSION_IDS:
+        raise InvalidInput.single("workflowSessionId", f"{value!r} is reserved")
+    if value.startswith(STREAM_ID_PREFIX):
+        raise InvalidInput.single(
+            "workflowSessionId", f"must not start with {STREAM_ID_PREFIX!r}, which marks stream ids"
+        )
+    return value
