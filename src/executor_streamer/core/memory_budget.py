@@ -41,7 +41,6 @@ class MemoryBudget:
         self.queued_bytes = 0
         """Bytes queued for subscribers at the last :meth:`maintain`."""
         self.evicted_streams = 0
-        self.evicted_bytes = 0
         self.refused_publishes = 0
         self._searched_at_closings = -1
         """``streams.closings`` when a search last found nothing to evict: until another
@@ -84,15 +83,14 @@ class MemoryBudget:
         if self.used > self.limit * EVICT_FROM:
             await self.evict()
 
-    async def evict(self) -> int:
+    async def evict(self) -> None:
         """Evict CLOSED streams' history, least recently active first, down to
-        :data:`EVICT_TO` of the budget; returns the bytes freed."""
+        :data:`EVICT_TO` of the budget."""
         target = int(self.limit * EVICT_TO)
         closed = sorted(
             (s for s in self._streams if s.status is SessionStatus.CLOSED),
             key=lambda s: s.last_activity,
         )
-        freed = 0
         for stream in closed:
             if self.used <= target:
                 break
@@ -105,9 +103,7 @@ class MemoryBudget:
                 # The history is gone: a new epoch tells a resuming client so.
                 stream.epoch = new_epoch()
                 await self._storage.save_stream(stream.state())
-            freed += released
             self.evicted_streams += 1
-            self.evicted_bytes += released
             _log.info(
                 "stream_history_evicted",
                 session_id=stream.workflow_session_id,
@@ -115,4 +111,3 @@ class MemoryBudget:
                 used_bytes=self.used,
                 limit_bytes=self.limit,
             )
-        return freed

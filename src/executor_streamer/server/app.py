@@ -22,7 +22,7 @@ from ..viewer import router as viewer_router
 from .auth import Gate
 from .bodies import capped_body
 from .connections import LiveConnections, liveness_interval
-from .errors import error_response, install_error_handlers
+from .errors import deny_upgrade, error_response, install_error_handlers
 from .hosts import names_this_hub, own_host_names
 from .internals import never_compress, write_whole_response
 from .metrics import ServerMetrics
@@ -74,8 +74,8 @@ class HubApp(FastAPI):
                 await self._events(scope, receive, send, target.group(1))
                 return
         if kind == "http":
-            cors = self._cors_headers(dict(scope["headers"]).get(b"origin", b"").decode() or None)
-            capped = await capped_body(scope, receive, send, self.state.max_body_bytes, cors)
+            limit = self.state.max_body_bytes
+            capped = await capped_body(scope, receive, send, limit, self._cors_headers)
             if capped is None:
                 return
             receive = capped
@@ -110,12 +110,10 @@ class HubApp(FastAPI):
             "this hub does not answer to that name (DNS rebinding): reach it at localhost, "
             "an address, or the host of server.publicUrl"
         )
-        if scope["type"] != "websocket":
-            await error_response(refusal)(scope, receive, send)
-        elif "websocket.http.response" in scope.get("extensions", {}):
-            await WebSocket(scope, receive, send).send_denial_response(error_response(refusal))
+        if scope["type"] == "websocket":
+            await deny_upgrade(WebSocket(scope, receive, send), refusal)
         else:
-            await WebSocket(scope, receive, send).close()  # 403 is all such a server can say
+            await error_response(refusal)(scope, receive, send)
 
     def _cors_headers(self, origin: str | None) -> dict[str, str]:
         """What CORSMiddleware adds to a simple request's response from ``origin``."""
@@ -129,7 +127,7 @@ class HubApp(FastAPI):
         return {}
 
 
-def create_app(hub: ExecutorStreamer) -> FastAPI:
+def create_app(hub: ExecutorStreamer, bound_host: str | None = None) -> FastAPI:
     """The REST, SSE, long-polling and WebSocket API over ``hub``.
 
     The app starts the hub when it starts; at shutdown it closes every live client
@@ -168,7 +166,7 @@ def create_app(hub: ExecutorStreamer) -> FastAPI:
     app.state.metrics = ServerMetrics(hub)
     app.state.connections = connections
     app.state.max_body_bytes = hub.config.limits.max_body_bytes
-    app.state.own_host_names = own_host_names(hub.config)
+    app.state.own_host_names = own_host_names(hub.config, bound_host)
     install_error_handlers(app)
     compression = hub.config.compression
     if compression.enabled:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json as stdlib_json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -63,11 +64,15 @@ def require_json(request: Request) -> None:
 
 
 async def capped_body(
-    scope: Scope, receive: Receive, send: Send, limit: int, cors: dict[str, str]
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    limit: int,
+    cors: Callable[[str | None], dict[str, str]],
 ) -> Receive | None:
     """``limits.maxBodyBytes`` for a request any route reads: None when it has been
-    answered already (413, with the ``cors`` headers the middleware it bypasses would
-    add), else the ``receive`` to hand the app.
+    answered already (413, with the headers ``cors`` gives for the request's origin: the
+    CORS middleware it bypasses would add them), else the ``receive`` to hand the app.
 
     A declared length over the limit is answered before anything is read. A body without
     one (chunked) is read here whole, up to the limit, before the app sees any of it: one
@@ -81,7 +86,7 @@ async def capped_body(
     declared = headers.get(b"content-length")
     if declared is not None:
         if declared.isdigit() and int(declared) > limit:
-            await _too_large(limit, cors)(scope, receive, send)
+            await _too_large(limit, cors, headers)(scope, receive, send)
             return None
         return receive  # the parser delivers no more than the declared length
     if b"transfer-encoding" not in headers:
@@ -96,7 +101,7 @@ async def capped_body(
         size += len(chunk)
         if size > limit:
             chunks.clear()
-            await _too_large(limit, cors)(scope, receive, send)
+            await _too_large(limit, cors, headers)(scope, receive, send)
             return None
         chunks.append(chunk)
         if not message.get("more_body", False):
@@ -104,8 +109,13 @@ async def capped_body(
     return _Replay(b"".join(chunks), receive).receive
 
 
-def _too_large(limit: int, cors: dict[str, str]) -> Any:
-    return error_response(BodyTooLarge(limit), cors)
+def _too_large(
+    limit: int, cors: Callable[[str | None], dict[str, str]], headers: dict[bytes, bytes]
+) -> Any:
+    origin = headers.get(b"origin")
+    return error_response(
+        BodyTooLarge(limit), cors(None if origin is None else origin.decode("latin-1"))
+    )
 
 
 class _Replay:

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.websockets import WebSocket
 
 from ..core.subscription import CloseReason
 from ..errors import (
@@ -107,6 +108,14 @@ def error_headers(exc: StreamerError) -> dict[str, str]:
     if isinstance(exc, RateLimited | MemoryPressure):
         return {"retry-after": str(exc.retry_after)}
     return {}
+
+
+async def deny_upgrade(websocket: WebSocket, exc: StreamerError) -> None:
+    """Refuse an upgrade with the HTTP answer to ``exc`` (401, 403, 429)."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(error_response(exc))
+    else:
+        await websocket.close()  # 403 is all an ASGI server without the extension can say
 
 
 def install_error_handlers(app: FastAPI) -> None:

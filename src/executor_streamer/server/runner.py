@@ -12,7 +12,6 @@ from ..core.hub import ExecutorStreamer
 from ..logs import redact_library_logs
 from .app import SHUTDOWN_GRACE_SECONDS, create_app
 from .connections import LiveConnections, ping_settings
-from .hosts import own_host_names
 from .internals import DrainingServer, bounded_http_protocol
 from .internals import verify as verify_internals
 from .ws_protocol import HubWebSocketProtocol
@@ -44,8 +43,7 @@ def build_server(
     config = hub.config
     if host is not None:
         config.with_overrides({"server": {"host": host}})  # refuses an open non-loopback bind
-    app: FastAPI = create_app(hub)
-    app.state.own_host_names = own_host_names(config, host)  # where it listens, in fact
+    app: FastAPI = create_app(hub, host)  # the Host check follows where it listens
     ping_interval, ping_timeout = ping_settings(hub)
     uvicorn_config = uvicorn.Config(
         app,

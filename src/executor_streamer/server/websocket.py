@@ -53,7 +53,7 @@ from .errors import (
     CLOSE_STREAM_NOT_FOUND,
     CLOSE_TOO_MANY_CLIENTS,
     CLOSE_UNAUTHORIZED,
-    error_response,
+    deny_upgrade,
     fit_close_reason,
 )
 from .frames import ws_message
@@ -129,7 +129,7 @@ class WebSocketSession:
                 self.principal = await self.gate.principal(self.ws, ticket=True)
                 release = await self._hold_connection()
         except StreamerError as exc:
-            await self._deny(exc)
+            await deny_upgrade(self.ws, exc)
             return
         try:
             await self._run()
@@ -138,13 +138,6 @@ class WebSocketSession:
                 release()
             if self._expiry is not None:
                 self._expiry.cancel()
-
-    async def _deny(self, exc: StreamerError) -> None:
-        """Refuse the upgrade with the HTTP answer to ``exc`` (401, 403, 429)."""
-        if "websocket.http.response" in self.ws.scope.get("extensions", {}):
-            await self.ws.send_denial_response(error_response(exc))
-        else:
-            await self.ws.close()  # 403 is all an ASGI server without the extension can say
 
     async def _hold_connection(self) -> Callable[[], None] | None:
         assert self.principal is not None
