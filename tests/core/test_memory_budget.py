@@ -15,7 +15,7 @@ from executor_streamer import ExecutorStreamer, MemoryPressure
 from executor_streamer.config import ExecutorStreamerConfig
 from executor_streamer.core.subscription import CloseReason
 from executor_streamer.history.base import StoredScreenshot, StreamWrite
-from executor_streamer.history.memory import EVENT_OVERHEAD, MemoryHistory
+from executor_streamer.history.memory import EVENT_OVERHEAD, STREAM_OVERHEAD, MemoryHistory
 from executor_streamer.types.streams import StreamConfig
 
 from ..conftest import PNG, HubFactory
@@ -73,6 +73,88 @@ class TestEviction:
         await hub.destroy_stream("done")
         await hub.memory.maintain()
         assert (await hub.history.get_events("done")).total == 5
+
+
+class TestForgetting:
+    """Runs come and go all day: once their history is evicted, the closed streams
+    themselves are forgotten, oldest first, so their count is bounded too."""
+
+    async def test_runs_coming_and_going_stay_within_the_budget(self, make_hub: HubFactory) -> None:
+        hub = await make_hub(limits={"maxMemoryBytes": 1 * MIB})
+        await hub.create_stream("open")
+        runs = MIB // STREAM_OVERHEAD  # their own cost alone fills the budget
+        for n in range(runs):
+            await hub.publisher.publish_status(f"run-{n}", "done", "ok")
+            await hub.destroy_stream(f"run-{n}")
+        await hub.memory.maintain()
+        assert hub.memory.used <= MIB * 0.9  # under the mark where eviction starts
+        assert hub.memory.forgotten_streams > 0
+        assert hub.streams.find("run-0") is None  # the least recently active first
+        assert hub.streams.find(f"run-{runs - 1}") is not None
+        assert hub.streams.find("open") is not None  # an open stream is never forgotten
+        assert len(hub.streams) == runs + 1 - hub.memory.forgotten_streams
+        # its session may run again: a new stream, no history
+        await hub.publisher.publish_status("run-0", "again", "ok")
+        assert (await hub.history.get_events("run-0")).total == 1
+
+    async def test_history_goes_before_the_stream(self, make_hub: HubFactory) -> None:
+        hub = await make_hub(limits={"maxMemoryBytes": 2 * MIB})
+        await fill(hub, "done", 5)
+        await hub.destroy_stream("done")
+        await fill(hub, "open", 14)  # over 90 %: the closed run's history is enough
+        await hub.memory.maintain()
+        assert (await hub.history.get_events("done")).total == 0
+        assert hub.streams.find("done") is not None
+        assert hub.memory.forgotten_streams == 0
+
+    async def test_a_durable_backend_forgets_nothing(
+        self, make_hub: HubFactory, tmp_path: Path
+    ) -> None:
+        hub = await make_hub(
+            limits={"maxMemoryBytes": 1 * MIB},
+            persistence={"storageBackend": "file", "connectionString": str(tmp_path / "h.db")},
+        )
+        for n in range(300):
+            await hub.publisher.publish_status(f"run-{n}", "done", "ok")
+            await hub.destroy_stream(f"run-{n}")
+        await hub.memory.maintain()
+        assert hub.memory.forgotten_streams == 0
+        assert len(hub.streams) == 300
+
+
+def test_a_closed_stream_costs_about_its_overhead() -> None:
+    """``STREAM_OVERHEAD`` is what a closed stream whose history was evicted holds:
+    measured over 2,000 of them, with their descriptions, in a fresh hub."""
+    import asyncio
+    import gc
+    import tracemalloc
+
+    async def measure() -> float:
+        hub = ExecutorStreamer(ExecutorStreamerConfig())
+        await hub.start()
+        try:
+
+            async def run(name: str) -> None:
+                await hub.publisher.publish_status(name, "done", "ok")
+                await hub.destroy_stream(name)
+                await hub.storage.evict(hub.streams.resolve(name).id)
+
+            for n in range(50):  # warm caches before measuring
+                await run(f"warm-{n}")
+            gc.collect()
+            tracemalloc.start()
+            before = tracemalloc.take_snapshot()
+            for n in range(2000):
+                await run(f"run-{n}")
+            gc.collect()
+            after = tracemalloc.take_snapshot()
+            tracemalloc.stop()
+            return sum(d.size_diff for d in after.compare_to(before, "filename")) / 2000
+        finally:
+            await hub.stop()
+
+    measured = asyncio.run(measure())
+    assert 0.6 * measured <= STREAM_OVERHEAD <= 1.4 * measured, measured
 
 
 class TestPressure:
@@ -166,7 +248,8 @@ async def test_the_running_count_is_the_sum_of_what_each_stream_holds(
             opened.discard(stream)
         plain = sum([await store.usage_bytes(s) for s in STREAMS])
         events = sum([len(await store.read_tail(s, 1000)) for s in STREAMS])
-        assert store.held_in_memory() == plain + EVENT_OVERHEAD * events, op
+        expected = plain + EVENT_OVERHEAD * events + STREAM_OVERHEAD * len(opened)
+        assert store.held_in_memory() == expected, op
 
 
 def test_the_budget_has_a_floor() -> None:

@@ -142,6 +142,24 @@ class TestHeaders:
             await writer.drain()
             assert await answers(reader) == [b"HTTP/1.1 431 Request Header Fields Too Large"]
 
+    async def test_large_headers_split_across_reads_after_a_request_are_a_431(
+        self, served: Served
+    ) -> None:
+        """A keep-alive request whose headers begin in one read and end in another: the
+        first read was not counted (it began between requests), and a loaded machine
+        once let 70 KB of headers through this way."""
+        big = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: %b\r\n\r\n" % (b"a" * 70_000)
+        async with raw(served) as (reader, writer):
+            writer.write(HEALTH)
+            await writer.drain()
+            assert b"200 OK" in await asyncio.wait_for(reader.read(65_536), 10)
+            writer.write(big[:60_000])
+            await writer.drain()
+            await asyncio.sleep(0.2)  # a pause: the hub reads the first part on its own
+            writer.write(big[60_000:])
+            await writer.drain()
+            assert await answers(reader) == [b"HTTP/1.1 431 Request Header Fields Too Large"]
+
     async def test_a_broken_chunked_body_ends_its_request(self, served: Served) -> None:
         """A body whose chunking breaks off: the request in flight learns its client is
         gone and the client gets a 400, rather than both waiting for ever."""

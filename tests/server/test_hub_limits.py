@@ -89,6 +89,31 @@ class TestMemoryBudget:
         history = (await http.get("/api/streams/done/history")).json()
         assert history["total"] == 0
 
+    async def test_runs_that_come_and_go_are_forgotten_oldest_first(
+        self, make_server: ServerFactory
+    ) -> None:
+        served = await make_server(limits={"maxMemoryBytes": 1 * MIB})
+        http = served.http
+        status = {"type": "STATUS", "data": {"statusType": "run", "status": "done"}}
+        for n in range(300):  # ~4 KiB each besides their one event: over the budget
+            await served.publish(f"run-{n}", status)
+            assert (await http.delete(f"/api/streams/run-{n}")).status_code == 204
+        keyed = await http.post(
+            "/api/streams/run-keyed/events", json=status, headers={"Idempotency-Key": "k"}
+        )
+        assert keyed.status_code == 201
+        assert (await http.get("/api/streams/run-0")).status_code == 404
+        assert (await http.get("/api/streams/run-299")).status_code == 200
+        metrics = (await http.get("/metrics")).text
+        forgotten = re.search(
+            r"^executor_streamer_memory_forgotten_streams_total (\S+)", metrics, re.MULTILINE
+        )
+        assert forgotten is not None and float(forgotten.group(1)) > 0
+        kept = re.search(
+            r'executor_streamer_memory_bytes\{[^}]*part="idempotency"[^}]*\} (\S+)', metrics
+        )
+        assert kept is not None and float(kept.group(1)) > 0
+
 
 async def chunks(total: int, size: int = 64 << 10) -> AsyncIterator[bytes]:
     sent = 0
@@ -188,6 +213,29 @@ class TestMaxBody:
             assert loop.time() < deadline, "the hub read the endless body for 20 s"
             with contextlib.suppress(ConnectionError):  # a reset may take the 413 along
                 assert (await asyncio.wait_for(reader.read(), 10)).startswith(b"HTTP/1.1 413")
+        finally:
+            writer.close()
+
+    async def test_a_body_over_the_cap_still_coming_gets_its_413(
+        self, make_server: ServerFactory
+    ) -> None:
+        """An upload over the cap that goes on past the linger pause (3 s here, never
+        pausing 2 s) reads its 413: the hub drops the rest while it keeps coming, where
+        closing would reset the connection and take the answer along."""
+        served = await make_server(limits={"maxBodyBytes": 2 * MIB, "maxScreenshotBytes": MIB})
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.server.port)
+        total, piece = 6 * MIB, 256 << 10
+        writer.write(
+            b"POST /api/streams HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % total
+        )
+        try:
+            for _ in range(total // piece):
+                writer.write(b"x" * piece)
+                await writer.drain()
+                await asyncio.sleep(0.125)  # pacing: an upload slower than loopback
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 413"), head
         finally:
             writer.close()
 

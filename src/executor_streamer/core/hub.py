@@ -50,6 +50,7 @@ from .all_hubs import REPORT_SECONDS, AllHubsView
 from .analytics import StreamAnalytics
 from .clients import ClientRegistry, ClientSession
 from .counters import HubCounters
+from .idempotency import RecentPublishes
 from .lifecycle import LifecycleCallbacks, LifecycleNotifier
 from .memory_budget import MemoryBudget
 from .publisher import StreamPublisher
@@ -84,7 +85,9 @@ class ExecutorStreamer:
             self._notifier.callbacks = callbacks
         self.streams = StreamManager(self.config, self.storage, self._notifier)
         self.clients = ClientRegistry(self.config.server.max_connections)
-        self.memory = MemoryBudget(self.config.limits.max_memory_bytes, self.storage, self.streams)
+        self.memory = MemoryBudget(
+            self.config.limits.max_memory_bytes, self.storage, self.streams, RecentPublishes()
+        )
         """``limits.maxMemoryBytes`` (docs/configuration.md)."""
         self.publisher = StreamPublisher(
             self.config, self.streams, self.storage, self.counters, self.memory

@@ -54,19 +54,45 @@ def fingerprint(prepared: Sequence[PreparedEvent]) -> str:
     return digest.hexdigest()[:32]
 
 
-_Entry = tuple[float, "asyncio.Future[list[EventRecord]]", str]
-"""When it expires, the first call's result, and its fingerprint."""
+KEY_OVERHEAD = 600
+"""Bytes a remembered key costs besides its events: the key tuple and its strings, the
+fingerprint, the future and its dict slot."""
+RECORD_OVERHEAD = 1500
+"""Bytes a remembered event costs besides its JSON: the record and the parsed event the
+publish built (both measured with tracemalloc in tests/core/test_idempotency.py)."""
+
+_Entry = tuple[float, "asyncio.Future[list[EventRecord]]", str, int]
+"""When it expires, the first call's result, its fingerprint, and the bytes it holds."""
+
+
+def held_by(records: Sequence[EventRecord]) -> int:
+    """What a remembered result keeps alive, as the memory budget counts history."""
+    return sum(len(record.payload) + RECORD_OVERHEAD for record in records)
 
 
 class RecentPublishes:
     """Results of recent publishes by (owner, workflow session id, key), oldest first. The
     caller names the stream by its workflow session id whatever reference the publish
-    used, so a retry naming it by its ``str_`` id finds the first result."""
+    used, so a retry naming it by its ``str_`` id finds the first result.
 
-    def __init__(self, kept_seconds: float = KEPT_SECONDS, max_keys: int = MAX_KEYS) -> None:
+    The results are the stored events themselves, which a retry is answered with, so
+    they count against the memory budget (:attr:`held_bytes`) like history does: at most
+    :data:`MAX_KEYS` keys for :data:`KEPT_SECONDS` each, and no more bytes than the
+    budget allows."""
+
+    def __init__(
+        self,
+        kept_seconds: float = KEPT_SECONDS,
+        max_keys: int = MAX_KEYS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._kept = kept_seconds
         self._max = max_keys
+        self.clock = clock
+        """What expiry is reckoned by (a test moves it on)."""
         self._entries: OrderedDict[tuple[str, str, str], _Entry] = OrderedDict()
+        self.held_bytes = 0
+        """Bytes the remembered results keep alive (their events and the keys)."""
 
     async def run(
         self,
@@ -81,7 +107,7 @@ class RecentPublishes:
         A call whose ``print_`` (:func:`fingerprint`) differs from the first one's is
         refused with :class:`IdempotencyKeyReused`."""
         while True:
-            self._expire(time.monotonic())
+            self.expire()
             entry = self._entries.get(key)
             if entry is None:
                 break
@@ -94,29 +120,41 @@ class RecentPublishes:
             if still_stored(records):
                 return records
             if self._entries.get(key) is entry:
-                del self._entries[key]
+                self._drop(key)
         future: asyncio.Future[list[EventRecord]] = asyncio.get_running_loop().create_future()
-        self._entries[key] = (time.monotonic() + self._kept, future, print_)
+        self._entries[key] = (self.clock() + self._kept, future, print_, KEY_OVERHEAD)
+        self.held_bytes += KEY_OVERHEAD
         while len(self._entries) > self._max:
-            self._entries.popitem(last=False)
+            self._drop(next(iter(self._entries)))
         try:
             records = await publish()
         except BaseException as exc:
             held = self._entries.get(key)
             if held is not None and held[1] is future:
-                del self._entries[key]
+                self._drop(key)
             future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
             future.exception()  # retrieved, whether anyone waited or not
             raise
         future.set_result(records)
+        held = self._entries.get(key)
+        if held is not None and held[1] is future:  # still remembered: count its events
+            size = KEY_OVERHEAD + held_by(records)
+            self._entries[key] = (held[0], held[1], held[2], size)
+            self.held_bytes += size - KEY_OVERHEAD
         return records
 
-    def _expire(self, now: float) -> None:
+    def _drop(self, key: tuple[str, str, str]) -> None:
+        self.held_bytes -= self._entries.pop(key)[3]
+
+    def expire(self) -> None:
+        """Forget the results kept past :data:`KEPT_SECONDS` (also run once a second by
+        the memory budget, so results no publish asks about are not held longer)."""
+        now = self.clock()
         while self._entries:
-            expires = next(iter(self._entries.values()))[0]
-            if expires > now:
+            oldest, entry = next(iter(self._entries.items()))
+            if entry[0] > now:
                 return
-            self._entries.popitem(last=False)
+            self._drop(oldest)
 
 
 class InFlight:

@@ -1,13 +1,17 @@
 """``limits.maxMemoryBytes``: one budget for what the hub keeps in memory.
 
-What counts: the history and screenshots the storage backend keeps in the hub's own
-memory (the memory backend's; a durable backend keeps none) and the events queued for
-subscribers. Past :data:`EVICT_FROM` of the budget, the CLOSED streams whose history is
-held here are evicted, least recently active first, until the use is back under
-:data:`EVICT_TO`; an evicted stream gets a new epoch, so a client resuming it learns
-``recovered: false`` rather than missing events silently. Open streams are never evicted:
-with nothing left to evict, a publish at the budget is refused (503 ``MEMORY_PRESSURE``),
-while subscribers, history reads and health checks go on.
+What counts: the history, screenshots and streams the storage backend keeps in the hub's
+own memory (the memory backend's; a durable backend keeps none), the events queued for
+subscribers, and the results of recent publishes kept for their idempotency keys. Past
+:data:`EVICT_FROM` of the budget, the CLOSED streams whose history is held here are
+evicted, least recently active first, until the use is back under :data:`EVICT_TO`; an
+evicted stream gets a new epoch, so a client resuming it learns ``recovered: false``
+rather than missing events silently. If that is not enough and the store keeps streams
+only in memory (the memory backend), the closed streams themselves are forgotten next,
+least recently active first, each ~4 KiB (``history.memory.STREAM_OVERHEAD``): runs that
+come and go all day stay within the budget. Open streams are never evicted: with nothing
+left to evict, a publish at the budget is refused (503 ``MEMORY_PRESSURE``), while
+subscribers, history reads and health checks go on.
 
 The publish path reads one integer and compares it (:meth:`MemoryBudget.admit`); queued
 bytes are summed once a second by the maintenance loop, never per event.
@@ -21,7 +25,8 @@ from ..errors import MemoryPressure
 from ..history.base import HistoryStore
 from ..types.enums import SessionStatus
 from ..types.ids import new_epoch
-from .streams import StreamManager
+from .idempotency import RecentPublishes
+from .streams import Stream, StreamManager
 
 EVICT_FROM = 0.9
 EVICT_TO = 0.8
@@ -31,16 +36,26 @@ _log = structlog.get_logger("executor_streamer.memory")
 
 
 class MemoryBudget:
-    def __init__(self, limit: int, storage: HistoryStore, streams: StreamManager) -> None:
+    def __init__(
+        self,
+        limit: int,
+        storage: HistoryStore,
+        streams: StreamManager,
+        recent: RecentPublishes,
+    ) -> None:
         self.limit = limit
+        self.recent = recent
+        """Results kept for idempotency keys: the publisher's, counted here."""
         self._storage = storage
         # A store of the application's own may predate the methods: it holds nothing here.
         self._held = getattr(storage, "held_in_memory", lambda: 0)
         self._evict = getattr(storage, "evict", None)
+        self._forgets = bool(getattr(storage, "streams_in_memory", False))
         self._streams = streams
         self.queued_bytes = 0
         """Bytes queued for subscribers at the last :meth:`maintain`."""
         self.evicted_streams = 0
+        self.forgotten_streams = 0
         self.refused_publishes = 0
         self._searched_at_closings = -1
         """``streams.closings`` when a search last found nothing to evict: until another
@@ -53,7 +68,7 @@ class MemoryBudget:
 
     @property
     def used(self) -> int:
-        return self._held() + self.queued_bytes
+        return self._held() + self.queued_bytes + self.recent.held_bytes
 
     async def admit(self) -> None:
         """Before a publish: evict if the budget is spent, and refuse if that frees nothing."""
@@ -73,7 +88,9 @@ class MemoryBudget:
         )
 
     async def maintain(self) -> None:
-        """Once a second: count queued bytes, and evict past :data:`EVICT_FROM`."""
+        """Once a second: count queued bytes, forget expired idempotency results, and
+        evict past :data:`EVICT_FROM`."""
+        self.recent.expire()
         # Subscribers of a stream queue the same records (one object each, shared with
         # the history): counted once per stream, as its longest queue.
         self.queued_bytes = sum(
@@ -85,12 +102,33 @@ class MemoryBudget:
 
     async def evict(self) -> None:
         """Evict CLOSED streams' history, least recently active first, down to
-        :data:`EVICT_TO` of the budget."""
+        :data:`EVICT_TO` of the budget; then, where the store allows, forget them."""
         target = int(self.limit * EVICT_TO)
         closed = sorted(
             (s for s in self._streams if s.status is SessionStatus.CLOSED),
             key=lambda s: s.last_activity,
         )
+        await self._evict_history(closed, target)
+        if self._forgets and self.used > target:
+            # Every closed stream's history is gone by now (the pass above stops only
+            # under the target): forget the streams, least recently active first.
+            await self._forget(closed, target)
+
+    async def _forget(self, closed: list[Stream], target: int) -> None:
+        for stream in closed:
+            if self.used <= target:
+                break
+            async with stream.exclusive():
+                if stream.status is not SessionStatus.CLOSED:
+                    continue  # reopened meanwhile
+                if self._streams.find(stream.id) is not stream:
+                    continue  # purged meanwhile
+                self._streams.forget(stream)
+                await self._storage.drop_stream(stream.id)
+            self.forgotten_streams += 1
+            _log.info("stream_forgotten", session_id=stream.workflow_session_id)
+
+    async def _evict_history(self, closed: list[Stream], target: int) -> None:
         for stream in closed:
             if self.used <= target:
                 break

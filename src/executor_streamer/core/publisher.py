@@ -38,7 +38,7 @@ from ..types.ids import STREAM_ID_PREFIX, new_event_ids
 from .commands import CommandTracker
 from .committer import GroupCommitter, PendingPublish
 from .counters import HubCounters
-from .idempotency import InFlight, RecentPublishes, check_idempotency_key, fingerprint
+from .idempotency import InFlight, check_idempotency_key, fingerprint
 from .memory_budget import MemoryBudget
 from .publish_api import JsonObject, PublishApi
 from .shared_publish import SharedPublisher
@@ -74,7 +74,7 @@ class StreamPublisher(PublishApi):
         self._counters = counters
         self._budget = budget
         self._committer = GroupCommitter(storage, self._apply)
-        self._recent = RecentPublishes()
+        self._recent = budget.recent
         self._in_flight = InFlight()
         self._shared = (
             None if streams.shared is None else SharedPublisher(self, streams, streams.shared)

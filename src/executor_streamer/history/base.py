@@ -174,10 +174,16 @@ class HistoryStore(Protocol):
     async def usage_bytes(self, stream_id: str) -> int:
         """Bytes held for the stream: serialized events plus screenshots."""
 
+    streams_in_memory: bool
+    """True when the store keeps streams nowhere but in the hub's memory (the memory
+    backend): forgetting a closed stream whose history was evicted (``drop_stream``) then
+    loses nothing else, and the memory budget may do it. False for a durable backend,
+    where ``drop_stream`` would delete what is kept."""
+
     def held_in_memory(self) -> int:
-        """Bytes of events and screenshots this store keeps in the hub's own memory, what
-        ``limits.maxMemoryBytes`` counts: the memory backend's history; 0 for a backend
-        that keeps history elsewhere and caches none."""
+        """Bytes this store keeps in the hub's own memory, what ``limits.maxMemoryBytes``
+        counts: the memory backend's history and streams; 0 for a backend that keeps
+        history elsewhere and caches none."""
 
     async def evict(self, stream_id: str) -> int:
         """Give back the memory held for a CLOSED stream; returns the bytes freed. For the

@@ -35,6 +35,14 @@ payload's bytes header and its slot in the ring (``ring.StoredEvent``; measured 
 payload (:meth:`MemoryHistory.held_in_memory`), so it is about the process's memory, not
 only the events' text; ``usage_bytes`` stays the events and images, as on every backend."""
 
+STREAM_OVERHEAD = 4096
+"""Bytes a stream costs while the hub knows it, besides its events: its live state (lock,
+command tracker, counters), its description and this store's entries for it (measured
+with tracemalloc, in tests/core/test_memory_budget.py). Counted in
+:meth:`MemoryHistory.held_in_memory`, so runs that come and go are bounded by the memory
+budget even once their history is evicted: the budget then forgets the oldest closed
+streams themselves (``streams_in_memory``)."""
+
 
 @dataclass
 class _StreamData:
@@ -46,6 +54,8 @@ class _StreamData:
 
 class MemoryHistory:
     """:class:`~executor_streamer.history.base.HistoryStore` in process memory."""
+
+    streams_in_memory = True
 
     def __init__(self) -> None:
         self._streams: dict[str, _StreamData] = {}
@@ -64,6 +74,7 @@ class MemoryHistory:
         data = self._streams.get(stream_id)
         if data is None:
             self._streams[stream_id] = _StreamData(EventRing(config.max_history_size))
+            self._held += STREAM_OVERHEAD
         elif data.ring.capacity != config.max_history_size:
             self._forget(data, data.ring.resize(config.max_history_size))
 
@@ -168,7 +179,7 @@ class MemoryHistory:
     async def drop_stream(self, stream_id: str) -> None:
         data = self._streams.pop(stream_id, None)
         if data is not None:
-            self._held -= _bytes_of(data) + EVENT_OVERHEAD * len(data.ring)
+            self._held -= _bytes_of(data) + EVENT_OVERHEAD * len(data.ring) + STREAM_OVERHEAD
         self._states.pop(stream_id, None)
 
     async def get_screenshot(self, stream_id: str, screenshot_id: str) -> StoredScreenshot | None:

@@ -41,7 +41,7 @@ class EventRing:
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._items: list[StoredEvent | None] = [None] * min(capacity, 1024)
+        self._items: list[StoredEvent | None] = []  # grown on demand: see _grow
         self._head = 0
         self._size = 0
 
@@ -135,7 +135,8 @@ class EventRing:
 
     def _grow(self) -> None:
         # Storage grows on demand up to the capacity, so a stream configured for
-        # 10,000 events that holds 10 does not reserve 10,000 slots.
+        # 10,000 events that holds 10 does not reserve 10,000 slots, and one whose
+        # history was evicted (or never had any) holds none.
         ordered = list(self.slice(0))
         size = min(self._capacity, max(len(self._items) * 2, 16))
         self._items = [*ordered, *([None] * (size - len(ordered)))]

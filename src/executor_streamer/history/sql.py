@@ -96,6 +96,8 @@ _MIGRATION_LOCK = 0x6573_0001
 class SqlHistory:
     """:class:`~executor_streamer.history.base.HistoryStore` over an SQLAlchemy async URL."""
 
+    streams_in_memory = False
+
     def __init__(self, url: str) -> None:
         self.url = url
         # No pool_pre_ping: it costs a round trip on every transaction (single-event

@@ -68,6 +68,8 @@ class RedisHistory:
     """A :class:`~executor_streamer.history.shared.SharedHistory` on one Redis server or
     a Redis Cluster (``connect.py``)."""
 
+    streams_in_memory = False
+
     def __init__(self, url: str, *, probe_interval: float = 1.0) -> None:
         self.url = url
         self.target = RedisTarget.parse(url)

@@ -200,7 +200,14 @@ MAX_WAITING_CONNECTIONS = 256
 has waited a second or more is closed for each new connection."""
 PATIENCE_SECONDS = 1.0
 LINGER_SECONDS = 2.0
-"""How long a refused connection's input is still read (and dropped) after the answer."""
+"""How long a refused connection's input is still read (and dropped) after the answer;
+for a body answered early (a 413, a 401), how long it may pause."""
+LINGER_MAX_BYTES = 64 << 20
+LINGER_MAX_SECONDS = 30.0
+"""How much, and how long in all, the rest of a body answered early is read and dropped
+while it keeps coming (nginx's ``lingering_time``, bounded in bytes too): a client still
+uploading a body over the cap reads its 413 rather than a reset, and an endless body costs
+a bounded read."""
 
 
 class _QueueFull(Exception):
@@ -223,9 +230,10 @@ class BoundedHttpProtocol(HttpToolsProtocol):
     - Connections waiting for headers are few: past :data:`MAX_WAITING_CONNECTIONS`, the
       longest-waiting one is closed for each new one (only one that has waited a second
       or more: an honest client sends its headers at once, even in a reconnect storm).
-    - Bodies: the rest of one answered early (a 413, a 401) is read and dropped for
-      :data:`LINGER_SECONDS` at most, then the connection closes; a body whose chunking
-      breaks off ends its request (its app sees the client gone) with a 400.
+    - Bodies: the rest of one answered early (a 413, a 401) is read and dropped while it
+      keeps coming (a pause of :data:`LINGER_SECONDS`, or :data:`LINGER_MAX_BYTES` or
+      :data:`LINGER_MAX_SECONDS` in all, and the connection closes); a body whose
+      chunking breaks off ends its request (its app sees the client gone) with a 400.
 
     :func:`bounded_http_protocol` gives a subclass per server, with its own list of
     connections waiting for headers.
@@ -239,8 +247,11 @@ class BoundedHttpProtocol(HttpToolsProtocol):
         self._began = 0.0  # when they began (or the connection did, for its first)
         self._header_bytes = 0
         self._read = 0  # the size of the read being parsed
+        self._began_in = 0  # the size of the read a request began in, if not counted above
         self._too_large = False
         self._unread: RequestResponseCycle | None = None  # answered before its body came
+        self._unread_since = self._unread_read_at = 0.0
+        self._unread_bytes = 0
         self._deadline: asyncio.TimerHandle | None = None
         self._finishing = False  # no more requests are read; close after the queued answers
 
@@ -259,6 +270,12 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             return  # the rest of a pipeline that went too far: never read
         self._unset_keepalive_if_required()
         self._read = len(data)
+        if self._unread is not None:
+            self._unread_read_at = self.loop.time()
+            self._unread_bytes += self._read
+            if self._unread_bytes > LINGER_MAX_BYTES:
+                self._close_if_unread(self._unread)
+                return
         if self._in_headers:
             self._header_bytes += self._read
         try:
@@ -293,14 +310,17 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             raise _QueueFull  # stops the parser here: nothing more of this read is kept
         super().on_message_begin()
         if not self._in_headers:
+            # A request that begins in the middle of a read (keep-alive, pipelining): that
+            # read was not counted, and some of it may be this request's headers.
             self._in_headers = True
             self._began = self.loop.time()
             self._header_bytes = 0
+            self._began_in = self._read
 
     def on_headers_complete(self) -> None:
         # Exact only when it could matter: headers that took several reads or one large
         # read (a request that arrives whole in a small read cannot be over).
-        if self._header_bytes + self._read > MAX_HEADER_BYTES and (
+        if self._header_bytes + self._began_in + self._read > MAX_HEADER_BYTES and (
             len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
             > MAX_HEADER_BYTES
         ):
@@ -320,7 +340,9 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             # the rest, so the answer is not lost to a reset and the connection serves on;
             # but a body still coming after a moment is not read for ever.
             self._unread = cycle
-            self.loop.call_later(LINGER_SECONDS, self._close_if_unread, cycle)
+            self._unread_since = self._unread_read_at = self.loop.time()
+            self._unread_bytes = 0
+            self.loop.call_later(LINGER_SECONDS, self._linger, cycle)
         elif self.pipeline:
             self.flow.pause_reading()  # read on only once every queued request is answered
 
@@ -329,8 +351,20 @@ class BoundedHttpProtocol(HttpToolsProtocol):
             self._unread = None  # the rest of an answered request's body came and went
         super().on_message_complete()
 
+    def _linger(self, cycle: RequestResponseCycle) -> None:
+        """Close once the rest of ``cycle``'s body pauses, or has been read long enough."""
+        if self._unread is not cycle:
+            return
+        now = self.loop.time()
+        until = min(self._unread_read_at + LINGER_SECONDS, self._unread_since + LINGER_MAX_SECONDS)
+        if now >= until:
+            self._close_if_unread(cycle)
+        else:
+            self.loop.call_later(until - now, self._linger, cycle)
+
     def _close_if_unread(self, cycle: RequestResponseCycle) -> None:
         if self._unread is cycle:
+            self._unread = None
             self._finishing = True
             self.transport.close()
 

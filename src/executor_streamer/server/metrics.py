@@ -114,11 +114,18 @@ class _HubCollector(Collector):
         memory.add_metric(["limit"], budget.limit)
         memory.add_metric(["history"], budget.history_bytes)
         memory.add_metric(["queues"], budget.queued_bytes)
+        memory.add_metric(["idempotency"], budget.recent.held_bytes)
         yield memory
         yield CounterMetricFamily(
             "executor_streamer_memory_evicted_streams",
             "Closed streams whose history was evicted to keep within the memory budget.",
             value=budget.evicted_streams,
+        )
+        yield CounterMetricFamily(
+            "executor_streamer_memory_forgotten_streams",
+            "Closed streams forgotten, their history evicted before, to keep within the "
+            "memory budget (memory backend).",
+            value=budget.forgotten_streams,
         )
         yield CounterMetricFamily(
             "executor_streamer_memory_refused_publishes",
