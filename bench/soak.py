@@ -16,7 +16,7 @@ writes ``bench/results/<date>-soak.json``.
 With ``--runs``, two more connections publish whole runs beside it: a new stream each,
 10,000 events, then closed, as agents' runs come and go. Closed runs' history stays in
 memory until the hub's memory budget (``limits.maxMemoryBytes``, ``--memory-mib``) evicts
-it; the report adds the runs, the streams evicted and the publishes refused
+it; the report adds the runs, the streams evicted (and forgotten) and the publishes refused
 (``MEMORY_PRESSURE``), read from ``/metrics``.
 """
 
@@ -172,11 +172,13 @@ def main() -> None:
     )
     evicted = metric(metrics_text, "executor_streamer_memory_evicted_streams_total")
     refused = metric(metrics_text, "executor_streamer_memory_refused_publishes_total")
+    forgotten = metric(metrics_text, "executor_streamer_memory_forgotten_streams_total")
     if args.runs:
         print(
             f"| runs of 10,000 events, closed at their end | {runs:,} ({run_events:,} events) |\n"
             f"| memory budget | {args.memory_mib} MiB |\n"
-            f"| closed runs evicted / publishes refused | {evicted:.0f} / {refused:.0f} |\n"
+            f"| closed runs evicted / forgotten / publishes refused | {evicted:.0f} / "
+            f"{forgotten:.0f} / {refused:.0f} |\n"
         )
     report = {
         "seconds": args.seconds,
@@ -189,6 +191,7 @@ def main() -> None:
         "run_events": run_events,
         "memory_budget_mib": args.memory_mib,
         "evicted_streams": evicted,
+        "forgotten_streams": forgotten,
         "refused_publishes": refused,
         "growth_mib_per_spec_hour": round(per_spec_hour, 3),
         "rss_kib_samples": samples,
