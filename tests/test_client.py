@@ -152,11 +152,17 @@ class TestWatch:
         original = HubClient._sse
 
         def gated(
-            self: HubClient, stream: str, last: int | None, epoch: str | None, types: Any
+            self: HubClient,
+            stream: str,
+            last: int | None,
+            epoch: str | None,
+            types: Any,
+            expression: str | None,
         ) -> AsyncIterator[ServerSentEvent]:
             connects.append((last, epoch))
             return _after(
-                gate if len(connects) > 1 else None, original(self, stream, last, epoch, types)
+                gate if len(connects) > 1 else None,
+                original(self, stream, last, epoch, types, expression),
             )
 
         monkeypatch.setattr(HubClient, "_sse", gated)

@@ -347,6 +347,13 @@ async def three_filters(config: ExecutorStreamerConfig) -> object:
         return await outcome(hub.open_subscription("wf-1", filters=filters))
 
 
+async def long_expression(config: ExecutorStreamerConfig) -> object:
+    async with running(config) as hub:
+        await hub.create_stream("wf-1")
+        expression = " || ".join(f'data.status == "{n}"' for n in range(40))  # ~820 chars
+        return await outcome(hub.open_subscription("wf-1", filters=[{"expression": expression}]))
+
+
 async def screenshot(config: ExecutorStreamerConfig) -> object:
     async with running(config) as hub:
         return await outcome(hub.publisher.publish_screenshot("wf-1", PNG))
@@ -475,6 +482,7 @@ PROBES: dict[tuple[str, ...], Effect | Refused | Permits] = {
     ("limits", "max_batch_size"): Effect(2, batch_of_three),
     ("limits", "max_message_bytes"): Effect(4096, websocket_message_limit),
     ("limits", "max_filters"): Effect(2, three_filters),
+    ("limits", "max_expression_length"): Effect(500, long_expression),
     ("limits", "max_screenshot_bytes"): Effect(16, screenshot),
     ("limits", "max_metadata_bytes"): Effect(100, event_metadata),
     ("limits", "max_history_size"): Effect(300_000, big_history),

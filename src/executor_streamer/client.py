@@ -114,20 +114,34 @@ class HubClient(PublishApi):
         *,
         since: int | None = None,
         types: Sequence[str] | None = None,
+        filter: str | None = None,
         on_state: Callable[[SubscriptionState], None] | None = None,
     ) -> RemoteSubscription:
         """Events of ``stream`` over WebSocket, from after ``since`` (live only without
-        it), reconnecting and resuming exactly (``client_subscription``)."""
+        it), reconnecting and resuming exactly (``client_subscription``). ``types`` and
+        ``filter`` (a CEL expression, docs/expressions.md) choose which: both must match;
+        an expression that does not compile raises ``InvalidFilter``."""
         ws_url = "ws" + self._base_url.removeprefix("http") + "/ws"
         return RemoteSubscription(
-            ws_url, stream, since=since, types=types, token=self._token, on_state=on_state
+            ws_url,
+            stream,
+            since=since,
+            types=types,
+            expression=filter,
+            token=self._token,
+            on_state=on_state,
         )
 
     async def watch(
-        self, stream: str, *, since: int | None = None, types: Sequence[str] | None = None
+        self,
+        stream: str,
+        *,
+        since: int | None = None,
+        types: Sequence[str] | None = None,
+        filter: str | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
         """Events of ``stream`` as they arrive, each once in seq order; ends when the
-        stream closes.
+        stream closes. ``types`` and ``filter`` as for :meth:`subscribe`.
 
         After a dropped connection it resumes after the last seq it yielded (live only at
         first: after the stream's ``lastSeq`` when it subscribed), in the epoch of that
@@ -137,7 +151,7 @@ class HubClient(PublishApi):
         last, epoch = since, None
         while True:
             try:
-                async for frame in self._sse(stream, last, epoch, types):
+                async for frame in self._sse(stream, last, epoch, types, filter):
                     if frame.event == "stream_event":
                         event = StreamEvent.model_validate_json(frame.data)
                         last = event.seq
@@ -158,9 +172,16 @@ class HubClient(PublishApi):
             await asyncio.sleep(RECONNECT_DELAY)
 
     async def _sse(
-        self, stream: str, last: int | None, epoch: str | None, types: Sequence[str] | None
+        self,
+        stream: str,
+        last: int | None,
+        epoch: str | None,
+        types: Sequence[str] | None,
+        expression: str | None,
     ) -> AsyncIterator[ServerSentEvent]:
         params = {"types": ",".join(types)} if types else {}
+        if expression:
+            params["filter"] = expression
         headers = {"accept": "text/event-stream"}
         if last is not None:
             headers["last-event-id"] = str(last)

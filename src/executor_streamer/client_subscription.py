@@ -80,12 +80,18 @@ class RemoteSubscription:
         *,
         since: int | None,
         types: Sequence[str] | None,
+        expression: str | None = None,
         token: TokenSource | None = None,
         on_state: Callable[[SubscriptionState], None] | None = None,
     ) -> None:
         self._url = ws_url
         self._stream = stream
-        self._types = list(types) if types else None
+        self._filter: dict[str, Any] = {}
+        """The one filter asked for: its event types and expression, both to match."""
+        if types:
+            self._filter["eventTypes"] = list(types)
+        if expression:
+            self._filter["expression"] = expression
         self._token = token
         self._on_state = on_state
         self.position = since
@@ -176,8 +182,8 @@ class RemoteSubscription:
                     "streamId": self._stream,
                     "batch": True,
                 }
-                if self._types:
-                    request["filters"] = [{"eventTypes": self._types}]
+                if self._filter:
+                    request["filters"] = [self._filter]
                 if self.position is not None:
                     request["since"] = self.position
                     if self.epoch is not None:

@@ -238,6 +238,9 @@ class LimitsConfig(WireModel):
     max_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
     max_message_bytes: Positive = 1 << 20
     max_filters: Annotated[int, Field(ge=1, le=1000)] = 20
+    max_expression_length: Annotated[int, Field(ge=16, le=1 << 20)] = 2048
+    """Characters of one filter expression (docs/expressions.md); a longer one is
+    ``INVALID_FILTER``."""
     max_screenshot_bytes: Positive = 10 << 20
     max_metadata_bytes: Positive = 16 << 10
     max_history_size: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000

@@ -8,6 +8,7 @@ transports map codes to HTTP statuses and close codes in one table.
     ├── InvalidInput                 VALIDATION_ERROR   bad event, filter or argument
     │   ├── EventTooLarge            EVENT_TOO_LARGE    over limits.maxEventBytes
     │   └── BatchTooLarge            BATCH_TOO_LARGE    over limits.maxBatchSize
+    ├── InvalidFilter                INVALID_FILTER     a filter expression that does not compile
     ├── BodyTooLarge                 BODY_TOO_LARGE     a request body over the limit
     ├── UnsupportedMediaType         UNSUPPORTED_MEDIA_TYPE a body that is not JSON
     ├── IdempotencyKeyReused         IDEMPOTENCY_KEY_REUSED a key sent again with other events
@@ -110,6 +111,21 @@ class EventTooLarge(InvalidInput):
 
 class BatchTooLarge(InvalidInput):
     code = "BATCH_TOO_LARGE"
+
+
+class InvalidFilter(StreamerError):
+    """A filter expression (docs/expressions.md) that is too long or does not compile.
+    ``details``: ``message`` (what is wrong) and, where the compiler says, ``position``
+    (the offset of the problem in the expression, from 0) with its ``line`` and
+    ``column`` (from 1)."""
+
+    code = "INVALID_FILTER"
+
+    def __init__(self, message: str, position: tuple[int, int, int] | None = None) -> None:
+        details: dict[str, Any] = {"message": message}
+        if position is not None:
+            details["position"], details["line"], details["column"] = position
+        super().__init__(f"invalid filter expression: {message}", details)
 
 
 class BodyTooLarge(StreamerError):
@@ -339,6 +355,7 @@ __all__ = [
     "Forbidden",
     "HubNotRunning",
     "IdempotencyKeyReused",
+    "InvalidFilter",
     "InvalidInput",
     "InvalidStatusTransition",
     "MemoryPressure",

@@ -1,8 +1,8 @@
 """Every client gets exactly its own events: a model-based test over all four transports.
 
 Many clients with different filters share one stream, and so the server's flush passes:
-batched and plain WebSocket (any filters: types, sessions, time ranges), SSE and long
-polling (the ``types=`` shorthand). Hypothesis picks the clients, the batches, when each
+batched and plain WebSocket (any filters: types, sessions, time ranges, expressions), SSE
+and long polling (``types=`` and ``filter=``). Hypothesis picks the clients, the batches, when each
 client joins and from which seq it resumes, and pauses between publishes. Each client's
 received sequence must equal a reference filter, written here independently of the hub's
 own, applied to what was published: nothing missing, nothing extra, nothing twice, in seq
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -47,6 +47,25 @@ class Filter:
     sessions: tuple[str, ...] | None = None
     window_ms: tuple[int, int] | None = None
     """Start and end of a timeRange, in ms after the example began."""
+    expression: str | None = None
+    """One of :data:`EXPRESSIONS`."""
+
+
+EXPRESSIONS: dict[str, Callable[[dict[str, Any]], bool]] = {
+    # Each with what it means, written in Python: an expression that errs on an event
+    # (a field the event lacks) does not match it, unless || or && decide without it.
+    "seq % 2 == 0": lambda e: e["seq"] % 2 == 0,
+    'type == "REASONING" || data.status.endsWith("1")': lambda e: (
+        e["type"] == "REASONING" or e["data"].get("status", "").endswith("1")
+    ),
+    "has(data.thought) && data.confidence > 0.4": lambda e: "thought" in e["data"],
+    'data.commandName.startsWith("c") && seq > 3': lambda e: (
+        "commandName" in e["data"] and e["seq"] > 3
+    ),
+    'type in ["ERROR", "STATUS"] && !data.message.contains("2")': lambda e: (
+        e["type"] == "ERROR" and "2" not in e["data"]["message"]
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -82,8 +101,9 @@ def _sometimes(strategy: st.SearchStrategy[Any], fifths: int) -> st.SearchStrate
 
 def _filter(transport: Transport) -> st.SearchStrategy[Filter]:
     types = st.lists(st.sampled_from(TYPES), min_size=1, max_size=3, unique=True).map(tuple)
-    if transport in ("sse", "poll"):  # these take the types= shorthand only
-        return st.builds(Filter, types)
+    expression = _sometimes(st.sampled_from(sorted(EXPRESSIONS)), 2)
+    if transport in ("sse", "poll"):  # these take types= and filter= only
+        return st.builds(Filter, types, expression=expression)
     window = st.tuples(st.sampled_from(OFFSETS_MS), st.sampled_from(OFFSETS_MS)).map(
         lambda pair: (min(pair), max(pair))
     )
@@ -93,6 +113,7 @@ def _filter(transport: Transport) -> st.SearchStrategy[Filter]:
         _sometimes(types | st.just(()), 4),
         _sometimes(sessions, 1),
         _sometimes(window, 1),
+        expression,
     )
 
 
@@ -166,6 +187,8 @@ def matches(
             start, end = (t0 + timedelta(milliseconds=ms) for ms in spec.window_ms)
             if not start <= stamp <= end:
                 continue
+        if spec.expression is not None and not EXPRESSIONS[spec.expression](event):
+            continue
         return True
     return False
 
@@ -181,6 +204,8 @@ def wire_filters(filters: tuple[Filter, ...], session: str, t0: datetime) -> lis
         if spec.window_ms is not None:
             start, end = (t0 + timedelta(milliseconds=ms) for ms in spec.window_ms)
             wire["timeRange"] = {"start": format_timestamp(start), "end": format_timestamp(end)}
+        if spec.expression is not None:
+            wire["expression"] = spec.expression
         out.append(wire)
     return out
 
@@ -206,9 +231,15 @@ class Watcher:
             if e["seq"] > self.since and matches(e, self.spec.filters, self.session, self.t0)
         ]
 
-    def _types(self) -> str | None:
+    def _query(self) -> dict[str, Any]:
+        """``types=`` and ``filter=`` for the one filter SSE and polling take."""
         filters = self.spec.filters
-        return None if filters is None else ",".join(filters[0].types or ())
+        if filters is None:
+            return {}
+        query = {"types": ",".join(filters[0].types or ())}
+        if filters[0].expression is not None:
+            query["filter"] = filters[0].expression
+        return query
 
     def _take(self, events: list[dict[str, Any]]) -> None:
         self.received += [(e["seq"], e["type"]) for e in events]
@@ -246,9 +277,7 @@ class Watcher:
                     return
 
     async def _sse(self) -> None:
-        params: dict[str, Any] = {"since": self.since}
-        if (types := self._types()) is not None:
-            params["types"] = types
+        params: dict[str, Any] = {"since": self.since, **self._query()}
         url = f"{self.server.base_url}/api/streams/{self.session}/events"
         async with (
             httpx.AsyncClient(timeout=None) as http,
@@ -267,9 +296,7 @@ class Watcher:
 
     async def _poll(self) -> None:
         # The first poll registers the client and returns at once; later ones wait.
-        params: dict[str, Any] = {"since": self.since, "timeout": 0}
-        if (types := self._types()) is not None:
-            params["types"] = types
+        params: dict[str, Any] = {"since": self.since, "timeout": 0, **self._query()}
         url = f"{self.server.base_url}/api/streams/{self.session}/poll"
         async with httpx.AsyncClient(timeout=10) as http:
             while True:

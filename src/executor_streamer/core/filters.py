@@ -14,12 +14,15 @@ import structlog
 from ..history.records import EventRecord, Predicate
 from ..types.events import StreamEvent
 from ..types.filters import StreamFilter
+from .expressions import compile_expression
 
 _log = structlog.get_logger("executor_streamer.filters")
 
 
 def compile_filters(filters: Sequence[StreamFilter] | None) -> Predicate | None:
-    """One predicate for ``filters``, or None when every event matches."""
+    """One predicate for ``filters``, or None when every event matches. Expressions are
+    compiled here without a length limit: the hub checked them when it took the filters
+    (:func:`check_expressions`)."""
     if not filters:
         return None
     predicates = [_compile_one(f) for f in filters]
@@ -39,6 +42,8 @@ def _compile_one(spec: StreamFilter) -> Predicate:
     if spec.time_range is not None:
         start, end = spec.time_range.start, spec.time_range.end
         checks.append(lambda r: start <= r.event.timestamp <= end)
+    if spec.expression is not None:
+        checks.append(compile_expression(spec.expression, max_length=None).matches)
     if spec.custom_filter is not None:
         checks.append(_guarded(spec.custom_filter))
     if not checks:
@@ -46,6 +51,14 @@ def _compile_one(spec: StreamFilter) -> Predicate:
     if len(checks) == 1:
         return checks[0]
     return lambda record: all(check(record) for check in checks)
+
+
+def check_expressions(filters: Sequence[StreamFilter] | None, max_length: int) -> None:
+    """Refuse a filter whose expression is over ``max_length`` or does not compile
+    (:class:`~executor_streamer.errors.InvalidFilter`), before anything is subscribed."""
+    for spec in filters or ():
+        if spec.expression is not None:
+            compile_expression(spec.expression, max_length)
 
 
 def _guarded(custom: Callable[[StreamEvent], bool]) -> Predicate:

@@ -50,6 +50,7 @@ from .all_hubs import REPORT_SECONDS, AllHubsView
 from .analytics import StreamAnalytics
 from .clients import ClientRegistry, ClientSession
 from .counters import HubCounters
+from .filters import check_expressions
 from .idempotency import RecentPublishes
 from .lifecycle import LifecycleCallbacks, LifecycleNotifier
 from .memory_budget import MemoryBudget
@@ -325,7 +326,7 @@ class ExecutorStreamer:
         the requested history and then ends.
         """
         self._check_running()
-        checked = self._check_filters(filters)
+        checked = self.check_filters(filters)
         if since is not None and (
             not isinstance(since, int) or isinstance(since, bool) or not 0 <= since <= MAX_SEQ
         ):
@@ -371,19 +372,22 @@ class ExecutorStreamer:
         sub.recovered = not foreign and (position <= start or read.first_retained_seq <= start + 1)
         sub.add_backlog(read.records)
 
-    def _check_filters(
+    def check_filters(
         self, filters: Sequence[StreamFilter | Mapping[str, Any]] | None
     ) -> list[StreamFilter] | None:
+        """``filters`` validated within ``limits`` (how many, and their expressions:
+        ``INVALID_FILTER`` for one that is too long or does not compile)."""
         if filters is None:
             return None
-        if len(filters) > self.config.limits.max_filters:
-            raise InvalidInput.single(
-                "filters", f"at most {self.config.limits.max_filters} filters allowed"
-            )
+        limits = self.config.limits
+        if len(filters) > limits.max_filters:
+            raise InvalidInput.single("filters", f"at most {limits.max_filters} filters allowed")
         try:
-            return _filters_adapter.validate_python(list(filters))
+            checked = _filters_adapter.validate_python(list(filters))
         except ValidationError as exc:
             raise InvalidInput.from_pydantic(exc, prefix="filters") from None
+        check_expressions(checked, limits.max_expression_length)
+        return checked
 
     def _subscription_closed(self, sub: Subscription) -> None:
         self.streams.detach(sub)

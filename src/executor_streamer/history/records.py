@@ -28,7 +28,7 @@ class EventRecord:
     so a replay that needs no filter parses nothing.
     """
 
-    __slots__ = ("_event", "payload", "seq", "type")
+    __slots__ = ("_event", "payload", "seq", "type", "view")
 
     payload: bytes
     """The event as compact camelCase JSON."""
@@ -36,12 +36,16 @@ class EventRecord:
     """``event.seq``, kept as a plain field: fan-out reads it per subscriber per event."""
     type: StreamEventType
     """``event.type``, for the same reason (delivery metrics count by type)."""
+    view: object | None
+    """What filter expressions see of the event (core/expressions.py), built by the first
+    one that reads it: every subscription filtering this record reads the same one."""
 
     def __init__(self, event: StreamEvent, payload: bytes) -> None:
         self._event: StreamEvent | None = event
         self.payload = payload
         self.seq = event.seq
         self.type = event.type
+        self.view = None
 
     @classmethod
     def of(cls, event: StreamEvent) -> EventRecord:
@@ -56,6 +60,7 @@ class EventRecord:
         record.payload = payload
         record.seq = seq
         record.type = type
+        record.view = None
         return record
 
     @property

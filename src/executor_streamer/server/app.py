@@ -98,6 +98,7 @@ class HubApp(FastAPI):
                     params.get("since"),
                     request.headers.get("last-event-id"),
                     params.get("epoch"),
+                    params.get("filter"),
                     [(name.encode(), value.encode()) for name, value in cors.items()],
                 )
         except StreamerError as exc:

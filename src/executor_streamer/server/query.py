@@ -20,11 +20,15 @@ def parse_event_types(types: str, path: str = "query.types") -> list[StreamEvent
     return [StreamEventType(n) for n in names]
 
 
-def filters_from_types(types: str | None, path: str = "query.types") -> list[StreamFilter] | None:
-    """The ``types=`` shorthand as a filter list; None when not given."""
-    if types is None:
+def filters_from_query(
+    types: str | None, expression: str | None, path: str = "query.types"
+) -> list[StreamFilter] | None:
+    """``types=`` and ``filter=`` (an expression, docs/expressions.md) as one filter,
+    both to match; None when neither is given (an empty ``filter=`` is none)."""
+    if types is None and not expression:
         return None
-    return [StreamFilter(event_types=parse_event_types(types, path))]
+    event_types = None if types is None else parse_event_types(types, path)
+    return [StreamFilter(event_types=event_types, expression=expression or None)]
 
 
 SEQ = "^[0-9]{1,19}$"

@@ -14,7 +14,7 @@ from ..types.base import utc_now
 from ..types.enums import ClientType
 from .auth import BEARER, TICKET, Gate, TicketCaller, discover, gate_of
 from .polling import poll
-from .query import SEQ, filters_from_types, parse_seq
+from .query import SEQ, filters_from_query, parse_seq
 from .rest import ERRORS, hub_of
 from .schemas import PollResponse
 from .sse import EventStreamResponse
@@ -23,6 +23,10 @@ router = APIRouter()
 EPOCH = (
     "The stream epoch `since` belongs to: from another epoch, the resume is incomplete "
     "(recovered: false) and everything history holds is sent"
+)
+FILTER = (
+    'A CEL expression over each event, e.g. `type == "COMMAND_FAILED" && '
+    'data.error.code == "TIMEOUT"` (docs/expressions.md); ANDed with `types`'
 )
 
 
@@ -39,13 +43,14 @@ async def sse(
     request: Request,
     ref: str,
     types: Annotated[str | None, Query(description="e.g. REASONING,STATUS")] = None,
+    expression: Annotated[str | None, Query(alias="filter", description=FILTER)] = None,
     since: Annotated[str | None, Query(description="Resume after this seq", pattern=SEQ)] = None,
     epoch: Annotated[str | None, Query(description=EPOCH, max_length=64)] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", pattern=SEQ)] = None,
 ) -> EventStreamResponse:
     """Documents the route; requests reach :func:`open_event_stream` through
     ``app.HubApp``, which answers them ahead of the middleware stack."""
-    return await open_event_stream(request, ref, types, since, last_event_id, epoch)
+    return await open_event_stream(request, ref, types, since, last_event_id, epoch, expression)
 
 
 async def open_event_stream(
@@ -55,6 +60,7 @@ async def open_event_stream(
     since: str | None,
     last_event_id: str | None,
     epoch: str | None = None,
+    expression: str | None = None,
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> EventStreamResponse:
     """Subscribe a new SSE client to ``ref``; ``headers`` go out with the response's."""
@@ -68,7 +74,7 @@ async def open_event_stream(
     if connections.closing:
         raise HubNotRunning("the server is shutting down")
     gate.may_subscribe(principal, hub, ref)
-    filters = filters_from_types(types)
+    filters = filters_from_query(types, expression)
     # A browser's EventSource resends Last-Event-ID when it reconnects: it wins.
     resume = parse_seq(last_event_id, "header.Last-Event-ID")
     if resume is None:
@@ -116,13 +122,14 @@ async def long_poll(
     caller: TicketCaller,
     since: Annotated[str, Query(description="Return events after this seq", pattern=SEQ)] = "0",
     types: Annotated[str | None, Query()] = None,
+    expression: Annotated[str | None, Query(alias="filter", description=FILTER)] = None,
     wait: Annotated[float, Query(alias="timeout", ge=0, le=60, description="Seconds")] = 25,
     client_id: Annotated[str | None, Query(alias="clientId")] = None,
     epoch: Annotated[str | None, Query(description=EPOCH, max_length=64)] = None,
 ) -> object:
     hub = hub_of(request)
     Gate.may_subscribe(caller, hub, ref)
-    filters = filters_from_types(types)
+    filters = filters_from_query(types, expression)
     position = parse_seq(since, "query.since") or 0
     if caller.expires_at is not None:  # a poll never waits past its credential
         wait = max(0.0, min(wait, (caller.expires_at - utc_now()).total_seconds()))

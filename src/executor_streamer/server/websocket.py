@@ -59,7 +59,7 @@ from .errors import (
 from .frames import ws_message
 from .internals import asgi_send_of
 from .metrics import ServerMetrics
-from .query import filters_from_types, parse_seq
+from .query import filters_from_query, parse_seq
 from .writers import FrameWriter, PeerGone
 from .ws_messages import (
     Auth,
@@ -256,7 +256,7 @@ class WebSocketSession:
         if not stream_ref:
             return True
         try:
-            filters = filters_from_types(params.get("types"))
+            filters = filters_from_query(params.get("types"), params.get("filter"))
             since = parse_seq(params.get("since"), "query.since")
             await self._open(stream_ref, filters, since, None, batch=False, from_query=True)
         except StreamNotFound as exc:
@@ -395,12 +395,7 @@ class WebSocketSession:
             await self._replay(entry.sub.stream_id, message.replay_options, message.request_id)
         elif isinstance(message, Filter):
             entry = self._find(message.stream_id)
-            if (
-                message.filters is not None
-                and len(message.filters) > self.hub.config.limits.max_filters
-            ):
-                raise InvalidInput.single("filters", "too many filters")
-            entry.sub.set_filters(message.filters)
+            entry.sub.set_filters(self.hub.check_filters(message.filters))
             self.outbox.queue(
                 "filter_ack",
                 {

@@ -37,6 +37,9 @@ class StreamFilter(WireModel):
     event_types: list[StreamEventType] | None = None
     session_ids: list[Annotated[str, Field(strict=True, min_length=1)]] | None = None
     time_range: TimeRange | None = None
+    expression: Annotated[str, Field(strict=True, min_length=1)] | None = None
+    """A CEL expression over the event (docs/expressions.md), ANDed with the fields above;
+    compiled once when the filter is taken (``INVALID_FILTER`` if it does not compile)."""
     custom_filter: Callable[[StreamEvent], bool] | None = Field(default=None, exclude=True)
 
     def to_wire(self) -> dict[str, Any]:

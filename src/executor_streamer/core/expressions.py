@@ -1,0 +1,130 @@
+"""Filter expressions: CEL, evaluated by Google's cel-cpp (docs/expressions.md).
+
+Every use of the ``cel_expr_python`` library is in this module: its Python API is young
+(pyproject.toml bounds it), and ``tests/core/test_expressions.py`` holds what the hub
+relies on. An expression sees one event as its wire JSON shows it: ``type``, ``seq``,
+``timestamp`` (a CEL timestamp), ``sessionId``, ``streamId``, ``data`` and ``metadata``
+(maps), and ``now``. Numbers in ``data`` and ``metadata`` are doubles, as CEL reads JSON.
+
+Why this library (figures in docs/expressions.md): the type checker refuses unknown names,
+functions and non-boolean results when the expression is compiled, with a position;
+``matches`` is RE2 (linear time, whatever the pattern); numbers compare across int and
+double; evaluation takes microseconds.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import orjson
+from cel_expr_python import cel
+from cel_expr_python.ext import ext_strings
+
+from ..errors import InvalidFilter
+from ..history.records import EventRecord
+
+MAX_EXPRESSION_LENGTH = 2048
+"""The default of ``limits.maxExpressionLength``."""
+
+_T = cel.Type
+_ENV = cel.NewEnv(
+    # ``type`` is a name of CEL's own, which cannot be declared again: declared in a
+    # container instead, the bare name still resolves to the event's type.
+    container="event",
+    variables={
+        "event.type": _T.STRING,
+        "seq": _T.INT,
+        "timestamp": _T.TIMESTAMP,
+        "sessionId": _T.STRING,
+        "streamId": _T.STRING,
+        "data": _T.MAP,
+        "metadata": _T.MAP,
+        "now": _T.TIMESTAMP,
+    },
+    extensions=[ext_strings.ExtStrings()],
+)
+_ISSUE = re.compile(r"<input>:(\d+):(\d+): ([^\n]*)")
+
+
+class Expression:
+    """A compiled expression; :meth:`matches` is its predicate over records."""
+
+    __slots__ = ("_program", "text")
+
+    def __init__(self, text: str, program: Any) -> None:
+        self.text = text
+        self._program = program
+
+    def matches(self, record: EventRecord) -> bool:
+        """Whether the expression is true of ``record``'s event. An expression that errs
+        on an event (a missing field, a wrong type) does not match it."""
+        value = self._program.eval(_activation(record))
+        return value.type() == _T.BOOL and value.value() is True
+
+
+def compile_expression(text: str, max_length: int | None = MAX_EXPRESSION_LENGTH) -> Expression:
+    """``text`` compiled, or :class:`InvalidFilter` saying why not (and where)."""
+    if max_length is not None and len(text) > max_length:
+        raise InvalidFilter(f"longer than {max_length} characters (limits.maxExpressionLength)")
+    return _compiled(text)
+
+
+@lru_cache(maxsize=1024)
+def _compiled(text: str) -> Expression:
+    # Keyed by the whole expression, which is all that compiling reads: subscribers that
+    # send the same filter share one program.
+    try:
+        program = _ENV.compile(text)
+    except (RuntimeError, ValueError) as exc:  # 0.1.3 raises RuntimeError
+        raise _refusal(text, str(exc)) from None
+    returns = program.return_type()
+    if returns != _T.BOOL and returns != _T.DYN:
+        raise InvalidFilter(f"must be true or false, not {returns.name()}", (0, 1, 1))
+    return Expression(text, program)
+
+
+def _refusal(text: str, report: str) -> InvalidFilter:
+    """The compiler's first issue, with its position (``<input>:LINE:COL: message``)."""
+    found = _ISSUE.search(report)
+    if found is None:
+        return InvalidFilter(report.strip().splitlines()[0] if report.strip() else "invalid")
+    line, column = int(found.group(1)), int(found.group(2))
+    lines = text.split("\n")
+    offset = sum(len(before) + 1 for before in lines[: line - 1]) + column - 1
+    message = found.group(3).replace(" (in container 'event')", "")
+    return InvalidFilter(message, (min(offset, len(text)), line, column))
+
+
+def _activation(record: EventRecord) -> Any:
+    """What an expression sees of ``record``: built once per record (every subscription
+    filtering it reads the same one) and kept on it."""
+    built = record.view
+    if built is None:
+        event = orjson.loads(record.payload)
+        built = record.view = _ENV.Activation(
+            {
+                "event.type": event["type"],
+                "seq": event["seq"],
+                "timestamp": datetime.fromisoformat(event["timestamp"]),
+                "sessionId": event["sessionId"],
+                "streamId": event["streamId"],
+                "data": _doubles(event.get("data") or {}),
+                "metadata": _doubles(event.get("metadata") or {}),
+                "now": datetime.now(UTC),
+            }
+        )
+    return built
+
+
+def _doubles(value: Any) -> Any:
+    """JSON as CEL reads it: every number a double (``2500`` and ``2500.0`` alike)."""
+    if isinstance(value, dict):
+        return {key: _doubles(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_doubles(item) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value

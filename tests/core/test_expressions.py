@@ -1,0 +1,247 @@
+"""Filter expressions (docs/expressions.md): the examples, errors as no match, numbers as
+doubles, RE2, refusals with a position, and the per-record view checked against a record
+read fresh for every evaluation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from cel_expr_python import cel
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from executor_streamer import ExecutorStreamer, InvalidFilter, StreamFilter
+from executor_streamer.core.expressions import compile_expression
+from executor_streamer.core.filters import compile_filters
+from executor_streamer.history.records import EventRecord
+
+from ..conftest import HubFactory
+
+FAILED = {
+    "type": "COMMAND_FAILED",
+    "data": {
+        "commandId": "c1",
+        "commandName": "click_12",
+        "error": {"code": "TIMEOUT", "message": "timed out"},
+        "duration": 2500,
+    },
+    "metadata": {"attempt": 3, "tags": ["a", "b"]},
+}
+COMPLETED = {
+    "type": "COMMAND_COMPLETED",
+    "data": {"commandId": "c2", "commandName": "submit_form", "duration": 1200},
+}
+THOUGHT = {
+    "type": "REASONING",
+    "data": {"thought": "accept the cookie banner", "confidence": 0.9, "reasoningType": "plan"},
+}
+
+
+async def published(hub: ExecutorStreamer, *events: dict[str, Any]) -> list[EventRecord]:
+    records = []
+    for event in events:
+        records += await hub.publisher.publish_wire("wf-1", event)
+    return records
+
+
+def matching(expression: str, records: list[EventRecord]) -> list[str]:
+    test = compile_expression(expression).matches
+    return [r.type.value for r in records if test(r)]
+
+
+class TestTheExamples:
+    """docs/expressions.md's examples, against events they should and should not match."""
+
+    async def test_each_matches_what_it_says(self, make_hub: HubFactory) -> None:
+        hub = await make_hub()
+        records = await published(hub, FAILED, COMPLETED, THOUGHT)
+        assert matching('type == "COMMAND_FAILED" && data.error.code == "TIMEOUT"', records) == [
+            "COMMAND_FAILED"
+        ]
+        assert matching('type in ["ERROR", "COMMAND_FAILED"]', records) == ["COMMAND_FAILED"]
+        assert matching('type == "COMMAND_COMPLETED" && data.duration > 1000.0', records) == [
+            "COMMAND_COMPLETED"
+        ]
+        either = 'data.commandName.startsWith("submit") || data.thought.contains("cookie")'
+        assert matching(either, records) == ["COMMAND_COMPLETED", "REASONING"]
+        recent = 'timestamp > now - duration("5m") && data.commandName.matches("^click_[0-9]+$")'
+        assert matching(recent, records) == ["COMMAND_FAILED"]
+        assert matching('timestamp < now - duration("5m")', records) == []
+
+    async def test_the_envelope_is_there(self, make_hub: HubFactory) -> None:
+        hub = await make_hub()
+        records = await published(hub, FAILED)
+        stream_id = records[0].event.stream_id
+        assert matching(f'seq == 1 && sessionId == "wf-1" && streamId == "{stream_id}"', records)
+        assert matching('metadata.tags.exists(t, t == "b") && has(data.error)', records)
+        assert matching('data.commandName.lowerAscii() == "click_12"', records)
+
+
+class TestErrors:
+    async def test_an_expression_that_errs_on_an_event_does_not_match_it(
+        self, make_hub: HubFactory
+    ) -> None:
+        hub = await make_hub()
+        records = await published(hub, FAILED, THOUGHT)
+        assert matching('data.thought.contains("cookie")', records) == ["REASONING"]
+        assert matching("data.duration / 0.0 > 1.0 || data.confidence > 0.5", records) == [
+            "COMMAND_FAILED",  # 2500 / 0.0 is +inf, no error
+            "REASONING",
+        ]
+        assert matching('data.error.code == "TIMEOUT" || true', records) == [
+            "COMMAND_FAILED",
+            "REASONING",  # an error on one side of || does not spoil a true other side
+        ]
+
+    async def test_numbers_are_doubles_whatever_the_json_wrote(self, make_hub: HubFactory) -> None:
+        hub = await make_hub()
+        records = await published(hub, FAILED)
+        for expression in (
+            "metadata.attempt == 3",
+            "metadata.attempt == 3.0",
+            "metadata.attempt + 0.5 == 3.5",
+            "metadata.attempt / 2.0 == 1.5",
+            "data.duration > 2000",
+        ):
+            assert matching(expression, records) == ["COMMAND_FAILED"], expression
+
+    async def test_regular_expressions_take_linear_time(self, make_hub: HubFactory) -> None:
+        """RE2: a pattern that backtracks for ever in Python's ``re`` answers at once over
+        50 KB (with ``re`` this test would not finish)."""
+        hub = await make_hub()
+        text = "a" * 50_000 + "b"
+        records = await published(
+            hub,
+            {"type": "REASONING", "data": {"thought": text, "confidence": 1, "reasoningType": "x"}},
+        )
+        assert matching('data.thought.matches("(a+)+$")', records) == []
+        assert matching('data.thought.matches("^(a+)+b$")', records) == ["REASONING"]
+
+
+class TestRefusals:
+    @pytest.mark.parametrize(
+        ("expression", "message", "position"),
+        [
+            ('type == "A" &&', "Syntax error", 14),
+            ('type == "A" &&\n  data.x ==', "Syntax error", 26),
+            ("nope == 1", "undeclared reference to 'nope'", 0),
+            ("seq + 1", "must be true or false, not INT", 0),
+            ("seq > 1.5", "found no matching overload for '_>_'", 4),
+            ("data.x.frob()", "undeclared reference to 'frob'", 11),
+        ],
+    )
+    def test_what_does_not_compile_is_refused_with_where(
+        self, expression: str, message: str, position: int
+    ) -> None:
+        with pytest.raises(InvalidFilter) as refused:
+            compile_expression(expression)
+        details = refused.value.details
+        assert details["message"].startswith(message), details
+        assert details["position"] == position, details
+        assert "container" not in details["message"]
+
+    def test_past_the_length_limit(self) -> None:
+        long = " || ".join(['type == "STATUS"'] * 200)
+        with pytest.raises(InvalidFilter, match="maxExpressionLength"):
+            compile_expression(long)
+        assert compile_expression(long, max_length=len(long)).text == long
+
+    async def test_the_hub_refuses_before_subscribing(self, make_hub: HubFactory) -> None:
+        hub = await make_hub(limits={"maxExpressionLength": 32})
+        await hub.create_stream("wf-1")
+        for bad in ("type ==", 'type == "STATUS" || type == "REASONING"'):
+            with pytest.raises(InvalidFilter):
+                await hub.open_subscription("wf-1", filters=[StreamFilter(expression=bad)])
+        assert not hub.streams.resolve("wf-1").subscriptions
+
+
+# -- the per-record view against a fresh record per evaluation ---------------------------
+
+EXPRESSIONS = [
+    'type == "STATUS"',
+    "metadata.n > 2.0",
+    'has(data.status) && data.status.contains("x")',
+    "seq % 2 == 0",
+    'metadata.n == 1 || data.statusType == "b"',
+    "size(data) > 2",
+    "metadata.n / 2.0 >= 1.0",
+]
+event = st.fixed_dictionaries(
+    {
+        "type": st.just("STATUS"),
+        "data": st.fixed_dictionaries(
+            {
+                "statusType": st.sampled_from(["a", "b"]),
+                "status": st.text("xyz", min_size=1, max_size=4),
+            }
+        ),
+        "metadata": st.fixed_dictionaries({"n": st.integers(0, 4)}),
+    }
+)
+
+
+_T = cel.Type
+REFERENCE = cel.NewEnv(
+    container="event",
+    variables={
+        "event.type": _T.STRING,
+        "seq": _T.INT,
+        "timestamp": _T.TIMESTAMP,
+        "sessionId": _T.STRING,
+        "streamId": _T.STRING,
+        "data": _T.MAP,
+        "metadata": _T.MAP,
+        "now": _T.TIMESTAMP,
+    },
+)
+
+
+def as_cel_reads_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: as_cel_reads_json(v) for k, v in value.items()}
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def reference(text: str, payload: bytes) -> bool:
+    """The simple way: the library itself on the event's JSON, nothing kept."""
+    event = orjson.loads(payload)
+    value = REFERENCE.compile(text).eval(
+        data={
+            "event.type": event["type"],
+            "seq": event["seq"],
+            "timestamp": datetime.fromisoformat(event["timestamp"]),
+            "sessionId": event["sessionId"],
+            "streamId": event["streamId"],
+            "data": as_cel_reads_json(event["data"]),
+            "metadata": as_cel_reads_json(event.get("metadata") or {}),
+            "now": datetime.now(UTC),
+        }
+    )
+    return value.type() == _T.BOOL and value.value() is True
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(event, min_size=1, max_size=8), st.lists(st.sampled_from(EXPRESSIONS), max_size=4))
+async def test_the_kept_view_answers_as_a_fresh_record_does(
+    events: list[dict[str, Any]], expressions: list[str]
+) -> None:
+    """Filters sharing a record's view (built by the first, kept on the record) decide
+    as the library does on the event's JSON with nothing kept: the optimisation changes
+    no answer, whichever filters evaluate a record and in whatever order."""
+    hub = ExecutorStreamer()
+    await hub.start()
+    try:
+        records = [(await hub.publisher.publish_wire("wf-1", e))[0] for e in events]
+        for text in expressions:
+            kept = compile_filters([StreamFilter(expression=text)])
+            assert kept is not None
+            for record in records:
+                plain = reference(text, record.payload)
+                assert kept(record) == plain, (text, orjson.loads(record.payload))
+    finally:
+        await hub.stop()
