@@ -79,6 +79,12 @@ export interface ClientOptions {
 
 export interface SubscribeOptions {
   types?: readonly EventType[];
+  /**
+   * A CEL expression over each event, ANDed with `types` (docs/expressions.md), e.g.
+   * `type == "COMMAND_FAILED" && data.error.code == "TIMEOUT"`. One that does not compile
+   * ends the subscription with a HubError `INVALID_FILTER` (its `details` say where).
+   */
+  filter?: string;
   /** Resume after this seq; without it, live events only. */
   since?: number;
   transports?: readonly Transport[];

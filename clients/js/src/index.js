@@ -4,6 +4,7 @@
 //
 //   const client = createClient({ url: "http://localhost:3001", getToken });
 //   const sub = client.subscribe("wf-1", { types: ["COMMAND_FAILED"], since: 0 });
+//   const timeouts = client.subscribe("wf-1", { filter: 'data.error.code == "TIMEOUT"' });
 //   sub.on("state", (s) => console.log(s.state, s.recovered));
 //   for await (const event of sub) console.log(event.seq, event.type);
 //
@@ -45,7 +46,7 @@ export class HubError extends Error {
 }
 
 /** Codes after which trying again cannot help (unless a new token can: UNAUTHORIZED). */
-const FATAL = new Set(["STREAM_NOT_FOUND", "FORBIDDEN", "VALIDATION_ERROR", "UNAUTHORIZED"]);
+const FATAL = new Set(["STREAM_NOT_FOUND", "FORBIDDEN", "VALIDATION_ERROR", "INVALID_FILTER", "UNAUTHORIZED"]);
 const CLOSE_CODES = { 4001: "UNAUTHORIZED", 4003: "FORBIDDEN", 4004: "STREAM_NOT_FOUND" };
 
 export function createClient(options) {
@@ -150,10 +151,12 @@ export class Client {
 }
 
 export class Subscription {
-  constructor(client, stream, { types, since, transports } = {}) {
+  constructor(client, stream, { types, filter, since, transports } = {}) {
     this.client = client;
     this.stream = stream;
     this.types = types && types.length ? [...types] : undefined;
+    /** A CEL expression (docs/expressions.md), ANDed with `types`. */
+    this.filter = filter || undefined;
     /** The last seq handed to the application: where a reconnect resumes from. */
     this.position = since ?? undefined;
     this.epoch = undefined;
@@ -311,12 +314,17 @@ export class Subscription {
   }
 
   subscribeFilters() {
-    return this.types ? [{ eventTypes: this.types }] : undefined;
+    if (!this.types && !this.filter) return undefined;
+    const filter = {};
+    if (this.types) filter.eventTypes = this.types;
+    if (this.filter) filter.expression = this.filter;
+    return [filter];
   }
 
   query(extra = {}) {
     const params = new URLSearchParams(extra);
     if (this.types) params.set("types", this.types.join(","));
+    if (this.filter) params.set("filter", this.filter);
     if (this.epoch !== undefined) params.set("epoch", this.epoch);
     return params;
   }
@@ -507,7 +515,7 @@ async function answer(response) {
 async function refusal(response) {
   const body = await response.json().catch(() => undefined);
   const error = body?.error;
-  if (error && (response.status === 401 || response.status === 403 || response.status === 404)) {
+  if (error && ([401, 403, 404].includes(response.status) || FATAL.has(error.code))) {
     return { live: false, error: new HubError(error.code, error.message, error.details ?? {}, response.status) };
   }
   return { live: false, refused: true };

@@ -319,6 +319,34 @@ describe("against a hub", () => {
     });
   }
 
+  for (const transport of ["websocket", "sse", "polling"]) {
+    test(`${transport}: a filter expression chooses the events, with types`, async () => {
+      const client = createClient({ url: hub.url });
+      const stream = `js-filter-${transport}`;
+      await client.publish(stream, range(1, 6).map(status));
+      const sub = client.subscribe(stream, {
+        since: 0,
+        types: ["STATUS"],
+        filter: "seq % 2 == 0 && data.statusType == 'step'",
+        transports: [transport],
+      });
+      assert.deepEqual(await take(sub, 3), [2, 4, 6]);
+    });
+
+    test(`${transport}: an expression that does not compile ends the subscription with INVALID_FILTER`, async () => {
+      const client = createClient({ url: hub.url });
+      const stream = `js-bad-filter-${transport}`;
+      await client.publish(stream, status(1));
+      const sub = client.subscribe(stream, { since: 0, filter: "seq +", transports: [transport] });
+      await assert.rejects(take(sub, 1), (error) => {
+        assert.equal(error.code, "INVALID_FILTER");
+        assert.equal(error.details.position, 5);
+        return true;
+      });
+      assert.equal(sub.state, "closed");
+    });
+  }
+
   test("sse: live only, the position starts at the lastSeq the hub said on subscribing", async () => {
     const client = createClient({ url: hub.url });
     const stream = "js-live-sse";
