@@ -123,6 +123,38 @@ class TestLongPolling:
         assert response.json()["error"]["code"] == "INVALID_FILTER"
 
 
+class TestHistory:
+    async def test_the_url_takes_an_expression(self, served: Served) -> None:
+        await served.publish("wf-1", *[typed("slow" if n % 2 else "fast", n) for n in range(9)])
+        response = await served.http.get(
+            "/api/streams/wf-1/history", params={"filter": SLOW, "limit": 2, "offset": 1}
+        )
+        body = response.json()
+        assert [e["seq"] for e in body["events"]] == [4, 6] and body["total"] == 4
+
+    async def test_a_bad_expression_is_a_422(self, served: Served) -> None:
+        await served.publish("wf-1", status(1))
+        response = await served.http.get("/api/streams/wf-1/history", params={"filter": "seq"})
+        assert response.status_code == 422
+        assert response.json()["error"]["details"]["message"].startswith("must be true or false")
+
+    async def test_a_websocket_replay_takes_an_expression(self, served: Served) -> None:
+        await served.publish("wf-1", typed("slow", 1), typed("fast", 2), typed("slow", 3))
+        async with peer(served) as p:
+            await p.send({"type": "subscribe", "streamId": "wf-1"})
+            await p.expect("subscribed")
+            await p.send(
+                {"type": "replay", "streamId": "wf-1", "replayOptions": {"expression": SLOW}}
+            )
+            replayed = [await p.expect("event") for _ in range(2)]
+            assert [m["event"]["seq"] for m in replayed] == [1, 3]
+            assert (await p.expect("replay_done"))["metadata"]["count"] == 2
+            await p.send(
+                {"type": "replay", "streamId": "wf-1", "replayOptions": {"expression": "?"}}
+            )
+            assert (await p.expect("error"))["error"]["code"] == "INVALID_FILTER"
+
+
 class TestPythonClient:
     async def test_subscribe_and_watch_take_an_expression(self, served: Served) -> None:
         await served.publish("wf-1", typed("slow", 1), typed("fast", 2), typed("slow", 3))

@@ -93,7 +93,9 @@ class ExecutorStreamer:
         self.publisher = StreamPublisher(
             self.config, self.streams, self.storage, self.counters, self.memory
         )
-        self.history = StreamHistory(self.streams, self.storage)
+        self.history = StreamHistory(
+            self.streams, self.storage, self.config.limits.max_expression_length
+        )
         self.analytics = StreamAnalytics(self.streams, self.clients, self.counters, self.history)
         shared = self.streams.shared
         self.all_hubs = (
@@ -415,7 +417,7 @@ class ExecutorStreamer:
     ) -> int:
         """Send history matching ``spec`` (and the client's filters) to a live client."""
         stream, sub = self._replay_target(ref, client_id)
-        page = await self.storage.query(stream.id, spec or HistoryFilter())
+        page = await self.history.query(stream.id, spec or HistoryFilter())
         return self._send_replay(sub, page.records, request_id)
 
     async def replay_from_timestamp(self, ref: str, client_id: str, timestamp: datetime) -> int:

@@ -2,46 +2,87 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from ..errors import InvalidInput, ScreenshotNotFound
 from ..history.base import HistoryPage, HistoryStore, StoredScreenshot
+from ..history.records import EventRecord
 from ..types.base import utc_now
 from ..types.enums import StreamEventType
 from ..types.events import StreamEvent
 from ..types.filters import MAX_HISTORY_LIMIT, HistoryFilter
+from .expressions import MAX_EXPRESSION_LENGTH, compile_expression
 from .streams import StreamManager
+
+EVALUATED_PER_TURN = 256
+"""Events an expression is evaluated on before other tasks get a turn (a few ms)."""
 
 
 class StreamHistory:
     """History queries over whichever backend the hub has. Every ``ref`` is a stream id
     or a workflow session id; the history of a closed stream stays readable."""
 
-    def __init__(self, streams: StreamManager, storage: HistoryStore) -> None:
+    def __init__(
+        self,
+        streams: StreamManager,
+        storage: HistoryStore,
+        max_expression_length: int = MAX_EXPRESSION_LENGTH,
+    ) -> None:
         self._streams = streams
         self._storage = storage
+        self._max_expression_length = max_expression_length
 
     async def get_events(self, ref: str, spec: HistoryFilter | None = None) -> HistoryPage:
         """Matching events ascending by seq, one page of them, and how many match in all."""
         stream = await self._streams.located(ref)
-        return await self._storage.query(stream.id, spec or HistoryFilter())
+        return await self.query(stream.id, spec or HistoryFilter())
+
+    async def query(self, stream_id: str, spec: HistoryFilter) -> HistoryPage:
+        """The backend's answer to ``spec``; with an expression, the backend answers the
+        rest of the filter and the expression is evaluated on what it returns, a page of
+        :data:`MAX_HISTORY_LIMIT` at a time, giving other tasks a turn as it goes."""
+        if spec.expression is None:
+            return await self._storage.query(stream_id, spec)
+        test = compile_expression(spec.expression, self._max_expression_length).matches
+        rest = spec.model_copy(update={"expression": None, "offset": 0, "limit": MAX_HISTORY_LIMIT})
+        first, last = spec.offset, spec.offset + spec.limit
+        page: list[EventRecord] = []
+        total = 0
+        after = spec.after_seq
+        while True:
+            read = await self._storage.query(
+                stream_id, rest.model_copy(update={"after_seq": after})
+            )
+            for index, record in enumerate(read.records, 1):
+                if test(record):
+                    if first <= total < last:
+                        page.append(record)
+                    total += 1
+                if index % EVALUATED_PER_TURN == 0:
+                    await asyncio.sleep(0)
+            if len(read.records) < MAX_HISTORY_LIMIT:
+                return HistoryPage(page, total)
+            after = read.records[-1].seq
 
     async def get_all_events(
         self, ref: str, spec: HistoryFilter | None = None
     ) -> list[StreamEvent]:
-        """Every matching event, however many pages that takes."""
+        """Every matching event, however many pages that takes: each page after the first
+        starts after the last seq of the one before (results ascend by seq), so a long
+        history, or one filtered by an expression, is read once."""
         spec = spec or HistoryFilter()
         events: list[StreamEvent] = []
-        offset = spec.offset
+        page_spec = spec.model_copy(update={"limit": MAX_HISTORY_LIMIT})
         while True:
-            page = await self.get_events(
-                ref, spec.model_copy(update={"offset": offset, "limit": MAX_HISTORY_LIMIT})
-            )
+            page = await self.get_events(ref, page_spec)
             events.extend(page.events)
-            offset += len(page.events)
-            if not page.events or offset >= page.total:
+            if len(page.records) < MAX_HISTORY_LIMIT:
                 return events
+            page_spec = page_spec.model_copy(
+                update={"offset": 0, "after_seq": page.records[-1].seq}
+            )
 
     async def get_events_by_time_range(
         self, ref: str, start: datetime, end: datetime

@@ -20,6 +20,12 @@ def parse_event_types(types: str, path: str = "query.types") -> list[StreamEvent
     return [StreamEventType(n) for n in names]
 
 
+FILTER = (
+    'A CEL expression over each event, e.g. `type == "COMMAND_FAILED" && '
+    'data.error.code == "TIMEOUT"` (docs/expressions.md); ANDed with `types`'
+)
+
+
 def filters_from_query(
     types: str | None, expression: str | None, path: str = "query.types"
 ) -> list[StreamFilter] | None:

@@ -26,7 +26,7 @@ from .auth import BEARER, Admin, Caller, Gate, admin, discover, gate_of
 from .auth import caller as authenticated
 from .bodies import json_body, json_content
 from .frames import json_list
-from .query import parse_event_types
+from .query import FILTER, parse_event_types
 from .schemas import (
     CreateStreamRequest,
     ErrorBody,
@@ -315,6 +315,7 @@ async def history(
     end_time: Annotated[Timestamp | None, Query(alias="endTime")] = None,
     search: Annotated[str | None, Query(min_length=1, max_length=1000)] = None,
     after_seq: Annotated[int | None, Query(alias="afterSeq", ge=0, le=MAX_SEQ)] = None,
+    expression: Annotated[str | None, Query(alias="filter", description=FILTER)] = None,
 ) -> Response:
     try:
         spec = HistoryFilter(
@@ -325,6 +326,7 @@ async def history(
             end_time=end_time,
             search_text=search,
             after_seq=after_seq,
+            expression=expression or None,
         )
     except ValueError as exc:
         raise InvalidInput.single("query", str(exc)) from None

@@ -14,7 +14,7 @@ from ..types.base import utc_now
 from ..types.enums import ClientType
 from .auth import BEARER, TICKET, Gate, TicketCaller, discover, gate_of
 from .polling import poll
-from .query import SEQ, filters_from_query, parse_seq
+from .query import FILTER, SEQ, filters_from_query, parse_seq
 from .rest import ERRORS, hub_of
 from .schemas import PollResponse
 from .sse import EventStreamResponse
@@ -23,10 +23,6 @@ router = APIRouter()
 EPOCH = (
     "The stream epoch `since` belongs to: from another epoch, the resume is incomplete "
     "(recovered: false) and everything history holds is sent"
-)
-FILTER = (
-    'A CEL expression over each event, e.g. `type == "COMMAND_FAILED" && '
-    'data.error.code == "TIMEOUT"` (docs/expressions.md); ANDed with `types`'
 )
 
 

@@ -61,6 +61,9 @@ class HistoryFilter(WireModel):
     search_text: Annotated[str, Field(min_length=1, max_length=1000)] | None = None
     """Case-insensitive substring of the event's ``data`` as JSON text."""
     after_seq: Seq | None = None
+    expression: Annotated[str, Field(strict=True, min_length=1)] | None = None
+    """A CEL expression over the event (docs/expressions.md), ANDed with the rest: the
+    backend answers the rest, the hub evaluates the expression on what remains."""
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
