@@ -60,9 +60,27 @@ class Expression:
 
     def matches(self, record: EventRecord) -> bool:
         """Whether the expression is true of ``record``'s event. An expression that errs
-        on an event (a missing field, a wrong type) does not match it."""
-        value = self._program.eval(_activation(record))
-        return value.type() == _T.BOOL and value.value() is True
+        on an event (a missing field, a wrong type) does not match it.
+
+        The answer is kept with the record's view: subscribers that filter by the same
+        text share this compiled expression (:func:`compile_expression`), so a hundred
+        viewers of one search evaluate it once per event."""
+        view = _view(record)
+        known = view.answers.get(self)
+        if known is None:
+            value = self._program.eval(view.activation)
+            known = view.answers[self] = value.type() == _T.BOOL and value.value() is True
+        return known
+
+
+class _View:
+    """What expressions see of one event, and what each has answered about it."""
+
+    __slots__ = ("activation", "answers")
+
+    def __init__(self, activation: Any) -> None:
+        self.activation = activation
+        self.answers: dict[Expression, bool] = {}
 
 
 def compile_expression(text: str, max_length: int | None = MAX_EXPRESSION_LENGTH) -> Expression:
@@ -98,13 +116,13 @@ def _refusal(text: str, report: str) -> InvalidFilter:
     return InvalidFilter(message, (min(offset, len(text)), line, column))
 
 
-def _activation(record: EventRecord) -> Any:
+def _view(record: EventRecord) -> _View:
     """What an expression sees of ``record``: built once per record (every subscription
     filtering it reads the same one) and kept on it."""
     built = record.view
-    if built is None:
+    if not isinstance(built, _View):
         event = orjson.loads(record.payload)
-        built = record.view = _ENV.Activation(
+        activation = _ENV.Activation(
             {
                 "event.type": event["type"],
                 "seq": event["seq"],
@@ -116,6 +134,7 @@ def _activation(record: EventRecord) -> Any:
                 "now": datetime.now(UTC),
             }
         )
+        built = record.view = _View(activation)
     return built
 
 
