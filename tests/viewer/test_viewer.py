@@ -153,6 +153,30 @@ async def test_filters_and_search(served: Served, viewer: Page) -> None:
     assert "gamma" in (await rows(viewer))[0]
 
 
+async def test_a_search_that_starts_with_a_question_mark_is_an_expression(
+    served: Served, viewer: Page
+) -> None:
+    """The hub evaluates it, on the run so far and on live events; one that does not
+    compile says why beside the box; clearing the box shows every row again."""
+    await served.publish("wf-expr", status("alpha"), status("beta"), status("gamma"))
+    await viewer.goto(f"{served.base_url}/view/wf-expr")
+    await events_shown(viewer, 3)
+    await viewer.fill("#search", "? data.status in ['alpha', 'gamma', 'delta']")
+    await viewer.wait_for_function("document.querySelectorAll('.row').length === 2")
+    assert ["alpha" in r for r in await rows(viewer)] == [True, False]
+    await served.publish("wf-expr", status("delta"), status("epsilon"))
+    await viewer.wait_for_function("document.querySelectorAll('.row').length === 3")
+    assert "delta" in (await rows(viewer))[2]
+    await viewer.fill("#search", "? data.status ==")
+    await viewer.wait_for_function(
+        "document.getElementById('search-problem').textContent.includes('Syntax error')"
+    )
+    assert await viewer.locator(".row").count() == 0
+    await viewer.fill("#search", "")
+    await viewer.wait_for_function("document.querySelectorAll('.row').length === 5")
+    assert await viewer.text_content("#search-problem") == ""
+
+
 async def test_a_deep_link_selects_its_event(served: Served, viewer: Page) -> None:
     await served.publish("wf-deep", *[status(n) for n in range(1, 41)])
     await viewer.goto(f"{served.base_url}/view/wf-deep#seq=17")

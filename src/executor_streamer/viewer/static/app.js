@@ -198,10 +198,26 @@ function runView(ref) {
     state.follow = follow.checked;
     schedule();
   });
-  const search = el("input", { type: "search", id: "search", placeholder: "search events" });
+  const search = el("input", {
+    type: "search",
+    id: "search",
+    placeholder: "search, or ? and an expression",
+    title: 'Text to find, or "?" and a CEL expression the hub evaluates: ? data.error.code == "TIMEOUT"',
+    "aria-describedby": "search-problem",
+  });
+  const searchProblem = el("span", { id: "search-problem", class: "search-problem", role: "status" });
+  let searchTimer;
   search.addEventListener("input", () => {
-    state.search = search.value.toLowerCase();
-    schedule();
+    const text = search.value;
+    if (!text.startsWith("?")) {
+      useExpression(undefined);
+      state.search = text.toLowerCase();
+      schedule();
+      return;
+    }
+    // Typing an expression: ask the hub once the typing pauses, not at every key.
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(() => useExpression(text.slice(1).trim() || undefined), 300);
   });
   const typeBoxes = EVENT_TYPES.map((type) => {
     const box = el("input", { type: "checkbox", checked: true, "data-type": type });
@@ -212,7 +228,34 @@ function runView(ref) {
     });
     return el("label", { class: `type type-${type}` }, box, type.replace("_", " ").toLowerCase());
   });
-  const toolbar = el("div", { class: "toolbar" }, count, el("label", {}, follow, "follow live"), search, ...typeBoxes);
+  const toolbar = el("div", { class: "toolbar" }, count, el("label", {}, follow, "follow live"), search, searchProblem, ...typeBoxes);
+
+  // "?" and an expression: the hub evaluates it (docs/expressions.md). A subscription with the
+  // expression as its filter, from seq 0, names every matching event, past and live; the list
+  // shows the rows holding one of them.
+  let matching; // {text, seqs: Set, sub} while an expression is in use
+  function useExpression(text) {
+    if (matching?.text === text) return;
+    matching?.sub.close();
+    matching = undefined;
+    searchProblem.textContent = "";
+    state.search = "";
+    if (text !== undefined) {
+      const current = { text, seqs: new Set(), sub: client.subscribe(ref, { since: 0, filter: text }) };
+      matching = current;
+      current.sub.on("event", (event) => {
+        current.seqs.add(event.seq);
+        schedule();
+      });
+      current.sub.on("error", (error) => {
+        if (matching !== current || !(error instanceof HubError)) return;
+        const where = error.details?.line ? ` (line ${error.details.line}, column ${error.details.column})` : "";
+        searchProblem.textContent = `${error.details?.message ?? error.message}${where}`;
+        schedule();
+      });
+    }
+    schedule();
+  }
 
   const spacer = el("div", { class: "spacer" });
   const rows = el("div", { class: "rows" });
@@ -253,11 +296,13 @@ function runView(ref) {
   let cachedKey;
   let cachedVisible = [];
   function filtered() {
-    const key = `${run.count}|${[...state.types].join()}|${state.search}`;
+    const expression = matching ? `${matching.text}|${matching.seqs.size}|${searchProblem.textContent}` : "";
+    const key = `${run.count}|${[...state.types].join()}|${state.search}|${expression}`;
     if (key === cachedKey) return cachedVisible;
     cachedKey = key;
     cachedVisible = run.items.filter((item) => {
       if (!item.events.some((event) => state.types.has(event.type))) return false;
+      if (matching) return item.events.some((event) => matching.seqs.has(event.seq));
       if (!state.search) return true;
       item.text ??= item.events.map((event) => JSON.stringify(event.data)).join(" ").toLowerCase();
       return item.text.includes(state.search);
