@@ -21,7 +21,6 @@ from typing import Any
 
 import orjson
 from cel_expr_python import cel
-from cel_expr_python.ext import ext_strings
 
 from ..errors import InvalidFilter
 from ..history.records import EventRecord
@@ -30,23 +29,37 @@ MAX_EXPRESSION_LENGTH = 2048
 """The default of ``limits.maxExpressionLength``."""
 
 _T = cel.Type
-_ENV = cel.NewEnv(
-    # ``type`` is a name of CEL's own, which cannot be declared again: declared in a
-    # container instead, the bare name still resolves to the event's type.
-    container="event",
-    variables={
-        "event.type": _T.STRING,
-        "seq": _T.INT,
-        "timestamp": _T.TIMESTAMP,
-        "sessionId": _T.STRING,
-        "streamId": _T.STRING,
-        "data": _T.MAP,
-        "metadata": _T.MAP,
-        "now": _T.TIMESTAMP,
-    },
-    extensions=[ext_strings.ExtStrings()],
+_CONFIG = """
+container: "event"
+stdlib:
+  # What would let one evaluation take seconds or gigabytes: '+' concatenates strings and
+  # lists (a chain of them over a 1 MiB field copies tens of GB), and 'map' and 'filter'
+  # build lists (with '+'). 'all' and 'exists' remain, bounded by the library's
+  # iteration budget (docs/expressions.md, "Bounded by construction").
+  exclude_macros: [map, filter, exists_one]
+  exclude_functions:
+    - name: "_+_"
+variables:
+  # 'type' is a name of CEL's own, which cannot be declared again: declared in the
+  # container, the bare name still resolves to the event's type.
+  - {name: "event.type", type: "string"}
+  - {name: "seq", type: "int"}
+  - {name: "timestamp", type: "timestamp"}
+  - {name: "sessionId", type: "string"}
+  - {name: "streamId", type: "string"}
+  - {name: "data", type: "map<dyn,dyn>"}
+  - {name: "metadata", type: "map<dyn,dyn>"}
+  - {name: "now", type: "timestamp"}
+"""
+_ENV = cel.NewEnv(config=cel.NewEnvConfigFromYaml(_CONFIG))
+_NO_PLUS = (
+    "'+' is not available: no addition or concatenation in a filter (for a + 1.0 > b, "
+    "write a > b - 1.0)"
 )
 _ISSUE = re.compile(r"<input>:(\d+):(\d+): ([^\n]*)")
+_LEFT_OUT_MACRO = re.compile(r"\.\s*(map|filter|exists_one)\s*\(\s*$")
+"""Right before a macro's variable: the compiler, not knowing the macro, reports the
+variable as an unknown name."""
 
 
 class Expression:
@@ -68,8 +81,13 @@ class Expression:
         view = _view(record)
         known = view.answers.get(self)
         if known is None:
-            value = self._program.eval(view.activation)
-            known = view.answers[self] = value.type() == _T.BOOL and value.value() is True
+            try:
+                value = self._program.eval(view.activation)
+            except RuntimeError:  # the iteration budget spent: raised, not an error value
+                known = False
+            else:
+                known = value.type() == _T.BOOL and value.value() is True
+            view.answers[self] = known
         return known
 
 
@@ -113,6 +131,11 @@ def _refusal(text: str, report: str) -> InvalidFilter:
     lines = text.split("\n")
     offset = sum(len(before) + 1 for before in lines[: line - 1]) + column - 1
     message = found.group(3).replace(" (in container 'event')", "")
+    macro = _LEFT_OUT_MACRO.search(text[:offset])
+    if message == "undeclared reference to '_+_'":
+        message = _NO_PLUS
+    elif macro is not None and message.startswith("undeclared reference to"):
+        message = f"'{macro.group(1)}' is not available in a filter: use all() or exists()"
     return InvalidFilter(message, (min(offset, len(text)), line, column))
 
 
