@@ -368,11 +368,22 @@ def stream_config_problems(
         ("bufferSize", stream.buffer_size, config.limits.max_buffer_size, "limits.maxBufferSize"),
         ("maxClients", stream.max_clients, config.server.max_connections, "server.maxConnections"),
     ]
-    return [
+    problems = [
         (key, f"is {value}; this hub allows at most {limit} ({source})")
         for key, value, limit, source in bounds
         if value > limit
     ]
+    filters, limits = stream.event_filters, config.limits
+    if len(filters) > limits.max_filters:
+        problems.append(
+            ("eventFilters", f"has {len(filters)} filters; at most {limits.max_filters}")
+        )
+    problems += [
+        (f"eventFilters[{n}].expression", f"is over {limits.max_expression_length} characters")
+        for n, spec in enumerate(filters)
+        if spec.expression is not None and len(spec.expression) > limits.max_expression_length
+    ]
+    return problems
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

@@ -73,3 +73,11 @@ async def test_a_bad_expression_is_refused_before_reading(make_store: StoreFacto
     for bad in ("seq ==", 'type == "STATUS" || seq > 1'):
         with pytest.raises(InvalidFilter):
             await history.query("s1", HistoryFilter(expression=bad))
+
+
+async def test_a_backend_handed_an_expression_refuses_it(make_store: StoreFactory) -> None:
+    """The hub evaluates expressions; a backend that ignored one would answer unfiltered."""
+    store = await make_store(100)
+    await append(store, [record(1)])
+    with pytest.raises(ValueError, match="expression"):
+        await store.query("s1", HistoryFilter(expression="seq > 5"))

@@ -17,9 +17,11 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from functools import lru_cache
+from time import thread_time
 from typing import Any
 
 import orjson
+import structlog
 from cel_expr_python import cel
 
 from ..errors import InvalidFilter
@@ -27,16 +29,25 @@ from ..history.records import EventRecord
 
 MAX_EXPRESSION_LENGTH = 2048
 """The default of ``limits.maxExpressionLength``."""
+COSTLY_SECONDS = 0.01
+COSTLY_SECONDS_PER_MIB = 0.1
+"""CPU time past which one evaluation disables its expression: 10 ms, and 100 ms more per
+MiB of the event (what reading a large event's JSON into CEL values takes). What remains
+of CEL here runs each call once per evaluation, but a regular expression is compiled at
+every evaluation, and some compile slowly (``\\pL{100}``: ~100 ms): such an expression is
+caught at its first costly event, never evaluated again, and refused if asked for again."""
 
+_log = structlog.get_logger("executor_streamer.expressions")
 _T = cel.Type
 _CONFIG = """
 container: "event"
 stdlib:
   # What would let one evaluation take seconds or gigabytes: '+' concatenates strings and
-  # lists (a chain of them over a 1 MiB field copies tens of GB), and 'map' and 'filter'
-  # build lists (with '+'). 'all' and 'exists' remain, bounded by the library's
-  # iteration budget (docs/expressions.md, "Bounded by construction").
-  exclude_macros: [map, filter, exists_one]
+  # lists (a chain of them over a 1 MiB field copies tens of GB), 'map' and 'filter'
+  # build lists, and a comprehension repeats the work of its body up to the library's
+  # budget of ~10,000 iterations (each on up to 1 MiB of event). Without them every call
+  # in an expression runs once per evaluation (docs/expressions.md, "Bounded").
+  exclude_macros: [map, filter, exists_one, all, exists]
   exclude_functions:
     - name: "_+_"
 variables:
@@ -57,7 +68,7 @@ _NO_PLUS = (
     "write a > b - 1.0)"
 )
 _ISSUE = re.compile(r"<input>:(\d+):(\d+): ([^\n]*)")
-_LEFT_OUT_MACRO = re.compile(r"\.\s*(map|filter|exists_one)\s*\(\s*$")
+_LEFT_OUT_MACRO = re.compile(r"\.\s*(map|filter|exists_one|exists|all)\s*\(\s*$")
 """Right before a macro's variable: the compiler, not knowing the macro, reports the
 variable as an unknown name."""
 
@@ -65,11 +76,14 @@ variable as an unknown name."""
 class Expression:
     """A compiled expression; :meth:`matches` is its predicate over records."""
 
-    __slots__ = ("_program", "text")
+    __slots__ = ("_program", "costly", "text")
 
     def __init__(self, text: str, program: Any) -> None:
         self.text = text
         self._program = program
+        self.costly: str | None = None
+        """Why the expression was disabled (one evaluation over :data:`COSTLY_SECONDS`):
+        it no longer matches anything, and compiling its text again is refused."""
 
     def matches(self, record: EventRecord) -> bool:
         """Whether the expression is true of ``record``'s event. An expression that errs
@@ -81,14 +95,27 @@ class Expression:
         view = _view(record)
         known = view.answers.get(self)
         if known is None:
-            try:
-                value = self._program.eval(view.activation)
-            except RuntimeError:  # the iteration budget spent: raised, not an error value
-                known = False
-            else:
-                known = value.type() == _T.BOOL and value.value() is True
-            view.answers[self] = known
+            known = view.answers[self] = self.costly is None and self._evaluate(view, record)
         return known
+
+    def _evaluate(self, view: _View, record: EventRecord) -> bool:
+        started = thread_time()  # CPU time: a busy machine does not make a filter costly
+        try:
+            value = self._program.eval(view.activation)
+        except RuntimeError:  # a library limit (its iteration budget) reached
+            answer = False
+        else:
+            answer = value.type() == _T.BOOL and value.value() is True
+        spent = thread_time() - started
+        allowed = COSTLY_SECONDS + COSTLY_SECONDS_PER_MIB * len(record.payload) / (1 << 20)
+        if spent > allowed:
+            self.costly = (
+                f"too costly: one evaluation took {spent * 1000:.0f} ms of CPU "
+                f"(allowed: {allowed * 1000:.0f} ms for an event of {len(record.payload)} bytes)"
+            )
+            _log.warning("filter_expression_disabled", expression=self.text[:200], why=self.costly)
+            return False
+        return answer
 
 
 class _View:
@@ -105,7 +132,10 @@ def compile_expression(text: str, max_length: int | None = MAX_EXPRESSION_LENGTH
     """``text`` compiled, or :class:`InvalidFilter` saying why not (and where)."""
     if max_length is not None and len(text) > max_length:
         raise InvalidFilter(f"longer than {max_length} characters (limits.maxExpressionLength)")
-    return _compiled(text)
+    compiled = _compiled(text)
+    if compiled.costly is not None:
+        raise InvalidFilter(compiled.costly)
+    return compiled
 
 
 @lru_cache(maxsize=1024)
@@ -135,7 +165,10 @@ def _refusal(text: str, report: str) -> InvalidFilter:
     if message == "undeclared reference to '_+_'":
         message = _NO_PLUS
     elif macro is not None and message.startswith("undeclared reference to"):
-        message = f"'{macro.group(1)}' is not available in a filter: use all() or exists()"
+        message = (
+            f"'{macro.group(1)}' is not available in a filter (it repeats its work for every "
+            "element): for membership, write 'x' in list"
+        )
     return InvalidFilter(message, (min(offset, len(text)), line, column))
 
 

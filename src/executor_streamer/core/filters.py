@@ -53,7 +53,7 @@ def _compile_one(spec: StreamFilter) -> Predicate:
     return lambda record: all(check(record) for check in checks)
 
 
-def check_expressions(filters: Sequence[StreamFilter] | None, max_length: int) -> None:
+def check_expressions(filters: Sequence[StreamFilter] | None, max_length: int | None) -> None:
     """Refuse a filter whose expression is over ``max_length`` or does not compile
     (:class:`~executor_streamer.errors.InvalidFilter`), before anything is subscribed."""
     for spec in filters or ():

@@ -32,7 +32,7 @@ from ..errors import (
     StorageUnavailable,
 )
 from ..history.base import HistoryStore
-from ..history.records import EventRecord
+from ..history.records import EventRecord, drop_views
 from ..types.analytics import StreamMetrics, StreamStats
 from ..types.base import utc_now
 from ..types.enums import ClientType, SessionStatus
@@ -370,6 +370,7 @@ class ExecutorStreamer:
         start = 0 if foreign else since
         sub.begin(start, position)
         read = await self.storage.read_range(stream.id, start, position, sub.predicate)
+        drop_views(read.records)
         sub.first_retained_seq = read.first_retained_seq
         sub.recovered = not foreign and (position <= start or read.first_retained_seq <= start + 1)
         sub.add_backlog(read.records)
@@ -449,6 +450,7 @@ class ExecutorStreamer:
         predicate = sub.predicate
         if predicate is not None:
             records = [r for r in records if predicate(r)]
+            drop_views(records)
         sub.push_replay(records, request_id)
         return len(records)
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 
 from ..errors import InvalidInput, ScreenshotNotFound
 from ..history.base import HistoryPage, HistoryStore, StoredScreenshot
-from ..history.records import EventRecord
+from ..history.records import EventRecord, drop_views
 from ..types.base import utc_now
 from ..types.enums import StreamEventType
 from ..types.events import StreamEvent
@@ -41,48 +41,58 @@ class StreamHistory:
 
     async def query(self, stream_id: str, spec: HistoryFilter) -> HistoryPage:
         """The backend's answer to ``spec``; with an expression, the backend answers the
-        rest of the filter and the expression is evaluated on what it returns, a page of
-        :data:`MAX_HISTORY_LIMIT` at a time, giving other tasks a turn as it goes."""
+        rest of the filter and the expression is evaluated on what it returns
+        (:meth:`_matching`), to the end of the history, which ``total`` needs."""
         if spec.expression is None:
             return await self._storage.query(stream_id, spec)
-        test = compile_expression(spec.expression, self._max_expression_length).matches
-        rest = spec.model_copy(update={"expression": None, "offset": 0, "limit": MAX_HISTORY_LIMIT})
         first, last = spec.offset, spec.offset + spec.limit
         page: list[EventRecord] = []
         total = 0
+        async for record in self._matching(stream_id, spec):
+            if first <= total < last:
+                page.append(record)
+            total += 1
+        drop_views(page)
+        return HistoryPage(page, total)
+
+    async def _matching(self, stream_id: str, spec: HistoryFilter) -> AsyncIterator[EventRecord]:
+        """Events that match ``spec``, its expression included, ascending by seq from its
+        ``after_seq``: read a page of :data:`MAX_HISTORY_LIMIT` at a time, other tasks
+        getting a turn every :data:`EVALUATED_PER_TURN` evaluations. Ignores offset and
+        limit."""
+        test = None
+        if spec.expression is not None:
+            test = compile_expression(spec.expression, self._max_expression_length).matches
+        rest = spec.model_copy(update={"expression": None, "offset": 0, "limit": MAX_HISTORY_LIMIT})
         after = spec.after_seq
         while True:
-            read = await self._storage.query(
-                stream_id, rest.model_copy(update={"after_seq": after})
-            )
+            window = rest.model_copy(update={"after_seq": after})
+            read = await self._storage.query(stream_id, window)
             for index, record in enumerate(read.records, 1):
-                if test(record):
-                    if first <= total < last:
-                        page.append(record)
-                    total += 1
+                if test is None or test(record):
+                    yield record
                 if index % EVALUATED_PER_TURN == 0:
                     await asyncio.sleep(0)
             if len(read.records) < MAX_HISTORY_LIMIT:
-                return HistoryPage(page, total)
+                return
             after = read.records[-1].seq
 
     async def get_all_events(
         self, ref: str, spec: HistoryFilter | None = None
     ) -> list[StreamEvent]:
-        """Every matching event, however many pages that takes: each page after the first
-        starts after the last seq of the one before (results ascend by seq), so a long
-        history, or one filtered by an expression, is read once."""
+        """Every matching event, however many pages that takes: read once from the start,
+        page after page by seq (results ascend by seq), with no count of the rest."""
         spec = spec or HistoryFilter()
+        stream = await self._streams.located(ref)
         events: list[StreamEvent] = []
-        page_spec = spec.model_copy(update={"limit": MAX_HISTORY_LIMIT})
-        while True:
-            page = await self.get_events(ref, page_spec)
-            events.extend(page.events)
-            if len(page.records) < MAX_HISTORY_LIMIT:
-                return events
-            page_spec = page_spec.model_copy(
-                update={"offset": 0, "after_seq": page.records[-1].seq}
-            )
+        skip = spec.offset
+        async for record in self._matching(stream.id, spec):
+            if skip:
+                skip -= 1
+                continue
+            events.append(record.event)
+            record.view = None
+        return events
 
     async def get_events_by_time_range(
         self, ref: str, start: datetime, end: datetime

@@ -37,7 +37,7 @@ from ..errors import (
     TooManyStreams,
 )
 from ..history.base import HistoryStore, StreamState
-from ..history.records import EventRecord
+from ..history.records import EventRecord, drop_views
 from ..history.shared import SharedHistory
 from ..types.base import utc_now
 from ..types.enums import SessionStatus
@@ -48,6 +48,7 @@ from ..types.streams import ModuleSessionInfo, StreamConfig, StreamSession
 from .clients import ClientSession, longest_parked
 from .commands import CommandTracker
 from .counters import StreamCounters
+from .filters import check_expressions
 from .lifecycle import LifecycleNotifier
 from .other_hubs import AnnouncedChanges
 from .subscription import CloseReason, Subscription
@@ -169,6 +170,7 @@ class Stream:
         size = sum(len(r.payload) for r in records)  # once for every subscriber's budget
         for sub in list(self.subscriptions):
             sub.push(records, size)
+        drop_views(records)
 
     def state(self, **changes: Any) -> StreamState:
         """What the backend keeps about this stream, with ``changes`` applied."""
@@ -561,6 +563,7 @@ class StreamManager:
         problems = stream_config_problems(self._hub_config, resolved)
         if problems:
             raise InvalidInput([FieldError(f"config.{key}", why) for key, why in problems])
+        check_expressions(resolved.event_filters, max_length=None)  # INVALID_FILTER
         return resolved
 
     def _checked_metadata(self, metadata: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from ..types.enums import StreamEventType
@@ -84,6 +84,15 @@ class EventRecord:
         return f"EventRecord(seq={self.seq}, type={self.type.value}, payload={self.payload!r})"
 
 
+def drop_views(records: Iterable[EventRecord]) -> None:
+    """Let go of what filter expressions saw of ``records``, once they are filtered: a
+    view holds the event read into CEL values, several times its JSON, and records stay
+    queued for subscribers or kept for idempotency keys long after."""
+    for record in records:
+        if record.view is not None:
+            record.view = None
+
+
 STAMP_FIELD = b'"timestamp":"'
 STAMP_SIZE = len("2026-01-01T00:00:00.000Z")
 
@@ -114,7 +123,10 @@ def history_predicate(spec: HistoryFilter) -> Predicate | None:
     """The predicate of a history query over events in seq order, ignoring ``limit``,
     ``offset``, ``after_seq`` and the time bounds: stamps never decrease along seqs, so
     the caller answers those by position (a record read back from storage would parse
-    its event to be checked against them)."""
+    its event to be checked against them). An expression is the hub's to evaluate
+    (``core.stream_history``): a backend handed one refuses rather than ignore it."""
+    if spec.expression is not None:
+        raise ValueError("HistoryFilter.expression reached a backend: use hub.history.query")
     checks: list[Predicate] = []
     if spec.event_types is not None:
         types = frozenset(spec.event_types)

@@ -144,6 +144,8 @@ def delete_events(
 
 
 def conditions(spec: HistoryFilter) -> list[ColumnElement[bool]]:
+    if spec.expression is not None:  # the hub's to evaluate (core.stream_history)
+        raise ValueError("HistoryFilter.expression reached a backend: use hub.history.query")
     conditions: list[ColumnElement[bool]] = []
     if spec.event_types is not None:
         conditions.append(events.c.type.in_([t.value for t in spec.event_types]))
