@@ -19,6 +19,8 @@ bytes are summed once a second by the maintenance loop, never per event.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import structlog
 
 from ..errors import MemoryPressure
@@ -108,44 +110,43 @@ class MemoryBudget:
             (s for s in self._streams if s.status is SessionStatus.CLOSED),
             key=lambda s: s.last_activity,
         )
-        await self._evict_history(closed, target)
+        await self._release(closed, target, self._evict_history)
         if self._forgets and self.used > target:
             # Every closed stream's history is gone by now (the pass above stops only
             # under the target): forget the streams, least recently active first.
-            await self._forget(closed, target)
+            await self._release(closed, target, self._forget)
 
-    async def _forget(self, closed: list[Stream], target: int) -> None:
+    async def _release(
+        self, closed: list[Stream], target: int, release: Callable[[Stream], Awaitable[None]]
+    ) -> None:
+        """``release`` closed streams, in order, until the use is down to ``target``."""
         for stream in closed:
             if self.used <= target:
                 break
             async with stream.exclusive():
-                if stream.status is not SessionStatus.CLOSED:
-                    continue  # reopened meanwhile
-                if self._streams.find(stream.id) is not stream:
-                    continue  # purged meanwhile
-                self._streams.forget(stream)
-                await self._storage.drop_stream(stream.id)
-            self.forgotten_streams += 1
-            _log.info("stream_forgotten", session_id=stream.workflow_session_id)
+                if stream.status is SessionStatus.CLOSED:  # not reopened meanwhile
+                    await release(stream)
 
-    async def _evict_history(self, closed: list[Stream], target: int) -> None:
-        for stream in closed:
-            if self.used <= target:
-                break
-            async with stream.exclusive():
-                if stream.status is not SessionStatus.CLOSED:
-                    continue  # reopened meanwhile
-                released = 0 if self._evict is None else await self._evict(stream.id)
-                if not released:
-                    continue
-                # The history is gone: a new epoch tells a resuming client so.
-                stream.epoch = new_epoch()
-                await self._storage.save_stream(stream.state())
-            self.evicted_streams += 1
-            _log.info(
-                "stream_history_evicted",
-                session_id=stream.workflow_session_id,
-                freed_bytes=released,
-                used_bytes=self.used,
-                limit_bytes=self.limit,
-            )
+    async def _evict_history(self, stream: Stream) -> None:
+        released = 0 if self._evict is None else await self._evict(stream.id)
+        if not released:
+            return
+        # The history is gone: a new epoch tells a resuming client so.
+        stream.epoch = new_epoch()
+        await self._storage.save_stream(stream.state())
+        self.evicted_streams += 1
+        _log.info(
+            "stream_history_evicted",
+            session_id=stream.workflow_session_id,
+            freed_bytes=released,
+            used_bytes=self.used,
+            limit_bytes=self.limit,
+        )
+
+    async def _forget(self, stream: Stream) -> None:
+        if self._streams.find(stream.id) is not stream:
+            return  # purged meanwhile
+        self._streams.forget(stream)
+        await self._storage.drop_stream(stream.id)
+        self.forgotten_streams += 1
+        _log.info("stream_forgotten", session_id=stream.workflow_session_id)
