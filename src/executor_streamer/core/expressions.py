@@ -8,8 +8,10 @@ relies on. An expression sees one event as its wire JSON shows it: ``type``, ``s
 
 Why this library (figures in docs/expressions.md): the type checker refuses unknown names,
 functions and non-boolean results when the expression is compiled, with a position;
-``matches`` is RE2 (linear time, whatever the pattern); numbers compare across int and
-double; evaluation takes microseconds.
+``matches`` is RE2 (linear time, whatever the text); numbers compare across int and
+double; evaluation takes microseconds. What could make one evaluation slow or large is
+left out of the language (``_CONFIG``), and an evaluation that costs too much CPU anyway
+disables its expression (:data:`COSTLY_SECONDS`).
 """
 
 from __future__ import annotations
@@ -174,7 +176,8 @@ def _refusal(text: str, report: str) -> InvalidFilter:
 
 def _view(record: EventRecord) -> _View:
     """What an expression sees of ``record``: built once per record (every subscription
-    filtering it reads the same one) and kept on it."""
+    filtering it reads the same one) and kept on it until it is filtered
+    (``history.records.drop_views``)."""
     built = record.view
     if not isinstance(built, _View):
         event = orjson.loads(record.payload)
