@@ -30,6 +30,21 @@ async def fill(hub: ExecutorStreamer, stream: str, events: int) -> None:
         await hub.publisher.publish_reasoning(stream, TEXT, 0.5, "p")
 
 
+async def runs_come_and_go(hub: ExecutorStreamer, count: int) -> None:
+    """``count`` runs of one event each, ``run-0`` first, each closed at its end."""
+    for n in range(count):
+        await hub.publisher.publish_status(f"run-{n}", "done", "ok")
+        await hub.destroy_stream(f"run-{n}")
+
+
+async def durable_hub(make_hub: HubFactory, tmp_path: Path) -> ExecutorStreamer:
+    """A hub on SQLite with a 1 MiB budget."""
+    return await make_hub(
+        limits={"maxMemoryBytes": 1 * MIB},
+        persistence={"storageBackend": "file", "connectionString": str(tmp_path / "h.db")},
+    )
+
+
 class TestEviction:
     async def test_the_least_recently_active_closed_stream_goes_first(
         self, make_hub: HubFactory
@@ -83,9 +98,7 @@ class TestForgetting:
         hub = await make_hub(limits={"maxMemoryBytes": 1 * MIB})
         await hub.create_stream("open")
         runs = MIB // STREAM_OVERHEAD  # their own cost alone fills the budget
-        for n in range(runs):
-            await hub.publisher.publish_status(f"run-{n}", "done", "ok")
-            await hub.destroy_stream(f"run-{n}")
+        await runs_come_and_go(hub, runs)
         await hub.memory.maintain()
         assert hub.memory.used <= MIB * 0.9  # under the mark where eviction starts
         assert hub.memory.forgotten_streams > 0
@@ -110,13 +123,8 @@ class TestForgetting:
     async def test_a_durable_backend_forgets_nothing(
         self, make_hub: HubFactory, tmp_path: Path
     ) -> None:
-        hub = await make_hub(
-            limits={"maxMemoryBytes": 1 * MIB},
-            persistence={"storageBackend": "file", "connectionString": str(tmp_path / "h.db")},
-        )
-        for n in range(300):
-            await hub.publisher.publish_status(f"run-{n}", "done", "ok")
-            await hub.destroy_stream(f"run-{n}")
+        hub = await durable_hub(make_hub, tmp_path)
+        await runs_come_and_go(hub, 300)
         await hub.memory.maintain()
         assert hub.memory.forgotten_streams == 0
         assert len(hub.streams) == 300
@@ -184,10 +192,7 @@ class TestPressure:
     async def test_durable_history_is_not_counted(
         self, make_hub: HubFactory, tmp_path: Path
     ) -> None:
-        hub = await make_hub(
-            limits={"maxMemoryBytes": 1 * MIB},
-            persistence={"storageBackend": "file", "connectionString": str(tmp_path / "h.db")},
-        )
+        hub = await durable_hub(make_hub, tmp_path)
         await fill(hub, "busy", 15)  # 1.5 MB, in SQLite
         assert hub.memory.used == 0
         assert (await hub.history.get_events("busy")).total == 15

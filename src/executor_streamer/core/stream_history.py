@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from ..errors import InvalidInput, ScreenshotNotFound
 from ..history.base import HistoryPage, HistoryStore, StoredScreenshot
-from ..history.records import EventRecord, drop_views
+from ..history.records import EventRecord
 from ..types.base import utc_now
 from ..types.enums import StreamEventType
 from ..types.events import StreamEvent
@@ -52,14 +52,13 @@ class StreamHistory:
             if first <= total < last:
                 page.append(record)
             total += 1
-        drop_views(page)
         return HistoryPage(page, total)
 
     async def _matching(self, stream_id: str, spec: HistoryFilter) -> AsyncIterator[EventRecord]:
         """Events that match ``spec``, its expression included, ascending by seq from its
         ``after_seq``: read a page of :data:`MAX_HISTORY_LIMIT` at a time, other tasks
         getting a turn every :data:`EVALUATED_PER_TURN` evaluations. Ignores offset and
-        limit."""
+        limit. What the expression saw of each event is let go once it has answered."""
         test = None
         if spec.expression is not None:
             test = compile_expression(spec.expression, self._max_expression_length).matches
@@ -69,10 +68,14 @@ class StreamHistory:
             window = rest.model_copy(update={"after_seq": after})
             read = await self._storage.query(stream_id, window)
             for index, record in enumerate(read.records, 1):
-                if test is None or test(record):
-                    yield record
                 if index % EVALUATED_PER_TURN == 0:
                     await asyncio.sleep(0)
+                if test is not None:
+                    matched = test(record)
+                    record.view = None  # as drop_views: only the answer was needed
+                    if not matched:
+                        continue
+                yield record
             if len(read.records) < MAX_HISTORY_LIMIT:
                 return
             after = read.records[-1].seq
@@ -91,7 +94,6 @@ class StreamHistory:
                 skip -= 1
                 continue
             events.append(record.event)
-            record.view = None
         return events
 
     async def get_events_by_time_range(
