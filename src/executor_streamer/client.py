@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Self
 
 import httpx
@@ -33,6 +34,7 @@ from .client_subscription import (
 )
 from .core.publish_api import PublishApi
 from .errors import error_from_wire
+from .types.base import format_timestamp
 from .types.events import StreamEvent
 from .types.streams import StreamSession
 
@@ -107,6 +109,38 @@ class HubClient(PublishApi):
             f"/api/streams/{session_id}/events", content=orjson.dumps(body), headers=headers
         )
         return [StreamEvent.model_validate(e) for e in self._json(response)["events"]]
+
+    async def search(
+        self,
+        filter: str | None = None,
+        *,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        streams: str | None = None,
+        page_size: int = 100,
+        limit: int | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """Events across runs, newest first (``GET /api/search``, docs/query.md), page
+        after page until none is left or ``limit`` events were given. ``filter`` is an
+        expression, ``streams`` a run pattern (``team-a:*``)."""
+        params: dict[str, str | int] = {"limit": page_size}
+        for name, value in (("filter", filter), ("streams", streams)):
+            if value is not None:
+                params[name] = value
+        for name, moment in (("startTime", start_time), ("endTime", end_time)):
+            if moment is not None:
+                params[name] = format_timestamp(moment)
+        given = 0
+        while True:
+            page = self._json(await self._http.get("/api/search", params=params))
+            for event in page["events"]:
+                yield StreamEvent.model_validate(event)
+                given += 1
+                if limit is not None and given >= limit:
+                    return
+            if page["nextCursor"] is None:
+                return
+            params["cursor"] = page["nextCursor"]
 
     def subscribe(
         self,

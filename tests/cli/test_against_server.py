@@ -88,6 +88,42 @@ class TestDemoAndTail:
         assert result.exit_code == 1 and "STREAM_NOT_FOUND" in result.output
 
 
+class TestSearch:
+    async def test_search_prints_matching_events_across_runs(self, served: Served) -> None:
+        await served.publish(
+            "wf-1", {"type": "STATUS", "data": {"statusType": "a", "status": "one"}}
+        )
+        failed = {
+            "type": "COMMAND_FAILED",
+            "data": {
+                "commandId": "c1",
+                "commandName": "click_login",
+                "error": {"code": "TIMEOUT", "message": "no answer"},
+                "duration": 30000,
+            },
+        }
+        await served.publish("wf-2", failed)
+        args = ["search", 'type == "COMMAND_FAILED"', "--last", "1h", "--url", served.base_url]
+        result = await asyncio.to_thread(runner.invoke, app, args)
+        assert result.exit_code == 0, result.output
+        assert "wf-2" in result.output and "click_login" in result.output
+        assert "wf-1" not in result.output and "1 event" in result.output
+        every = await asyncio.to_thread(
+            runner.invoke, app, ["search", "--limit", "1", "--url", served.base_url]
+        )
+        assert every.exit_code == 0 and "1 event" in every.output and "wf-2" in every.output
+
+    async def test_a_bad_expression_or_duration_exits_with_why(self, served: Served) -> None:
+        bad = await asyncio.to_thread(
+            runner.invoke, app, ["search", "type ==", "--url", served.base_url]
+        )
+        assert bad.exit_code == 1 and "INVALID_FILTER" in bad.output
+        late = await asyncio.to_thread(
+            runner.invoke, app, ["search", "--last", "soon", "--url", served.base_url]
+        )
+        assert late.exit_code == 2 and "--last" in late.output
+
+
 def start_serve(port: int) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "executor_streamer", "serve"]
     return subprocess.Popen(

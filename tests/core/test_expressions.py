@@ -303,3 +303,104 @@ async def test_the_kept_view_answers_as_a_fresh_record_does(
                 assert kept(record) == plain, (text, orjson.loads(record.payload))
     finally:
         await hub.stop()
+
+
+# -- what a search may skip: Expression.may_match against evaluation ------------------------
+
+ATOMS = [
+    'type == "STATUS"',
+    'type != "ERROR"',
+    'type in ["ERROR", "REASONING"]',
+    'type.startsWith("S")',
+    'data.status.contains("x")',
+    "has(data.status)",
+    "has(data.thought) && data.confidence > 0.4",
+    "metadata.n > 2.0",
+    'sessionId == "wf-1"',
+    'sessionId.matches("^wf-[2-3]$")',
+    'streamId.startsWith("str_")',
+    "seq % 2 == 0",
+    "timestamp < now",
+    "true",
+    "false",
+]
+expression_texts = st.recursive(
+    st.sampled_from(ATOMS),
+    lambda inner: st.one_of(
+        st.tuples(inner, inner).map(lambda p: f"({p[0]}) && ({p[1]})"),
+        st.tuples(inner, inner).map(lambda p: f"({p[0]}) || ({p[1]})"),
+        inner.map(lambda e: f"!({e})"),
+        st.tuples(inner, inner, inner).map(lambda t: f"({t[0]}) ? ({t[1]}) : ({t[2]})"),
+    ),
+    max_leaves=6,
+)
+any_event = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "type": st.just("STATUS"),
+            "data": st.fixed_dictionaries(
+                {"statusType": st.just("a"), "status": st.text("xy", min_size=1, max_size=3)}
+            ),
+            "metadata": st.fixed_dictionaries({"n": st.integers(0, 4)}),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "type": st.just("REASONING"),
+            "data": st.fixed_dictionaries(
+                {
+                    "thought": st.just("t"),
+                    "confidence": st.sampled_from([0.2, 0.9]),
+                    "reasoningType": st.just("p"),
+                }
+            ),
+        }
+    ),
+    st.fixed_dictionaries(
+        {"type": st.just("ERROR"), "data": st.just({"code": "E", "message": "m"})}
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(["wf-1", "wf-2", "wf-3"]), any_event), min_size=1),
+    st.lists(expression_texts, min_size=1, max_size=5),
+)
+async def test_what_may_match_says_cannot_match_never_matches(
+    events: list[tuple[str, dict[str, Any]]], texts: list[str]
+) -> None:
+    """A search skips the types and streams for which ``may_match`` says no, so it must
+    never say no for an event the expression matches (the library on the event's JSON,
+    nothing kept, is the judge). And it must say no somewhere: for ``type == "STATUS"``
+    every other type. Mutation-checked: taking an error for "no" (``value.value() is
+    not True``) fails it at once."""
+    hub = ExecutorStreamer()
+    await hub.start()
+    try:
+        records = [(await hub.publisher.publish_wire(wf, e))[0] for wf, e in events]
+        for text in texts:
+            expression = compile_expression(text)
+            for record in records:
+                event = record.event
+                if reference(text, record.payload):
+                    assert expression.may_match(type=event.type.value), (text, event.type)
+                    assert expression.may_match(
+                        streamId=event.stream_id, sessionId=event.session_id
+                    ), (text, event.session_id)
+    finally:
+        await hub.stop()
+
+
+def test_may_match_rules_out_what_the_expression_excludes() -> None:
+    expression = compile_expression(
+        'type in ["ERROR", "COMMAND_FAILED"] && sessionId.startsWith("team-a:") && data.x > 1.0'
+    )
+    assert expression.may_match(type="ERROR") and expression.may_match(type="COMMAND_FAILED")
+    assert not expression.may_match(type="STATUS")
+    assert expression.may_match(sessionId="team-a:1", streamId="str_1")
+    assert not expression.may_match(sessionId="team-b:1", streamId="str_1")
+    either = compile_expression('type == "STATUS" || data.x > 1.0')
+    assert either.may_match(type="REASONING")  # data could still make it true
+    assert compile_expression('!(type == "STATUS")').may_match(type="ERROR")
+    assert not compile_expression('!(type == "STATUS")').may_match(type="STATUS")

@@ -101,6 +101,42 @@ async def test_the_run_list_shows_finished_runs(served: Served, viewer: Page) ->
     await viewer.wait_for_selector(".connection[data-state='closed']")
 
 
+async def test_the_run_list_finds_runs_where_an_expression_holds(
+    served: Served, viewer: Page
+) -> None:
+    failed = {
+        "type": "COMMAND_FAILED",
+        "data": {
+            "commandId": "c1",
+            "commandName": "click_pay",
+            "error": {"code": "TIMEOUT", "message": "no answer"},
+            "duration": 30000,
+        },
+    }
+    await served.publish("wf-timed-out", status(1), failed, failed)
+    await served.publish("wf-fine", status(1))
+    await viewer.goto(f"{served.base_url}/")
+    await viewer.get_by_role("link", name="wf-fine").wait_for()
+    search = viewer.get_by_role("searchbox", name="Runs with an event where (a filter expression)")
+    await search.fill('type == "COMMAND_FAILED" && data.error.code == "TIMEOUT"')
+    await viewer.get_by_role("button", name="Find runs").click()
+    await viewer.get_by_role("link", name="wf-fine").wait_for(state="detached")
+    assert await viewer.get_by_role("link", name="wf-timed-out").is_visible()
+    assert await viewer.text_content("td.matching") == "2"
+    await search.fill("data.error.code ==")
+    await viewer.get_by_role("button", name="Find runs").click()
+    await viewer.wait_for_function(
+        "document.getElementById('run-search-problem').textContent.includes('Syntax error')"
+    )
+    await search.fill('sessionId == "nobody"')
+    await viewer.get_by_role("button", name="Find runs").click()
+    await viewer.get_by_text('No run has an event where sessionId == "nobody".').wait_for()
+    assert await viewer.text_content("#run-search-problem") == ""
+    await search.fill("")
+    await viewer.get_by_role("button", name="Find runs").click()
+    await viewer.get_by_role("link", name="wf-fine").wait_for()
+
+
 async def test_an_event_published_after_load_appears_live(served: Served, viewer: Page) -> None:
     await served.publish("wf-live", status(1))
     await viewer.goto(f"{served.base_url}/view/wf-live")

@@ -111,6 +111,19 @@ export declare class Subscription implements AsyncIterable<StreamEvent> {
   [Symbol.asyncIterator](): AsyncIterator<StreamEvent>;
 }
 
+export interface SearchOptions {
+  /** Only events at or after this moment. */
+  startTime?: Date | string;
+  /** Only events at or before this moment. */
+  endTime?: Date | string;
+  /** Only runs whose workflow session id matches: `wf-1`, `team-a:*` or `*`. */
+  streams?: string;
+  /** Events per request (1-1000; default 100). */
+  pageSize?: number;
+  /** Stop after this many events. */
+  limit?: number;
+}
+
 export interface Extra {
   metadata?: Record<string, unknown>;
 }
@@ -119,6 +132,8 @@ export declare class Client {
   constructor(options: ClientOptions);
   readonly url: string;
   subscribe(stream: string, options?: SubscribeOptions): Subscription;
+  /** Events across runs that match, newest first, page after page (`GET /api/search`). */
+  search(filter?: string, options?: SearchOptions): AsyncGenerator<StreamEvent, void, undefined>;
   publish(stream: string, event: EventInput, options?: PublishOptions): Promise<StreamEvent>;
   publish(stream: string, events: EventInput[], options?: PublishOptions): Promise<StreamEvent[]>;
   publishReasoning(stream: string, thought: string, confidence: number, reasoningType: string, extra?: Extra & { context?: Record<string, unknown> }): Promise<StreamEvent>;

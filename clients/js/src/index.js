@@ -93,6 +93,31 @@ export class Client {
   }
 
   /**
+   * Events across runs that match, newest first (`GET /api/search`, docs/query.md), page
+   * after page: `for await (const event of client.search('type == "ERROR"'))`. `filter`
+   * is an expression; `streams` a run pattern (`team-a:*`); `startTime`/`endTime` Dates
+   * or RFC 3339 strings; iteration stops after `limit` events if given.
+   */
+  async *search(filter, { startTime, endTime, streams, pageSize = 100, limit } = {}) {
+    const params = new URLSearchParams({ limit: String(pageSize) });
+    if (filter) params.set("filter", filter);
+    if (streams) params.set("streams", streams);
+    if (startTime) params.set("startTime", stampOf(startTime));
+    if (endTime) params.set("endTime", stampOf(endTime));
+    let given = 0;
+    for (;;) {
+      const page = await this.request("GET", `/api/search?${params}`);
+      for (const event of page.events) {
+        yield event;
+        given += 1;
+        if (limit !== undefined && given >= limit) return;
+      }
+      if (page.nextCursor === null) return;
+      params.set("cursor", page.nextCursor);
+    }
+  }
+
+  /**
    * Publish one event `{type, data, metadata?}` or an array of them (one batch). With
    * `idempotencyKey`, sending the same publish again (after a timeout, say) within 5
    * minutes stores nothing and returns what the first one stored.
@@ -571,4 +596,8 @@ function sleep(ms, sub) {
       resolve();
     };
   });
+}
+
+function stampOf(moment) {
+  return moment instanceof Date ? moment.toISOString() : String(moment);
 }

@@ -211,6 +211,22 @@ describe("against a hub", () => {
     client.close();
   });
 
+  test("search pages through runs newest first, filtered", async () => {
+    const client = createClient({ url: hub.url });
+    await client.publish("js-search-1", [status(1), status(2)]);
+    await client.publishCommandFailed("js-search-2", "click_pay", { code: "TIMEOUT", message: "slow" }, 30);
+    const mine = [];
+    for await (const event of client.search(undefined, { streams: "js-search-*", pageSize: 1 })) mine.push(event);
+    assert.deepEqual(mine.map((e) => [e.sessionId, e.seq]), [["js-search-2", 1], ["js-search-1", 2], ["js-search-1", 1]]);
+    const failed = [];
+    for await (const event of client.search('type == "COMMAND_FAILED" && data.error.code == "TIMEOUT"', { streams: "js-search-*", startTime: new Date(Date.now() - 3600_000) })) failed.push(event);
+    assert.deepEqual(failed.map((e) => e.data.commandName), ["click_pay"]);
+    const two = [];
+    for await (const event of client.search(undefined, { streams: "js-search-*", pageSize: 1, limit: 2 })) two.push(event);
+    assert.equal(two.length, 2);
+    await assert.rejects(client.search("type ==").next(), (error) => error instanceof HubError && error.code === "INVALID_FILTER");
+  });
+
   test("a bad publish is a HubError with the hub's code", async () => {
     const client = createClient({ url: hub.url });
     await assert.rejects(client.publish("js-bad", { type: "STATUS", data: {} }), (error) => {

@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import re
 import shlex
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from typer.core import TyperArgument, TyperCommand
 
 from ..backends import storage_for
@@ -23,6 +25,7 @@ from ..errors import ConfigError, InvalidInput, StorageUnavailable, StreamerErro
 from ..logs import configure_logging
 from ..security import Scope, mint_token
 from ..server.runner import build_server
+from ..types.base import utc_now
 from .render import event_line
 
 
@@ -194,6 +197,35 @@ def tail(
         asyncio.run(_tail(url, token, stream, types.split(",") if types else None, since))
 
 
+@app.command(cls=_Command)
+def search(
+    expression: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="EXPRESSION",
+            help="A filter expression, e.g. 'type == \"COMMAND_FAILED\"' (docs/query.md).",
+        ),
+    ] = None,
+    url: UrlOption = DEFAULT_URL,
+    last: Annotated[
+        str | None,
+        typer.Option(metavar="DURATION", help="Only the last 90s, 30m, 1h or 7d."),
+    ] = None,
+    streams: Annotated[
+        str | None,
+        typer.Option(metavar="PATTERN", help="Only runs matching wf-1, team-a:* or *."),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, metavar="N", help="At most N events.")] = 50,
+    token: TokenOption = None,
+) -> None:
+    """Print events across runs that match, newest first."""
+    try:
+        start = None if last is None else utc_now() - timedelta(seconds=parse_duration(last))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--last") from None
+    asyncio.run(_search(url, token, expression, start, streams, limit))
+
+
 @app.command(name="token", cls=_Command)
 def mint(
     sub: Annotated[
@@ -262,7 +294,7 @@ def parse_duration(text: str) -> int:
     """Seconds in ``90``, ``90s``, ``30m``, ``1h`` or ``7d``."""
     match = _DURATION.fullmatch(text.strip())
     if match is None or int(match.group(1)) == 0:
-        raise ValueError(f"ttl {text!r} is not a positive duration like 90s, 30m, 1h or 7d")
+        raise ValueError(f"{text!r} is not a positive duration like 90s, 30m, 1h or 7d")
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
@@ -277,6 +309,32 @@ async def _tail(
             console.print(f"[bold red]error:[/] {exc.to_dict()['code']}: {exc.message}")
             raise typer.Exit(1) from None
     console.print("[dim]stream closed[/]")
+
+
+async def _search(
+    url: str,
+    token: str | None,
+    expression: str | None,
+    start: datetime | None,
+    streams: str | None,
+    limit: int,
+) -> None:
+    found = 0
+    async with HubClient(url, token=token) as hub:
+        try:
+            async for event in hub.search(
+                expression,
+                start_time=start,
+                streams=streams,
+                page_size=min(limit, 1000),
+                limit=limit,
+            ):
+                console.print(Text(f"{event.session_id} ", style="bold") + event_line(event))
+                found += 1
+        except StreamerError as exc:
+            console.print(f"[bold red]error:[/] {exc.to_dict()['code']}: {exc.message}")
+            raise typer.Exit(1) from None
+    console.print(f"[dim]{found} event{'' if found == 1 else 's'}[/]")
 
 
 async def _demo_over_http(

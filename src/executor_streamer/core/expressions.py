@@ -100,6 +100,26 @@ class Expression:
             known = view.answers[self] = self.costly is None and self._evaluate(view, record)
         return known
 
+    def may_match(self, **known: str) -> bool:
+        """False only if the expression is false for every event whose ``type``,
+        ``sessionId`` or ``streamId`` (those given) have these values, whatever the rest,
+        so a search need not read such events (``core/search.py``).
+
+        Why that is sound: the variables not given are left unbound, and reading one is an
+        error; a CEL error passes through every operator but ``&&`` and ``||``, which
+        answer false and true whatever their other side once one side is false or true.
+        So a definite false with some variables unknown is false for any values of them
+        (checked over random expressions and events in tests/core/test_expressions.py).
+        ``now`` stays unknown too: the evaluation comes later."""
+        if self.costly is not None:
+            return False
+        bound = {("event.type" if name == "type" else name): value for name, value in known.items()}
+        try:
+            value = self._program.eval(_ENV.Activation(bound))
+        except RuntimeError:
+            return True
+        return not (value.type() == _T.BOOL and value.value() is False)
+
     def _evaluate(self, view: _View, record: EventRecord) -> bool:
         started = thread_time()  # CPU time: a busy machine does not make a filter costly
         try:

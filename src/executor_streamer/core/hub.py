@@ -55,6 +55,7 @@ from .idempotency import RecentPublishes
 from .lifecycle import LifecycleCallbacks, LifecycleNotifier
 from .memory_budget import MemoryBudget
 from .publisher import StreamPublisher
+from .search import RunSearch
 from .stream_history import StreamHistory
 from .streams import Stream, StreamManager
 from .subscription import CloseReason, Subscription
@@ -97,6 +98,8 @@ class ExecutorStreamer:
             self.streams, self.storage, self.config.limits.max_expression_length
         )
         self.analytics = StreamAnalytics(self.streams, self.clients, self.counters, self.history)
+        self.runs = RunSearch(self.streams, self.storage, self.config.limits.max_expression_length)
+        """Search across runs (docs/query.md)."""
         shared = self.streams.shared
         self.all_hubs = (
             None
@@ -463,7 +466,10 @@ class ExecutorStreamer:
         loop = asyncio.get_running_loop()
         next_retention = loop.time()
         next_sync = next_report = loop.time()
-        while True:
+        # Until stopped, not only until cancelled: a Redis call cancelled at the wrong
+        # moment can swallow the cancellation (a hub stopped right after starting on
+        # Redis then waited for this loop forever).
+        while not self._stopped:
             try:
                 self.expire_idle_clients()
                 await self.memory.maintain()

@@ -19,6 +19,7 @@ from ..types.events import StreamEvent
 from ..types.filters import HistoryFilter
 from ..types.streams import StreamConfig
 from .records import EventRecord, Predicate
+from .search import SearchBatch, SearchQuery
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +152,10 @@ class HistoryStore(Protocol):
     async def read_range(
         self, stream_id: str, after: int, until: int, predicate: Predicate | None
     ) -> ResumeRead: ...
+
+    async def search(self, query: SearchQuery) -> SearchBatch:
+        """Events of many streams, newest first (``history/search.py``): at most
+        ``query.limit`` of those the query selects, and where the next batch starts."""
 
     async def read_tail(self, stream_id: str, count: int) -> list[EventRecord]:
         """The newest ``count`` events, ascending."""

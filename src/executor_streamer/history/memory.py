@@ -8,7 +8,7 @@ also frees the images only trimmed events used: memory stays bounded by
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import islice
@@ -27,6 +27,7 @@ from .base import (
 )
 from .records import EventRecord, Predicate, history_predicate
 from .ring import EventRing, StoredEvent, record_of, stored
+from .search import SEARCH_CHUNK, SearchBatch, SearchQuery, moment_of, search_streams
 
 EVENT_OVERHEAD = 200
 """Bytes a retained event costs besides its payload: its tuple, seq, timestamp, the
@@ -134,6 +135,27 @@ class MemoryHistory:
             return HistoryPage([record_of(e) for e in window], max(stop - start, 0))
         entries = ring.copy(start, stop)  # the ring may move while the search yields
         return await page_in_slices(map(record_of, entries), spec, predicate)
+
+    async def search(self, query: SearchQuery) -> SearchBatch:
+        return await search_streams(
+            query, sorted(query.stream_ids), lambda s: self._newest_first(s, query)
+        )
+
+    async def _newest_first(
+        self, stream_id: str, query: SearchQuery
+    ) -> AsyncIterator[Sequence[EventRecord]]:
+        data = self._streams.get(stream_id)
+        if data is None:
+            return
+        ring = data.ring
+        low = 0 if query.start_ms is None else ring.index_of_time(moment_of(query.start_ms))
+        top = query.end_ms
+        if query.before is not None:
+            top = query.before[0] if top is None else min(top, query.before[0])
+        high = len(ring) if top is None else ring.index_of_time(moment_of(top + 1))
+        entries = ring.copy(low, high)  # the ring may move while the search yields
+        for stop in range(len(entries), 0, -SEARCH_CHUNK):
+            yield [record_of(e) for e in reversed(entries[max(stop - SEARCH_CHUNK, 0) : stop])]
 
     async def read_range(
         self, stream_id: str, after: int, until: int, predicate: Predicate | None

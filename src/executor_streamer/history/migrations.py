@@ -100,11 +100,23 @@ def _v4_partial_screenshot_index(connection: Connection) -> None:
     connection.exec_driver_sql("DROP INDEX IF EXISTS es_events_by_screenshot")
 
 
+def _v5_events_by_recency(connection: Connection) -> None:
+    """Cross-run search, newest first, over every stream or over some types."""
+    connection.exec_driver_sql(
+        "CREATE INDEX IF NOT EXISTS es_events_by_recency ON es_events (ts_ms, seq, stream_id)"
+    )
+    connection.exec_driver_sql(
+        "CREATE INDEX IF NOT EXISTS es_events_by_type_recency ON es_events "
+        "(type, ts_ms, seq, stream_id)"
+    )
+
+
 STEPS: list[Step] = [
     _v1_events_and_screenshots,
     _v2_stream_registry,
     _v3_events_by_screenshot,
     _v4_partial_screenshot_index,
+    _v5_events_by_recency,
 ]
 """Step ``n`` (from 1) brings a schema at version ``n - 1`` to version ``n``."""
 

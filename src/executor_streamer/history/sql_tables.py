@@ -18,12 +18,14 @@ from sqlalchemy import (
     Index,
     LargeBinary,
     MetaData,
+    Select,
     String,
     Table,
     Text,
     delete,
     func,
     select,
+    tuple_,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -35,6 +37,7 @@ from ..types.events import ScreenshotInfo
 from ..types.filters import HistoryFilter
 from .base import StreamState
 from .records import EventRecord
+from .search import SearchQuery, millis_of
 
 metadata = MetaData()
 
@@ -50,6 +53,8 @@ events = Table(
     Column("payload", LargeBinary, nullable=False),
     Index("es_events_by_time", "stream_id", "ts_ms"),
     Index("es_events_by_type", "stream_id", "type", "seq"),
+    Index("es_events_by_recency", "ts_ms", "seq", "stream_id"),
+    Index("es_events_by_type_recency", "type", "ts_ms", "seq", "stream_id"),
 )
 
 screenshots = Table(
@@ -162,6 +167,40 @@ def conditions(spec: HistoryFilter) -> list[ColumnElement[bool]]:
     return conditions
 
 
+MAX_LISTED_STREAMS = 10_000
+"""Stream ids a search names in its statement at most (PostgreSQL takes 32,767
+parameters): a search over more reads every stream's rows and keeps the caller's."""
+
+
+def search_statement(query: SearchQuery) -> Select[Any] | None:
+    """The events :class:`SearchQuery` asks for, newest first; None when none can match.
+    Served by ``es_events_by_recency`` or, for given types, ``es_events_by_type_recency``."""
+    where: list[ColumnElement[bool]] = []
+    if not query.all_streams:
+        if not query.stream_ids:
+            return None
+        if len(query.stream_ids) <= MAX_LISTED_STREAMS:
+            where.append(events.c.stream_id.in_(sorted(query.stream_ids)))
+    if query.event_types is not None:
+        if not query.event_types:
+            return None
+        where.append(events.c.type.in_(sorted(t.value for t in query.event_types)))
+    if query.start_ms is not None:
+        where.append(events.c.ts_ms >= query.start_ms)
+    if query.end_ms is not None:
+        where.append(events.c.ts_ms <= query.end_ms)
+    if query.before is not None:
+        where.append(
+            tuple_(events.c.ts_ms, events.c.seq, events.c.stream_id) < tuple_(*query.before)
+        )
+    return (
+        select(events.c.stream_id, events.c.seq, events.c.type, events.c.ts_ms, events.c.payload)
+        .where(*where)
+        .order_by(events.c.ts_ms.desc(), events.c.seq.desc(), events.c.stream_id.desc())
+        .limit(query.limit)
+    )
+
+
 def compiled(engine: AsyncEngine, statement: Any, table: Table) -> str:
     """``statement`` in the dialect's own SQL, taking parameters in ``table``'s column
     order. Appends run these with plain tuples, skipping SQLAlchemy's per-call statement
@@ -244,5 +283,4 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 @functools.lru_cache(maxsize=64)  # the events of a publish share one stamp
 def millis(moment: datetime) -> int:
-    """Milliseconds since the epoch, in integers (floats would round .123 to .122)."""
-    return (moment - EPOCH) // timedelta(milliseconds=1)
+    return millis_of(moment)

@@ -20,6 +20,7 @@ from ..history.base import (
     page_in_slices,
 )
 from ..history.records import EventRecord, Predicate, history_predicate, stamp_text
+from ..history.search import SEARCH_CHUNK, SearchBatch, SearchQuery, search_streams
 from ..types.base import format_timestamp
 from ..types.filters import HistoryFilter
 from .calls import call
@@ -147,6 +148,29 @@ class RedisEventLog:
         """Every held event with ``after < seq <= until`` (to the newest if None)."""
         return [record async for record in self._scan(keys_for(stream_id), after, until)]
 
+    async def search(self, query: SearchQuery) -> SearchBatch:
+        return await search_streams(
+            query, sorted(query.stream_ids), lambda s: self._newest_first(s, query)
+        )
+
+    async def _newest_first(
+        self, stream_id: str, query: SearchQuery
+    ) -> AsyncIterator[list[EventRecord]]:
+        """The stream's held events, newest first, in chunks (keys, types and times are
+        checked by the caller: entries are numbered by seq, which says nothing of time)."""
+        events = keys_for(stream_id).events
+        high = "+"
+        if query.before is not None and query.before[2] == stream_id:
+            high = f"({query.before[1]}-0"
+        while True:
+            entries = await call(self._client.xrevrange(events, high, "-", count=SEARCH_CHUNK))
+            if not entries:
+                return
+            yield [record_of(entry) for entry in entries]
+            if len(entries) < SEARCH_CHUNK:
+                return
+            high = f"({entries[-1][0].decode()}"
+
     async def read_tail(self, stream_id: str, count: int) -> list[EventRecord]:
         entries = await call(
             self._client.xrevrange(keys_for(stream_id).events, "+", "-", count=count)
@@ -218,13 +242,16 @@ class RedisEventLog:
     async def expire(self, stream_id: str, older_than: datetime) -> int:
         keys = keys_for(stream_id)
         cutoff = format_timestamp(older_than).encode()
+        # Remove only below the first event found new enough, or below the last one seen:
+        # never "all" (compact to 0), which would take an event published meanwhile.
         keep_from: int | None = None
         async for record in self._scan(keys, 0):
+            keep_from = record.seq
             if stamp_text(record.payload) >= cutoff:
-                keep_from = record.seq
                 break
+            keep_from += 1
         if keep_from is None:
-            return await self.compact(stream_id, 0)
+            return 0
         removed = await call(
             self._scripts.keep(keys=[keys.events, keys.images], args=[0, keep_from])
         )

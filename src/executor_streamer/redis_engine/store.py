@@ -40,6 +40,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..errors import StorageUnavailable
 from ..history.base import HistoryPage, ResumeRead, StoredScreenshot, StreamState, StreamWrite
 from ..history.records import EventRecord, Predicate
+from ..history.search import SearchBatch, SearchQuery
 from ..history.shared import EventParts, FollowTarget, IdempotencyKey, Published
 from ..types.filters import HistoryFilter
 from ..types.streams import StreamConfig
@@ -181,6 +182,9 @@ class RedisHistory:
 
     async def query(self, stream_id: str, spec: HistoryFilter) -> HistoryPage:
         return await self.log.query(stream_id, spec)
+
+    async def search(self, query: SearchQuery) -> SearchBatch:
+        return await self.log.search(query)
 
     async def read_range(
         self, stream_id: str, after: int, until: int, predicate: Predicate | None

@@ -40,6 +40,10 @@ class Scope:
         clients, and find it in the stream list."""
         return self.admin or any(pattern_matches(p, workflow_session_id) for p in self.subscribe)
 
+    def may_subscribe_all(self) -> bool:
+        """Whether :meth:`may_subscribe` holds for every stream, whatever its id."""
+        return self.admin or "*" in self.subscribe
+
     def may_publish(self, workflow_session_id: str) -> bool:
         """Publish into the stream, and the producer's own lifecycle of it: create it,
         reopen it once closed, close it (purging it is the admin's)."""
@@ -78,12 +82,20 @@ class Scope:
         }
 
 
+def parse_pattern(value: str, path: str) -> str:
+    """``value`` if it is a pattern, else InvalidInput naming ``path``."""
+    if not _PATTERN.fullmatch(value):
+        raise InvalidInput.single(
+            path, f"{value!r} is not a workflow session id, a prefix ending in '*', or '*'"
+        )
+    return value
+
+
 def _patterns(value: object, path: str) -> tuple[str, ...]:
     if not isinstance(value, Sequence) or isinstance(value, str):
         raise InvalidInput.single(path, "must be a list of patterns")
     for pattern in value:
-        if not isinstance(pattern, str) or not _PATTERN.fullmatch(pattern):
-            raise InvalidInput.single(
-                path, f"{pattern!r} is not a workflow session id, a prefix ending in '*', or '*'"
-            )
+        if not isinstance(pattern, str):
+            raise InvalidInput.single(path, f"{pattern!r} is not a pattern (a string)")
+        parse_pattern(pattern, path)
     return tuple(value)

@@ -30,6 +30,7 @@ from .ops import router as ops_router
 from .rest import publish_response
 from .rest import router as rest_router
 from .schemas import PublishBatch
+from .search_routes import router as search_router
 from .streaming import open_event_stream
 from .streaming import router as streaming_router
 from .websocket import WebSocketSession
@@ -190,6 +191,7 @@ def create_app(hub: ExecutorStreamer, bound_host: str | None = None) -> FastAPI:
         expose_headers=["ETag", "Link", "X-Next-Cursor"],
     )
     app.include_router(rest_router)
+    app.include_router(search_router)
     app.include_router(streaming_router)
     app.include_router(ops_router)
     app.include_router(viewer_router)

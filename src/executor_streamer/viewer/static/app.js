@@ -78,18 +78,60 @@ function time(timestamp) {
 async function runList() {
   title.textContent = "runs";
   const table = el("table", { class: "runs" });
-  main.replaceChildren(table);
+  const where = el("input", {
+    id: "run-search",
+    type: "search",
+    placeholder: 'runs where… e.g. type == "COMMAND_FAILED" && data.error.code == "TIMEOUT"',
+    "aria-label": "Runs with an event where (a filter expression)",
+  });
+  const problem = el("span", { id: "run-search-problem", class: "search-problem", role: "status" });
+  const form = el("form", { class: "run-search" }, where, el("button", { type: "submit" }, "Find runs"), problem);
+  main.replaceChildren(form, table);
+  let expression = "";
+  let timer;
+  let generation = 0; // a refresh answered after a newer search began draws nothing
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    expression = where.value.trim();
+    generation += 1;
+    clearTimeout(timer);
+    refresh();
+  });
+  /** Runs with an event where `expression` holds (GET /api/search): sessionId -> count. */
+  const matchingRuns = async () => {
+    const counts = new Map();
+    for await (const event of client.search(expression, { pageSize: 1000, limit: 5000 })) {
+      counts.set(event.sessionId, (counts.get(event.sessionId) ?? 0) + 1);
+    }
+    return counts;
+  };
   const refresh = async () => {
+    const mine = generation;
     let streams;
+    let matches;
     try {
       // finished runs too; the newest 1,000 (the list is newest activity first)
       streams = await client.request("GET", "/api/streams?all=true&limit=1000");
+      matches = expression ? await matchingRuns() : undefined;
+      problem.textContent = "";
     } catch (error) {
-      return showProblem(error);
+      if (!(error instanceof HubError && error.code === "INVALID_FILTER")) return showProblem(error);
+      problem.textContent = `${error.message}${error.details?.position === undefined ? "" : ` (at ${error.details.position})`}`;
+      matches = new Map();
     }
+    if (mine !== generation) return;
+    if (matches) streams = streams.filter((stream) => matches.has(stream.linkedWorkflowSessionId));
     streams.sort((a, b) => (b.lastActivity ?? "").localeCompare(a.lastActivity ?? ""));
     table.replaceChildren(
-      el("tr", {}, el("th", {}, "run"), el("th", {}, "status"), el("th", {}, "events"), el("th", {}, "last activity")),
+      el(
+        "tr",
+        {},
+        el("th", {}, "run"),
+        el("th", {}, "status"),
+        el("th", {}, "events"),
+        ...(matches ? [el("th", {}, "matching")] : []),
+        el("th", {}, "last activity"),
+      ),
       ...streams.map((stream) =>
         el(
           "tr",
@@ -97,12 +139,16 @@ async function runList() {
           el("td", {}, el("a", { href: `/view/${encodeURIComponent(stream.linkedWorkflowSessionId)}` }, stream.linkedWorkflowSessionId)),
           el("td", {}, stream.status),
           el("td", {}, stream.lastSeq),
+          ...(matches ? [el("td", { class: "matching" }, String(matches.get(stream.linkedWorkflowSessionId)))] : []),
           el("td", {}, stream.lastActivity ?? ""),
         ),
       ),
     );
-    if (!streams.length) table.append(el("tr", {}, el("td", { colspan: 4 }, "No runs yet: `executor-streamer demo` publishes one.")));
-    setTimeout(refresh, 3000);
+    if (!streams.length) {
+      const empty = expression ? `No run has an event where ${expression}.` : "No runs yet: `executor-streamer demo` publishes one.";
+      table.append(el("tr", {}, el("td", { colspan: 5 }, empty)));
+    }
+    timer = setTimeout(refresh, 3000);
   };
   refresh();
 }

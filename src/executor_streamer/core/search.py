@@ -1,0 +1,148 @@
+"""Search across runs (docs/query.md): events of every stream a caller may watch,
+newest first, a page at a time.
+
+The backend answers what it can without reading events (``history/search.py``): which
+streams, types, times and keys. Before asking, the expression itself narrows the streams
+and types (:meth:`~executor_streamer.core.expressions.Expression.may_match`): in
+``type == "COMMAND_FAILED" && data.error.code == "TIMEOUT"`` only one type can match, and
+the SQL backends read only its rows. The hub evaluates the expression on what remains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from ..errors import InvalidInput
+from ..history.base import HistoryStore
+from ..history.records import EventRecord, drop_views
+from ..history.search import SearchKey, SearchQuery, millis_of
+from ..security.scope import Scope, pattern_matches
+from ..types.enums import StreamEventType
+from .expressions import Expression, compile_expression
+from .stream_history import EVALUATED_PER_TURN
+from .streams import StreamManager
+
+SEARCH_LIMIT = 100
+SEARCH_LIMIT_MAX = 1000
+EXAMINED_PER_PAGE = 50_000
+"""Events an expression is evaluated on for one page at most: a search that finds
+little returns a short page (or none) with a cursor to go on from, rather than hold a
+request for seconds. ~0.3 s of evaluation."""
+BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    records: list[EventRecord]
+    next_cursor: str | None
+    """Where the next page starts; None once nothing older remains. A page can be
+    shorter than the limit, or empty, and still have one (:data:`EXAMINED_PER_PAGE`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchRequest:
+    expression: str | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    streams: str | None = None
+    """A scope pattern (docs/security.md): only runs whose workflow session id it matches."""
+    limit: int = SEARCH_LIMIT
+    cursor: str | None = None
+
+
+class RunSearch:
+    def __init__(self, streams: StreamManager, storage: HistoryStore, max_length: int) -> None:
+        self._streams = streams
+        self._storage = storage
+        self._max_length = max_length
+
+    async def search(self, scope: Scope, request: SearchRequest) -> SearchPage:
+        """One page of the events ``request`` selects in the streams ``scope`` may
+        subscribe to. Raises InvalidInput for a bad cursor, InvalidFilter for a bad
+        expression."""
+        before = None if request.cursor is None else decode_cursor(request.cursor)
+        expression = (
+            None
+            if request.expression is None
+            else compile_expression(request.expression, self._max_length)
+        )
+        query = await self._query(scope, request, expression, before)
+        if query is None:
+            return SearchPage([], None)
+        page: list[EventRecord] = []
+        examined = 0
+        while True:
+            batch = await self._storage.search(query)
+            for found in batch.found:
+                examined += 1
+                if expression is None or expression.matches(found.record):
+                    page.append(found.record)
+                    if len(page) == request.limit:
+                        drop_views(f.record for f in batch.found)
+                        return SearchPage(page, encode_cursor(found.key))
+                if examined % EVALUATED_PER_TURN == 0:
+                    await asyncio.sleep(0)
+            drop_views(f.record for f in batch.found)
+            if batch.last is None:
+                return SearchPage(page, None)
+            if examined >= EXAMINED_PER_PAGE:
+                return SearchPage(page, encode_cursor(batch.last))
+            query = replace(query, before=batch.last)
+
+    async def _query(
+        self,
+        scope: Scope,
+        request: SearchRequest,
+        expression: Expression | None,
+        before: SearchKey | None,
+    ) -> SearchQuery | None:
+        """What to ask the backend, or None when no event can match."""
+        await self._streams.sync_registry()  # hubs sharing a backend search every hub's runs
+        every = [(s.id, s.workflow_session_id) for s in self._streams]
+        chosen = [
+            (sid, wf)
+            for sid, wf in every
+            if scope.may_subscribe(wf)
+            and (request.streams is None or pattern_matches(request.streams, wf))
+        ]
+        if expression is not None:
+            chosen = [(s, wf) for s, wf in chosen if expression.may_match(streamId=s, sessionId=wf)]
+        types: frozenset[StreamEventType] | None = None
+        if expression is not None:
+            types = frozenset(t for t in StreamEventType if expression.may_match(type=t.value))
+            if len(types) == len(StreamEventType):
+                types = None
+        if not chosen or types == frozenset():
+            return None
+        start = None if request.start_time is None else millis_of(request.start_time)
+        end = None if request.end_time is None else millis_of(request.end_time)
+        return SearchQuery(
+            limit=BATCH if expression is not None else request.limit,
+            stream_ids=frozenset(s for s, _ in chosen),
+            all_streams=len(chosen) == len(every) and scope.may_subscribe_all(),
+            event_types=types,
+            start_ms=start,
+            end_ms=end,
+            before=before,
+        )
+
+
+def encode_cursor(key: SearchKey) -> str:
+    millis, seq, stream_id = key
+    text = f"{millis}:{seq}:{stream_id}".encode()
+    return base64.urlsafe_b64encode(text).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> SearchKey:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        millis, seq, stream_id = text.split(":", 2)
+        if stream_id and stream_id.isascii():
+            return int(millis), int(seq), stream_id
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise InvalidInput.single("query.cursor", "is not a cursor from a previous page")

@@ -1,0 +1,58 @@
+"""Search across runs and run analytics (docs/query.md, docs/rest.md): thin handlers over
+``core/search.py`` and ``core/run_analytics.py``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from ..core.search import SEARCH_LIMIT, SEARCH_LIMIT_MAX, SearchRequest
+from ..errors import InvalidInput
+from ..security.scope import parse_pattern
+from ..types.base import Timestamp
+from .auth import Caller
+from .frames import json_list
+from .query import FILTER
+from .rest import ERRORS, hub_of
+
+router = APIRouter(prefix="/api")
+
+STREAMS = "Only runs whose workflow session id matches: `wf-1`, `tenant-a:*` or `*`"
+CURSOR = "`nextCursor` of the previous page: the events after it"
+
+
+@router.get("/search", responses=ERRORS, summary="Events across runs, newest first")
+async def search(
+    request: Request,
+    caller: Caller,
+    expression: Annotated[str | None, Query(alias="filter", description=FILTER)] = None,
+    start_time: Annotated[Timestamp | None, Query(alias="startTime")] = None,
+    end_time: Annotated[Timestamp | None, Query(alias="endTime")] = None,
+    streams: Annotated[str | None, Query(description=STREAMS, max_length=129)] = None,
+    limit: Annotated[int, Query(ge=1, le=SEARCH_LIMIT_MAX)] = SEARCH_LIMIT,
+    cursor: Annotated[
+        str | None, Query(description=CURSOR, pattern=r"^[A-Za-z0-9_-]{1,400}$")
+    ] = None,
+) -> Response:
+    if start_time is not None and end_time is not None and start_time > end_time:
+        raise InvalidInput.single("query.startTime", "must not be after endTime")
+    page = await hub_of(request).runs.search(
+        caller.scope,
+        SearchRequest(
+            expression=expression or None,
+            start_time=start_time,
+            end_time=end_time,
+            streams=None if streams is None else parse_pattern(streams, "query.streams"),
+            limit=limit,
+            cursor=cursor,
+        ),
+    )
+    body = json_list("events", page.records, nextCursor=page.next_cursor)
+    return Response(body, media_type="application/json")
+
+
+def _json(payload: object) -> Response:
+    return Response(orjson.dumps(payload), media_type="application/json")
