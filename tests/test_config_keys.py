@@ -31,6 +31,7 @@ from executor_streamer import (
     StreamerError,
 )
 from executor_streamer.backends import storage_for
+from executor_streamer.core.run_analytics import Window
 from executor_streamer.logs import configure_logging
 from executor_streamer.security import Scope, mint_token
 from executor_streamer.server import create_app
@@ -354,6 +355,12 @@ async def long_expression(config: ExecutorStreamerConfig) -> object:
         return await outcome(hub.open_subscription("wf-1", filters=[{"expression": expression}]))
 
 
+async def dashboard_widgets(config: ExecutorStreamerConfig) -> object:
+    async with running(config) as hub:
+        await hub.publisher.publish_status("wf-1", "step", "one")
+        return await outcome(hub.run_analytics.widget(Scope(admin=True), 0, Window.of(None, None)))
+
+
 async def screenshot(config: ExecutorStreamerConfig) -> object:
     async with running(config) as hub:
         return await outcome(hub.publisher.publish_screenshot("wf-1", PNG))
@@ -483,6 +490,10 @@ PROBES: dict[tuple[str, ...], Effect | Refused | Permits] = {
     ("limits", "max_message_bytes"): Effect(4096, websocket_message_limit),
     ("limits", "max_filters"): Effect(2, three_filters),
     ("limits", "max_expression_length"): Effect(500, long_expression),
+    ("viewer", "dashboard", "widgets"): Effect(
+        [{"title": "Statuses", "kind": "counter", "filter": 'type == "STATUS"'}],
+        dashboard_widgets,
+    ),
     ("limits", "max_screenshot_bytes"): Effect(16, screenshot),
     ("limits", "max_metadata_bytes"): Effect(100, event_metadata),
     ("limits", "max_history_size"): Effect(300_000, big_history),

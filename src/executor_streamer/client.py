@@ -127,9 +127,7 @@ class HubClient(PublishApi):
         for name, value in (("filter", filter), ("streams", streams)):
             if value is not None:
                 params[name] = value
-        for name, moment in (("startTime", start_time), ("endTime", end_time)):
-            if moment is not None:
-                params[name] = format_timestamp(moment)
+        params.update(_range(start_time, end_time))
         given = 0
         while True:
             page = self._json(await self._http.get("/api/search", params=params))
@@ -141,6 +139,29 @@ class HubClient(PublishApi):
             if page["nextCursor"] is None:
                 return
             params["cursor"] = page["nextCursor"]
+
+    async def run_analytics(
+        self,
+        *,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        streams: str | None = None,
+        bucket: str = "hour",
+    ) -> dict[str, Any]:
+        """``GET /api/analytics/runs`` (docs/query.md): outcomes, runs over time, failing
+        commands, action durations and the slowest runs; default the last 24 hours."""
+        params = _range(start_time, end_time)
+        params["bucket"] = bucket
+        if streams is not None:
+            params["streams"] = streams
+        return self._json(await self._http.get("/api/analytics/runs", params=params))  # type: ignore[no-any-return]
+
+    async def widget(
+        self, index: int, *, start_time: datetime | None = None, end_time: datetime | None = None
+    ) -> dict[str, Any]:
+        """One configured dashboard widget's figure (``viewer.dashboard.widgets``)."""
+        params = _range(start_time, end_time)
+        return self._json(await self._http.get(f"/api/analytics/widgets/{index}", params=params))  # type: ignore[no-any-return]
 
     def subscribe(
         self,
@@ -252,6 +273,11 @@ class HubClient(PublishApi):
                 response.status_code,
             )
         return body
+
+
+def _range(start_time: datetime | None, end_time: datetime | None) -> dict[str, str]:
+    names = (("startTime", start_time), ("endTime", end_time))
+    return {name: format_timestamp(moment) for name, moment in names if moment is not None}
 
 
 class _BearerAuth(httpx.Auth):

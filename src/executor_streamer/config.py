@@ -276,6 +276,37 @@ class LimitsConfig(WireModel):
         return self
 
 
+FIELD_PATH = r"^(type|sessionId|streamId|(data|metadata)(\.[A-Za-z_][A-Za-z0-9_]*)+)$"
+
+
+class WidgetConfig(WireModel):
+    """One dashboard widget (docs/query.md, "Dashboards"): the events ``filter`` selects
+    in the time asked for, counted (``counter``), counted per bucket (``timeseries``), or
+    counted per value of ``groupBy`` (``table``: up to 50 rows; ``top``: the 10 largest)."""
+
+    title: Annotated[str, Field(min_length=1, max_length=200)]
+    kind: Literal["counter", "timeseries", "table", "top"]
+    filter: Annotated[str, Field(min_length=1)]
+    """An expression (docs/expressions.md), compiled when the hub starts."""
+    group_by: Annotated[str, Field(pattern=FIELD_PATH)] | None = None
+    """A field path such as ``data.commandName`` (``table`` and ``top`` need one)."""
+    bucket: Literal["hour", "day"] = "hour"
+
+    @model_validator(mode="after")
+    def _grouped_when_it_must_be(self) -> Self:
+        if self.kind in ("table", "top") and self.group_by is None:
+            raise ValueError(f"a {self.kind} widget needs groupBy (a field path)")
+        return self
+
+
+class DashboardConfig(WireModel):
+    widgets: Annotated[list[WidgetConfig], Field(max_length=50)] = Field(default_factory=list)
+
+
+class ViewerConfig(WireModel):
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
+
+
 class ExecutorStreamerConfig(ConfigModel):
     unsupported: ClassVar[dict[str, str]] = {
         "timeouts": "the hub bounds waits with server.idleClientTimeout, heartbeats and "
@@ -295,6 +326,17 @@ class ExecutorStreamerConfig(ConfigModel):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    viewer: ViewerConfig = Field(default_factory=ViewerConfig)
+
+    @model_validator(mode="after")
+    def _widget_filters_within_limits(self) -> Self:
+        for n, widget in enumerate(self.viewer.dashboard.widgets):
+            if len(widget.filter) > self.limits.max_expression_length:
+                raise ValueError(
+                    f"viewer.dashboard.widgets[{n}].filter is over "
+                    f"{self.limits.max_expression_length} characters (limits.maxExpressionLength)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _safe_bind(self) -> Self:

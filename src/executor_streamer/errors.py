@@ -27,6 +27,7 @@ transports map codes to HTTP statuses and close codes in one table.
     ├── SlowConsumer                 SLOW_CONSUMER      a subscriber's queue overflowed
     ├── ReplayNotAllowed             REPLAY_NOT_ALLOWED disabled, or asked of a poller
     ├── ScreenshotNotFound           SCREENSHOT_NOT_FOUND
+    ├── WidgetNotFound               WIDGET_NOT_FOUND
     ├── StorageUnavailable           STORAGE_UNAVAILABLE the history backend failed
     ├── HubNotRunning                HUB_NOT_RUNNING    used before start() or after stop()
     └── RemoteError                  (the server's)     an answer whose code has no class here
@@ -263,6 +264,12 @@ class ScreenshotNotFound(StreamerError):
     code = "SCREENSHOT_NOT_FOUND"
 
 
+class WidgetNotFound(StreamerError):
+    """No dashboard widget at that index (``viewer.dashboard.widgets``)."""
+
+    code = "WIDGET_NOT_FOUND"
+
+
 class StorageUnavailable(StreamerError):
     """The backend could not be reached or failed; nothing was half-written."""
 
@@ -373,6 +380,7 @@ __all__ = [
     "TooManyStreams",
     "Unauthorized",
     "UnsupportedMediaType",
+    "WidgetNotFound",
     "error_from_wire",
     "field_errors",
 ]

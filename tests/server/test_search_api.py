@@ -121,3 +121,52 @@ async def test_the_python_sdk_follows_pages(served: Served) -> None:
             [e async for e in client.search("type ==")]
         with pytest.raises(InvalidInput):
             [e async for e in client.search(streams="a b")]
+
+
+WIDGETS = [
+    {"title": "Timeouts", "kind": "counter", "filter": TIMEOUT},
+    {"title": "By command", "kind": "top", "filter": "true", "groupBy": "data.commandName"},
+]
+
+
+async def test_run_analytics_and_widgets_over_http(make_server: ServerFactory) -> None:
+    served = await make_server(security=AUTH, viewer={"dashboard": {"widgets": WIDGETS}})
+    admin = {"authorization": f"Bearer {token(admin=True)}"}
+    for run, code in (("team-a:1", "TIMEOUT"), ("team-b:1", "TIMEOUT"), ("team-a:2", "GONE")):
+        response = await served.http.post(
+            f"/api/streams/{run}/events", json=failed(f"click_{run[-1]}", code), headers=admin
+        )
+        assert response.status_code == 201, response.text
+    alice = {"authorization": f"Bearer {token('alice', subscribe=('team-a:*',))}"}
+    runs = (await served.http.get("/api/analytics/runs", headers=alice)).json()
+    assert runs["runs"]["total"] == 2 and runs["runs"]["running"] == 2
+    assert sorted((f["commandName"], f["errorCode"]) for f in runs["failingCommands"]) == [
+        ("click_1", "TIMEOUT"),
+        ("click_2", "GONE"),
+    ]
+    narrowed = await served.http.get(
+        "/api/analytics/runs", params={"streams": "team-a:2", "bucket": "day"}, headers=alice
+    )
+    assert narrowed.json()["runs"]["total"] == 1 and len(narrowed.json()["series"]) == 2
+    listed = (await served.http.get("/api/analytics/widgets", headers=alice)).json()
+    assert [w["title"] for w in listed] == ["Timeouts", "By command"]
+    counter = (await served.http.get("/api/analytics/widgets/0", headers=alice)).json()
+    assert counter == {"title": "Timeouts", "kind": "counter", "value": 1}
+    assert (await served.http.get("/api/analytics/widgets/0", headers=admin)).json()["value"] == 2
+    top = (await served.http.get("/api/analytics/widgets/1", headers=admin)).json()
+    assert top["rows"] == [{"key": "click_1", "count": 2}, {"key": "click_2", "count": 1}]
+    missing = await served.http.get("/api/analytics/widgets/2", headers=admin)
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "WIDGET_NOT_FOUND")
+    for params in (
+        {"bucket": "week"},
+        {"startTime": "2026-01-02T00:00:00Z", "endTime": "2026-01-01T00:00:00Z"},
+        {"startTime": "2000-01-01T00:00:00Z"},  # 200,000+ hours
+        {"streams": "a b"},
+    ):
+        bad = await served.http.get("/api/analytics/runs", params=params, headers=admin)
+        assert bad.status_code == 422, (params, bad.text)
+    assert (await served.http.get("/api/analytics/runs")).status_code == 401
+    async with HubClient(served.base_url, token=token(admin=True)) as client:
+        assert (await client.run_analytics())["runs"]["total"] == 3
+        assert (await client.run_analytics(streams="team-b:*"))["runs"]["total"] == 1
+        assert (await client.widget(0))["value"] == 2

@@ -341,7 +341,15 @@ async def test_every_file_the_pages_ask_for_is_there(served: Served, browser: Br
 async def test_the_pages_carry_their_security_headers(served: Served, browser: Browser) -> None:
     """Every viewer file says what may run and connect, is never sniffed into another
     type, and no other site may frame the page (a page that tries gets nothing drawn)."""
-    for path in ("/", "/view/x", "/viewer/app.js", "/viewer/client.js", "/favicon.ico"):
+    for path in (
+        "/",
+        "/view/x",
+        "/dashboard",
+        "/viewer/app.js",
+        "/viewer/dashboard.js",
+        "/viewer/client.js",
+        "/favicon.ico",
+    ):
         headers = (await served.http.get(path)).headers
         assert "frame-ancestors 'none'" in headers["content-security-policy"], path
         assert "script-src 'self'" in headers["content-security-policy"], path
@@ -353,3 +361,84 @@ async def test_the_pages_carry_their_security_headers(served: Served, browser: B
         assert await frame.locator("#main").count() == 0
     finally:
         await page.close()
+
+
+DASHBOARD_WIDGETS = [
+    {
+        "title": "TIMEOUT failures",
+        "kind": "counter",
+        "filter": 'type == "COMMAND_FAILED" && data.error.code == "TIMEOUT"',
+    },
+    {"title": "Errors per hour", "kind": "timeseries", "filter": 'type == "ERROR"'},
+    {
+        "title": "Slowest commands",
+        "kind": "top",
+        "filter": 'type == "COMMAND_COMPLETED" && data.duration > 0.0',
+        "groupBy": "data.commandName",
+    },
+]
+
+
+async def test_the_dashboard_draws_runs_failures_durations_and_widgets(
+    make_server: ServerFactory, browser: Browser
+) -> None:
+    """Under the page's own Content-Security-Policy: counters, the runs-over-time chart,
+    the failing commands linking to their run, action durations and the configured
+    widgets; a failing command's name with markup stays text."""
+    served = await make_server(viewer={"dashboard": {"widgets": DASHBOARD_WIDGETS}})
+    await demo_run(served, "demo-ok")
+    failed = {
+        "type": "COMMAND_FAILED",
+        "data": {
+            "commandId": "c1",
+            "commandName": "<b>click_pay</b>",
+            "error": {"code": "TIMEOUT", "message": "no answer"},
+            "duration": 30000,
+        },
+    }
+    started = {
+        "type": "COMMAND_STARTED",
+        "data": {"commandId": "c1", "commandName": "<b>click_pay</b>", "action": "CLICK"},
+    }
+    await served.publish("wf-timeout", started, failed)
+    await served.publish(
+        "wf-timeout", {"type": "STATUS", "data": {"statusType": "workflow", "status": "FAILED"}}
+    )
+    page = await browser.new_page(viewport={"width": 1200, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda m: errors.append(m.text) if "Content Security" in m.text else None)
+    try:
+        await page.goto(served.base_url + "/")
+        await page.get_by_role("link", name="Dashboard").click()
+        await page.wait_for_url("**/dashboard")
+        runs = page.get_by_role("region", name="Runs", exact=True)
+        await runs.locator("[data-counter=total]").filter(has_text="2").wait_for()
+        assert await runs.locator("[data-counter=failed]").inner_text() == "2"  # the demo fails
+        chart = page.get_by_role(
+            "img", name="Runs started, completed and failed, last 24 hours, by hour"
+        )
+        assert await chart.locator("rect").count() == 25 * 3
+        failing = page.get_by_role("region", name="Top failing commands")
+        row = failing.get_by_role("row").filter(has_text="<b>click_pay</b>")
+        assert "TIMEOUT" in await row.inner_text()
+        assert await failing.locator("b").count() == 0  # text, never markup
+        await row.get_by_role("link", name="wf-timeout").wait_for()
+        durations = page.get_by_role("region", name="Action durations")
+        assert "CLICK" in await durations.inner_text()
+        counter = page.get_by_role("region", name="TIMEOUT failures")
+        assert (await counter.inner_text()).strip().endswith("1")
+        await page.get_by_role("img", name="Errors per hour").wait_for()
+        top = page.get_by_role("region", name="Slowest commands")
+        assert await top.get_by_role("row").count() > 1
+        await page.get_by_role("combobox", name="Time range").select_option("week")
+        week = page.get_by_role(
+            "img", name="Runs started, completed and failed, last 7 days, by day"
+        )
+        await week.wait_for()
+        assert await week.locator("rect").count() in (7 * 3, 8 * 3)
+        await failing.get_by_role("link", name="wf-timeout").click()
+        await page.wait_for_url("**/view/wf-timeout")
+    finally:
+        await page.close()
+    assert errors == []

@@ -111,6 +111,19 @@ export declare class Subscription implements AsyncIterable<StreamEvent> {
   [Symbol.asyncIterator](): AsyncIterator<StreamEvent>;
 }
 
+export interface RunAnalytics {
+  runs: { total: number; running: number; completed: number; failed: number; cancelled: number; closed: number };
+  series: { start: string; started: number; completed: number; failed: number }[];
+  failingCommands: { commandName: string; errorCode: string; count: number; lastStreamId: string; lastSessionId: string }[];
+  actions: { action: string; count: number; failures: number; p50Ms: number | null; p95Ms: number | null }[];
+  slowestRuns: { streamId: string; workflowSessionId: string; durationMs: number }[];
+}
+
+export type WidgetFigure =
+  | { title: string; kind: "counter"; value: number }
+  | { title: string; kind: "timeseries"; series: { start: string; value: number }[] }
+  | { title: string; kind: "table" | "top"; rows: { key: string; count: number }[] };
+
 export interface SearchOptions {
   /** Only events at or after this moment. */
   startTime?: Date | string;
@@ -134,6 +147,10 @@ export declare class Client {
   subscribe(stream: string, options?: SubscribeOptions): Subscription;
   /** Events across runs that match, newest first, page after page (`GET /api/search`). */
   search(filter?: string, options?: SearchOptions): AsyncGenerator<StreamEvent, void, undefined>;
+  /** Run outcomes, runs over time, failing commands, action durations, slowest runs. */
+  runAnalytics(options?: { startTime?: Date | string; endTime?: Date | string; streams?: string; bucket?: "hour" | "day" }): Promise<RunAnalytics>;
+  /** One configured dashboard widget's figure. */
+  widget(index: number, options?: { startTime?: Date | string; endTime?: Date | string }): Promise<WidgetFigure>;
   publish(stream: string, event: EventInput, options?: PublishOptions): Promise<StreamEvent>;
   publish(stream: string, events: EventInput[], options?: PublishOptions): Promise<StreamEvent[]>;
   publishReasoning(stream: string, thought: string, confidence: number, reasoningType: string, extra?: Extra & { context?: Record<string, unknown> }): Promise<StreamEvent>;

@@ -102,8 +102,7 @@ export class Client {
     const params = new URLSearchParams({ limit: String(pageSize) });
     if (filter) params.set("filter", filter);
     if (streams) params.set("streams", streams);
-    if (startTime) params.set("startTime", stampOf(startTime));
-    if (endTime) params.set("endTime", stampOf(endTime));
+    for (const [name, value] of rangeParams(startTime, endTime)) params.set(name, value);
     let given = 0;
     for (;;) {
       const page = await this.request("GET", `/api/search?${params}`);
@@ -115,6 +114,19 @@ export class Client {
       if (page.nextCursor === null) return;
       params.set("cursor", page.nextCursor);
     }
+  }
+
+  /** `GET /api/analytics/runs` (docs/query.md); default the last 24 hours, by hour. */
+  runAnalytics({ startTime, endTime, streams, bucket = "hour" } = {}) {
+    const params = rangeParams(startTime, endTime);
+    params.set("bucket", bucket);
+    if (streams) params.set("streams", streams);
+    return this.request("GET", `/api/analytics/runs?${params}`);
+  }
+
+  /** One configured dashboard widget's figure (`GET /api/analytics/widgets/{index}`). */
+  widget(index, { startTime, endTime } = {}) {
+    return this.request("GET", `/api/analytics/widgets/${Number(index)}?${rangeParams(startTime, endTime)}`);
   }
 
   /**
@@ -600,4 +612,11 @@ function sleep(ms, sub) {
 
 function stampOf(moment) {
   return moment instanceof Date ? moment.toISOString() : String(moment);
+}
+
+function rangeParams(startTime, endTime) {
+  const params = new URLSearchParams();
+  if (startTime) params.set("startTime", stampOf(startTime));
+  if (endTime) params.set("endTime", stampOf(endTime));
+  return params;
 }

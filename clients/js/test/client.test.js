@@ -225,6 +225,10 @@ describe("against a hub", () => {
     for await (const event of client.search(undefined, { streams: "js-search-*", pageSize: 1, limit: 2 })) two.push(event);
     assert.equal(two.length, 2);
     await assert.rejects(client.search("type ==").next(), (error) => error instanceof HubError && error.code === "INVALID_FILTER");
+    const report = await client.runAnalytics({ streams: "js-search-*", bucket: "day" });
+    assert.equal(report.runs.total, 2);
+    assert.deepEqual(report.failingCommands.map((f) => [f.commandName, f.errorCode, f.count]), [["click_pay", "TIMEOUT", 1]]);
+    await assert.rejects(client.widget(0), (error) => error instanceof HubError && error.code === "WIDGET_NOT_FOUND");
   });
 
   test("a bad publish is a HubError with the hub's code", async () => {

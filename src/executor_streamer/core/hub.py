@@ -55,6 +55,7 @@ from .idempotency import RecentPublishes
 from .lifecycle import LifecycleCallbacks, LifecycleNotifier
 from .memory_budget import MemoryBudget
 from .publisher import StreamPublisher
+from .run_analytics import RunAnalytics
 from .search import RunSearch
 from .stream_history import StreamHistory
 from .streams import Stream, StreamManager
@@ -100,6 +101,8 @@ class ExecutorStreamer:
         self.analytics = StreamAnalytics(self.streams, self.clients, self.counters, self.history)
         self.runs = RunSearch(self.streams, self.storage, self.config.limits.max_expression_length)
         """Search across runs (docs/query.md)."""
+        self.run_analytics = RunAnalytics(self.runs, self.config.viewer.dashboard.widgets)
+        """Run analytics and dashboard widgets (docs/query.md)."""
         shared = self.streams.shared
         self.all_hubs = (
             None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -24,7 +25,7 @@ from ..security.scope import Scope, pattern_matches
 from ..types.enums import StreamEventType
 from .expressions import Expression, compile_expression
 from .stream_history import EVALUATED_PER_TURN
-from .streams import StreamManager
+from .streams import Stream, StreamManager
 
 SEARCH_LIMIT = 100
 SEARCH_LIMIT_MAX = 1000
@@ -93,6 +94,59 @@ class RunSearch:
                 return SearchPage(page, encode_cursor(batch.last))
             query = replace(query, before=batch.last)
 
+    async def streams_for(self, scope: Scope, pattern: str | None) -> list[tuple[Stream, bool]]:
+        """The streams ``scope`` may subscribe to whose workflow session id ``pattern``
+        matches (all, if None), each with whether that is every stream the hub knows
+        and the caller may read any."""
+        await self._streams.sync_registry()  # hubs sharing a backend search every hub's runs
+        every = list(self._streams)
+        chosen = [
+            s
+            for s in every
+            if scope.may_subscribe(s.workflow_session_id)
+            and (pattern is None or pattern_matches(pattern, s.workflow_session_id))
+        ]
+        whole = len(chosen) == len(every) and scope.may_subscribe_all()
+        return [(s, whole) for s in chosen]
+
+    async def every(
+        self,
+        streams: Sequence[Stream],
+        types: frozenset[StreamEventType] | None,
+        start_ms: int | None,
+        end_ms: int | None,
+        expression: Expression | None = None,
+    ) -> AsyncIterator[EventRecord]:
+        """Every event of ``streams`` of these types in these times, newest first, for
+        analytics: read a batch at a time, other tasks getting a turn between them."""
+        if not streams or types == frozenset():
+            return
+        if expression is not None:
+            streams = [
+                s
+                for s in streams
+                if expression.may_match(streamId=s.id, sessionId=s.workflow_session_id)
+            ]
+            types = _possible_types(expression, types)
+        query: SearchQuery | None = SearchQuery(
+            limit=BATCH,
+            stream_ids=frozenset(s.id for s in streams),
+            event_types=types,
+            start_ms=start_ms,
+            end_ms=end_ms,
+        )
+        evaluated = 0
+        while query is not None:
+            batch = await self._storage.search(query)
+            for found in batch.found:
+                if expression is None or expression.matches(found.record):
+                    yield found.record
+                evaluated += 1
+                if evaluated % EVALUATED_PER_TURN == 0:
+                    await asyncio.sleep(0)
+            drop_views(f.record for f in batch.found)
+            query = None if batch.last is None else replace(query, before=batch.last)
+
     async def _query(
         self,
         scope: Scope,
@@ -101,34 +155,39 @@ class RunSearch:
         before: SearchKey | None,
     ) -> SearchQuery | None:
         """What to ask the backend, or None when no event can match."""
-        await self._streams.sync_registry()  # hubs sharing a backend search every hub's runs
-        every = [(s.id, s.workflow_session_id) for s in self._streams]
-        chosen = [
-            (sid, wf)
-            for sid, wf in every
-            if scope.may_subscribe(wf)
-            and (request.streams is None or pattern_matches(request.streams, wf))
-        ]
-        if expression is not None:
-            chosen = [(s, wf) for s, wf in chosen if expression.may_match(streamId=s, sessionId=wf)]
+        chosen = await self.streams_for(scope, request.streams)
+        whole = bool(chosen) and chosen[0][1]
+        streams = [s for s, _ in chosen]
         types: frozenset[StreamEventType] | None = None
         if expression is not None:
-            types = frozenset(t for t in StreamEventType if expression.may_match(type=t.value))
-            if len(types) == len(StreamEventType):
-                types = None
-        if not chosen or types == frozenset():
+            streams = [
+                s
+                for s in streams
+                if expression.may_match(streamId=s.id, sessionId=s.workflow_session_id)
+            ]
+            types = _possible_types(expression, None)
+        if not streams or types == frozenset():
             return None
         start = None if request.start_time is None else millis_of(request.start_time)
         end = None if request.end_time is None else millis_of(request.end_time)
         return SearchQuery(
             limit=BATCH if expression is not None else request.limit,
-            stream_ids=frozenset(s for s, _ in chosen),
-            all_streams=len(chosen) == len(every) and scope.may_subscribe_all(),
+            stream_ids=frozenset(s.id for s in streams),
+            all_streams=whole and len(streams) == len(chosen),
             event_types=types,
             start_ms=start,
             end_ms=end,
             before=before,
         )
+
+
+def _possible_types(
+    expression: Expression, within: frozenset[StreamEventType] | None
+) -> frozenset[StreamEventType] | None:
+    """The types of event ``expression`` may match (None: any), within ``within``."""
+    candidates = StreamEventType if within is None else within
+    types = frozenset(t for t in candidates if expression.may_match(type=t.value))
+    return None if within is None and len(types) == len(StreamEventType) else types
 
 
 def encode_cursor(key: SearchKey) -> str:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
+from ..core.run_analytics import Bucket, Window
 from ..core.search import SEARCH_LIMIT, SEARCH_LIMIT_MAX, SearchRequest
 from ..errors import InvalidInput
 from ..security.scope import parse_pattern
@@ -52,6 +53,42 @@ async def search(
     )
     body = json_list("events", page.records, nextCursor=page.next_cursor)
     return Response(body, media_type="application/json")
+
+
+BUCKET = "Runs over time counted by hour or by day (UTC)"
+RANGE = "Default: the 24 hours before endTime (before now)"
+
+
+@router.get("/analytics/runs", responses=ERRORS, summary="Run outcomes, failures and durations")
+async def run_analytics(
+    request: Request,
+    caller: Caller,
+    start_time: Annotated[Timestamp | None, Query(alias="startTime", description=RANGE)] = None,
+    end_time: Annotated[Timestamp | None, Query(alias="endTime")] = None,
+    streams: Annotated[str | None, Query(description=STREAMS, max_length=129)] = None,
+    bucket: Annotated[Bucket, Query(description=BUCKET)] = "hour",
+) -> Response:
+    window = Window.of(start_time, end_time, bucket)
+    pattern = None if streams is None else parse_pattern(streams, "query.streams")
+    return _json(await hub_of(request).run_analytics.runs(caller.scope, window, pattern))
+
+
+@router.get("/analytics/widgets/{index}", responses=ERRORS, summary="A configured dashboard widget")
+async def widget(
+    request: Request,
+    caller: Caller,
+    index: Annotated[int, Path(ge=0, le=1000)],
+    start_time: Annotated[Timestamp | None, Query(alias="startTime", description=RANGE)] = None,
+    end_time: Annotated[Timestamp | None, Query(alias="endTime")] = None,
+) -> Response:
+    window = Window.of(start_time, end_time)
+    return _json(await hub_of(request).run_analytics.widget(caller.scope, index, window))
+
+
+@router.get("/analytics/widgets", responses=ERRORS, summary="The configured dashboard widgets")
+async def widgets(request: Request, _: Caller) -> Response:
+    configured = hub_of(request).config.viewer.dashboard.widgets
+    return _json([w.to_wire() for w in configured])
 
 
 def _json(payload: object) -> Response:

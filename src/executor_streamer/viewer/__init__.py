@@ -1,5 +1,5 @@
 """The live viewer (docs/viewer.md): the hub's own page for watching runs, at ``/`` (the
-run list) and ``/view/{id}`` (one run).
+run list), ``/view/{id}`` (one run) and ``/dashboard`` (run analytics, docs/query.md).
 
 Static files only, written as plain ES modules: nothing is built at install or run time.
 The page stands on the JavaScript SDK (``clients/js``), served at ``/viewer/client.js``
@@ -18,7 +18,12 @@ STATIC = Path(__file__).parent / "static"
 # it is read where it lives.
 _SDK_COPY = STATIC / "client.js"
 _SDK_SOURCE = Path(__file__).parents[3] / "clients" / "js" / "src" / "index.js"
-_FILES = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
+_FILES = {
+    "app.js": "text/javascript",
+    "dashboard.js": "text/javascript",
+    "style.css": "text/css",
+    "favicon.svg": "image/svg+xml",
+}
 _HEADERS = {
     "cache-control": "no-cache",
     # Only the hub's own files run, talk and draw here (screenshots fetched with a token
@@ -51,6 +56,11 @@ async def run_list() -> Response:
 
 @router.get("/view/{ref}")
 async def run_view(ref: str) -> Response:
+    return _page()
+
+
+@router.get("/dashboard")
+async def run_dashboard() -> Response:
     return _page()
 
 

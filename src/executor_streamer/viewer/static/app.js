@@ -2,6 +2,7 @@
 // event carries is shown as text (textContent), never parsed as HTML.
 
 import { EVENT_TYPES, HubError, createClient } from "/viewer/client.js";
+import { dashboard } from "/viewer/dashboard.js";
 
 const ROW_HEIGHT = 28;
 const OVERSCAN = 10;
@@ -86,7 +87,7 @@ async function runList() {
   });
   const problem = el("span", { id: "run-search-problem", class: "search-problem", role: "status" });
   const form = el("form", { class: "run-search" }, where, el("button", { type: "submit" }, "Find runs"), problem);
-  main.replaceChildren(form, table);
+  main.replaceChildren(el("nav", { class: "dashboard-nav" }, el("a", { href: "/dashboard" }, "Dashboard")), form, table);
   let expression = "";
   let timer;
   let generation = 0; // a refresh answered after a newer search began draws nothing
@@ -519,6 +520,8 @@ async function openRun(ref) {
 
 if (location.pathname.startsWith("/view/")) {
   openRun(decodeURIComponent(location.pathname.slice("/view/".length)));
+} else if (location.pathname === "/dashboard") {
+  dashboard({ main, title, client, el, showProblem });
 } else {
   runList();
 }
