@@ -70,6 +70,7 @@ bench: $(STAMP) bench/fanout/node_modules
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/collector.py
 	$(BIN)/python bench/fanout_core.py
+	$(BIN)/python bench/search.py
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/multinode.py
 	$(BIN)/python bench/connections.py

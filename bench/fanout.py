@@ -71,9 +71,11 @@ RATIOS = [
     ("hub-ws", "ws-peer"),
     ("hub-ws-batch-auth", "hub-ws-batch"),
     ("hub-sse-auth", "hub-sse"),
+    ("hub-ws-batch-expression", "hub-ws-batch-types"),
+    ("hub-ws-batch-expressions", "hub-ws-batch-types"),
 ]
 """(target, reference): capacity ratios the targets are stated in (auth on within 10 % of
-auth off: docs/security.md)."""
+auth off: docs/security.md; expression filters beside type filters: docs/query.md)."""
 SECRET = "fanout-benchmark-secret-" + "b" * 32
 HUB_ENV = {
     # Subscribers of a run may linger a moment on the server the next run reuses.
@@ -97,6 +99,9 @@ class Target:
     ready_path: str
     env: dict[str, str] = field(default_factory=dict)
     authenticated: bool = False
+    filter: str | None = None
+    """What each subscriber filters by (``loadgen.mjs``'s FILTERS), all matching every
+    event: ``types``, ``expression`` (one text for all) or ``expressions`` (one each)."""
 
 
 def targets() -> list[Target]:
@@ -112,6 +117,22 @@ def targets() -> list[Target]:
             "/readyz",
             AUTH_ENV,
             authenticated=True,
+        ),
+        *(
+            Target(
+                f"hub: WebSocket, batched, {name}",
+                f"hub-ws-batch-{kind}",
+                "hub-ws-batch",
+                hub,
+                "/readyz",
+                HUB_ENV,
+                filter=kind,
+            )
+            for kind, name in (
+                ("types", "a type filter each"),
+                ("expression", "one expression for all"),
+                ("expressions", "an expression each"),
+            )
         ),
         Target("hub: WebSocket", "hub-ws", "hub-ws", hub, "/readyz", HUB_ENV),
         Target("hub: SSE", "hub-sse", "hub-sse", hub, "/readyz", HUB_ENV),
@@ -182,6 +203,8 @@ def run_load(target: Target, base: str, server_pid: int, rate: int, args: Any) -
         "rate": rate,
         "seconds": args.seconds,
     }
+    if target.filter is not None:
+        spec["filter"] = target.filter
     if target.authenticated:
         # Admin: the load generator creates the stream, publishes and subscribes.
         spec["token"] = mint_token(SECRET, "fanout-bench", Scope(admin=True), 3600)

@@ -3,6 +3,8 @@
 //
 //   node loadgen.mjs '{"kind":"hub-ws-batch","base":"http://127.0.0.1:3001",
 //                      "stream":"bench-1","subscribers":100,"rate":1000,"seconds":4}'
+// (optional: "filter": "types" | "expression" | "expressions", what each hub WebSocket
+// subscriber filters by).
 //
 // With "token" in the spec (a hub with authentication on), every request and WebSocket
 // upgrade carries it as `Authorization: Bearer`. With "subscriberBases" (several hubs on
@@ -29,6 +31,15 @@ const wsBase = base.replace(/^http/, "ws");
 const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
 const now = () => performance.timeOrigin + performance.now();
 const hub = kind.startsWith("hub-");
+// "filter" (hub WebSocket kinds): what each subscriber filters by. Every filter matches
+// every event published, so every subscriber still takes every event: the difference in
+// server CPU per delivery is what evaluating the filter costs.
+const FILTERS = {
+  types: () => [{ eventTypes: ["STATUS"] }],
+  expression: () => [{ expression: 'type == "STATUS" && data.statusType == "bench"' }],
+  expressions: (i) => [{ expression: `data.statusType == "bench" && metadata.n > -${i + 1}.0` }],
+};
+let subscriberIndex = 0;
 
 // -- what every subscriber records -------------------------------------------------------
 
@@ -122,7 +133,8 @@ function hubWebSocket(tally, batch, from = base) {
       const text = data.toString();
       if (tally.ready) return tally.scan(text);
       if (text.includes('"connection_ack"')) {
-        ws.send(JSON.stringify({ type: "subscribe", streamId: stream, batch }));
+        const filters = spec.filter ? FILTERS[spec.filter](subscriberIndex++) : undefined;
+        ws.send(JSON.stringify({ type: "subscribe", streamId: stream, batch, filters }));
       } else if (text.includes('"subscribed"')) {
         tally.ready = true;
         resolve(() => ws.terminate());

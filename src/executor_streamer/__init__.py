@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         TooManyStreams,
         Unauthorized,
         UnsupportedMediaType,
+        WidgetNotFound,
     )
     from .history.base import HistoryPage
     from .logs import configure_logging
@@ -128,6 +129,7 @@ __all__ = [
     "TooManyStreams",
     "Unauthorized",
     "UnsupportedMediaType",
+    "WidgetNotFound",
     "__version__",
     "configure_logging",
     "create_app",
@@ -167,6 +169,7 @@ _EXPORTS: dict[str, str] = {
     "ReplayNotAllowed": ".errors",
     "ScreenshotInfo": ".types",
     "ScreenshotNotFound": ".errors",
+    "WidgetNotFound": ".errors",
     "SessionStatus": ".types",
     "SlowConsumer": ".errors",
     "StorageUnavailable": ".errors",

@@ -99,18 +99,22 @@ class RunAnalytics:
     async def runs(self, scope: Scope, window: Window, pattern: str | None) -> dict[str, Any]:
         """``GET /api/analytics/runs``: outcomes, runs over time, failing commands, action
         durations and the slowest runs, over the runs active in ``window``."""
-        streams = [
-            s
-            for s, _ in await self._search.streams_for(scope, pattern)
+        visible = await self._search.streams_for(scope, pattern)
+        active = [
+            (s, whole)
+            for s, whole in visible
             if s.created_at <= window.end and s.last_activity >= window.start
         ]
+        if len(active) < len(visible):  # a stream list, not "every stream", to the backend
+            active = [(s, False) for s, _ in active]
+        streams = [s for s, _ in active]
         end_ms = millis_of(window.end)
         outcome: dict[str, tuple[str, datetime]] = {}  # stream id -> (outcome, when)
         actions: dict[tuple[str, str], str] = {}  # (stream id, command id) -> action
         ends: list[dict[str, Any]] = []
         # Newest first: a stream's first workflow STATUS met is its last one.
         types = frozenset({StreamEventType.STATUS, StreamEventType.COMMAND_STARTED, *_COMMAND_ENDS})
-        async for record in self._search.every(streams, types, None, end_ms):
+        async for record in self._search.every(active, types, None, end_ms):
             event = orjson.loads(record.payload)
             data = event["data"]
             if record.type is StreamEventType.STATUS:
@@ -137,7 +141,7 @@ class RunAnalytics:
             )
         widget, expression = self._widgets[index], self._filters[index]
         window = Window.of(window.start, window.end, widget.bucket)
-        streams = [s for s, _ in await self._search.streams_for(scope, None)]
+        streams = await self._search.streams_for(scope, None)
         events = self._search.every(
             streams, None, millis_of(window.start), millis_of(window.end), expression
         )

@@ -111,26 +111,30 @@ class RunSearch:
 
     async def every(
         self,
-        streams: Sequence[Stream],
+        streams: Sequence[tuple[Stream, bool]],
         types: frozenset[StreamEventType] | None,
         start_ms: int | None,
         end_ms: int | None,
         expression: Expression | None = None,
     ) -> AsyncIterator[EventRecord]:
-        """Every event of ``streams`` of these types in these times, newest first, for
-        analytics: read a batch at a time, other tasks getting a turn between them."""
+        """Every event of ``streams`` (as :meth:`streams_for` gives them) of these types
+        in these times, newest first, for analytics: read a batch at a time, other tasks
+        getting a turn between them."""
         if not streams or types == frozenset():
             return
+        whole = streams[0][1]
+        chosen = [s for s, _ in streams]
         if expression is not None:
-            streams = [
+            chosen = [
                 s
-                for s in streams
+                for s in chosen
                 if expression.may_match(streamId=s.id, sessionId=s.workflow_session_id)
             ]
             types = _possible_types(expression, types)
         query: SearchQuery | None = SearchQuery(
             limit=BATCH,
-            stream_ids=frozenset(s.id for s in streams),
+            stream_ids=frozenset(s.id for s in chosen),
+            all_streams=whole and len(chosen) == len(streams),
             event_types=types,
             start_ms=start_ms,
             end_ms=end_ms,

@@ -176,15 +176,25 @@ def search_statement(query: SearchQuery) -> Select[Any] | None:
     """The events :class:`SearchQuery` asks for, newest first; None when none can match.
     Served by ``es_events_by_recency`` or, for given types, ``es_events_by_type_recency``."""
     where: list[ColumnElement[bool]] = []
+    # Rows must come off an index in key order, newest first, so that LIMIT stops the
+    # read: es_events_by_recency, or es_events_by_type_recency for a single type. A
+    # condition that another index could serve (the stream list, several types) would
+    # tempt the planner into reading every row it selects and sorting them, for every
+    # batch; written as an expression (``column || ''``) it is checked on the way instead.
     if not query.all_streams:
         if not query.stream_ids:
             return None
-        if len(query.stream_ids) <= MAX_LISTED_STREAMS:
-            where.append(events.c.stream_id.in_(sorted(query.stream_ids)))
+        if len(query.stream_ids) == 1:  # one run: its own rows, by es_events_by_time
+            where.append(events.c.stream_id == next(iter(query.stream_ids)))
+        elif len(query.stream_ids) <= MAX_LISTED_STREAMS:
+            where.append(_unindexed(events.c.stream_id).in_(sorted(query.stream_ids)))
     if query.event_types is not None:
         if not query.event_types:
             return None
-        where.append(events.c.type.in_(sorted(t.value for t in query.event_types)))
+        types = sorted(t.value for t in query.event_types)
+        where.append(
+            events.c.type == types[0] if len(types) == 1 else _unindexed(events.c.type).in_(types)
+        )
     if query.start_ms is not None:
         where.append(events.c.ts_ms >= query.start_ms)
     if query.end_ms is not None:
@@ -199,6 +209,10 @@ def search_statement(query: SearchQuery) -> Select[Any] | None:
         .order_by(events.c.ts_ms.desc(), events.c.seq.desc(), events.c.stream_id.desc())
         .limit(query.limit)
     )
+
+
+def _unindexed(column: Column[str]) -> ColumnElement[str]:
+    return column.op("||", return_type=String)("")
 
 
 def compiled(engine: AsyncEngine, statement: Any, table: Table) -> str:
