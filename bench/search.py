@@ -214,7 +214,7 @@ async def measure(backend: str, url: str, runs: int, per_run: int) -> dict[str, 
             lambda: hub.run_analytics.runs(ADMIN, window, None), repeat=3
         )
         widget_ms, figure = await median_ms(
-            lambda: hub.run_analytics.widget(ADMIN, 0, window), repeat=3
+            lambda: hub.run_analytics.widget(ADMIN, 0, None, None), repeat=3
         )
     finally:
         await hub.stop()

@@ -31,7 +31,6 @@ from executor_streamer import (
     StreamerError,
 )
 from executor_streamer.backends import storage_for
-from executor_streamer.core.run_analytics import Window
 from executor_streamer.logs import configure_logging
 from executor_streamer.security import Scope, mint_token
 from executor_streamer.server import create_app
@@ -358,7 +357,7 @@ async def long_expression(config: ExecutorStreamerConfig) -> object:
 async def dashboard_widgets(config: ExecutorStreamerConfig) -> object:
     async with running(config) as hub:
         await hub.publisher.publish_status("wf-1", "step", "one")
-        return await outcome(hub.run_analytics.widget(Scope(admin=True), 0, Window.of(None, None)))
+        return await outcome(hub.run_analytics.widget(Scope(admin=True), 0, None, None))
 
 
 async def screenshot(config: ExecutorStreamerConfig) -> object:

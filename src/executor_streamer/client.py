@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Self
 
 import httpx
@@ -276,8 +276,13 @@ class HubClient(PublishApi):
 
 
 def _range(start_time: datetime | None, end_time: datetime | None) -> dict[str, str]:
+    """Time bounds as the hub reads them; a datetime without a zone is UTC, as on the hub."""
     names = (("startTime", start_time), ("endTime", end_time))
-    return {name: format_timestamp(moment) for name, moment in names if moment is not None}
+    return {
+        name: format_timestamp(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+        for name, moment in names
+        if moment is not None
+    }
 
 
 class _BearerAuth(httpx.Auth):

@@ -4,6 +4,7 @@ read fresh for every evaluation."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -404,3 +405,17 @@ def test_may_match_rules_out_what_the_expression_excludes() -> None:
     assert either.may_match(type="REASONING")  # data could still make it true
     assert compile_expression('!(type == "STATUS")').may_match(type="ERROR")
     assert not compile_expression('!(type == "STATUS")').may_match(type="STATUS")
+
+
+def test_a_costly_probe_disables_its_expression() -> None:
+    """A search probes an expression once per stream (``may_match``): a probe over the
+    CPU limit disables the expression as an evaluation would, so a thousand streams do
+    not each pay for it, and the text is refused from then on."""
+    text = 'sessionId.matches("\\\\pL{100}\\\\pL{100}\\\\pL{100}") && type == "STATUS"'
+    expression = compile_expression(text)
+    started = time.thread_time()
+    answers = [expression.may_match(sessionId=f"wf-{n}", streamId="s") for n in range(50)]
+    assert answers == [False] * 50 and expression.costly is not None
+    assert time.thread_time() - started < 5  # one costly probe, not fifty
+    with pytest.raises(InvalidFilter, match="too costly"):
+        compile_expression(text)

@@ -192,27 +192,32 @@ async def test_scope_pattern_and_window(make_hub: HubMaker) -> None:
 async def test_widgets_from_config(make_hub: HubMaker) -> None:
     hub = await make_hub()
     await corpus(hub)
-    window = Window.of(None, None)
-    assert await hub.run_analytics.widget(ADMIN, 0, window) == {
+    assert await hub.run_analytics.widget(ADMIN, 0, None, None) == {
         "title": "TIMEOUT failures",
         "kind": "counter",
         "value": 2,
     }
-    series = await hub.run_analytics.widget(ADMIN, 1, window)
+    series = await hub.run_analytics.widget(ADMIN, 1, None, None)
     assert series["kind"] == "timeseries" and len(series["series"]) == 25
     assert series["series"][-1]["value"] == 2 and sum(b["value"] for b in series["series"]) == 2
-    assert (await hub.run_analytics.widget(ADMIN, 2, window))["rows"] == [
+    assert (await hub.run_analytics.widget(ADMIN, 2, None, None))["rows"] == [
         {"key": "CLICK", "count": 3},
         {"key": "NAVIGATE", "count": 2},
     ]
-    table = await hub.run_analytics.widget(Scope(subscribe=("r-*",)), 3, window)
+    table = await hub.run_analytics.widget(Scope(subscribe=("r-*",)), 3, None, None)
     assert table == {
         "title": "Failing commands",
         "kind": "table",
         "rows": [{"key": "click_pay", "count": 2}],
     }
     with pytest.raises(WidgetNotFound):
-        await hub.run_analytics.widget(ADMIN, 4, window)
+        await hub.run_analytics.widget(ADMIN, 4, None, None)
+    # a day-bucket widget over 90 days (2,160 hours: too many for hourly buckets)
+    quarter = await hub.run_analytics.widget(ADMIN, 3, datetime.now(UTC) - timedelta(days=90), None)
+    assert quarter["rows"] == [
+        {"key": "click_pay", "count": 2},
+        {"key": "type_name", "count": 1},
+    ]
 
 
 def test_a_widget_that_does_not_compile_stops_the_hub() -> None:

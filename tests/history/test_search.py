@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from executor_streamer.history import HistoryStore, StreamWrite
+from executor_streamer.history import HistoryStore, StreamWrite, sql_tables
 from executor_streamer.history.records import EventRecord
 from executor_streamer.history.search import SearchKey, SearchQuery, millis_of
 from executor_streamer.types import StreamConfig, StreamEvent
@@ -150,3 +150,23 @@ async def test_search_of_unknown_or_no_streams_is_empty(make_store: StoreFactory
     for ids in (frozenset(), frozenset({"nope"})):
         batch = await store.search(SearchQuery(limit=10, stream_ids=ids))
         assert batch.found == [] and batch.last is None
+
+
+@pytest.mark.parametrize("shape", QUERIES, ids=[str(i) for i in range(len(QUERIES))])
+async def test_sql_reads_many_streams_in_slices(
+    make_store: StoreFactory, shape: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past FEW_STREAMS the SQL backends name the streams in one statement per slice of
+    MAX_LISTED_STREAMS and merge (4 streams in slices of 3 here): the same pages."""
+    monkeypatch.setattr(sql_tables, "FEW_STREAMS", 1)
+    monkeypatch.setattr(sql_tables, "MAX_LISTED_STREAMS", 3)
+    store = await make_store(100)
+    written = await corpus(store)
+    base = millis_of(T0)
+    fields = dict(shape)
+    for bound in ("start_ms", "end_ms"):
+        if bound in fields:
+            fields[bound] = base + int(fields[bound])  # type: ignore[call-overload]
+    stream_ids = fields.pop("stream_ids", frozenset(STREAMS))
+    query = SearchQuery(limit=5, stream_ids=stream_ids, **fields)  # type: ignore[arg-type]
+    assert await every_page(store, query) == expected(written, query)

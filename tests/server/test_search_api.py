@@ -3,6 +3,7 @@ without authentication, one hub and two hubs on Redis; the Python SDK's ``search
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -170,3 +171,32 @@ async def test_run_analytics_and_widgets_over_http(make_server: ServerFactory) -
         assert (await client.run_analytics())["runs"]["total"] == 3
         assert (await client.run_analytics(streams="team-b:*"))["runs"]["total"] == 1
         assert (await client.widget(0))["value"] == 2
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        f"{10**30}:1:str_x",  # past any stamp a backend holds
+        "5:0:str_x",  # seqs start at 1
+        "5:-3:str_x",
+        f"5:{2**63}:str_x",
+        "-1:1:str_x",
+        "5:1:" + "x" * 65,
+    ],
+)
+async def test_a_forged_cursor_is_a_422(served: Served, cursor: str) -> None:
+    await served.publish("wf-1", status(1))
+    encoded = base64.urlsafe_b64encode(cursor.encode()).decode().rstrip("=")
+    response = await served.http.get("/api/search", params={"cursor": encoded[:400]})
+    assert response.status_code == 422 and "query.cursor" in response.text
+
+
+async def test_bounds_at_the_ends_of_time_are_answered(served: Served) -> None:
+    await served.publish("wf-1", status(1))
+    for params in (
+        {"endTime": "9999-12-31T23:59:59.999Z"},
+        {"startTime": "0001-01-01T00:00:00Z"},
+    ):
+        response = await served.http.get("/api/search", params=params)
+        assert response.status_code == 200, response.text
+        assert len(response.json()["events"]) == 1

@@ -114,10 +114,17 @@ class Expression:
         if self.costly is not None:
             return False
         bound = {("event.type" if name == "type" else name): value for name, value in known.items()}
+        started = thread_time()
         try:
             value = self._program.eval(_ENV.Activation(bound))
         except RuntimeError:
             return True
+        finally:
+            spent = thread_time() - started
+            if spent > COSTLY_SECONDS:  # a search probes once per stream: never let it pile up
+                self._disable(spent, COSTLY_SECONDS, None)
+        if self.costly is not None:
+            return False
         return not (value.type() == _T.BOOL and value.value() is False)
 
     def _evaluate(self, view: _View, record: EventRecord) -> bool:
@@ -131,13 +138,17 @@ class Expression:
         spent = thread_time() - started
         allowed = COSTLY_SECONDS + COSTLY_SECONDS_PER_MIB * len(record.payload) / (1 << 20)
         if spent > allowed:
-            self.costly = (
-                f"too costly: one evaluation took {spent * 1000:.0f} ms of CPU "
-                f"(allowed: {allowed * 1000:.0f} ms for an event of {len(record.payload)} bytes)"
-            )
-            _log.warning("filter_expression_disabled", expression=self.text[:200], why=self.costly)
+            self._disable(spent, allowed, len(record.payload))
             return False
         return answer
+
+    def _disable(self, spent: float, allowed: float, size: int | None) -> None:
+        what = "" if size is None else f" for an event of {size} bytes"
+        self.costly = (
+            f"too costly: one evaluation took {spent * 1000:.0f} ms of CPU "
+            f"(allowed: {allowed * 1000:.0f} ms{what})"
+        )
+        _log.warning("filter_expression_disabled", expression=self.text[:200], why=self.costly)
 
 
 class _View:

@@ -8,6 +8,7 @@ is done here, the same on every backend.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from ..history.search import millis_of
 from ..security.scope import Scope
 from ..types.base import format_timestamp
 from ..types.enums import SessionStatus, StreamEventType
-from .expressions import compile_expression
+from .expressions import Expression, compile_expression
 from .search import RunSearch
 from .streams import Stream
 
@@ -36,6 +37,10 @@ EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)
 LATEST = datetime(9998, 12, 31, tzinfo=UTC)
 """Analytics ranges stay within these, far from the ends of Python's dates (a default
 start a day before ``endTime=0001-01-01`` was an OverflowError)."""
+AT_ONCE = 2
+"""Analytics computations a hub runs at the same time; more wait their turn. Each reads
+many events (docs/query.md, "Costs and limits"): open dashboards must not take every
+database connection and the event loop's time from the live streams."""
 TOP_ROWS = 10
 TABLE_ROWS = 50
 WORKFLOW = "workflow"
@@ -88,6 +93,7 @@ class Window:
 class RunAnalytics:
     def __init__(self, search: RunSearch, widgets: Sequence[WidgetConfig]) -> None:
         self._search = search
+        self._turns = asyncio.Semaphore(AT_ONCE)
         self._widgets = list(widgets)
         self._filters = []
         for n, widget in enumerate(widgets):
@@ -99,6 +105,10 @@ class RunAnalytics:
     async def runs(self, scope: Scope, window: Window, pattern: str | None) -> dict[str, Any]:
         """``GET /api/analytics/runs``: outcomes, runs over time, failing commands, action
         durations and the slowest runs, over the runs active in ``window``."""
+        async with self._turns:
+            return await self._runs(scope, window, pattern)
+
+    async def _runs(self, scope: Scope, window: Window, pattern: str | None) -> dict[str, Any]:
         visible = await self._search.streams_for(scope, pattern)
         active = [
             (s, whole)
@@ -133,14 +143,23 @@ class RunAnalytics:
             "slowestRuns": _slowest(streams, outcome),
         }
 
-    async def widget(self, scope: Scope, index: int, window: Window) -> dict[str, Any]:
-        """``GET /api/analytics/widgets/{index}``: the widget's figure over ``window``."""
+    async def widget(
+        self, scope: Scope, index: int, start: datetime | None, end: datetime | None
+    ) -> dict[str, Any]:
+        """``GET /api/analytics/widgets/{index}``: the widget's figure from ``start`` to
+        ``end`` (by default the 24 hours before now), in the widget's own buckets."""
         if not 0 <= index < len(self._widgets):
             raise WidgetNotFound(
                 f"no widget {index}: {len(self._widgets)} configured", {"index": index}
             )
         widget, expression = self._widgets[index], self._filters[index]
-        window = Window.of(window.start, window.end, widget.bucket)
+        window = Window.of(start, end, widget.bucket)
+        async with self._turns:
+            return await self._figure(scope, widget, expression, window)
+
+    async def _figure(
+        self, scope: Scope, widget: WidgetConfig, expression: Expression, window: Window
+    ) -> dict[str, Any]:
         streams = await self._search.streams_for(scope, None)
         events = self._search.every(
             streams, None, millis_of(window.start), millis_of(window.end), expression

@@ -20,9 +20,10 @@ from datetime import datetime
 from ..errors import InvalidInput
 from ..history.base import HistoryStore
 from ..history.records import EventRecord, drop_views
-from ..history.search import SearchKey, SearchQuery, millis_of
+from ..history.search import MAX_MILLIS, SearchKey, SearchQuery, millis_of
 from ..security.scope import Scope, pattern_matches
 from ..types.enums import StreamEventType
+from ..types.filters import MAX_SEQ
 from .expressions import Expression, compile_expression
 from .stream_history import EVALUATED_PER_TURN
 from .streams import Stream, StreamManager
@@ -106,7 +107,9 @@ class RunSearch:
             if scope.may_subscribe(s.workflow_session_id)
             and (pattern is None or pattern_matches(pattern, s.workflow_session_id))
         ]
-        whole = len(chosen) == len(every) and scope.may_subscribe_all()
+        # "Every stream" only when no pattern narrows it: a stream created meanwhile (on
+        # another hub, say) must not slip past a pattern the statement no longer names.
+        whole = len(chosen) == len(every) and scope.may_subscribe_all() and pattern in (None, "*")
         return [(s, whole) for s in chosen]
 
     async def every(
@@ -204,8 +207,12 @@ def decode_cursor(cursor: str) -> SearchKey:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         millis, seq, stream_id = text.split(":", 2)
-        if stream_id and stream_id.isascii():
-            return int(millis), int(seq), stream_id
+        key = int(millis), int(seq), stream_id
+        # Within what events can carry (a seq from 1, a stamp from 1970 to 9999), so no
+        # backend meets a number it cannot hold.
+        readable = stream_id.isascii() and 0 < len(stream_id) <= 64
+        if readable and 0 <= key[0] <= MAX_MILLIS and 1 <= key[1] <= MAX_SEQ:
+            return key
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
     raise InvalidInput.single("query.cursor", "is not a cursor from a previous page")

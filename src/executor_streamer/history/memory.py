@@ -27,7 +27,7 @@ from .base import (
 )
 from .records import EventRecord, Predicate, history_predicate
 from .ring import EventRing, StoredEvent, record_of, stored
-from .search import SEARCH_CHUNK, SearchBatch, SearchQuery, moment_of, search_streams
+from .search import MAX_MILLIS, SEARCH_CHUNK, SearchBatch, SearchQuery, moment_of, search_streams
 
 EVENT_OVERHEAD = 200
 """Bytes a retained event costs besides its payload: its tuple, seq, timestamp, the
@@ -152,7 +152,11 @@ class MemoryHistory:
         top = query.end_ms
         if query.before is not None:
             top = query.before[0] if top is None else min(top, query.before[0])
-        high = len(ring) if top is None else ring.index_of_time(moment_of(top + 1))
+        high = (
+            len(ring)
+            if top is None or top >= MAX_MILLIS
+            else ring.index_of_time(moment_of(top + 1))
+        )
         entries = ring.copy(low, high)  # the ring may move while the search yields
         for stop in range(len(entries), 0, -SEARCH_CHUNK):
             yield [record_of(e) for e in reversed(entries[max(stop - SEARCH_CHUNK, 0) : stop])]

@@ -23,6 +23,8 @@ SearchKey = tuple[int, int, str]
 """``(timestamp in milliseconds since the epoch, seq, stream id)``."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_MILLIS = 253_402_300_799_999
+"""9999-12-31T23:59:59.999Z: the latest stamp a bound or a cursor may name."""
 SEARCH_CHUNK = 1000
 """Events a backend that holds streams apart reads of one stream at a time."""
 
@@ -109,22 +111,29 @@ async def search_streams(
             await asyncio.sleep(0)
             if done:
                 break
+    return merged(found, query.limit, any_full=len(found) >= query.limit)
+
+
+def merged(found: list[Found], limit: int, any_full: bool) -> SearchBatch:
+    """The newest ``limit`` of ``found``, gathered from parts that each gave all they hold
+    below the cursor or ``limit`` of it (``any_full``: one gave ``limit``, so more may lie
+    below what it gave)."""
     found.sort(key=lambda f: f.key, reverse=True)
-    if len(found) > query.limit:
-        del found[query.limit :]
+    if len(found) > limit:
+        del found[limit:]
         return SearchBatch(found, found[-1].key)
-    # Fewer than the limit from every stream together: each stream was read to its end
-    # or its start bound, or gave the limit (then the merged list exceeds it).
-    return SearchBatch(found, None if len(found) < query.limit else found[-1].key)
+    return SearchBatch(found, found[-1].key if any_full and found else None)
 
 
 __all__ = [
+    "MAX_MILLIS",
     "SEARCH_CHUNK",
     "ChunksNewestFirst",
     "Found",
     "SearchBatch",
     "SearchKey",
     "SearchQuery",
+    "merged",
     "millis_of",
     "moment_of",
     "search_streams",

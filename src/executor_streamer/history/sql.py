@@ -45,9 +45,8 @@ from .base import HistoryPage, ResumeRead, StoredScreenshot, StreamState, Stream
 from .blobs import BlobDirectory
 from .migrations import migrate
 from .records import EventRecord, Predicate
-from .search import Found, SearchBatch, SearchQuery
+from .search import Found, SearchBatch, SearchQuery, merged
 from .sql_tables import (
-    MAX_LISTED_STREAMS,
     compiled,
     conditions,
     delete_events,
@@ -59,7 +58,7 @@ from .sql_tables import (
     record_of_row,
     screenshot_insert,
     screenshots,
-    search_statement,
+    search_statements,
     state_of_row,
     state_row,
     stream_upsert,
@@ -298,24 +297,17 @@ class SqlHistory:
 
     @_storage_errors
     async def search(self, query: SearchQuery) -> SearchBatch:
-        statement = search_statement(query)
-        if statement is None:
-            return SearchBatch([], None)
+        found: list[Found] = []
+        full = False  # a statement gave its limit: more may lie below
         async with self._engine.connect() as connection:
-            rows = (await connection.execute(statement)).all()
-        if not rows:
-            return SearchBatch([], None)
-        listed = query.all_streams or len(query.stream_ids) <= MAX_LISTED_STREAMS
-        found = [
-            Found((int(row.ts_ms), int(row.seq), row.stream_id), record_of_row(row))
-            for row in rows
-            if listed or row.stream_id in query.stream_ids
-        ]
-        last = rows[-1]
-        more = len(rows) == query.limit
-        return SearchBatch(
-            found, (int(last.ts_ms), int(last.seq), last.stream_id) if more else None
-        )
+            for statement in search_statements(query):
+                rows = (await connection.execute(statement)).all()
+                full = full or len(rows) == query.limit
+                found += (
+                    Found((int(row.ts_ms), int(row.seq), row.stream_id), record_of_row(row))
+                    for row in rows
+                )
+        return merged(found, query.limit, full)
 
     @_storage_errors
     async def read_range(

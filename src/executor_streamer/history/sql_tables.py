@@ -168,29 +168,40 @@ def conditions(spec: HistoryFilter) -> list[ColumnElement[bool]]:
 
 
 MAX_LISTED_STREAMS = 10_000
-"""Stream ids a search names in its statement at most (PostgreSQL takes 32,767
-parameters): a search over more reads every stream's rows and keeps the caller's."""
+"""Stream ids one statement names at most (PostgreSQL takes 32,767 parameters): a search
+over more runs one statement per slice of them and merges the answers."""
+FEW_STREAMS = 16
+"""Up to this many streams, one statement per stream, each on that stream's own rows
+(``es_events_by_time``): a caller watching two old runs never walks the whole index."""
 
 
-def search_statement(query: SearchQuery) -> Select[Any] | None:
-    """The events :class:`SearchQuery` asks for, newest first; None when none can match.
-    Served by ``es_events_by_recency`` or, for given types, ``es_events_by_type_recency``."""
+def search_statements(query: SearchQuery) -> list[Select[Any]]:
+    """Statements whose answers, merged newest first, are the events ``query`` asks for
+    (each at most ``query.limit``); none when nothing can match."""
+    if query.event_types is not None and not query.event_types:
+        return []
+    if query.all_streams:
+        return [_search_statement(query, None)]
+    ids = sorted(query.stream_ids)
+    if len(ids) <= FEW_STREAMS:
+        return [_search_statement(query, [one]) for one in ids]
+    slices = range(0, len(ids), MAX_LISTED_STREAMS)
+    return [_search_statement(query, ids[at : at + MAX_LISTED_STREAMS]) for at in slices]
+
+
+def _search_statement(query: SearchQuery, stream_ids: list[str] | None) -> Select[Any]:
+    """Served by ``es_events_by_recency``, ``es_events_by_type_recency`` for one type, or
+    ``es_events_by_time`` for one stream."""
     where: list[ColumnElement[bool]] = []
     # Rows must come off an index in key order, newest first, so that LIMIT stops the
-    # read: es_events_by_recency, or es_events_by_type_recency for a single type. A
-    # condition that another index could serve (the stream list, several types) would
-    # tempt the planner into reading every row it selects and sorting them, for every
-    # batch; written as an expression (``column || ''``) it is checked on the way instead.
-    if not query.all_streams:
-        if not query.stream_ids:
-            return None
-        if len(query.stream_ids) == 1:  # one run: its own rows, by es_events_by_time
-            where.append(events.c.stream_id == next(iter(query.stream_ids)))
-        elif len(query.stream_ids) <= MAX_LISTED_STREAMS:
-            where.append(_unindexed(events.c.stream_id).in_(sorted(query.stream_ids)))
+    # read. A condition that another index could serve (several streams, several types)
+    # would tempt the planner into reading every row it selects and sorting them, for
+    # every batch; written as an expression (``column || ''``) it is checked on the way.
+    if stream_ids is not None and len(stream_ids) == 1:
+        where.append(events.c.stream_id == stream_ids[0])
+    elif stream_ids is not None:
+        where.append(_unindexed(events.c.stream_id).in_(stream_ids))
     if query.event_types is not None:
-        if not query.event_types:
-            return None
         types = sorted(t.value for t in query.event_types)
         where.append(
             events.c.type == types[0] if len(types) == 1 else _unindexed(events.c.type).in_(types)

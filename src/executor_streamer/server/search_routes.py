@@ -81,8 +81,8 @@ async def widget(
     start_time: Annotated[Timestamp | None, Query(alias="startTime", description=RANGE)] = None,
     end_time: Annotated[Timestamp | None, Query(alias="endTime")] = None,
 ) -> Response:
-    window = Window.of(start_time, end_time)
-    return _json(await hub_of(request).run_analytics.widget(caller.scope, index, window))
+    figure = await hub_of(request).run_analytics.widget(caller.scope, index, start_time, end_time)
+    return _json(figure)
 
 
 @router.get("/analytics/widgets", responses=ERRORS, summary="The configured dashboard widgets")

@@ -149,7 +149,9 @@ async function runList() {
       const empty = expression ? `No run has an event where ${expression}.` : "No runs yet: `executor-streamer demo` publishes one.";
       table.append(el("tr", {}, el("td", { colspan: 5 }, empty)));
     }
-    timer = setTimeout(refresh, 3000);
+    // The list follows new runs every 3 s; a search is run again only when asked (it may
+    // read a long history).
+    if (!expression) timer = setTimeout(refresh, 3000);
   };
   refresh();
 }
