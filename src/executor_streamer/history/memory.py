@@ -27,7 +27,15 @@ from .base import (
 )
 from .records import EventRecord, Predicate, history_predicate
 from .ring import EventRing, StoredEvent, record_of, stored
-from .search import MAX_MILLIS, SEARCH_CHUNK, SearchBatch, SearchQuery, moment_of, search_streams
+from .search import (
+    FIRST_CHUNK,
+    MAX_MILLIS,
+    SEARCH_CHUNK,
+    SearchBatch,
+    SearchQuery,
+    moment_of,
+    search_streams,
+)
 
 EVENT_OVERHEAD = 200
 """Bytes a retained event costs besides its payload: its tuple, seq, timestamp, the
@@ -144,11 +152,12 @@ class MemoryHistory:
     async def _newest_first(
         self, stream_id: str, query: SearchQuery
     ) -> AsyncIterator[Sequence[EventRecord]]:
+        """Chunks, newest first, growing from FIRST_CHUNK. Positions are found again by
+        seq for each chunk: between chunks the ring may take events or drop its oldest."""
         data = self._streams.get(stream_id)
-        if data is None:
+        if data is None or not len(data.ring):
             return
         ring = data.ring
-        low = 0 if query.start_ms is None else ring.index_of_time(moment_of(query.start_ms))
         top = query.end_ms
         if query.before is not None:
             top = query.before[0] if top is None else min(top, query.before[0])
@@ -157,9 +166,19 @@ class MemoryHistory:
             if top is None or top >= MAX_MILLIS
             else ring.index_of_time(moment_of(top + 1))
         )
-        entries = ring.copy(low, high)  # the ring may move while the search yields
-        for stop in range(len(entries), 0, -SEARCH_CHUNK):
-            yield [record_of(e) for e in reversed(entries[max(stop - SEARCH_CHUNK, 0) : stop])]
+        first = ring.first_seq
+        assert first is not None
+        below = first + high  # the seqs below this one, the newest first
+        size = FIRST_CHUNK
+        while (data := self._streams.get(stream_id)) is not None:
+            ring = data.ring  # (eviction gives the stream a new, empty ring)
+            stop = ring.index_of_seq(below)
+            entries = ring.copy(max(stop - size, 0), stop)
+            if not entries:
+                return
+            yield [record_of(e) for e in reversed(entries)]
+            below = entries[0][0]
+            size = min(size * 2, SEARCH_CHUNK)
 
     async def read_range(
         self, stream_id: str, after: int, until: int, predicate: Predicate | None

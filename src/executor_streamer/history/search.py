@@ -12,6 +12,7 @@ types, which times, which keys. Filter expressions are the hub's (``core/search.
 from __future__ import annotations
 
 import asyncio
+import heapq
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -77,41 +78,102 @@ def stamp_millis(payload: bytes) -> int:
 
 
 ChunksNewestFirst = Callable[[str], AsyncIterator[Sequence[EventRecord]]]
-"""A stream's events in chunks, the newest first and each chunk descending by seq."""
+"""A stream's events in chunks, the newest first and each chunk descending by seq. The
+chunks should start small and grow (:data:`FIRST_CHUNK` doubling to
+:data:`SEARCH_CHUNK`): a search over many streams needs only the head of most."""
+FIRST_CHUNK = 16
+
+
+class _Head:
+    """One stream's next event for the merge: the heap's order is newest first."""
+
+    __slots__ = ("found", "reader")
+
+    def __init__(self, found: Found, reader: _StreamReader) -> None:
+        self.found = found
+        self.reader = reader
+
+    def __lt__(self, other: _Head) -> bool:
+        return self.found.key > other.found.key
+
+
+class _StreamReader:
+    """A stream's events that ``query`` selects, newest first, read a chunk at a time."""
+
+    __slots__ = ("_at", "_buffer", "_chunks", "_query", "_stream_id", "read")
+
+    def __init__(
+        self, stream_id: str, chunks: AsyncIterator[Sequence[EventRecord]], query: SearchQuery
+    ):
+        self._stream_id = stream_id
+        self._chunks: AsyncIterator[Sequence[EventRecord]] | None = chunks
+        self._query = query
+        self._buffer: Sequence[EventRecord] = ()
+        self._at = 0
+        self.read = 0
+
+    async def next(self) -> Found | None:
+        query = self._query
+        while True:
+            if self._at == len(self._buffer):
+                if self._chunks is None:
+                    return None
+                try:
+                    self._buffer, self._at = await anext(self._chunks), 0
+                except StopAsyncIteration:
+                    self._chunks = None
+                continue
+            record = self._buffer[self._at]
+            self._at += 1
+            self.read += 1
+            key = (stamp_millis(record.payload), record.seq, self._stream_id)
+            if query.start_ms is not None and key[0] < query.start_ms:
+                self._chunks, self._buffer = None, ()  # older ones are older still
+                return None
+            if (query.before is not None and key >= query.before) or (
+                query.end_ms is not None and key[0] > query.end_ms
+            ):
+                continue
+            if query.event_types is not None and record.type not in query.event_types:
+                continue
+            return Found(key, record)
 
 
 async def search_streams(
     query: SearchQuery, stream_ids: Iterable[str], chunks: ChunksNewestFirst
 ) -> SearchBatch:
-    """The answer of a backend that holds each stream apart (memory, Redis): each stream
-    read from its newest event down, until it has given ``limit`` events or passed the
-    start, then the streams' events merged. Gives other tasks a turn after each chunk."""
-    types = query.event_types
-    found: list[Found] = []
+    """The answer of a backend that holds each stream apart (memory, Redis): every
+    stream read from its newest event down, merged as it is read, so a batch reads the
+    head of each stream and no more of any than the merge takes. Gives other tasks a turn
+    every :data:`SEARCH_CHUNK` events read."""
+    heads: list[_Head] = []
+    read = 0
     for stream_id in stream_ids:
-        taken = 0
-        async for chunk in chunks(stream_id):
-            done = False
-            for record in chunk:
-                key = (stamp_millis(record.payload), record.seq, stream_id)
-                if query.start_ms is not None and key[0] < query.start_ms:
-                    done = True  # older ones are older still
-                    break
-                if (query.before is not None and key >= query.before) or (
-                    query.end_ms is not None and key[0] > query.end_ms
-                ):
-                    continue
-                if types is not None and record.type not in types:
-                    continue
-                found.append(Found(key, record))
-                taken += 1
-                if taken == query.limit:
-                    done = True
-                    break
+        reader = _StreamReader(stream_id, chunks(stream_id), query)
+        found = await reader.next()
+        if found is not None:
+            heads.append(_Head(found, reader))
+        read += reader.read
+        if read >= SEARCH_CHUNK:
+            read = 0
             await asyncio.sleep(0)
-            if done:
-                break
-    return merged(found, query.limit, any_full=len(found) >= query.limit)
+    heapq.heapify(heads)
+    taken: list[Found] = []
+    while heads and len(taken) < query.limit:
+        head = heads[0]
+        taken.append(head.found)
+        before = head.reader.read
+        following = await head.reader.next()
+        if following is None:
+            heapq.heappop(heads)
+        else:
+            head.found = following
+            heapq.heapreplace(heads, head)
+        read += head.reader.read - before
+        if read >= SEARCH_CHUNK:
+            read = 0
+            await asyncio.sleep(0)
+    return SearchBatch(taken, taken[-1].key if heads and taken else None)
 
 
 def merged(found: list[Found], limit: int, any_full: bool) -> SearchBatch:
@@ -126,6 +188,7 @@ def merged(found: list[Found], limit: int, any_full: bool) -> SearchBatch:
 
 
 __all__ = [
+    "FIRST_CHUNK",
     "MAX_MILLIS",
     "SEARCH_CHUNK",
     "ChunksNewestFirst",

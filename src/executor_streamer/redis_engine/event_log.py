@@ -20,7 +20,13 @@ from ..history.base import (
     page_in_slices,
 )
 from ..history.records import EventRecord, Predicate, history_predicate, stamp_text
-from ..history.search import SEARCH_CHUNK, SearchBatch, SearchQuery, search_streams
+from ..history.search import (
+    FIRST_CHUNK,
+    SEARCH_CHUNK,
+    SearchBatch,
+    SearchQuery,
+    search_streams,
+)
 from ..types.base import format_timestamp
 from ..types.filters import HistoryFilter
 from .calls import call
@@ -162,14 +168,16 @@ class RedisEventLog:
         high = "+"
         if query.before is not None and query.before[2] == stream_id:
             high = f"({query.before[1]}-0"
+        size = FIRST_CHUNK  # most streams of a search give only their head
         while True:
-            entries = await call(self._client.xrevrange(events, high, "-", count=SEARCH_CHUNK))
+            entries = await call(self._client.xrevrange(events, high, "-", count=size))
             if not entries:
                 return
             yield [record_of(entry) for entry in entries]
-            if len(entries) < SEARCH_CHUNK:
+            if len(entries) < size:
                 return
             high = f"({entries[-1][0].decode()}"
+            size = min(size * 2, SEARCH_CHUNK)
 
     async def read_tail(self, stream_id: str, count: int) -> list[EventRecord]:
         entries = await call(
