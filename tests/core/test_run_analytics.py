@@ -3,9 +3,7 @@ on the memory, file (SQLite), PostgreSQL and Redis backends."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +14,9 @@ from executor_streamer.core.run_analytics import Window, percentile
 from executor_streamer.errors import ConfigError, InvalidInput, WidgetNotFound
 from executor_streamer.security import Scope
 
-from ..postgres import POSTGRES_URL, reset_postgres
+from .test_search import HubMaker, make_hub
+
+__all__ = ["make_hub"]
 
 ADMIN = Scope(admin=True)
 TIMEOUTS = 'type == "COMMAND_FAILED" && data.error.code == "TIMEOUT"'
@@ -37,34 +37,7 @@ WIDGETS = [
         "bucket": "day",
     },
 ]
-HubMaker = Callable[..., Awaitable[ExecutorStreamer]]
-
-
-@pytest.fixture(params=["memory", "file", "postgres", "redis"])
-async def make_hub(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[HubMaker]:
-    made: list[ExecutorStreamer] = []
-    persistence: dict[str, Any] = {}
-    if request.param == "file":
-        persistence = {"storageBackend": "file", "connectionString": str(tmp_path / "h.db")}
-    elif request.param == "postgres":
-        await reset_postgres()
-        persistence = {"storageBackend": "database", "connectionString": POSTGRES_URL}
-    elif request.param == "redis":
-        url = request.getfixturevalue("redis_url")
-        persistence = {"storageBackend": "redis", "connectionString": url}
-
-    async def factory(**overrides: Any) -> ExecutorStreamer:
-        config = ExecutorStreamerConfig().with_overrides(
-            {"persistence": persistence, "viewer": {"dashboard": {"widgets": WIDGETS}}, **overrides}
-        )
-        hub = ExecutorStreamer(config)
-        await hub.start()
-        made.append(hub)
-        return hub
-
-    yield factory
-    for hub in made:
-        await hub.stop()
+VIEWER = {"dashboard": {"widgets": WIDGETS}}
 
 
 def started(command: str, name: str, action: str) -> dict[str, Any]:
@@ -126,7 +99,7 @@ async def corpus(hub: ExecutorStreamer) -> None:
 
 
 async def test_run_analytics_as_counted_by_hand(make_hub: HubMaker) -> None:
-    hub = await make_hub()
+    hub = await make_hub(viewer=VIEWER)
     await corpus(hub)
     report = await hub.run_analytics.runs(ADMIN, Window.of(None, None), None)
     assert report["runs"] == {
@@ -165,7 +138,7 @@ async def test_run_analytics_as_counted_by_hand(make_hub: HubMaker) -> None:
 
 
 async def test_scope_pattern_and_window(make_hub: HubMaker) -> None:
-    hub = await make_hub()
+    hub = await make_hub(viewer=VIEWER)
     await corpus(hub)
     team = Scope(subscribe=("r-*",))
     report = await hub.run_analytics.runs(team, Window.of(None, None), None)
@@ -190,7 +163,7 @@ async def test_scope_pattern_and_window(make_hub: HubMaker) -> None:
 
 
 async def test_widgets_from_config(make_hub: HubMaker) -> None:
-    hub = await make_hub()
+    hub = await make_hub(viewer=VIEWER)
     await corpus(hub)
     assert await hub.run_analytics.widget(ADMIN, 0, None, None) == {
         "title": "TIMEOUT failures",

@@ -23,12 +23,13 @@ from executor_streamer.security import Scope
 from ..postgres import POSTGRES_URL, reset_postgres
 
 ADMIN = Scope(admin=True)
-HubMaker = Callable[[], Awaitable[ExecutorStreamer]]
+HubMaker = Callable[..., Awaitable[ExecutorStreamer]]
 
 
 @pytest.fixture(params=["memory", "file", "postgres", "redis"])
 async def make_hub(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[HubMaker]:
-    """Hubs on one backend; on Redis and PostgreSQL the second shares the first's data."""
+    """Hubs on one backend, with config overrides (nested, camelCase); on Redis and
+    PostgreSQL the second shares the first's data."""
     made: list[ExecutorStreamer] = []
     persistence: dict[str, Any] = {}
     if request.param == "file":
@@ -40,8 +41,8 @@ async def make_hub(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
         url = request.getfixturevalue("redis_url")
         persistence = {"storageBackend": "redis", "connectionString": url}
 
-    async def factory() -> ExecutorStreamer:
-        config = ExecutorStreamerConfig().with_overrides({"persistence": persistence})
+    async def factory(**overrides: Any) -> ExecutorStreamer:
+        config = ExecutorStreamerConfig().with_overrides({"persistence": persistence, **overrides})
         hub = ExecutorStreamer(config)
         await hub.start()
         made.append(hub)

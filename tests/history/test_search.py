@@ -111,6 +111,16 @@ QUERIES = [
 ]
 
 
+def query_fields(shape: dict[str, object]) -> tuple[object, dict[str, object]]:
+    """A QUERIES entry as SearchQuery's stream ids (every stream by default) and its
+    other fields, the time bounds moved from ms after T0 to ms since the epoch."""
+    fields = dict(shape)
+    for bound in ("start_ms", "end_ms"):
+        if bound in fields:
+            fields[bound] = millis_of(T0) + int(fields[bound])  # type: ignore[call-overload]
+    return fields.pop("stream_ids", frozenset(STREAMS)), fields
+
+
 @pytest.mark.parametrize("shape", QUERIES, ids=[str(i) for i in range(len(QUERIES))])
 @pytest.mark.parametrize("limit", [1, 7, 100])
 async def test_search_pages_equal_the_reference(
@@ -118,12 +128,7 @@ async def test_search_pages_equal_the_reference(
 ) -> None:
     store = await make_store(100)
     written = await corpus(store)
-    base = millis_of(T0)
-    fields = dict(shape)
-    for bound in ("start_ms", "end_ms"):
-        if bound in fields:
-            fields[bound] = base + int(fields[bound])  # type: ignore[call-overload]
-    stream_ids = fields.pop("stream_ids", frozenset(STREAMS))
+    stream_ids, fields = query_fields(shape)
     for all_streams in (False, True) if stream_ids == frozenset(STREAMS) else (False,):
         query = SearchQuery(
             limit=limit,
@@ -162,11 +167,6 @@ async def test_sql_reads_many_streams_in_slices(
     monkeypatch.setattr(sql_tables, "MAX_LISTED_STREAMS", 3)
     store = await make_store(100)
     written = await corpus(store)
-    base = millis_of(T0)
-    fields = dict(shape)
-    for bound in ("start_ms", "end_ms"):
-        if bound in fields:
-            fields[bound] = base + int(fields[bound])  # type: ignore[call-overload]
-    stream_ids = fields.pop("stream_ids", frozenset(STREAMS))
+    stream_ids, fields = query_fields(shape)
     query = SearchQuery(limit=5, stream_ids=stream_ids, **fields)  # type: ignore[arg-type]
     assert await every_page(store, query) == expected(written, query)

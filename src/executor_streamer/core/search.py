@@ -123,21 +123,13 @@ class RunSearch:
         """Every event of ``streams`` (as :meth:`streams_for` gives them) of these types
         in these times, newest first, for analytics: read a batch at a time, other tasks
         getting a turn between them."""
-        if not streams or types == frozenset():
+        ids, whole, types = _narrowed(streams, types, expression)
+        if not ids or types == frozenset():
             return
-        whole = streams[0][1]
-        chosen = [s for s, _ in streams]
-        if expression is not None:
-            chosen = [
-                s
-                for s in chosen
-                if expression.may_match(streamId=s.id, sessionId=s.workflow_session_id)
-            ]
-            types = _possible_types(expression, types)
         query: SearchQuery | None = SearchQuery(
             limit=BATCH,
-            stream_ids=frozenset(s.id for s in chosen),
-            all_streams=whole and len(chosen) == len(streams),
+            stream_ids=ids,
+            all_streams=whole,
             event_types=types,
             start_ms=start_ms,
             end_ms=end_ms,
@@ -162,25 +154,16 @@ class RunSearch:
         before: SearchKey | None,
     ) -> SearchQuery | None:
         """What to ask the backend, or None when no event can match."""
-        chosen = await self.streams_for(scope, request.streams)
-        whole = bool(chosen) and chosen[0][1]
-        streams = [s for s, _ in chosen]
-        types: frozenset[StreamEventType] | None = None
-        if expression is not None:
-            streams = [
-                s
-                for s in streams
-                if expression.may_match(streamId=s.id, sessionId=s.workflow_session_id)
-            ]
-            types = _possible_types(expression, None)
-        if not streams or types == frozenset():
+        streams = await self.streams_for(scope, request.streams)
+        ids, whole, types = _narrowed(streams, None, expression)
+        if not ids or types == frozenset():
             return None
         start = None if request.start_time is None else millis_of(request.start_time)
         end = None if request.end_time is None else millis_of(request.end_time)
         return SearchQuery(
             limit=BATCH if expression is not None else request.limit,
-            stream_ids=frozenset(s.id for s in streams),
-            all_streams=whole and len(streams) == len(chosen),
+            stream_ids=ids,
+            all_streams=whole,
             event_types=types,
             start_ms=start,
             end_ms=end,
@@ -188,13 +171,27 @@ class RunSearch:
         )
 
 
-def _possible_types(
-    expression: Expression, within: frozenset[StreamEventType] | None
-) -> frozenset[StreamEventType] | None:
-    """The types of event ``expression`` may match (None: any), within ``within``."""
-    candidates = StreamEventType if within is None else within
-    types = frozenset(t for t in candidates if expression.may_match(type=t.value))
-    return None if within is None and len(types) == len(StreamEventType) else types
+def _narrowed(
+    streams: Sequence[tuple[Stream, bool]],
+    types: frozenset[StreamEventType] | None,
+    expression: Expression | None,
+) -> tuple[frozenset[str], bool, frozenset[StreamEventType] | None]:
+    """What a search must read of ``streams`` (as :meth:`RunSearch.streams_for` gives
+    them) and of ``types`` (None: any): the stream ids and types ``expression`` may match,
+    and whether those ids are still every stream."""
+    chosen = [s for s, _ in streams]
+    if expression is not None:
+        chosen = [
+            s
+            for s in chosen
+            if expression.may_match(streamId=s.id, sessionId=s.workflow_session_id)
+        ]
+        candidates = StreamEventType if types is None else types
+        types = frozenset(t for t in candidates if expression.may_match(type=t.value))
+        if len(types) == len(StreamEventType):
+            types = None
+    whole = bool(streams) and streams[0][1] and len(chosen) == len(streams)
+    return frozenset(s.id for s in chosen), whole, types
 
 
 def encode_cursor(key: SearchKey) -> str:
