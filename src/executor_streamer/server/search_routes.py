@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response
 
@@ -17,7 +16,7 @@ from ..types.base import Timestamp
 from .auth import Caller
 from .frames import json_list
 from .query import FILTER
-from .rest import ERRORS, hub_of
+from .rest import ERRORS, hub_of, json
 
 router = APIRouter(prefix="/api")
 
@@ -70,7 +69,7 @@ async def run_analytics(
 ) -> Response:
     window = Window.of(start_time, end_time, bucket)
     pattern = None if streams is None else parse_pattern(streams, "query.streams")
-    return _json(await hub_of(request).run_analytics.runs(caller.scope, window, pattern))
+    return json(await hub_of(request).run_analytics.runs(caller.scope, window, pattern))
 
 
 @router.get("/analytics/widgets/{index}", responses=ERRORS, summary="A configured dashboard widget")
@@ -82,14 +81,10 @@ async def widget(
     end_time: Annotated[Timestamp | None, Query(alias="endTime")] = None,
 ) -> Response:
     figure = await hub_of(request).run_analytics.widget(caller.scope, index, start_time, end_time)
-    return _json(figure)
+    return json(figure)
 
 
 @router.get("/analytics/widgets", responses=ERRORS, summary="The configured dashboard widgets")
 async def widgets(request: Request, _: Caller) -> Response:
     configured = hub_of(request).config.viewer.dashboard.widgets
-    return _json([w.to_wire() for w in configured])
-
-
-def _json(payload: object) -> Response:
-    return Response(orjson.dumps(payload), media_type="application/json")
+    return json([w.to_wire() for w in configured])
